@@ -1,0 +1,265 @@
+"""Graph-building functions over `Value`s: the vocabulary of VJP rules and the tracer.
+
+Each function binds primitives into the current builder. Python numbers become
+`const` nodes typed like the other operand (weak typing, as in JAX and PyTorch),
+and operands are cast to one dtype first, so every elementwise node computes in
+exactly the dtype the IR says.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from fusegrad.ir import primitives as P
+from fusegrad.ir import shapes as S
+from fusegrad.ir.builder import current_source
+from fusegrad.ir.errors import ShapeError, located
+from fusegrad.ir.graph import Shape, Value
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+Operand = Value | numbers.Number
+
+
+def const(value: numbers.Number, dtype) -> Value:
+    dtype = np.dtype(dtype)
+    return P.const.bind(value=_python_number(value, dtype), dtype=dtype)
+
+
+def _python_number(value, dtype: np.dtype):
+    """The constant as the Python number of its dtype (so it prints and hashes stably)."""
+    if dtype.kind == "b":
+        return bool(value)
+    if dtype.kind in "iu":
+        return int(value)
+    return float(value)
+
+
+def _lift(x: Operand, like: Value) -> Value:
+    if isinstance(x, Value):
+        return x
+    if not isinstance(x, numbers.Number):
+        raise TypeError(f"expected an array value or a Python number, got {type(x).__name__}")
+    dtype = like.dtype
+    if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral) and dtype.kind != "f":
+        dtype = DEFAULT_FLOAT
+    return const(x, dtype)
+
+
+def _operands(*xs: Operand) -> list[Value]:
+    anchor = next((x for x in xs if isinstance(x, Value)), None)
+    if anchor is None:
+        raise TypeError("at least one operand must be an array value")
+    values = [_lift(x, anchor) for x in xs]
+    dtype = S.promote(*(v.dtype for v in values))
+    return [cast(v, dtype) for v in values]
+
+
+def cast(x: Value, dtype) -> Value:
+    dtype = np.dtype(dtype)
+    return x if x.dtype == dtype else P.cast.bind(x, dtype=dtype)
+
+
+def _floating(x: Value) -> Value:
+    return x if x.dtype.kind == "f" else cast(x, DEFAULT_FLOAT)
+
+
+# ---------------------------------------------------------------- elementwise
+
+def add(a: Operand, b: Operand) -> Value:
+    return P.add.bind(*_operands(a, b))
+
+
+def sub(a: Operand, b: Operand) -> Value:
+    return P.sub.bind(*_operands(a, b))
+
+
+def mul(a: Operand, b: Operand) -> Value:
+    return P.mul.bind(*_operands(a, b))
+
+
+def div(a: Operand, b: Operand) -> Value:
+    a, b = _operands(a, b)
+    return P.div.bind(_floating(a), _floating(b))
+
+
+def neg(x: Value) -> Value:
+    return P.neg.bind(x)
+
+
+def power(a: Operand, b: Operand) -> Value:
+    """``a ** b``: an integer exponent becomes integer_pow (x*x, not powf)."""
+    if isinstance(a, Value) and isinstance(b, numbers.Integral) and not isinstance(b, bool):
+        return integer_pow(a, int(b))
+    if isinstance(a, Value) and isinstance(b, float) and b.is_integer() and abs(b) <= 64:
+        return integer_pow(_floating(a), int(b))
+    a, b = _operands(a, b)
+    return P.pow_.bind(_floating(a), _floating(b))
+
+
+def integer_pow(x: Value, n: int) -> Value:
+    if n == 1:
+        return x
+    return P.integer_pow.bind(x, n=int(n))
+
+
+def maximum(a: Operand, b: Operand) -> Value:
+    return P.maximum.bind(*_operands(a, b))
+
+
+def minimum(a: Operand, b: Operand) -> Value:
+    return P.minimum.bind(*_operands(a, b))
+
+
+def where(cond: Value, a: Operand, b: Operand) -> Value:
+    if isinstance(a, Value) or isinstance(b, Value):
+        a, b = _operands(a, b)
+    else:
+        raise TypeError("where needs at least one array branch")
+    return P.where.bind(cond, a, b)
+
+
+def _unary(prim):
+    def apply(x: Value) -> Value:
+        return prim.bind(_floating(x) if prim.infer is S.elementwise_floating else x)
+    apply.__name__ = prim.name
+    return apply
+
+
+exp, log, sin, cos, tanh, sqrt = map(_unary, (P.exp, P.log, P.sin, P.cos, P.tanh, P.sqrt))
+sigmoid, abs, sign, relu = map(_unary, (P.sigmoid, P.abs_, P.sign, P.relu))
+
+
+def _compare(prim):
+    def apply(a: Operand, b: Operand) -> Value:
+        return prim.bind(*_operands(a, b))
+    apply.__name__ = prim.name
+    return apply
+
+
+lt, le, gt, ge, eq, ne = map(_compare, (P.lt, P.le, P.gt, P.ge, P.eq, P.ne))
+
+
+# ---------------------------------------------------------------- layout
+
+def broadcast_to(x: Value, shape: Shape) -> Value:
+    shape = tuple(shape)
+    return x if x.shape == shape else P.broadcast_to.bind(x, shape=shape)
+
+
+def reshape(x: Value, shape: Shape) -> Value:
+    shape = tuple(shape)
+    return x if x.shape == shape else P.reshape.bind(x, shape=shape)
+
+
+def transpose(x: Value, perm: Sequence[int] | None = None) -> Value:
+    perm = tuple(reversed(range(x.ndim))) if perm is None else tuple(int(p) for p in perm)
+    return x if perm == tuple(range(x.ndim)) else P.transpose.bind(x, perm=perm)
+
+
+def sum_to(x: Value, shape: Shape) -> Value:
+    """Sum a broadcast result back to `shape` (the VJP of broadcasting)."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    return reshape(reduce_sum(x, axes, keepdims=True), shape)
+
+
+def expand_reduced(g: Value, shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Value:
+    """Broadcast a reduction's result (or cotangent) back over the reduced axes."""
+    if not keepdims:
+        g = reshape(g, S.reduced_shape(shape, axes, keepdims=True))
+    return broadcast_to(g, shape)
+
+
+# ---------------------------------------------------------------- reductions
+
+def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
+    axes = S.normalize_axes(axes, x.ndim)
+    if not axes:
+        return x
+    return P.reduce_sum.bind(x, axes=axes, keepdims=bool(keepdims))
+
+
+def reduce_max(x: Value, axes=None, keepdims: bool = False) -> Value:
+    axes = S.normalize_axes(axes, x.ndim)
+    return P.reduce_max.bind(x, axes=axes, keepdims=bool(keepdims)) if axes else x
+
+
+def reduce_min(x: Value, axes=None, keepdims: bool = False) -> Value:
+    axes = S.normalize_axes(axes, x.ndim)
+    return P.reduce_min.bind(x, axes=axes, keepdims=bool(keepdims)) if axes else x
+
+
+def mean(x: Value, axes=None, keepdims: bool = False) -> Value:
+    x = _floating(x)
+    axes = S.normalize_axes(axes, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    return div(reduce_sum(x, axes, keepdims), count)
+
+
+def argmax(x: Value, axis: int, keepdims: bool = False) -> Value:
+    (axis,) = S.normalize_axes(axis, x.ndim)
+    return P.argmax.bind(x, axis=axis, keepdims=bool(keepdims))
+
+
+def argmin(x: Value, axis: int, keepdims: bool = False) -> Value:
+    (axis,) = S.normalize_axes(axis, x.ndim)
+    return P.argmin.bind(x, axis=axis, keepdims=bool(keepdims))
+
+
+def logsumexp(x: Value, axes=None, keepdims: bool = False) -> Value:
+    """log(sum(exp(x))), shifted by the maximum so that exp cannot overflow."""
+    x = _floating(x)
+    axes = S.normalize_axes(axes, x.ndim)
+    # The shift is a constant of the maths (any shift gives the same value), so its
+    # gradient cancels exactly; building it from reduce_max keeps the graph small.
+    shift = reduce_max(x, axes, keepdims=True)
+    total = reduce_sum(exp(sub(x, broadcast_to(shift, x.shape))), axes, keepdims=True)
+    result = add(log(total), shift)
+    return result if keepdims else reshape(result, S.reduced_shape(x.shape, axes, False))
+
+
+def softmax(x: Value, axis: int = -1) -> Value:
+    x = _floating(x)
+    shift = reduce_max(x, axis, keepdims=True)
+    e = exp(sub(x, broadcast_to(shift, x.shape)))
+    return div(e, broadcast_to(reduce_sum(e, axis, keepdims=True), x.shape))
+
+
+# ---------------------------------------------------------------- matmul
+
+def matmul(a: Value, b: Value) -> Value:
+    """NumPy's matmul for 1-d and 2-d operands, built on the 2-d primitive."""
+    if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
+        raise ShapeError(located(f"matmul: operands must be 1-d or 2-d, got {S.describe(a, b)}",
+                                 current_source()))
+    if a.shape[-1] != b.shape[0]:
+        raise ShapeError(located(
+            f"matmul: inner dimensions differ: {S.describe(a, b)} ({a.shape[-1]} != {b.shape[0]})",
+            current_source()))
+    a, b = _operands(a, b)
+    a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
+    b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
+    out = P.matmul.bind(a2, b2)
+    return reshape(out, tuple(a.shape[:-1]) + tuple(b.shape[1:]))
+
+
+# Operators on values, so that VJP rules read like the maths: ``g * (1 - y * y)``.
+# Values keep identity equality (they are dictionary keys); use eq/ne for comparisons.
+Value.__add__ = add
+Value.__radd__ = lambda x, y: add(y, x)
+Value.__sub__ = sub
+Value.__rsub__ = lambda x, y: sub(y, x)
+Value.__mul__ = mul
+Value.__rmul__ = lambda x, y: mul(y, x)
+Value.__truediv__ = div
+Value.__rtruediv__ = lambda x, y: div(y, x)
+Value.__pow__ = power
+Value.__rpow__ = lambda x, y: power(y, x)
+Value.__neg__ = neg
+Value.__matmul__ = matmul

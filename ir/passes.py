@@ -1,0 +1,185 @@
+"""Graph -> Graph passes, in the order of `PIPELINE`.
+
+Each pass is a pure function: it builds a new graph and never edits its input
+(nodes are frozen; a node whose inputs change is rebuilt, the others are shared).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from fusegrad.ir import primitives as P
+from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.ir.interpreter import run_node
+from fusegrad.ir.primitive import ELEMENTWISE
+from fusegrad.ir.shapes import broadcast_shapes
+
+# A rewrite looks at one node (inputs already rewritten) and returns a value that
+# replaces its output, or None to keep the node.
+Rewrite = Callable[[Node, dict[Value, Node]], "Value | None"]
+
+
+def _const_value(value: Value, producers: dict[Value, Node]):
+    node = producers.get(value)
+    if node is not None and node.primitive is P.const:
+        return node.param("value")
+    return None
+
+
+def _is_const(value: Value, producers: dict[Value, Node], number: float) -> bool:
+    found = _const_value(value, producers)
+    return found is not None and found == number
+
+
+def _identity_operand(node: Node, producers) -> Value | None:
+    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1 -> x, when that keeps shape and dtype."""
+    name = node.primitive.name
+    if name not in ("add", "sub", "mul", "div"):
+        return None
+    a, b = node.inputs
+    unit = 1.0 if name in ("mul", "div") else 0.0
+    candidates = [(a, b)] + ([(b, a)] if name in ("add", "mul") else [])
+    for keep, drop in candidates:
+        if (_is_const(drop, producers, unit) and keep.shape == node.out.shape
+                and keep.dtype == node.out.dtype):
+            return keep
+    return None
+
+
+def _absorb_broadcasts(node: Node, producers) -> Node:
+    """Elementwise ops broadcast implicitly, so an explicit broadcast_to feeding one is
+    dropped when the result's shape does not change (the seed of a backward pass
+    becomes a scalar constant instead of a full array of ones)."""
+    if node.primitive.kind != ELEMENTWISE or node.primitive is P.broadcast_to:
+        return node
+    inputs = list(node.inputs)
+    for i, value in enumerate(inputs):
+        producer = producers.get(value)
+        if producer is None or producer.primitive is not P.broadcast_to:
+            continue
+        trial = inputs[:i] + [producer.inputs[0]] + inputs[i + 1:]
+        if broadcast_shapes(*(v.shape for v in trial)) == node.out.shape:
+            inputs = trial
+    if inputs == list(node.inputs):
+        return node
+    return Node(node.primitive, tuple(inputs), node.params, node.outputs, node.source)
+
+
+def _fold_layout(node: Node, producers) -> Value | None:
+    name = node.primitive.name
+    if name in ("reshape", "broadcast_to") and node.inputs[0].shape == node.out.shape:
+        return node.inputs[0]
+    if name == "neg":
+        inner = producers.get(node.inputs[0])
+        if inner is not None and inner.primitive is P.neg:
+            return inner.inputs[0]
+    return None
+
+
+def _chain_layout(node: Node, producers) -> Node:
+    """reshape(reshape(x)) -> reshape(x); broadcast_to(reshape(x)) -> broadcast_to(x)
+    when the reshape only put size-1 axes in front (broadcasting does that anyway)."""
+    inner = producers.get(node.inputs[0]) if node.inputs else None
+    if inner is None or inner.primitive is not P.reshape:
+        return node
+    x = inner.inputs[0]
+    prepends_ones = inner.out.shape[inner.out.ndim - x.ndim:] == x.shape and \
+        all(d == 1 for d in inner.out.shape[:inner.out.ndim - x.ndim])
+    if node.primitive is P.reshape or (node.primitive is P.broadcast_to and prepends_ones):
+        return Node(node.primitive, (x,), node.params, node.outputs, node.source)
+    return node
+
+
+def _rewrite(graph: Graph, visit: Callable[[Node, dict, dict], "Node | list | Value"]) -> Graph:
+    """Rebuild `graph`, letting `visit` replace each node by a node, by a list of nodes
+    (the last defines the original outputs) or by an existing value."""
+    replaced: dict[Value, Value] = {}
+    producers: dict[Value, Node] = {}
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        inputs = tuple(replaced.get(v, v) for v in node.inputs)
+        if inputs != node.inputs:
+            node = Node(node.primitive, inputs, node.params, node.outputs, node.source)
+        result = visit(node, producers, replaced)
+        if isinstance(result, Value):
+            replaced[node.out] = result
+            continue
+        for new_node in result if isinstance(result, list) else [result]:
+            nodes.append(new_node)
+            for out in new_node.outputs:
+                producers[out] = new_node
+    outputs = tuple(replaced.get(v, v) for v in graph.outputs)
+    return graph.replace(nodes=tuple(nodes), outputs=outputs)
+
+
+def simplify(graph: Graph) -> Graph:
+    def visit(node, producers, replaced):
+        node = _chain_layout(_absorb_broadcasts(node, producers), producers)
+        return _identity_operand(node, producers) or _fold_layout(node, producers) or node
+    return _rewrite(graph, visit)
+
+
+def _splat(value: Value, producers: dict[Value, Node]):
+    """The scalar a value is filled with, if it is a constant or a broadcast constant."""
+    node = producers.get(value)
+    if node is not None and node.primitive is P.broadcast_to:
+        return _const_value(node.inputs[0], producers)
+    return _const_value(value, producers)
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Evaluate elementwise nodes whose inputs are all constants (or constants
+    broadcast to a shape: the result is then the folded constant, broadcast)."""
+    def visit(node, producers, replaced):
+        if node.primitive.kind != ELEMENTWISE or not node.inputs or node.primitive is P.broadcast_to:
+            return node
+        scalars = [_splat(v, producers) for v in node.inputs]
+        if any(s is None for s in scalars):
+            return node
+        args = [np.asarray(s, dtype=v.dtype) for s, v in zip(scalars, node.inputs)]
+        folded = run_node(_scalar_node(node), args)[()].item()
+        params = (("dtype", node.out.dtype), ("value", folded))
+        if node.out.shape == ():
+            return Node(P.const, (), params, node.outputs, node.source)
+        scalar = Value((), node.out.dtype)
+        return [Node(P.const, (), params, (scalar,), node.source),
+                Node(P.broadcast_to, (scalar,), (("shape", node.out.shape),), node.outputs,
+                     node.source)]
+    return _rewrite(graph, visit)
+
+
+def _scalar_node(node: Node) -> Node:
+    """The same operation on 0-d operands (to evaluate a folded constant)."""
+    out = Value((), node.out.dtype)
+    inputs = tuple(Value((), v.dtype) for v in node.inputs)
+    return Node(node.primitive, inputs, node.params, (out,), node.source)
+
+
+def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    def visit(node, producers, replaced):
+        key = node.key
+        seen = cse_table.get(key)
+        if seen is not None:
+            return seen.out
+        cse_table[key] = node
+        return node
+    cse_table: dict[tuple, Node] = {}
+    return _rewrite(graph, visit)
+
+
+def eliminate_dead_code(graph: Graph) -> Graph:
+    nodes = tuple(live_nodes(graph.nodes, graph.outputs))
+    used = {id(v) for node in nodes for v in node.inputs} | {id(v) for v in graph.outputs}
+    constants = tuple(c for c in graph.constants if id(c[0]) in used)
+    return graph.replace(nodes=nodes, constants=constants)
+
+
+PIPELINE = [simplify, fold_constants, eliminate_common_subexpressions, simplify,
+            eliminate_dead_code]
+
+
+def optimize(graph: Graph, pipeline=PIPELINE) -> Graph:
+    for run_pass in pipeline:
+        graph = run_pass(graph)
+    return graph

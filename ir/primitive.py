@@ -1,0 +1,82 @@
+"""What a primitive is, and the registry that holds them.
+
+A primitive is declared once (in `ir/primitives.py`) with everything the compiler
+knows about it: its kind, its shape/dtype rule, its NumPy meaning (the reference
+interpreter), its vector-Jacobian rule written with graph operations, and how a
+kernel spells one element of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fusegrad.ir.builder import current_builder, current_source, make_node
+from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.graph import Value
+
+ELEMENTWISE = "elementwise"   # one output element from the same element of each input
+REDUCTION = "reduction"       # reduces `axes` of its single input
+LAYOUT = "layout"             # moves elements around: reshape, transpose
+MATMUL = "matmul"             # a BLAS call
+INDEX = "index"               # integer-valued results such as argmax; not differentiable
+
+OutType = tuple[tuple[int, ...], np.dtype]
+
+
+@dataclass(frozen=True, eq=False)
+class Primitive:
+    name: str
+    kind: str
+    infer: Callable[..., OutType]           # (*inputs, **params) -> (shape, dtype)
+    impl: Callable[..., np.ndarray]         # NumPy meaning: (*arrays, **params) -> array
+    vjp: Callable[..., list] | None = None  # (g, *inputs, out, **params) -> cotangents
+    scalar: str | Callable[..., str] | None = None  # element spelling for kernels
+    grad_fn: str | None = None              # PyTorch's backward node name
+
+    def bind(self, *inputs: Value, **params: Any) -> Value:
+        """Append ``self(*inputs, **params)`` to the current graph; return its value."""
+        try:
+            shape, dtype = self.infer(*inputs, **params)
+        except FusegradError as error:
+            raise type(error)(located(f"{self.name}: {error}", current_source())) from None
+        node = make_node(self, tuple(inputs), params, [(shape, dtype)])
+        current_builder().add(node)
+        return node.out
+
+    def spell(self, args: list[str], dtype: np.dtype, params: dict[str, Any]) -> str:
+        """The scalar expression of one element, for code generation."""
+        if callable(self.scalar):
+            return self.scalar(*args, dtype=dtype, **params)
+        return self.scalar.format(*args, one=literal(1, dtype), zero=literal(0, dtype))
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+REGISTRY: dict[str, Primitive] = {}
+
+
+def primitive(name: str, **fields: Any) -> Primitive:
+    """Declare and register a primitive."""
+    if name in REGISTRY:
+        raise ValueError(f"primitive {name!r} declared twice")
+    prim = Primitive(name=name, **fields)
+    REGISTRY[name] = prim
+    return prim
+
+
+def literal(value: Any, dtype: np.dtype) -> str:
+    """A typed scalar literal for generated code, e.g. ``np.float32(0.5)``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return repr(bool(value))
+    if dtype.kind == "f":
+        number = float(value)
+        if np.isfinite(number):
+            text = repr(number)
+        else:
+            text = "np.nan" if number != number else ("np.inf" if number > 0 else "-np.inf")
+        return f"np.{dtype.name}({text})"
+    return f"np.{dtype.name}({int(value)})"

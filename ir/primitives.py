@@ -1,0 +1,266 @@
+"""Every primitive of fusegrad, each declared once.
+
+An entry says all the compiler knows about an op: its kind, its shape/dtype rule
+(`infer`), its NumPy meaning (`impl`, the reference interpreter), its VJP rule
+(graph operations, so the backward is IR and can itself be differentiated), and how
+a kernel spells one element (`scalar`). Backends never learn op names.
+
+VJP rules receive ``(g, *inputs, out, **params)`` and return one cotangent (or
+None, for no gradient) per input. Cotangents of elementwise inputs may have the
+broadcast shape; the differentiation pass sums them back to the input's shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fusegrad.ir import ops
+from fusegrad.ir import shapes as S
+from fusegrad.ir.primitive import ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, literal, primitive
+
+
+# ---------------------------------------------------------------- constants
+
+const = primitive(
+    "const", kind=ELEMENTWISE,
+    infer=lambda *, value, dtype: ((), np.dtype(dtype)),
+    impl=lambda *, value, dtype: np.asarray(value, dtype=dtype),
+    scalar=lambda *, dtype, value: literal(value, dtype),
+)
+
+# ---------------------------------------------------------------- unary
+
+neg = primitive(
+    "neg", kind=ELEMENTWISE, infer=S.elementwise, impl=np.negative,
+    vjp=lambda g, x, y: [-g],
+    scalar="-{0}", grad_fn="NegBackward0",
+)
+exp = primitive(
+    "exp", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp,
+    vjp=lambda g, x, y: [g * y],
+    scalar="math.exp({0})", grad_fn="ExpBackward0",
+)
+log = primitive(
+    "log", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.log,
+    vjp=lambda g, x, y: [g / x],
+    scalar="math.log({0})", grad_fn="LogBackward0",
+)
+sin = primitive(
+    "sin", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sin,
+    vjp=lambda g, x, y: [g * ops.cos(x)],
+    scalar="math.sin({0})", grad_fn="SinBackward0",
+)
+cos = primitive(
+    "cos", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.cos,
+    vjp=lambda g, x, y: [-(g * ops.sin(x))],
+    scalar="math.cos({0})", grad_fn="CosBackward0",
+)
+tanh = primitive(
+    "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,
+    vjp=lambda g, x, y: [g * (1 - y * y)],
+    scalar="math.tanh({0})", grad_fn="TanhBackward0",
+)
+sqrt = primitive(
+    "sqrt", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sqrt,
+    vjp=lambda g, x, y: [g / (2 * y)],
+    scalar="math.sqrt({0})", grad_fn="SqrtBackward0",
+)
+abs_ = primitive(
+    "abs", kind=ELEMENTWISE, infer=S.elementwise, impl=np.abs,
+    vjp=lambda g, x, y: [g * ops.sign(x)],
+    scalar="abs({0})", grad_fn="AbsBackward0",
+)
+sign = primitive(
+    "sign", kind=ELEMENTWISE, infer=S.elementwise, impl=np.sign,
+    vjp=lambda g, x, y: [None],
+    scalar="np.sign({0})", grad_fn="SignBackward0",
+)
+
+
+def _sigmoid_impl(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+sigmoid = primitive(
+    "sigmoid", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=_sigmoid_impl,
+    vjp=lambda g, x, y: [g * (y * (1 - y))],
+    scalar="{one} / ({one} + math.exp(-{0}))", grad_fn="SigmoidBackward0",
+)
+# `x <= 0` rather than `x > 0` so that NaN passes through, as in NumPy and PyTorch.
+relu = primitive(
+    "relu", kind=ELEMENTWISE, infer=S.elementwise, impl=lambda x: np.where(x <= 0, 0, x).astype(x.dtype),
+    vjp=lambda g, x, y: [ops.where(ops.gt(x, 0), g, 0)],
+    scalar="({zero} if {0} <= {zero} else {0})", grad_fn="ReluBackward0",
+)
+
+
+def _integer_pow_scalar(x: str, *, dtype: np.dtype, n: int) -> str:
+    if n == 0:
+        return literal(1, dtype)
+    if 0 < n <= 4:
+        return " * ".join([x] * n)
+    if -4 <= n < 0:
+        return f"{literal(1, dtype)} / ({' * '.join([x] * -n)})"
+    return f"{x} ** {literal(n, dtype)}"
+
+
+integer_pow = primitive(
+    "integer_pow", kind=ELEMENTWISE, infer=lambda x, *, n: S.elementwise(x),
+    impl=lambda x, *, n: np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype),
+    vjp=lambda g, x, y, *, n: [g * (n * ops.integer_pow(x, n - 1))],
+    scalar=_integer_pow_scalar, grad_fn="PowBackward0",
+)
+cast = primitive(
+    "cast", kind=ELEMENTWISE,
+    infer=lambda x, *, dtype: (x.shape, np.dtype(dtype)),
+    impl=lambda x, *, dtype: x.astype(dtype),
+    vjp=lambda g, x, y, *, dtype: [ops.cast(g, x.dtype) if x.dtype.kind == "f" else None],
+    scalar=lambda x, *, dtype: f"np.{np.dtype(dtype).name}({x})", grad_fn="ToCopyBackward0",
+)
+
+# ---------------------------------------------------------------- binary
+
+add = primitive(
+    "add", kind=ELEMENTWISE, infer=S.elementwise, impl=np.add,
+    vjp=lambda g, a, b, y: [g, g],
+    scalar="{0} + {1}", grad_fn="AddBackward0",
+)
+sub = primitive(
+    "sub", kind=ELEMENTWISE, infer=S.elementwise, impl=np.subtract,
+    vjp=lambda g, a, b, y: [g, -g],
+    scalar="{0} - {1}", grad_fn="SubBackward0",
+)
+mul = primitive(
+    "mul", kind=ELEMENTWISE, infer=S.elementwise, impl=np.multiply,
+    vjp=lambda g, a, b, y: [g * b, g * a],
+    scalar="{0} * {1}", grad_fn="MulBackward0",
+)
+div = primitive(
+    "div", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.true_divide,
+    vjp=lambda g, a, b, y: [g / b, -(g * y) / b],
+    scalar="{0} / {1}", grad_fn="DivBackward0",
+)
+
+
+def _pow_vjp(g, a, b, y):
+    # d(a**b)/db = a**b * log(a); PyTorch defines it as 0 where a == 0 (the limit
+    # for b > 0), rather than the 0 * -inf = NaN that the formula gives.
+    safe_log = ops.where(ops.eq(a, 0), 0, ops.log(ops.where(ops.eq(a, 0), 1, a)))
+    return [g * (b * a ** (b - 1)), g * (y * safe_log)]
+
+
+pow_ = primitive(
+    "pow", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.power,
+    vjp=_pow_vjp, scalar="{0} ** {1}", grad_fn="PowBackward1",
+)
+
+
+def _choose_vjp(g, a, b, y, a_wins):
+    # Ties split the gradient in half, as JAX and PyTorch's maximum/minimum do.
+    half = g * 0.5
+    return [ops.where(a_wins, g, ops.where(ops.eq(a, b), half, 0)),
+            ops.where(a_wins, 0, ops.where(ops.eq(a, b), half, g))]
+
+
+maximum = primitive(
+    "maximum", kind=ELEMENTWISE, infer=S.elementwise, impl=np.maximum,
+    vjp=lambda g, a, b, y: _choose_vjp(g, a, b, y, ops.gt(a, b)),
+    # NaN-propagating like np.maximum: a NaN on either side wins.
+    scalar="({0} if {0} >= {1} or {0} != {0} else {1})", grad_fn="MaximumBackward0",
+)
+minimum = primitive(
+    "minimum", kind=ELEMENTWISE, infer=S.elementwise, impl=np.minimum,
+    vjp=lambda g, a, b, y: _choose_vjp(g, a, b, y, ops.lt(a, b)),
+    scalar="({0} if {0} <= {1} or {0} != {0} else {1})", grad_fn="MinimumBackward0",
+)
+
+
+def _comparison(name: str, impl, symbol: str):
+    return primitive(name, kind=ELEMENTWISE, infer=S.comparison, impl=impl,
+                     vjp=lambda g, a, b, y: [None, None], scalar="{0} %s {1}" % symbol)
+
+
+lt = _comparison("lt", np.less, "<")
+le = _comparison("le", np.less_equal, "<=")
+gt = _comparison("gt", np.greater, ">")
+ge = _comparison("ge", np.greater_equal, ">=")
+eq = _comparison("eq", np.equal, "==")
+ne = _comparison("ne", np.not_equal, "!=")
+
+where = primitive(
+    "where", kind=ELEMENTWISE, infer=S.select, impl=np.where,
+    vjp=lambda g, c, a, b, y: [None, ops.where(c, g, 0), ops.where(c, 0, g)],
+    scalar="({1} if {0} else {2})", grad_fn="WhereBackward0",
+)
+
+# ---------------------------------------------------------------- layout
+
+broadcast_to = primitive(
+    "broadcast_to", kind=ELEMENTWISE, infer=S.broadcast_to,
+    impl=lambda x, *, shape: np.broadcast_to(x, shape),
+    vjp=lambda g, x, y, *, shape: [ops.sum_to(g, x.shape)],
+    scalar="{0}", grad_fn="ExpandBackward0",
+)
+reshape = primitive(
+    "reshape", kind=LAYOUT, infer=S.reshape,
+    impl=lambda x, *, shape: np.reshape(x, shape),
+    vjp=lambda g, x, y, *, shape: [ops.reshape(g, x.shape)],
+    grad_fn="ViewBackward0",
+)
+transpose = primitive(
+    "transpose", kind=LAYOUT, infer=S.transpose,
+    impl=lambda x, *, perm: np.transpose(x, perm),
+    vjp=lambda g, x, y, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))],
+    grad_fn="PermuteBackward0",
+)
+
+# ---------------------------------------------------------------- reductions
+
+
+def _sum_impl(x, *, axes, keepdims):
+    return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+
+
+reduce_sum = primitive(
+    "reduce_sum", kind=REDUCTION, infer=S.reduction, impl=_sum_impl,
+    vjp=lambda g, x, y, *, axes, keepdims: [ops.expand_reduced(g, x.shape, axes, keepdims)],
+    grad_fn="SumBackward1",
+)
+
+
+def _chooser_vjp(g, x, y, *, axes, keepdims):
+    # The gradient goes to the elements equal to the extremum, shared evenly among ties.
+    y_full = ops.expand_reduced(y, x.shape, axes, keepdims)
+    hits = ops.cast(ops.eq(x, y_full), x.dtype)
+    count = ops.reduce_sum(hits, axes, keepdims=True)
+    share = ops.expand_reduced(g, x.shape, axes, keepdims) / ops.broadcast_to(count, x.shape)
+    return [share * hits]
+
+
+reduce_max = primitive(
+    "reduce_max", kind=REDUCTION, infer=S.nonempty_reduction,
+    impl=lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
+    vjp=_chooser_vjp, grad_fn="MaxBackward1",
+)
+reduce_min = primitive(
+    "reduce_min", kind=REDUCTION, infer=S.nonempty_reduction,
+    impl=lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
+    vjp=_chooser_vjp, grad_fn="MinBackward1",
+)
+argmax = primitive(
+    "argmax", kind=INDEX, infer=S.index_reduction,
+    impl=lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims),
+)
+argmin = primitive(
+    "argmin", kind=INDEX, infer=S.index_reduction,
+    impl=lambda x, *, axis, keepdims: np.argmin(x, axis=axis, keepdims=keepdims),
+)
+
+# ---------------------------------------------------------------- matmul
+
+matmul = primitive(
+    "matmul", kind=MATMUL, infer=S.matmul, impl=np.matmul,
+    vjp=lambda g, a, b, y: [ops.matmul(g, ops.transpose(b, (1, 0))),
+                            ops.matmul(ops.transpose(a, (1, 0)), g)],
+    grad_fn="MmBackward0",
+)

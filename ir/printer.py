@@ -1,0 +1,90 @@
+"""Print a graph like a program (a jaxpr): stable names, one line per node."""
+from __future__ import annotations
+
+import itertools
+import string
+from typing import Any, Iterator
+
+import numpy as np
+
+from fusegrad.ir.graph import Graph, Node, Value, dtype_str
+
+
+def _letters() -> Iterator[str]:
+    for length in itertools.count(1):
+        for letters in itertools.product(string.ascii_lowercase, repeat=length):
+            yield "".join(letters)
+
+
+class Names:
+    """Arguments keep the user's names; other values get letters in order of first use."""
+
+    def __init__(self, graph: Graph) -> None:
+        self._names: dict[Value, str] = {}
+        taken = {v.name for v in graph.all_inputs if v.name}
+        self._fresh = (name for name in _letters() if name not in taken)
+        for value in graph.all_inputs:
+            self._names[value] = value.name or next(self._fresh)
+
+    def __call__(self, value: Value) -> str:
+        name = self._names.get(value)
+        if name is None:
+            name = self._names[value] = next(self._fresh)
+        return name
+
+
+def format_param(value: Any) -> str:
+    if isinstance(value, np.dtype):
+        return dtype_str(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(format_param, value)) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def format_params(node: Node) -> str:
+    shown = [f"{k}={format_param(v)}" for k, v in node.params]
+    return f"[{', '.join(shown)}]" if shown else ""
+
+
+def const_text(node: Node) -> str:
+    value = node.param("value")
+    return f"{value!r}:{dtype_str(node.param('dtype'))}"
+
+
+def pretty(graph: Graph, title: str | None = None) -> str:
+    names = Names(graph)
+    producers = graph.producers()
+
+    def operand(value: Value) -> str:
+        node = producers.get(value)
+        if node is not None and node.primitive.name == "const":
+            return const_text(node)
+        return names(value)
+
+    def typed(value: Value) -> str:
+        return f"{names(value)}:{value.type_str}"
+
+    rows = []
+    for node in graph.nodes:
+        if node.primitive.name == "const" and not set(node.outputs) & set(graph.outputs):
+            continue  # constants print inline where they are used
+        lhs = " ".join(typed(v) for v in node.outputs)
+        args = " ".join(operand(v) for v in node.inputs) or const_text(node)
+        rows.append((lhs, f"{node.primitive.name}{format_params(node)} {args}".rstrip(), node.source))
+    return _layout(graph, rows, typed, operand, title)
+
+
+def _layout(graph, rows, typed, operand, title) -> str:
+    head = " ".join(typed(v) for v in graph.all_inputs)
+    lhs_width = max((len(lhs) for lhs, _, _ in rows), default=0)
+    body_width = max((len(lhs_width * " " + " = " + rhs) for _, rhs, _ in rows), default=0)
+    lines = [f"{{ lambda {head} ."]
+    for i, (lhs, rhs, source) in enumerate(rows):
+        text = f"{'let ' if i == 0 else '    '}{lhs.ljust(lhs_width)} = {rhs}"
+        if source:
+            text = text.ljust(body_width + 4) + f"  # {source}"
+        lines.append("  " + text.rstrip())
+    lines.append(f"  in ({', '.join(operand(v) for v in graph.outputs)}) }}")
+    if title:
+        lines.insert(0, f"# {title}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Shape and dtype rules shared by the primitive declarations."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from fusegrad.ir.errors import DTypeError, ShapeError
+from fusegrad.ir.graph import BOOL, Shape, Value, dtype_str
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """NumPy broadcasting, with an error that shows every shape."""
+    ndim = max((len(s) for s in shapes), default=0)
+    result = []
+    for axis in range(-ndim, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            shown = " and ".join(str(tuple(s)) for s in shapes)
+            raise ShapeError(f"shapes {shown} cannot be broadcast together (axis {axis})")
+        result.append(sizes.pop() if sizes else 1)
+    return tuple(result)
+
+
+def promote(*dtypes: np.dtype) -> np.dtype:
+    """Floats win over integers without widening (PyTorch's and JAX's rule, not NumPy's)."""
+    floats = [d for d in dtypes if d.kind == "f"]
+    if floats:
+        return max(floats, key=lambda d: d.itemsize)
+    return np.result_type(*dtypes)
+
+
+def describe(*values: Value) -> str:
+    return ", ".join(v.type_str for v in values)
+
+
+def elementwise(*inputs: Value) -> tuple[Shape, np.dtype]:
+    return broadcast_shapes(*(v.shape for v in inputs)), promote(*(v.dtype for v in inputs))
+
+
+def elementwise_floating(*inputs: Value) -> tuple[Shape, np.dtype]:
+    shape, dtype = elementwise(*inputs)
+    if dtype.kind != "f":
+        raise DTypeError(f"needs floating-point inputs, got {describe(*inputs)}")
+    return shape, dtype
+
+
+def comparison(a: Value, b: Value) -> tuple[Shape, np.dtype]:
+    return broadcast_shapes(a.shape, b.shape), BOOL
+
+
+def select(cond: Value, a: Value, b: Value) -> tuple[Shape, np.dtype]:
+    if cond.dtype != BOOL:
+        raise DTypeError(f"condition must be bool, got {dtype_str(cond.dtype)}")
+    return broadcast_shapes(cond.shape, a.shape, b.shape), promote(a.dtype, b.dtype)
+
+
+def normalize_axes(axes: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(ndim))
+    if isinstance(axes, (int, np.integer)):
+        axes = (axes,)
+    result = []
+    for axis in axes:
+        if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
+            raise ShapeError(f"axis {axis} is out of range for an array of {ndim} dimensions")
+        result.append(int(axis) % ndim if ndim else 0)
+    if len(set(result)) != len(result):
+        raise ShapeError(f"repeated axis in {tuple(axes)}")
+    return tuple(sorted(result)) if ndim else ()
+
+
+def reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def reduction(x: Value, *, axes: tuple[int, ...], keepdims: bool) -> tuple[Shape, np.dtype]:
+    for axis in axes:
+        if not 0 <= axis < max(x.ndim, 1):
+            raise ShapeError(f"axis {axis} is out of range for {x.type_str}")
+    return reduced_shape(x.shape, axes, keepdims), x.dtype
+
+
+def nonempty_reduction(x: Value, *, axes: tuple[int, ...], keepdims: bool) -> tuple[Shape, np.dtype]:
+    if any(x.shape[a] == 0 for a in axes):
+        raise ShapeError(f"zero-size array {x.type_str} has no maximum or minimum over axes {axes}")
+    return reduction(x, axes=axes, keepdims=keepdims)
+
+
+def index_reduction(x: Value, *, axis: int, keepdims: bool) -> tuple[Shape, np.dtype]:
+    shape, _ = nonempty_reduction(x, axes=(axis,), keepdims=keepdims)
+    return shape, np.dtype(np.int64)
+
+
+def reshape(x: Value, *, shape: Shape) -> tuple[Shape, np.dtype]:
+    if int(np.prod(shape, dtype=np.int64)) != x.size:
+        raise ShapeError(f"cannot reshape {x.type_str} ({x.size} elements) to {tuple(shape)}")
+    return tuple(shape), x.dtype
+
+
+def transpose(x: Value, *, perm: tuple[int, ...]) -> tuple[Shape, np.dtype]:
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"{perm} is not a permutation of the axes of {x.type_str}")
+    return tuple(x.shape[p] for p in perm), x.dtype
+
+
+def broadcast_to(x: Value, *, shape: Shape) -> tuple[Shape, np.dtype]:
+    if broadcast_shapes(x.shape, shape) != tuple(shape) or x.ndim > len(shape):
+        raise ShapeError(f"cannot broadcast {x.type_str} to {tuple(shape)}")
+    return tuple(shape), x.dtype
+
+
+def matmul(a: Value, b: Value) -> tuple[Shape, np.dtype]:
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"matmul primitive takes 2-d operands, got {describe(a, b)}")
+    if a.shape[1] != b.shape[0]:
+        raise ShapeError(f"inner dimensions differ: {describe(a, b)} ({a.shape[1]} != {b.shape[0]})")
+    dtype = promote(a.dtype, b.dtype)
+    if dtype.kind != "f":
+        raise DTypeError(f"needs floating-point inputs, got {describe(a, b)}")
+    return (a.shape[0], b.shape[1]), dtype

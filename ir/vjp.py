@@ -1,0 +1,80 @@
+"""Reverse-mode differentiation of a graph, emitting the backward as IR.
+
+`vjp_graph` returns the *joint* graph: the forward nodes followed by the backward
+nodes built from each primitive's VJP rule, with outputs ``(*forward outputs,
+*gradients)``. Because the backward is ordinary IR, the joint graph can be
+optimised and fused as a whole, and differentiated again.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from fusegrad.ir import ops
+from fusegrad.ir.builder import Builder, building, source_line
+from fusegrad.ir.errors import DTypeError, ShapeError
+from fusegrad.ir.graph import Graph, Node, Value
+from fusegrad.ir.primitive import ELEMENTWISE
+
+
+def active_values(graph: Graph, wrt: Sequence[Value]) -> set[Value]:
+    """Values that depend on `wrt`: the only ones that need a cotangent."""
+    active = set(wrt)
+    for node in graph.nodes:
+        if node.primitive.vjp is not None and any(v in active for v in node.inputs):
+            active.update(v for v in node.outputs if v.dtype.kind == "f")
+    return active
+
+
+def vjp_graph(graph: Graph, wrt: Sequence[int], *, seed_input: bool = False) -> Graph:
+    """Differentiate output 0 of `graph` with respect to the inputs at positions `wrt`.
+
+    With ``seed_input=False`` the output must be a scalar and the seed is 1. With
+    ``seed_input=True`` the graph gains a last input, the output's cotangent, and
+    the gradients are vector-Jacobian products with it.
+    """
+    (target, *_rest) = graph.outputs
+    inputs = [graph.inputs[i] for i in wrt]
+    for value in inputs:
+        if value.dtype.kind != "f":
+            raise DTypeError(f"cannot differentiate with respect to a {value.type_str} input "
+                             f"({value.name or 'argument'}): only floating-point arrays have gradients")
+    builder = Builder()
+    builder.nodes.extend(graph.nodes)
+    builder.constants = {id(v): (v, a) for v, a in graph.constants}
+    with building(builder):
+        if seed_input:
+            seed = Value(target.shape, target.dtype, name="cotangent")
+        else:
+            if target.shape != ():
+                raise ShapeError(f"the differentiated function must return a scalar, "
+                                 f"got {target.type_str}")
+            seed = ops.const(1.0, target.dtype)
+        cotangents = _backward(graph.nodes, target, seed, active_values(graph, inputs))
+        grads = tuple(cotangents.get(v) or _zeros(v) for v in inputs)
+    new_inputs = graph.inputs + ((seed,) if seed_input else ())
+    return builder.finish(new_inputs, graph.outputs + grads)
+
+
+def _backward(nodes: Sequence[Node], target: Value, seed: Value, active: set[Value]) -> dict:
+    cotangents: dict[Value, Value] = {target: seed}
+    for node in reversed(nodes):
+        g = cotangents.get(node.outputs[0])
+        if g is None or node.primitive.vjp is None:
+            continue
+        if not any(v in active for v in node.inputs):
+            continue
+        with source_line(node.source):
+            contributions = node.primitive.vjp(g, *node.inputs, node.out, **node.attrs)
+            for x, ct in zip(node.inputs, contributions):
+                if ct is None or x not in active:
+                    continue
+                if node.primitive.kind == ELEMENTWISE:
+                    ct = ops.sum_to(ct, x.shape)
+                ct = ops.cast(ct, x.dtype)
+                previous = cotangents.get(x)
+                cotangents[x] = ct if previous is None else ops.add(previous, ct)
+    return cotangents
+
+
+def _zeros(value: Value) -> Value:
+    return ops.broadcast_to(ops.const(0.0, value.dtype), value.shape)

@@ -104,10 +104,17 @@ def _integer_pow_scalar(x: str, *, dtype: np.dtype, n: int) -> str:
     return f"{x} ** {literal(n, dtype)}"
 
 
+def _integer_pow_vjp(g, x, y, *, n):
+    # x**0 is constant: the general rule would give 0 * x**-1 = NaN at x = 0.
+    if n == 0:
+        return [None]
+    return [g * (n * ops.integer_pow(x, n - 1))]
+
+
 integer_pow = primitive(
     "integer_pow", kind=ELEMENTWISE, infer=lambda x, *, n: S.elementwise(x),
     impl=lambda x, *, n: np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype),
-    vjp=lambda g, x, y, *, n: [g * (n * ops.integer_pow(x, n - 1))],
+    vjp=_integer_pow_vjp,
     scalar=_integer_pow_scalar, grad_fn="PowBackward0",
 )
 cast = primitive(

@@ -1,0 +1,360 @@
+"""ir/vjp.py: one table of ops drives the value and gradient checks.
+
+Each case builds ``loss = reduce_sum(op(*inputs) * weights)`` (fixed random weights,
+so every output element gets a different cotangent), differentiates it with
+`vjp_graph`, runs the joint graph through the pipeline (verifying after each pass)
+and evaluates it. The value is checked against NumPy, the gradients against HIPS
+autograd and against central differences in float64; every case runs in float32
+and float64.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+from fusegrad import ir
+from fusegrad.ir import ops
+from fusegrad.ir.graph import Value
+
+# autograd warns when a gradient is identically zero (x ** 0); that is the point there.
+pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input")
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+# Inputs are drawn away from the kinks (0 for abs and relu) and from each other (ties
+# of maximum and reduce_max have measure zero), so finite differences are meaningful.
+REAL = "real"            # +-[0.2, 2]
+POSITIVE = "positive"    # [0.5, 2]: log, sqrt, the base of pow
+
+TOLERANCES = {  # (rtol, atol) of the value and of the gradients
+    F64: dict(value=(1e-12, 1e-12), grad=(1e-9, 1e-11), finite=(1e-5, 1e-6)),
+    F32: dict(value=(2e-5, 2e-5), grad=(2e-4, 2e-5), finite=(2e-4, 2e-5)),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[..., Value]      # with fusegrad.ir.ops
+    reference: Callable[..., Any]    # with autograd.numpy: the value and gradient oracle
+    shapes: tuple[tuple[int, ...], ...]
+    domains: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def unary(name, build, reference, domain=REAL, shapes=((3, 4), ())):
+    return [Case(f"{name}[{shape_text(s)}]", build, reference, (s,), (domain,)) for s in shapes]
+
+
+BROADCAST_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 4), (3, 1)), ((3, 4), ()),
+                   ((), (3, 4)), ((3, 1), (4,))]
+
+
+def binary(name, build, reference, domains=(REAL, REAL), pairs=BROADCAST_PAIRS):
+    return [Case(f"{name}[{shape_text(a)},{shape_text(b)}]", build, reference, (a, b), domains)
+            for a, b in pairs]
+
+
+def layout(name, build, reference, shape):
+    return Case(f"{name}[{shape_text(shape)}]", build, reference, (shape,), (REAL,))
+
+
+def reductions(name, build, reference, axes_list):
+    cases = []
+    for shape, axes in axes_list:
+        for keepdims in (False, True):
+            cases.append(Case(
+                f"{name}[{shape_text(shape)},axes={axes},keepdims={keepdims}]",
+                lambda x, axes=axes, keepdims=keepdims: build(x, axes, keepdims=keepdims),
+                lambda x, axes=axes, keepdims=keepdims: reference(x, axes, keepdims=keepdims),
+                (shape,), (REAL,)))
+    return cases
+
+
+def other_float(dtype: np.dtype) -> np.dtype:
+    return F32 if dtype == F64 else F64
+
+
+# autograd's broadcast_to cannot add leading axes, and its where does not sum the
+# cotangent back to a broadcast branch's shape; adding zeros broadcasts differentiably.
+def reference_broadcast_to(x, shape):
+    return x + np.zeros(shape)
+
+
+def reference_where(condition, a, b):
+    shape = np.broadcast_shapes(np.shape(condition), np.shape(a), np.shape(b))
+    return anp.where(condition, reference_broadcast_to(a, shape), reference_broadcast_to(b, shape))
+
+
+def reference_sigmoid(x):
+    return 1 / (1 + anp.exp(-x))
+
+
+def reference_logsumexp(x, axis, keepdims=False):
+    shift = anp.max(x, axis=axis, keepdims=True)
+    result = anp.log(anp.sum(anp.exp(x - shift), axis=axis, keepdims=True)) + shift
+    if keepdims:
+        return result
+    return anp.reshape(result, np.sum(np.zeros(x.shape), axis=axis).shape)
+
+
+def reference_softmax(x, axis):
+    e = anp.exp(x - anp.max(x, axis=axis, keepdims=True))
+    return e / anp.sum(e, axis=axis, keepdims=True)
+
+
+AXES_2D = [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((3, 4), (0, 1)), ((2, 3, 4), (0, 2))]
+
+CASES = [
+    *unary("neg", ops.neg, anp.negative),
+    *unary("exp", ops.exp, anp.exp),
+    *unary("log", ops.log, anp.log, POSITIVE),
+    *unary("sin", ops.sin, anp.sin),
+    *unary("cos", ops.cos, anp.cos),
+    *unary("tanh", ops.tanh, anp.tanh),
+    *unary("sqrt", ops.sqrt, anp.sqrt, POSITIVE),
+    *unary("abs", ops.abs, anp.abs),
+    *unary("sigmoid", ops.sigmoid, reference_sigmoid),
+    *unary("relu", ops.relu, lambda x: anp.maximum(x, 0.0)),
+    *[case for n in (2, 3, -1, 0) for case in unary(
+        f"integer_pow{n}", lambda x, n=n: ops.integer_pow(x, n), lambda x, n=n: x ** n)],
+    *unary("cast", lambda x: ops.cast(x, other_float(x.dtype)), lambda x: x * 1.0),
+    *binary("add", ops.add, anp.add),
+    *binary("sub", ops.sub, anp.subtract),
+    *binary("mul", ops.mul, anp.multiply),
+    *binary("div", ops.div, anp.true_divide),
+    *binary("pow", ops.power, anp.power, (POSITIVE, REAL)),
+    *binary("maximum", ops.maximum, anp.maximum),
+    *binary("minimum", ops.minimum, anp.minimum),
+    *binary("where_gt", lambda a, b: ops.where(ops.gt(a, b), a * b, ops.sin(b)),
+            lambda a, b: reference_where(a > b, a * b, anp.sin(b))),
+    *binary("where_lt_number", lambda a, b: ops.where(ops.lt(a, 0.5), b, 0.0),
+            lambda a, b: reference_where(a < 0.5, b, 0.0)),
+    *[layout(f"broadcast_to{shape}", lambda x, shape=shape: ops.broadcast_to(x, shape),
+             lambda x, shape=shape: reference_broadcast_to(x, shape), x_shape)
+      for x_shape, shape in [((4,), (3, 4)), ((3, 1), (3, 4)), ((), (2, 3)), ((3, 1), (2, 3, 4))]],
+    layout("reshape(12)", lambda x: ops.reshape(x, (12,)), lambda x: anp.reshape(x, (12,)), (3, 4)),
+    layout("reshape(2,2,3)", lambda x: ops.reshape(x, (2, 2, 3)),
+           lambda x: anp.reshape(x, (2, 2, 3)), (3, 4)),
+    layout("reshape(3,4)", lambda x: ops.reshape(x, (3, 4)), lambda x: anp.reshape(x, (3, 4)), (12,)),
+    layout("reshape(1,1)", lambda x: ops.reshape(x, (1, 1)), lambda x: anp.reshape(x, (1, 1)), ()),
+    layout("transpose", ops.transpose, anp.transpose, (3, 4)),
+    layout("transpose(1,2,0)", lambda x: ops.transpose(x, (1, 2, 0)),
+           lambda x: anp.transpose(x, (1, 2, 0)), (2, 3, 4)),
+    layout("transpose(2,0,1)", lambda x: ops.transpose(x, (2, 0, 1)),
+           lambda x: anp.transpose(x, (2, 0, 1)), (2, 3, 4)),
+    *reductions("reduce_sum", ops.reduce_sum, lambda x, a, keepdims: anp.sum(x, a, keepdims=keepdims),
+                AXES_2D),
+    *reductions("reduce_max", ops.reduce_max, lambda x, a, keepdims: anp.max(x, a, keepdims=keepdims),
+                AXES_2D),
+    *reductions("reduce_min", ops.reduce_min, lambda x, a, keepdims: anp.min(x, a, keepdims=keepdims),
+                AXES_2D),
+    *reductions("mean", ops.mean, lambda x, a, keepdims: anp.mean(x, a, keepdims=keepdims),
+                [((3, 4), None), ((3, 4), 1), ((2, 3, 4), (0, 2))]),
+    *reductions("logsumexp", ops.logsumexp, reference_logsumexp,
+                [((3, 4), None), ((3, 4), 1), ((3, 4), 0)]),
+    layout("softmax(-1)", ops.softmax, lambda x: reference_softmax(x, -1), (3, 4)),
+    layout("softmax(0)", lambda x: ops.softmax(x, 0), lambda x: reference_softmax(x, 0), (3, 4)),
+    layout("softmax(1)", lambda x: ops.softmax(x, 1), lambda x: reference_softmax(x, 1), (2, 3, 4)),
+    *binary("matmul", ops.matmul, anp.matmul, pairs=[
+        ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
+]
+
+
+def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:
+    if domain == POSITIVE:
+        return rng.uniform(0.5, 2.0, shape)
+    return rng.uniform(0.2, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
+
+
+def loss_graph(case: Case, dtype: np.dtype, rng: np.random.Generator):
+    """The graph of ``reduce_sum(op(*inputs) * weights)``, and the weights."""
+    inputs = tuple(Value(shape, dtype, name) for shape, name in zip(case.shapes, "abc"))
+    with ir.building() as builder, ir.source_line(f"test_vjp.py:{case.name}"):
+        out = case.build(*inputs)
+        weights = rng.standard_normal(out.shape).astype(out.dtype)
+        loss = ops.reduce_sum(out * builder.capture(weights))
+    return builder.finish(inputs, (loss,)), weights
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_value_and_gradients(case, dtype, optimize_verified, central_differences):
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+    args = [draw(rng, shape, domain).astype(dtype) for shape, domain in zip(case.shapes, case.domains)]
+    graph, weights = loss_graph(case, dtype, rng)
+    joint = ir.vjp_graph(graph, range(len(args)))
+    optimized = optimize_verified(joint)
+
+    value, *grads = ir.evaluate(optimized, args)
+    unoptimized = ir.evaluate(joint, args)
+    for before, after in zip(unoptimized, [value, *grads]):
+        np.testing.assert_allclose(after, before, rtol=1e-6 if dtype == F32 else 1e-13, atol=1e-12)
+
+    # The oracles work in float64 on exactly the inputs (and weights) the graph saw.
+    args64 = [a.astype(F64) for a in args]
+    weights64 = weights.astype(F64)
+
+    def loss(*xs):
+        return anp.sum(case.reference(*xs) * weights64)
+
+    # A cast to float32 in a float64 case computes in float32 from there on.
+    tol = TOLERANCES[F32 if F32 in (dtype, graph.outputs[0].dtype) else F64]
+    assert value.shape == () and value.dtype == graph.outputs[0].dtype
+    np.testing.assert_allclose(value, loss(*args64), *tol["value"], err_msg="value")
+    for i, (grad, arg) in enumerate(zip(grads, args)):
+        name = graph.inputs[i].name
+        assert grad.shape == arg.shape and grad.dtype == arg.dtype, f"d/d{name}"
+        np.testing.assert_allclose(grad, autograd.grad(loss, i)(*args64), *tol["grad"],
+                                   err_msg=f"d/d{name} vs autograd")
+        np.testing.assert_allclose(grad, central_differences(loss, args64, i), *tol["finite"],
+                                   err_msg=f"d/d{name} vs central differences")
+
+
+def test_table_covers_every_differentiable_primitive():
+    """A primitive added to the registry gets a row here, or this fails."""
+    covered = set()
+    for case in CASES:
+        inputs = tuple(Value(shape, F64) for shape in case.shapes)
+        with ir.building() as builder:
+            out = case.build(*inputs)
+        covered.update(node.primitive.name for node in builder.nodes)
+    # const, sign and the comparisons have no (nonzero) gradient; argmax/argmin are indices.
+    not_differentiable = {"const", "sign", "le", "ge", "eq", "ne", "argmax", "argmin"}
+    assert set(ir.REGISTRY) - not_differentiable <= covered
+
+
+# ---------------------------------------------------------------- second derivatives
+
+def second_derivative_graph(build, shapes, wrt, extend_graph, optimize_first: bool):
+    """The joint graph of ``reduce_sum(d build / d inputs[wrt])`` with respect to all inputs."""
+    inputs = tuple(Value(shape, F64, name) for shape, name in zip(shapes, "xyz"))
+    with ir.building() as builder:
+        out = ops.reduce_sum(build(*inputs))
+    joint = ir.vjp_graph(builder.finish(inputs, (out,)), (wrt,))
+    if optimize_first:
+        joint = ir.optimize(joint)
+    summed = extend_graph(joint, lambda value, grad: ops.reduce_sum(grad))
+    return ir.vjp_graph(summed, range(len(inputs)))
+
+
+@pytest.mark.parametrize("optimize_first", [False, True], ids=["raw", "optimized"])
+def test_second_derivative_of_sin_times_square(optimize_first, extend_graph, optimize_verified):
+    graph = second_derivative_graph(lambda x: ops.sin(x) * x ** 2, [(7,)], 0, extend_graph,
+                                    optimize_first)
+    x = np.linspace(-3, 3, 7)
+    first_sum, second = ir.evaluate(optimize_verified(graph), [x])
+    np.testing.assert_allclose(first_sum, np.sum(np.cos(x) * x ** 2 + 2 * x * np.sin(x)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(second, (2 - x ** 2) * np.sin(x) + 4 * x * np.cos(x),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("optimize_first", [False, True], ids=["raw", "optimized"])
+def test_second_derivative_of_tanh(optimize_first, extend_graph, optimize_verified):
+    graph = second_derivative_graph(ops.tanh, [(5,)], 0, extend_graph, optimize_first)
+    x = np.linspace(-2, 2, 5)
+    _, second = ir.evaluate(optimize_verified(graph), [x])
+    t = np.tanh(x)
+    np.testing.assert_allclose(second, -2 * t * (1 - t ** 2), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("wrt", [0, 1], ids=["d2/dx", "d2/dw"])
+@pytest.mark.parametrize("optimize_first", [False, True], ids=["raw", "optimized"])
+def test_second_derivative_through_matmul(wrt, optimize_first, extend_graph, optimize_verified):
+    graph = second_derivative_graph(lambda x, w: ops.tanh(ops.matmul(x, w)), [(3, 4), (4, 2)],
+                                    wrt, extend_graph, optimize_first)
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((3, 4)), rng.standard_normal((4, 2))]
+    _, *second = ir.evaluate(optimize_verified(graph), args)
+
+    def f(x, w):
+        return anp.sum(anp.tanh(anp.matmul(x, w)))
+
+    def summed_gradient(x, w):
+        return anp.sum(autograd.grad(f, wrt)(x, w))
+
+    for i in range(2):
+        np.testing.assert_allclose(second[i], autograd.grad(summed_gradient, i)(*args),
+                                   rtol=1e-10, atol=1e-12, err_msg=f"d/d input {i}")
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_non_scalar_output_is_rejected():
+    x = Value((3,), F32, "x")
+    with ir.building() as builder:
+        y = ops.exp(x)
+    with pytest.raises(ir.ShapeError, match="must return a scalar.*f32\\[3\\]"):
+        ir.vjp_graph(builder.finish((x,), (y,)), (0,))
+
+
+def test_non_scalar_output_is_accepted_with_a_seed_input():
+    x = Value((3,), F64, "x")
+    with ir.building() as builder:
+        y = ops.exp(x)
+    joint = ir.vjp_graph(builder.finish((x,), (y,)), (0,), seed_input=True)
+    assert [v.shape for v in joint.inputs] == [(3,), (3,)]
+    x_value, seed = np.array([0.0, 1.0, 2.0]), np.array([1.0, -2.0, 0.5])
+    value, grad = ir.evaluate(ir.optimize(joint), [x_value, seed])
+    np.testing.assert_allclose(grad, seed * np.exp(x_value))
+
+
+def test_integer_input_is_rejected():
+    n = Value((3,), np.int32, "n")
+    x = Value((3,), F32, "x")
+    with ir.building() as builder:
+        y = ops.reduce_sum(ops.cast(n, F32) * x)
+    graph = builder.finish((n, x), (y,))
+    with pytest.raises(ir.DTypeError, match="i32\\[3\\].*\\(n\\)"):
+        ir.vjp_graph(graph, (0,))
+    # With respect to the float input alone it is fine.
+    _, grad = ir.evaluate(ir.vjp_graph(graph, (1,)), [np.arange(3, dtype=np.int32), np.ones(3, F32)])
+    np.testing.assert_array_equal(grad, [0, 1, 2])
+
+
+def test_unused_input_gets_a_zero_gradient():
+    x, y = Value((2, 3), F32, "x"), Value((4,), F32, "y")
+    with ir.building() as builder:
+        z = ops.reduce_sum(ops.exp(x))
+    joint = ir.vjp_graph(builder.finish((x, y), (z,)), (0, 1))
+    _, gx, gy = ir.evaluate(ir.optimize(joint), [np.zeros((2, 3), F32), np.ones(4, F32)])
+    np.testing.assert_array_equal(gx, np.ones((2, 3)))
+    assert gy.shape == (4,) and gy.dtype == F32 and not gy.any()
+
+
+def test_integer_pow_zero_has_zero_gradient_at_zero():
+    """d/dx x**0 is 0 everywhere, including x = 0 (JAX and autograd agree)."""
+    x = Value((3,), F64, "x")
+    with ir.building() as builder:
+        y = ops.reduce_sum(ops.integer_pow(x, 0))
+    joint = ir.vjp_graph(builder.finish((x,), (y,)), (0,))
+    for graph in (joint, ir.optimize(joint)):
+        _, grad = ir.evaluate(graph, [np.array([0.0, 1.0, -2.0])])
+        np.testing.assert_array_equal(grad, [0.0, 0.0, 0.0])
+
+
+def test_backward_nodes_carry_the_forward_source_line():
+    x = Value((3,), F32, "x")
+    with ir.building() as builder:
+        with ir.source_line("model.py:3"):
+            y = ops.tanh(x)
+        with ir.source_line("model.py:4"):
+            z = ops.reduce_sum(y)
+    joint = ir.vjp_graph(builder.finish((x,), (z,)), (0,))
+    backward = joint.nodes[len(builder.finish((x,), (z,)).nodes):]
+    # Only the seed (the constant 1) belongs to no line of the user's.
+    sources = [node.source for node in backward if node.primitive.name != "const"]
+    assert sources and set(sources) == {"model.py:3", "model.py:4"}

@@ -51,7 +51,9 @@ def const_text(node: Node) -> str:
     return f"{value!r}:{dtype_str(node.param('dtype'))}"
 
 
-def pretty(graph: Graph, title: str | None = None) -> str:
+def pretty(graph: Graph, title: str | None = None, mark_from: int | None = None) -> str:
+    """The graph as a program. `mark_from`: index of the first backward node, where a
+    `# backward` comment goes."""
     names = Names(graph)
     producers = graph.producers()
 
@@ -65,7 +67,10 @@ def pretty(graph: Graph, title: str | None = None) -> str:
         return f"{names(value)}:{value.type_str}"
 
     rows = []
-    for node in graph.nodes:
+    for index, node in enumerate(graph.nodes):
+        if mark_from is not None and index >= mark_from:
+            rows.append(("", "# backward", None))
+            mark_from = None
         if node.primitive.name == "const" and not set(node.outputs) & set(graph.outputs):
             continue  # constants print inline where they are used
         lhs = " ".join(typed(v) for v in node.outputs)
@@ -76,10 +81,14 @@ def pretty(graph: Graph, title: str | None = None) -> str:
 
 def _layout(graph, rows, typed, operand, title) -> str:
     head = " ".join(typed(v) for v in graph.all_inputs)
-    lhs_width = max((len(lhs) for lhs, _, _ in rows), default=0)
-    body_width = max((len(lhs_width * " " + " = " + rhs) for _, rhs, _ in rows), default=0)
+    nodes = [row for row in rows if row[0]]
+    lhs_width = max((len(lhs) for lhs, _, _ in nodes), default=0)
+    body_width = max((len(lhs_width * " " + " = " + rhs) for _, rhs, _ in nodes), default=0)
     lines = [f"{{ lambda {head} ."]
     for i, (lhs, rhs, source) in enumerate(rows):
+        if not lhs:  # a comment row
+            lines.append(f"      {rhs}")
+            continue
         text = f"{'let ' if i == 0 else '    '}{lhs.ljust(lhs_width)} = {rhs}"
         if source:
             text = text.ljust(body_width + 4) + f"  # {source}"

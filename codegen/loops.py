@@ -1,0 +1,111 @@
+"""The schedule of one loop kernel: which statement runs at which stage, and how
+each value is indexed. Targets (CPU, CUDA) share it and differ only in loop syntax."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel, is_unit_reshape, reduction_kind
+from fusegrad.codegen.source import SourceNames
+from fusegrad.ir import primitives as P
+from fusegrad.ir.graph import Node, Value, dtype_str
+from fusegrad.ir.primitive import REDUCTION, literal
+
+
+@dataclass
+class Schedule:
+    kernel: Kernel
+    consts: dict[Value, Node]         # constants, spelled as literals where used
+    ready: dict[Value, int]           # stage from which a value can be computed
+    stages: int                       # number of inner-loop stages per outer point
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel.domain)
+
+    @property
+    def outer(self) -> int:
+        return self.kernel.outer_axes
+
+    def level(self, value: Value) -> str | None:
+        return self.kernel.levels.get(value)
+
+def schedule(kernel: Kernel, consts: dict[Value, Node]) -> Schedule:
+    ready: dict[Value, int] = {}
+    stages = 0
+    for node in kernel.nodes:
+        start = max((ready.get(v, 0) for v in node.inputs), default=0)
+        level = kernel.levels[node.out]
+        if node.primitive.kind == REDUCTION and level == ROW:
+            stages = max(stages, start + 1)
+            ready[node.out] = start + 1
+        else:
+            ready[node.out] = start
+        if level == INNER and node.out in kernel.outputs:
+            stages = max(stages, start + 1)
+        if node.primitive.kind == REDUCTION and kernel.levels.get(node.inputs[0], INNER) == INNER:
+            stages = max(stages, start + 1)
+    return Schedule(kernel, consts, ready, stages)
+
+
+def row_reduction(node: Node, kernel: Kernel) -> bool:
+    return node.primitive.kind == REDUCTION and kernel.levels[node.out] == ROW
+
+
+def column_reduction(node: Node, kernel: Kernel) -> bool:
+    if node.primitive.kind != REDUCTION or kernel.levels[node.out] != FINAL:
+        return False
+    x = node.inputs[0]
+    if kernel.levels.get(x) == ROW:
+        return False
+    return reduction_kind(node, kernel.domain)[0] == "column"
+
+
+# ---------------------------------------------------------------- spelling
+
+def index(shape: tuple[int, ...], consumer_rank: int) -> str:
+    """Subscript reading an array of `shape`, right-aligned to a value whose dims
+    are the domain's first `consumer_rank` axes (size-1 dims broadcast: index 0)."""
+    if not shape:
+        return "[0]"  # 0-d arrays are passed as shape (1,)
+    offset = consumer_rank - len(shape)
+    parts = ["0" if d == 1 else f"i{offset + j}" for j, d in enumerate(shape)]
+    return f"[{', '.join(parts)}]"
+
+
+def operand(value: Value, consumer: Node, sched: Schedule, names: SourceNames) -> str:
+    const = sched.consts.get(value)
+    if const is not None:
+        return literal(const.param("value"), const.param("dtype"))
+    if value in sched.kernel.levels:
+        return names(value)
+    # Reductions read their input over the whole domain; other nodes at their own rank.
+    rank = len(value.shape) if consumer.primitive.kind == REDUCTION else len(consumer.out.shape)
+    return names(value) + index(value.shape, rank)
+
+
+def expression(node: Node, sched: Schedule, names: SourceNames) -> str:
+    args = [operand(v, node, sched, names) for v in node.inputs]
+    if node.primitive is P.reshape and is_unit_reshape(node):
+        return args[0]
+    return node.primitive.spell(args, node.out.dtype, node.attrs)
+
+
+def ir_comment(node: Node, sched: Schedule, names: SourceNames) -> str:
+    """The IR line a statement implements, spelled as the dump prints it."""
+    def spell(value: Value) -> str:
+        const = sched.consts.get(value)
+        if const is None:
+            return names.ir(value)
+        return f"{const.param('value')!r}:{dtype_str(const.param('dtype'))}"
+    args = " ".join(spell(v) for v in node.inputs)
+    return f"{names.ir(node.out)} = {node.primitive.name} {args}".rstrip()
+
+
+def store_index(value: Value, sched: Schedule) -> str:
+    """Subscript writing `value` (an output) from inside the loops."""
+    level = sched.level(value)
+    if level == INNER:
+        return "[" + ", ".join(f"i{a}" for a in range(sched.rank)) + "]" if sched.rank else "[0]"
+    if level == ROW:
+        return index(value.shape, len(value.shape))
+    return "[" + ", ".join("0" for _ in value.shape) + "]" if value.shape else "[0]"

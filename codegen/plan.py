@@ -1,0 +1,325 @@
+"""Fusion planning: partition a (joint) graph into loop kernels and library calls.
+
+A loop kernel iterates over one *domain* shape D. Its outer axes ``D[:outer]`` are
+split into chunks across threads; each outer point runs *stages*, loops over the
+inner axes ``D[outer:]``. Every IR value in a kernel has a *level*:
+
+- ``inner``: one value per domain element (shape D), recomputed in each stage that
+  needs it (cheap elementwise values are recomputed rather than stored);
+- ``row``: one value per outer point (a reduction over the inner axes, e.g. a row
+  max of softmax, or elementwise maths on such values);
+- ``final``: known only after the whole loop: full reductions (scalars), column
+  reductions (over the outer axes, accumulated in per-chunk partial buffers) and
+  scalar arithmetic on them (the epilogue).
+
+Matrix products, general reshapes/transposes and index reductions are library
+calls (BLAS and NumPy); fusion happens around them. Wherever a node cannot join
+a kernel, the plan records why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fusegrad.ir import primitives as P
+from fusegrad.ir.graph import Graph, Node, Shape, Value
+from fusegrad.ir.primitive import ELEMENTWISE, REDUCTION
+
+INNER, ROW, FINAL = "inner", "row", "final"
+
+
+@dataclass(eq=False)
+class Kernel:
+    """A fused loop nest. Built incrementally by the planner, then frozen in use."""
+
+    index: int
+    domain: Shape
+    outer: int | None = None          # number of outer (chunked) axes; None: not fixed yet
+    nodes: list[Node] = field(default_factory=list)
+    levels: dict[Value, str] = field(default_factory=dict)
+    inputs: list[Value] = field(default_factory=list)     # read from memory
+    outputs: list[Value] = field(default_factory=list)    # written to memory
+    notes: list[str] = field(default_factory=list)        # why fusion stopped, per node
+
+    @property
+    def name(self) -> str:
+        ops = [n.primitive.name for n in self.nodes if n.primitive is not P.const]
+        unique = list(dict.fromkeys(ops))
+        suffix = "_".join(unique[:3]) + ("_etc" if len(unique) > 3 else "")
+        return f"k{self.index}_{suffix or 'fill'}"
+
+    @property
+    def outer_axes(self) -> int:
+        return len(self.domain) if self.outer is None else self.outer
+
+
+@dataclass(eq=False)
+class LibraryCall:
+    """One node run by NumPy (BLAS for matmul) between kernels."""
+
+    index: int
+    node: Node
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return f"lib{self.index}_{self.node.primitive.name}"
+
+    @property
+    def inputs(self) -> list[Value]:
+        return list(self.node.inputs)
+
+    @property
+    def outputs(self) -> list[Value]:
+        return list(self.node.outputs)
+
+
+Step = Kernel | LibraryCall
+
+
+@dataclass(eq=False)
+class Plan:
+    graph: Graph
+    steps: list[Step]
+    fused: bool
+
+
+# ---------------------------------------------------------------- classification
+
+def row_shapes(domain: Shape, outer: int) -> tuple[Shape, Shape]:
+    """The two spellings of a per-row value: keepdims and not."""
+    return domain[:outer] + (1,) * (len(domain) - outer), domain[:outer]
+
+
+def is_scalar_shape(shape: Shape) -> bool:
+    return all(d == 1 for d in shape)
+
+
+def reduction_kind(node: Node, domain: Shape) -> tuple[str, int] | None:
+    """('row'|'column'|'full', outer) for a reduction of a domain-shaped value."""
+    axes = node.param("axes")
+    ndim = len(domain)
+    big = tuple(a for a in axes if domain[a] != 1)
+    if all(domain[a] == 1 for a in range(ndim) if a not in axes):
+        return ("full", ndim)
+    if big and axes == tuple(range(axes[0], ndim)):
+        return ("row", axes[0])
+    if axes == tuple(range(0, axes[-1] + 1)):
+        return ("column", axes[-1] + 1)
+    return None
+
+
+def fusable_reduction(node: Node) -> bool:
+    if node.primitive is P.reduce_sum:
+        return node.inputs[0].dtype.kind in "fiu"
+    return node.primitive in (P.reduce_max, P.reduce_min) and node.inputs[0].dtype.kind == "f"
+
+
+def is_unit_reshape(node: Node) -> bool:
+    """A reshape that only adds or removes size-1 axes: free inside a kernel."""
+    if node.primitive is not P.reshape:
+        return False
+    strip = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+    return strip(node.inputs[0].shape) == strip(node.out.shape)
+
+
+def fusable(node: Node) -> str | None:
+    """None if the node can live in a loop kernel, else the reason it cannot."""
+    kind = node.primitive.kind
+    if kind == ELEMENTWISE or is_unit_reshape(node):
+        return None
+    if kind == REDUCTION:
+        return None if fusable_reduction(node) else "reduction of a non-float dtype"
+    return {
+        "matmul": "matrix product: a BLAS call",
+        "layout": "reshape/transpose moves data: a NumPy view or copy",
+        "index": "index reduction (argmax/argmin): NumPy",
+    }.get(kind, f"{kind} op")
+
+
+# ---------------------------------------------------------------- placement
+
+def place(node: Node, kernel: Kernel) -> tuple[str, int | None] | str:
+    """(level, outer) for `node` inside `kernel`, or the reason it cannot go there."""
+    domain, outer = kernel.domain, kernel.outer
+    internal = [kernel.levels[v] for v in node.inputs if v in kernel.levels]
+    if node.primitive.kind == REDUCTION:
+        return _place_reduction(node, kernel)
+    shape = node.out.shape
+    if is_unit_reshape(node) and not internal:
+        return "reshape of an array from memory: a view"
+    if FINAL in internal:
+        if is_scalar_shape(shape) and set(internal) == {FINAL} and _scalar_finals(node, kernel):
+            return FINAL, outer
+        return "uses a reduction of this kernel, known only after its loop"
+    if shape == domain and not is_unit_reshape(node):
+        return INNER, outer
+    if outer is not None and outer < len(domain) and shape in row_shapes(domain, outer):
+        if INNER in internal:
+            return "per-row value computed from per-element values without a reduction"
+        return ROW, outer
+    return f"shape {shape} differs from the kernel's domain {domain}"
+
+
+def _scalar_finals(node: Node, kernel: Kernel) -> bool:
+    return all(is_scalar_shape(v.shape) for v in node.inputs if v in kernel.levels)
+
+
+def _place_reduction(node: Node, kernel: Kernel) -> tuple[str, int | None] | str:
+    x = node.inputs[0]
+    level = kernel.levels.get(x, INNER if x.shape == kernel.domain else None)
+    if level is None:
+        return f"reduces a {x.shape} array; the kernel's domain is {kernel.domain}"
+    if level == FINAL:
+        return "reduces a value known only after this kernel's loop"
+    if level == ROW:
+        if reduction_kind(node, x.shape) == ("full", len(x.shape)):
+            return FINAL, kernel.outer
+        return "partial reduction of a per-row value"
+    kind = reduction_kind(node, kernel.domain)
+    if kind is None:
+        return f"reduction over axes {node.param('axes')} is neither row-, column- nor full"
+    what, outer = kind
+    if what == "full":
+        return FINAL, kernel.outer
+    if kernel.outer is not None and kernel.outer != outer:
+        return (f"reduction splits the domain at axis {outer}, the kernel at axis "
+                f"{kernel.outer}")
+    return (ROW if what == "row" else FINAL), outer
+
+
+def start_domain(node: Node) -> Shape:
+    return node.inputs[0].shape if node.primitive.kind == REDUCTION else node.out.shape
+
+
+# ---------------------------------------------------------------- the planner
+
+class _Planner:
+    def __init__(self, graph: Graph, fuse: bool) -> None:
+        self.graph = graph
+        self.fuse = fuse
+        self.steps: list[Step] = []
+        self.step_of: dict[Value, Step] = {}
+        self.deps: dict[int, set[int]] = {}
+        self.consts = {n.out for n in graph.nodes if n.primitive is P.const}
+
+    def run(self) -> Plan:
+        for node in self.graph.nodes:
+            if node.primitive is P.const:
+                continue
+            reason = fusable(node)
+            if reason is not None:
+                self._add_step(LibraryCall(len(self.steps) + 1, node, reason), node)
+                continue
+            self._place(node)
+        steps = self._ordered()
+        for step in steps:
+            if isinstance(step, Kernel):
+                self._finish_kernel(step)
+        return Plan(self.graph, steps, self.fuse)
+
+    def _producer_steps(self, node: Node) -> list[Step]:
+        seen: list[Step] = []
+        for value in node.inputs:
+            step = self.step_of.get(value)
+            if step is not None and step not in seen:
+                seen.append(step)
+        return seen
+
+    def _place(self, node: Node) -> None:
+        reasons: list[str] = []
+        if self.fuse:
+            producers = [s for s in reversed(self._producer_steps(node)) if isinstance(s, Kernel)]
+            siblings = [s for s in reversed(self.steps)
+                        if isinstance(s, Kernel) and s not in producers
+                        and s.domain == start_domain(node)]
+            for kernel in producers + siblings:
+                where = place(node, kernel)
+                if isinstance(where, str):
+                    if kernel in producers:
+                        reasons.append(f"not fused into {kernel.name}: {where}")
+                    continue
+                if self._creates_cycle(node, kernel):
+                    if kernel in producers:
+                        reasons.append(f"not fused into {kernel.name}: it would need its own output")
+                    continue
+                self._join(node, kernel, *where)
+                return
+        else:
+            reasons.append("fuse=False: one kernel per primitive")
+        kernel = Kernel(len(self.steps) + 1, start_domain(node))
+        where = place(node, kernel)
+        if isinstance(where, str):  # not loop-shaped even alone: NumPy runs it
+            self._add_step(LibraryCall(len(self.steps) + 1, node, where), node)
+            return
+        kernel.notes.extend(reasons)
+        self._add_step(kernel, None)
+        self._join(node, kernel, *where)
+
+    def _join(self, node: Node, kernel: Kernel, level: str, outer: int | None) -> None:
+        kernel.outer = outer
+        kernel.nodes.append(node)
+        kernel.levels[node.out] = level
+        self.step_of[node.out] = kernel
+        self._record_deps(node, kernel)
+
+    def _add_step(self, step: Step, node: Node | None) -> None:
+        self.steps.append(step)
+        self.deps[id(step)] = set()
+        if node is not None:
+            for out in node.outputs:
+                self.step_of[out] = step
+            self._record_deps(node, step)
+
+    def _record_deps(self, node: Node, step: Step) -> None:
+        for source in self._producer_steps(node):
+            if source is not step:
+                self.deps[id(step)].add(id(source))
+
+    def _creates_cycle(self, node: Node, kernel: Kernel) -> bool:
+        """Joining is wrong if an input comes from a step that depends on `kernel`."""
+        by_id = {id(s): s for s in self.steps}
+        stack = [id(s) for s in self._producer_steps(node) if s is not kernel]
+        seen: set[int] = set()
+        while stack:
+            current = stack.pop()
+            if current == id(kernel):
+                return True
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.deps[current])
+        return False
+
+    def _ordered(self) -> list[Step]:
+        """Steps in an order that respects their dependencies (creation order if possible)."""
+        order: list[Step] = []
+        placed: set[int] = set()
+        pending = list(self.steps)
+        while pending:
+            for step in pending:
+                if self.deps[id(step)] <= placed:
+                    order.append(step)
+                    placed.add(id(step))
+                    pending.remove(step)
+                    break
+            else:
+                raise AssertionError("fusion planner produced cyclic kernel dependencies")
+        for number, step in enumerate(order, 1):
+            step.index = number
+        return order
+
+    def _finish_kernel(self, kernel: Kernel) -> None:
+        outside = set(self.graph.outputs)
+        for node in self.graph.nodes:
+            if self.step_of.get(node.out) is not kernel:
+                outside.update(node.inputs)
+        for node in kernel.nodes:
+            for value in node.inputs:
+                if (value not in kernel.levels and value not in self.consts
+                        and value not in kernel.inputs):
+                    kernel.inputs.append(value)
+        kernel.outputs = [n.out for n in kernel.nodes if n.out in outside]
+
+
+def plan_kernels(graph: Graph, fuse: bool = True) -> Plan:
+    """Partition `graph` into fused loop kernels and library calls."""
+    return _Planner(graph, fuse).run()

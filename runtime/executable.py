@@ -1,0 +1,122 @@
+"""Running a kernel plan: buffers, launches in order, outputs."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numba
+import numpy as np
+
+from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, kernel_parameters, partial_nodes
+from fusegrad.codegen.plan import FINAL, is_scalar_shape
+from fusegrad.ir import primitives as P
+from fusegrad.ir.graph import Node, Value
+from fusegrad.ir.interpreter import run_node
+from fusegrad.runtime import stats
+from fusegrad.runtime.loader import Launcher, load, source_path
+
+
+class KernelStep:
+    """One compiled loop kernel and how to call it."""
+
+    def __init__(self, kernel: Kernel, source: str, launch: Callable) -> None:
+        self.kernel = kernel
+        self.source = source
+        self.launch = launch
+        self.inputs = kernel.inputs
+        self.outputs = kernel.outputs
+        self.out_shapes = [v.shape or (1,) for v in kernel.outputs]
+        self.partials = [(n, _partial_shape(n, kernel), _accumulator_dtype(n), _identity(n))
+                         for n in partial_nodes(kernel)]
+
+    def run(self, env: dict, threads: int) -> None:
+        domain = self.kernel.domain
+        nchunks = max(1, min(threads, domain[0])) if domain else 1
+        args = [_kernel_array(env[v]) for v in self.inputs]
+        outs = [np.empty(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
+        parts = [np.full((nchunks,) + shape, identity, dtype) for _, shape, dtype, identity in self.partials]
+        self.launch(*args, *outs, *parts, nchunks, *domain)
+        for value, array in zip(self.outputs, outs):
+            env[value] = array.reshape(value.shape)
+
+
+class LibraryStep:
+    def __init__(self, call: LibraryCall) -> None:
+        self.node = call.node
+        self.inputs = call.inputs
+        self.outputs = call.outputs
+
+    def run(self, env: dict, threads: int) -> None:
+        env[self.node.out] = run_node(self.node, [env[v] for v in self.node.inputs])
+        stats.count("library_calls")
+
+
+class Executable:
+    """A compiled graph: call it with the input arrays, get the output arrays."""
+
+    def __init__(self, plan: Plan, device: str = "cpu") -> None:
+        self.plan = plan
+        self.device = device
+        graph = plan.graph
+        self.names = SourceNames(graph)
+        self.steps = [self._compile(step) for step in plan.steps]
+        self.inputs = graph.inputs
+        self.outputs = graph.outputs
+        self.constants = {v: a for v, a in graph.constants}
+        self.constants.update({n.out: n.primitive.impl(**n.attrs) for n in graph.nodes
+                               if n.primitive is P.const})
+        own = set(graph.inputs) | set(self.constants)
+        # Outputs that are inputs, constants or repeats must be copies: callers may
+        # write to what they get back, and must never write to what they passed in.
+        self._copy = [v in own or v in graph.outputs[:i] for i, v in enumerate(graph.outputs)]
+        self._threads = numba.get_num_threads()
+
+    def _compile(self, step):
+        if isinstance(step, LibraryCall):
+            return LibraryStep(step)
+        source = emit(step, self.names, self.plan, self.device)
+        return KernelStep(step, source, Launcher(load(source, step.name)))
+
+    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        env: dict[Value, np.ndarray] = dict(self.constants)
+        env.update(zip(self.inputs, args))
+        threads = self._threads
+        for step in self.steps:
+            step.run(env, threads)
+        return [np.array(env[v]) if copy else env[v] for v, copy in zip(self.outputs, self._copy)]
+
+    @property
+    def kernel_count(self) -> int:
+        return sum(isinstance(s, KernelStep) for s in self.steps)
+
+    def describe(self) -> str:
+        """The kernel plan and the generated source, for dumps."""
+        from fusegrad.codegen import describe_plan
+        sources = [f"# ---- {s.kernel.name}  ({source_path(s.source).name})\n{s.source}"
+                   for s in self.steps if isinstance(s, KernelStep)]
+        return describe_plan(self.plan, self.names) + "\n\n# generated source\n" + "\n".join(sources)
+
+
+def _kernel_array(array: np.ndarray) -> np.ndarray:
+    # One compiled specialization per kernel: C-contiguous, writeable, at least 1-d.
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = np.array(array, order="C")
+    return array.reshape(1) if array.ndim == 0 else array
+
+
+def _partial_shape(node: Node, kernel: Kernel) -> tuple[int, ...]:
+    if is_scalar_shape(node.out.shape):
+        return ()
+    return tuple(kernel.domain[kernel.outer_axes:])
+
+
+def _accumulator_dtype(node: Node) -> np.dtype:
+    dtype = node.out.dtype
+    if node.primitive is P.reduce_sum:
+        return np.dtype(np.float64) if dtype.kind == "f" else np.dtype(np.int64)
+    return dtype
+
+
+def _identity(node: Node):
+    if node.primitive is P.reduce_sum:
+        return 0
+    return -np.inf if node.primitive is P.reduce_max else np.inf

@@ -1,0 +1,79 @@
+"""Turning generated source into callables: write the file once, import it, and let
+Numba compile it (or load it from its on-disk cache, next to the file)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from fusegrad.runtime import stats
+from fusegrad.runtime.cache import source_dir
+
+_loaded: dict[str, Callable] = {}
+_lock = threading.Lock()
+
+
+def source_path(source: str) -> Path:
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    return source_dir() / f"k_{digest}.py"
+
+
+def load(source: str, entry: str) -> Callable:
+    """The function `entry` of `source`, compiled lazily by Numba on first call.
+
+    Files are named by the hash of their text and never rewritten: Numba's cache
+    is keyed by the file's path and modification time, so rewriting identical
+    text would throw the compiled code away.
+    """
+    with _lock:
+        key = f"{source_path(source)}:{entry}"
+        function = _loaded.get(key)
+        if function is None:
+            function = _loaded[key] = _import(source, entry)
+        return function
+
+
+def _import(source: str, entry: str) -> Callable:
+    path = source_path(source)
+    if not path.exists():
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(source)
+        os.replace(temporary, path)  # atomic: concurrent processes see whole files only
+    name = f"fusegrad_kernels.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, entry)
+
+
+class Launcher:
+    """Calls a Numba dispatcher, timing the first call (compile or cache load)."""
+
+    __slots__ = ("function", "ready")
+
+    def __init__(self, function: Callable) -> None:
+        self.function = function
+        self.ready = bool(getattr(function, "signatures", ()))
+
+    def __call__(self, *args) -> None:
+        if self.ready:
+            self.function(*args)
+        else:
+            self._first_call(args)
+        stats.count("kernels_launched")
+
+    def _first_call(self, args) -> None:
+        before = self.function.stats.cache_hits.copy() if hasattr(self.function, "stats") else None
+        began = time.perf_counter()
+        self.function(*args)
+        elapsed = time.perf_counter() - began
+        hits = self.function.stats.cache_hits if before is not None else None
+        stats.count("cache_loads" if hits and hits != before else "compiles")
+        stats.count("compile_seconds", elapsed)
+        self.ready = True

@@ -1,0 +1,213 @@
+"""`compile_grad`: trace once per signature, differentiate, optimise, fuse, run."""
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from fusegrad import ir
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
+from fusegrad.ir.graph import Graph, Value
+from fusegrad.runtime import Executable, compile_graph
+from fusegrad.tracer.dispatch import Tracing
+from fusegrad.tracer.tensor import Tensor
+
+
+@dataclass(frozen=True)
+class Traced:
+    """Everything compiled for one signature."""
+
+    forward: Graph          # the function as traced
+    joint: Graph            # forward + backward, optimised
+    executable: Executable
+    array_positions: tuple[int, ...]  # which arguments are graph inputs
+    single_grad: bool       # wrt=k returns one array instead of a tuple
+
+
+class CompiledGrad:
+    """The object `@compile_grad` returns: call it for (value, grads)."""
+
+    def __init__(self, fn: Callable, wrt, device: str, fuse: bool) -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.fn = fn
+        self.wrt = wrt
+        self.device = device
+        self.fuse = fuse
+        self._cache: dict[tuple, Traced] = {}
+        self._names = _parameter_names(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any):
+        arrays, key = _signature(args)
+        traced = self._cache.get(key)
+        if traced is None:
+            traced = self._cache[key] = self._trace(args, arrays)
+        outputs = traced.executable([arrays[i] for i in traced.array_positions])
+        value, grads = outputs[0], tuple(outputs[1:])
+        return value, (grads[0] if traced.single_grad else grads)
+
+    def dump(self, *args: Any) -> str:
+        """Forward IR, backward IR, kernel plan and generated source for these arguments."""
+        arrays, key = _signature(args)
+        traced = self._cache.get(key) or self._cache.setdefault(key, self._trace(args, arrays))
+        return _dump_text(self.fn, traced)
+
+    # ------------------------------------------------------------ tracing
+
+    def _trace(self, args: Sequence[Any], arrays: list) -> Traced:
+        positions = tuple(i for i, a in enumerate(arrays) if a is not None)
+        wrt, single = _resolve_wrt(self.wrt, arrays, self._names)
+        inputs = {i: Value(arrays[i].shape, arrays[i].dtype, name=self._name(i)) for i in positions}
+        with Tracing() as builder:
+            traced_args = [Tensor._traced(inputs[i]) if i in inputs else a for i, a in enumerate(args)]
+            result = self.fn(*traced_args)
+        out = _check_result(result, self.fn)
+        forward = builder.finish(tuple(inputs[i] for i in positions), (out,))
+        joint = ir.optimize(ir.vjp_graph(forward, [positions.index(i) for i in wrt]))
+        executable = compile_graph(joint, device=self.device, fuse=self.fuse,
+                                   label=getattr(self.fn, "__name__", "fn"))
+        traced = Traced(forward, joint, executable, positions, single)
+        if os.environ.get("FUSEGRAD_DUMP", "") not in ("", "0"):
+            print(_dump_text(self.fn, traced), flush=True)
+        return traced
+
+    def _name(self, i: int) -> str:
+        return self._names[i] if i < len(self._names) else f"arg{i}"
+
+    def __repr__(self) -> str:
+        return f"<compile_grad {getattr(self.fn, '__qualname__', self.fn)} wrt={self.wrt} device={self.device} fuse={self.fuse}>"
+
+
+def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", fuse: bool = True):
+    """Compile `fn` (a scalar-valued function of arrays) to return ``(value, grads)``."""
+    if fn is None:
+        return lambda f: CompiledGrad(f, wrt, device, fuse)
+    return CompiledGrad(fn, wrt, device, fuse)
+
+
+# ---------------------------------------------------------------- signatures
+
+def _signature(args: Sequence[Any]) -> tuple[list, tuple]:
+    """Arrays for the graph (None for trace constants) and the cache key.
+
+    An array argument is made C-contiguous and native-endian here (the kernels read
+    plain strided memory); the caller's array is never written to.
+    """
+    arrays: list = []
+    key: list = []
+    for arg in args:
+        array = _as_array(arg)
+        arrays.append(array)
+        if array is None:
+            key.append(("const", type(arg), _const_key(arg)))
+        else:
+            key.append((array.shape, array.dtype.str))
+    return arrays, tuple(key)
+
+
+def _as_array(arg: Any) -> np.ndarray | None:
+    if isinstance(arg, np.ndarray):
+        array = arg
+    elif isinstance(arg, Tensor):
+        array = arg.detach().numpy()
+    elif isinstance(arg, (list, tuple)) and _is_numeric_sequence(arg):
+        array = np.asarray(arg)  # accepted like NumPy does (documented in the README)
+    else:
+        return None
+    if array.dtype.kind not in "biuf":
+        raise DTypeError(f"unsupported array dtype {array.dtype}")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+def _is_numeric_sequence(seq) -> bool:
+    first = seq
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return isinstance(first, numbers.Number) and not isinstance(seq, str)
+
+
+def _const_key(arg: Any) -> Any:
+    try:
+        hash(arg)
+        return arg
+    except TypeError:
+        return repr(arg)
+
+
+def _resolve_wrt(wrt, arrays: list, names: list[str]) -> tuple[tuple[int, ...], bool]:
+    count = len(arrays)
+    if wrt is None:
+        return tuple(i for i, a in enumerate(arrays) if a is not None and a.dtype.kind == "f"), False
+    single = isinstance(wrt, numbers.Integral)
+    positions = (int(wrt),) if single else tuple(int(i) for i in wrt)
+    for i in positions:
+        if not -count <= i < count:
+            raise FusegradError(f"wrt={wrt!r}: argument {i} is out of range for {count} arguments")
+        array = arrays[i]
+        if array is None:
+            raise DTypeError(f"wrt={wrt!r}: argument {i} is not an array, it has no gradient")
+        if array.dtype.kind != "f":
+            label = names[i] if i < len(names) else f"arg{i}"
+            raise DTypeError(f"cannot differentiate with respect to argument {i} ({label}), an "
+                             f"array of {array.dtype}: only floating-point arrays have gradients")
+    return tuple(i % count for i in positions), single
+
+
+def _check_result(result: Any, fn: Callable) -> Value:
+    if not isinstance(result, Tensor) or result._value is None:
+        raise TraceError(f"{_where(fn)} must return a traced scalar tensor computed from its "
+                         f"array arguments, got {type(result).__name__}")
+    value = result._value
+    if value.shape != ():
+        raise ShapeError(f"{_where(fn)} must return a scalar (0-d) value to be differentiated, "
+                         f"got shape {value.shape}; reduce it first (e.g. .sum() or .mean()), "
+                         f"as backward() without a gradient requires in PyTorch")
+    if value.dtype.kind != "f":
+        raise DTypeError(f"{_where(fn)} must return a floating-point value, got {value.dtype}")
+    return value
+
+
+def _where(fn: Callable) -> str:
+    try:
+        code = fn.__code__
+        return f"{fn.__name__} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+    except AttributeError:
+        return repr(fn)
+
+
+def _parameter_names(fn: Callable) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _dump_text(fn: Callable, traced: Traced) -> str:
+    name = getattr(fn, "__name__", "fn")
+    parts = [
+        ir.pretty(traced.forward, title=f"forward IR of {name}"),
+        ir.pretty(traced.joint, title="forward + backward IR (symbolic backward, after optimisation)",
+                  mark_from=len(_shared_prefix(traced.forward, traced.joint))),
+        traced.executable.describe(),
+    ]
+    return "\n\n".join(parts)
+
+
+def _shared_prefix(forward: Graph, joint: Graph) -> list:
+    """The joint graph's leading nodes that compute forward values."""
+    forward_values = {id(v) for node in forward.nodes for v in node.outputs}
+    prefix = []
+    for node in joint.nodes:
+        if not any(id(v) in forward_values for v in node.outputs):
+            break
+        prefix.append(node)
+    return prefix

@@ -1,0 +1,85 @@
+"""Routing an operation on Tensors to the tracer or to the eager engine.
+
+Every op of the public API is a graph-building function of `fusegrad.ir.ops`
+applied through `apply`. Inside `compile_grad` the arguments are traced tensors and
+the op appends IR to the trace; outside, the eager engine records the same IR and
+computes the values.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from fusegrad.ir import building, current_source, source_line
+from fusegrad.ir.builder import Builder, current_builder
+from fusegrad.ir.errors import TraceError
+from fusegrad.ir.graph import Value
+from fusegrad.tracer.source import user_line
+
+_trace_builders: list[Builder] = []
+
+
+class Tracing:
+    """The context of one trace: ops on traced tensors append to `builder`."""
+
+    def __init__(self) -> None:
+        self.builder = Builder()
+
+    def __enter__(self) -> Builder:
+        self._building = building(self.builder)
+        self._building.__enter__()
+        _trace_builders.append(self.builder)
+        return self.builder
+
+    def __exit__(self, *exc) -> None:
+        _trace_builders.pop()
+        self._building.__exit__(*exc)
+
+
+def is_tracing() -> bool:
+    return bool(_trace_builders)
+
+
+def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
+    """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
+    from fusegrad.tracer.tensor import Tensor
+    if any(isinstance(a, Tensor) and a._value is not None for a in args):
+        return _apply_traced(build, args, params)
+    from fusegrad.tracer import eager
+    return eager.apply(build, args, params, grad_fn)
+
+
+def _apply_traced(build, args, params):
+    from fusegrad.tracer.tensor import Tensor
+    builder = current_builder()
+    # Keep an enclosing caller's line (a composite like logsumexp traces many ops);
+    # otherwise name the user's own line.
+    with source_line(current_source() or user_line()):
+        values = [_traced_operand(a, builder) for a in args]
+        result = build(*values, **params)
+    if isinstance(result, tuple):
+        return tuple(Tensor._traced(v) for v in result)
+    return Tensor._traced(result)
+
+
+def _traced_operand(arg: Any, builder: Builder) -> Any:
+    from fusegrad.tracer.tensor import Tensor
+    if isinstance(arg, Tensor):
+        if arg._value is not None:
+            return arg._value
+        return builder.capture(arg.detach().numpy())
+    if isinstance(arg, np.ndarray):
+        return builder.capture(arg)
+    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (Tensor, Value)):
+        return builder.capture(np.asarray(arg))
+    return arg
+
+
+def data_dependent_error(what: str) -> TraceError:
+    return TraceError(
+        f"{what} of a traced tensor is not known while tracing: compile_grad traces the "
+        "function once into a static graph, so Python control flow cannot depend on array "
+        "values. Use fg.where(cond, a, b) for a data-dependent choice, or pass the value "
+        "as a non-array argument (it then becomes a constant of the trace)."
+        + (f"\n  at {user_line()}" if user_line() else ""))

@@ -1,0 +1,255 @@
+"""The array functions of the public API (``fg.tanh``, ``fg.matmul``, ...).
+
+Each is one `ir.ops` builder applied through `dispatch.apply`, so the same call
+traces inside `compile_grad` and runs eagerly outside. `grad_fn` names the node
+PyTorch would show for the result.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+from fusegrad.ir import ops
+from fusegrad.ir.errors import FusegradError
+from fusegrad.tracer.dispatch import apply
+
+
+def add(a, b):
+    return apply(ops.add, a, b, grad_fn="AddBackward0")
+
+
+def sub(a, b):
+    return apply(ops.sub, a, b, grad_fn="SubBackward0")
+
+
+def mul(a, b):
+    return apply(ops.mul, a, b, grad_fn="MulBackward0")
+
+
+def div(a, b):
+    return apply(ops.div, a, b, grad_fn="DivBackward0")
+
+
+def pow(a, b):  # noqa: A001  (the public name is PyTorch's)
+    return apply(ops.power, a, b, grad_fn="PowBackward0" if _is_number(b) else "PowBackward1")
+
+
+def neg(x):
+    return apply(ops.neg, x, grad_fn="NegBackward0")
+
+
+def _unary(op, grad_fn: str):
+    def function(x):
+        return apply(op, x, grad_fn=grad_fn)
+    function.__name__ = op.__name__
+    function.__doc__ = f"Elementwise {op.__name__}."
+    return function
+
+
+exp = _unary(ops.exp, "ExpBackward0")
+log = _unary(ops.log, "LogBackward0")
+sin = _unary(ops.sin, "SinBackward0")
+cos = _unary(ops.cos, "CosBackward0")
+tanh = _unary(ops.tanh, "TanhBackward0")
+sqrt = _unary(ops.sqrt, "SqrtBackward0")
+abs = _unary(ops.abs, "AbsBackward0")  # noqa: A001
+sign = _unary(ops.sign, "SignBackward0")
+sigmoid = _unary(ops.sigmoid, "SigmoidBackward0")
+relu = _unary(ops.relu, "ReluBackward0")
+
+
+def maximum(a, b):
+    return apply(ops.maximum, a, b, grad_fn="MaximumBackward0")
+
+
+def minimum(a, b):
+    return apply(ops.minimum, a, b, grad_fn="MinimumBackward0")
+
+
+def where(cond, a, b):
+    return apply(ops.where, cond, a, b, grad_fn="WhereBackward0")
+
+
+lt = lambda a, b: apply(ops.lt, a, b)  # noqa: E731
+le = lambda a, b: apply(ops.le, a, b)  # noqa: E731
+gt = lambda a, b: apply(ops.gt, a, b)  # noqa: E731
+ge = lambda a, b: apply(ops.ge, a, b)  # noqa: E731
+eq = lambda a, b: apply(ops.eq, a, b)  # noqa: E731
+ne = lambda a, b: apply(ops.ne, a, b)  # noqa: E731
+
+
+# ---------------------------------------------------------------- matmul
+
+def matmul(a, b):
+    grad_fn = {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}
+    return apply(ops.matmul, a, b, grad_fn=grad_fn.get((_ndim(a), _ndim(b)), "MmBackward0"))
+
+
+def mm(a, b):
+    if _ndim(a) != 2 or _ndim(b) != 2:
+        raise FusegradError(f"mm: both operands must be 2-d, got shapes {_shape(a)} and {_shape(b)}")
+    return matmul(a, b)
+
+
+def mv(a, b):
+    if _ndim(a) != 2 or _ndim(b) != 1:
+        raise FusegradError(f"mv: expected a matrix and a vector, got shapes {_shape(a)} and {_shape(b)}")
+    return matmul(a, b)
+
+
+def dot(a, b):
+    return matmul(a, b)
+
+
+# ---------------------------------------------------------------- layout
+
+def reshape(x, *shape):
+    shape = _sizes(shape)
+    if -1 in shape:
+        known = 1
+        for d in shape:
+            known *= d if d != -1 else 1
+        shape = tuple(_numel(x) // max(known, 1) if d == -1 else d for d in shape)
+    return apply(ops.reshape, x, shape=shape, grad_fn="ViewBackward0")
+
+
+def transpose(x, dim0: int | None = None, dim1: int | None = None):
+    """``transpose(x)`` reverses the axes (NumPy); ``transpose(x, 0, 1)`` swaps two (PyTorch)."""
+    perm = None
+    if dim0 is not None:
+        perm = list(range(_ndim(x)))
+        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+    return apply(ops.transpose, x, perm=perm, grad_fn="TransposeBackward0")
+
+
+def permute(x, *dims):
+    return apply(ops.transpose, x, perm=_sizes(dims), grad_fn="PermuteBackward0")
+
+
+def broadcast_to(x, shape):
+    return apply(ops.broadcast_to, x, shape=tuple(shape), grad_fn="ExpandBackward0")
+
+
+# ---------------------------------------------------------------- reductions
+
+MinMax = namedtuple("MinMax", ["values", "indices"])
+
+
+def _axes(axis, dim, keepdims, keepdim):
+    """NumPy's axis=/keepdims= or PyTorch's dim=/keepdim= (not both)."""
+    if dim is not None and axis is not None:
+        raise TypeError("give either axis= (NumPy) or dim= (PyTorch), not both")
+    return (axis if dim is None else dim), bool(keepdims or keepdim)
+
+
+def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=False):  # noqa: A001
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_sum, x, axes=axes, keepdims=keep, grad_fn="SumBackward0" if axes is None else "SumBackward1")
+
+
+def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.mean, x, axes=axes, keepdims=keep, grad_fn="MeanBackward0" if axes is None else "MeanBackward1")
+
+
+def _chooser(op, arg_op, name, x, axis, keepdims, dim, keepdim):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    if dim is None:
+        return apply(op, x, axes=axes, keepdims=keep, grad_fn=f"{name}Backward1")
+    values = apply(op, x, axes=dim, keepdims=keep, grad_fn=f"{name}Backward0")
+    indices = apply(arg_op, x, axis=dim, keepdims=keep)
+    return MinMax(values, indices)
+
+
+def max(x, axis=None, keepdims=False, *, dim=None, keepdim=False):  # noqa: A001
+    """With dim= returns (values, indices) as PyTorch does; with axis= the values, as NumPy."""
+    return _chooser(ops.reduce_max, ops.argmax, "Max", x, axis, keepdims, dim, keepdim)
+
+
+def min(x, axis=None, keepdims=False, *, dim=None, keepdim=False):  # noqa: A001
+    return _chooser(ops.reduce_min, ops.argmin, "Min", x, axis, keepdims, dim, keepdim)
+
+
+def amax(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_max, x, axes=axes, keepdims=keep, grad_fn="AmaxBackward0")
+
+
+def amin(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_min, x, axes=axes, keepdims=keep, grad_fn="AminBackward0")
+
+
+def argmax(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    if axes is None:
+        return apply(ops.argmax, reshape(x, -1), axis=0, keepdims=False)
+    return apply(ops.argmax, x, axis=axes, keepdims=keep)
+
+
+def argmin(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    if axes is None:
+        return apply(ops.argmin, reshape(x, -1), axis=0, keepdims=False)
+    return apply(ops.argmin, x, axis=axes, keepdims=keep)
+
+
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.logsumexp, x, axes=axes, keepdims=keep, grad_fn="LogsumexpBackward0")
+
+
+def softmax(x, axis=-1, *, dim=None):
+    return apply(ops.softmax, x, axis=axis if dim is None else dim, grad_fn="SoftmaxBackward0")
+
+
+def var(x, axis=None, keepdims=False, *, ddof=None, dim=None, keepdim=False,
+        unbiased=None, correction=None):
+    """Variance. NumPy's spelling (axis=) defaults to ddof=0; PyTorch's (dim=) to the
+    unbiased estimate, as each library does."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    if correction is None:
+        if ddof is not None:
+            correction = ddof
+        elif unbiased is not None:
+            correction = int(unbiased)
+        else:
+            correction = 1 if dim is not None else 0
+    return apply(_variance, x, axes=axes, keepdims=keep, correction=correction,
+                 grad_fn="VarBackward0")
+
+
+def _variance(x, *, axes, keepdims, correction):
+    centred = ops.sub(x, ops.mean(x, axes, keepdims=True))
+    squares = ops.reduce_sum(ops.mul(centred, centred), axes, keepdims)
+    count = x.size // squares.size if squares.size else 0
+    return ops.div(squares, count - correction if count > correction else 0)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _is_number(x: Any) -> bool:
+    import numbers
+    return isinstance(x, numbers.Number)
+
+
+def _ndim(x) -> int:
+    return len(_shape(x))
+
+
+def _shape(x) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
+def _numel(x) -> int:
+    n = 1
+    for d in _shape(x):
+        n *= d
+    return n
+
+
+def _sizes(shape) -> tuple[int, ...]:
+    """Accept both ``f(2, 3)`` and ``f((2, 3))``."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(d) for d in shape)

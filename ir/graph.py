@@ -74,7 +74,9 @@ class Node:
     @property
     def key(self) -> tuple:
         """What makes two nodes compute the same thing (used by CSE and caching)."""
-        return (self.primitive.name, tuple(id(v) for v in self.inputs), self.params)
+        # Params compare by repr: with == a const 0.0 would merge with -0.0, which
+        # turns x / -0.0 from -inf into inf.
+        return (self.primitive.name, tuple(id(v) for v in self.inputs), repr(self.params))
 
     def __repr__(self) -> str:
         return f"Node({self.primitive.name}, {self.inputs} -> {self.outputs})"

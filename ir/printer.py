@@ -85,11 +85,13 @@ def _layout(graph, rows, typed, operand, title) -> str:
     lhs_width = max((len(lhs) for lhs, _, _ in nodes), default=0)
     body_width = max((len(lhs_width * " " + " = " + rhs) for _, rhs, _ in nodes), default=0)
     lines = [f"{{ lambda {head} ."]
-    for i, (lhs, rhs, source) in enumerate(rows):
+    keyword = "let "  # on the first node row, which a comment row may precede
+    for lhs, rhs, source in rows:
         if not lhs:  # a comment row
             lines.append(f"      {rhs}")
             continue
-        text = f"{'let ' if i == 0 else '    '}{lhs.ljust(lhs_width)} = {rhs}"
+        text = f"{keyword}{lhs.ljust(lhs_width)} = {rhs}"
+        keyword = "    "
         if source:
             text = text.ljust(body_width + 4) + f"  # {source}"
         lines.append("  " + text.rstrip())

@@ -212,13 +212,17 @@ def argmin(x: Value, axis: int, keepdims: bool = False) -> Value:
     return P.argmin.bind(x, axis=axis, keepdims=bool(keepdims))
 
 
+def stop_gradient(x: Value) -> Value:
+    return P.stop_gradient.bind(x)
+
+
 def logsumexp(x: Value, axes=None, keepdims: bool = False) -> Value:
     """log(sum(exp(x))), shifted by the maximum so that exp cannot overflow."""
     x = _floating(x)
     axes = S.normalize_axes(axes, x.ndim)
-    # The shift is a constant of the maths (any shift gives the same value), so its
-    # gradient cancels exactly; building it from reduce_max keeps the graph small.
-    shift = reduce_max(x, axes, keepdims=True)
+    # Any shift gives the same value, so the shift's gradient is exactly zero:
+    # stop_gradient says so instead of differentiating reduce_max for nothing.
+    shift = stop_gradient(reduce_max(x, axes, keepdims=True))
     total = reduce_sum(exp(sub(x, broadcast_to(shift, x.shape))), axes, keepdims=True)
     result = add(log(total), shift)
     return result if keepdims else reshape(result, S.reduced_shape(x.shape, axes, False))
@@ -226,7 +230,7 @@ def logsumexp(x: Value, axes=None, keepdims: bool = False) -> Value:
 
 def softmax(x: Value, axis: int = -1) -> Value:
     x = _floating(x)
-    shift = reduce_max(x, axis, keepdims=True)
+    shift = stop_gradient(reduce_max(x, axis, keepdims=True))
     e = exp(sub(x, broadcast_to(shift, x.shape)))
     return div(e, broadcast_to(reduce_sum(e, axis, keepdims=True), x.shape))
 

@@ -91,6 +91,17 @@ def _chain_layout(node: Node, producers) -> Node:
     return node
 
 
+def _reshape_splat(node: Node, producers) -> Node:
+    """reshape(broadcast_to(scalar)) -> broadcast_to(scalar): a fill has no layout."""
+    inner = producers.get(node.inputs[0]) if node.primitive is P.reshape else None
+    if inner is None or inner.primitive is not P.broadcast_to or inner.inputs[0].size != 1:
+        return node
+    scalar = inner.inputs[0]
+    if scalar.ndim > node.out.ndim:
+        return node
+    return Node(P.broadcast_to, (scalar,), (("shape", node.out.shape),), node.outputs, node.source)
+
+
 def _rewrite(graph: Graph, visit: Callable[[Node, dict, dict], "Node | list | Value"]) -> Graph:
     """Rebuild `graph`, letting `visit` replace each node by a node, by a list of nodes
     (the last defines the original outputs) or by an existing value."""
@@ -116,6 +127,7 @@ def _rewrite(graph: Graph, visit: Callable[[Node, dict, dict], "Node | list | Va
 def simplify(graph: Graph) -> Graph:
     def visit(node, producers, replaced):
         node = _chain_layout(_absorb_broadcasts(node, producers), producers)
+        node = _reshape_splat(node, producers)
         return _identity_operand(node, producers) or _fold_layout(node, producers) or node
     return _rewrite(graph, visit)
 

@@ -48,7 +48,7 @@ class Primitive:
     def spell(self, args: list[str], dtype: np.dtype, params: dict[str, Any]) -> str:
         """The scalar expression of one element, for code generation."""
         if callable(self.scalar):
-            return self.scalar(*args, dtype=dtype, **params)
+            return self.scalar(*args, **{"dtype": dtype, **params})
         return self.scalar.format(*args, one=literal(1, dtype), zero=literal(0, dtype))
 
     def __repr__(self) -> str:

@@ -125,6 +125,14 @@ cast = primitive(
     scalar=lambda x, *, dtype: f"np.{np.dtype(dtype).name}({x})", grad_fn="ToCopyBackward0",
 )
 
+# The identity, with no gradient: for terms whose value cannot change the result,
+# like the shift of a stable logsumexp (JAX's stop_gradient, PyTorch's detach).
+stop_gradient = primitive(
+    "stop_gradient", kind=ELEMENTWISE, infer=S.elementwise, impl=lambda x: x,
+    vjp=lambda g, x, y: [None],
+    scalar="{0}",
+)
+
 # ---------------------------------------------------------------- binary
 
 add = primitive(

@@ -25,6 +25,12 @@ class Names:
         self._fresh = (name for name in _letters() if name not in taken)
         for value in graph.all_inputs:
             self._names[value] = value.name or next(self._fresh)
+        # Named in program order up front, so that the dump and the generated kernels,
+        # which visit values in different orders, agree on every name.
+        for node in graph.nodes:
+            if node.primitive.name != "const":
+                for value in node.outputs:
+                    self._names[value] = next(self._fresh)
 
     def __call__(self, value: Value) -> str:
         name = self._names.get(value)

@@ -39,19 +39,30 @@ def partial_nodes(kernel: Kernel) -> list[Node]:
             if n.primitive.kind == REDUCTION and kernel.levels[n.out] == FINAL]
 
 
+SERIAL_SUFFIX = "_serial"
+
+
 def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> str:
+    """Source defining `kernel.name` (threaded) and, for loop kernels, the same loops
+    compiled without threads as `kernel.name + SERIAL_SUFFIX`: for small inputs,
+    waking a thread pool costs more than the work."""
     sched = schedule(kernel, consts)
     w = Writer()
     w.line(HEADER)
-    w.line()
-    w.line('@njit(parallel=True, cache=True, error_model="numpy")')
+    # error_model="numpy": 1/0 is inf and log(-1) NaN, as in NumPy, not an exception.
+    variants = [(kernel.name, "parallel=True, ")] if kernel.domain else [(kernel.name, "")]
+    if kernel.domain:
+        variants.append((kernel.name + SERIAL_SUFFIX, ""))
     computed = " ".join(names.ir(n.out) for n in kernel.nodes)
-    with w.block(f"def {kernel.name}({', '.join(kernel_parameters(kernel, names))}):", computed):
-        if not kernel.domain:
-            _emit_point(w, sched, names)
-        else:
-            _emit_chunks(w, sched, names)
-        _emit_epilogue(w, sched, names)
+    for name, parallel in variants:
+        w.line()
+        w.line(f'@njit({parallel}cache=True, error_model="numpy")')
+        with w.block(f"def {name}({', '.join(kernel_parameters(kernel, names))}):", computed):
+            if not kernel.domain:
+                _emit_point(w, sched, names)
+            else:
+                _emit_chunks(w, sched, names)
+            _emit_epilogue(w, sched, names)
     return w.text()
 
 

@@ -7,12 +7,19 @@ import numba
 import numpy as np
 
 from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, kernel_parameters, partial_nodes
-from fusegrad.codegen.plan import FINAL, is_scalar_shape
+from fusegrad.codegen.cpu import SERIAL_SUFFIX
+from fusegrad.codegen.plan import is_scalar_shape
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.runtime import stats
 from fusegrad.runtime.loader import Launcher, load, source_path
+
+
+# Below this many domain elements a kernel runs its single-threaded variant: waking
+# the thread pool costs microseconds (milliseconds when the machine is busy) and the
+# work itself less than that. Tests lower it to exercise the threaded code.
+PARALLEL_MIN_SIZE = 1 << 15
 
 
 class KernelStep:
@@ -74,7 +81,10 @@ class Executable:
         if isinstance(step, LibraryCall):
             return LibraryStep(step)
         source = emit(step, self.names, self.plan, self.device)
-        return KernelStep(step, source, Launcher(load(source, step.name)))
+        # Shapes are static, so the threaded-or-not choice is made once, here.
+        size = int(np.prod(step.domain, dtype=np.int64))
+        entry = step.name if size >= PARALLEL_MIN_SIZE or not step.domain else step.name + SERIAL_SUFFIX
+        return KernelStep(step, source, Launcher(load(source, entry)))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)

@@ -20,9 +20,9 @@ def main(steps: int = 300, lr: float = 0.1) -> None:
     x = rng.standard_normal((512, 8), dtype=np.float32)
     teacher = rng.standard_normal((8, 1), dtype=np.float32)
     y = np.sin(x @ teacher) + 0.05 * rng.standard_normal((512, 1), dtype=np.float32)
-    params = [rng.standard_normal((8, 32), dtype=np.float32) / np.sqrt(8),
+    params = [rng.standard_normal((8, 32), dtype=np.float32) / 8 ** 0.5,
               np.zeros(32, np.float32),
-              rng.standard_normal((32, 1), dtype=np.float32) / np.sqrt(32),
+              rng.standard_normal((32, 1), dtype=np.float32) / 32 ** 0.5,
               np.zeros(1, np.float32)]
     began = time.perf_counter()
     for step in range(steps + 1):

@@ -271,22 +271,38 @@ def test_second_derivative_of_tanh(optimize_first, extend_graph, optimize_verifi
     np.testing.assert_allclose(second, -2 * t * (1 - t ** 2), rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("wrt", [0, 1], ids=["d2/dx", "d2/dw"])
+SECOND_ORDER_CASES = [  # name, build, reference, shapes, domains
+    ("tanh(x@w)", lambda x, w: ops.tanh(ops.matmul(x, w)),
+     lambda x, w: anp.tanh(anp.matmul(x, w)), [(3, 4), (4, 2)], (REAL, REAL)),
+    ("sin(x@w)", lambda x, w: ops.sin(ops.matmul(x, w)),
+     lambda x, w: anp.sin(anp.matmul(x, w)), [(4,), (4, 2)], (REAL, REAL)),
+    ("logsumexp", lambda x, w: ops.logsumexp(x * w, 1),
+     lambda x, w: reference_logsumexp(x * w, 1), [(3, 4), (4,)], (REAL, REAL)),
+    ("softmax*x", lambda x, w: ops.softmax(x * w) * x,
+     lambda x, w: reference_softmax(x * w, -1) * x, [(3, 4), (3, 1)], (REAL, REAL)),
+    ("pow", ops.power, anp.power, [(3,), (3,)], (POSITIVE, REAL)),
+    ("div", lambda x, w: ops.sqrt(x) / ops.sigmoid(w), lambda x, w: anp.sqrt(x) / reference_sigmoid(w),
+     [(3, 4), ()], (POSITIVE, REAL)),
+    ("mean*max", lambda x, w: ops.mean(x * w, 0) * ops.reduce_max(x, 0),
+     lambda x, w: anp.mean(x * w, 0) * anp.max(x, 0), [(3, 4), (3, 1)], (REAL, REAL)),
+]
+
+
+@pytest.mark.parametrize("wrt", [0, 1], ids=["d/dx", "d/dw"])
 @pytest.mark.parametrize("optimize_first", [False, True], ids=["raw", "optimized"])
-def test_second_derivative_through_matmul(wrt, optimize_first, extend_graph, optimize_verified):
-    graph = second_derivative_graph(lambda x, w: ops.tanh(ops.matmul(x, w)), [(3, 4), (4, 2)],
-                                    wrt, extend_graph, optimize_first)
-    rng = np.random.default_rng(0)
-    args = [rng.standard_normal((3, 4)), rng.standard_normal((4, 2))]
+@pytest.mark.parametrize("name, build, reference, shapes, domains", SECOND_ORDER_CASES,
+                         ids=[case[0] for case in SECOND_ORDER_CASES])
+def test_second_derivative_against_autograd(name, build, reference, shapes, domains, wrt,
+                                            optimize_first, extend_graph, optimize_verified):
+    graph = second_derivative_graph(build, shapes, wrt, extend_graph, optimize_first)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    args = [draw(rng, shape, domain) for shape, domain in zip(shapes, domains)]
     _, *second = ir.evaluate(optimize_verified(graph), args)
 
-    def f(x, w):
-        return anp.sum(anp.tanh(anp.matmul(x, w)))
+    def summed_gradient(*xs):
+        return anp.sum(autograd.grad(lambda *ys: anp.sum(reference(*ys)), wrt)(*xs))
 
-    def summed_gradient(x, w):
-        return anp.sum(autograd.grad(f, wrt)(x, w))
-
-    for i in range(2):
+    for i in range(len(args)):
         np.testing.assert_allclose(second[i], autograd.grad(summed_gradient, i)(*args),
                                    rtol=1e-10, atol=1e-12, err_msg=f"d/d input {i}")
 
@@ -358,3 +374,14 @@ def test_backward_nodes_carry_the_forward_source_line():
     # Only the seed (the constant 1) belongs to no line of the user's.
     sources = [node.source for node in backward if node.primitive.name != "const"]
     assert sources and set(sources) == {"model.py:3", "model.py:4"}
+
+
+def test_stop_gradient_passes_the_value_and_blocks_the_gradient():
+    x = Value((3,), F64, "x")
+    with ir.building() as builder:
+        y = ops.reduce_sum(ops.stop_gradient(x) * ops.sin(x))
+    joint = ir.vjp_graph(builder.finish((x,), (y,)), (0,))
+    x_value = np.array([0.5, -1.0, 2.0])
+    value, grad = ir.evaluate(ir.optimize(joint), [x_value])
+    np.testing.assert_allclose(value, np.sum(x_value * np.sin(x_value)))
+    np.testing.assert_allclose(grad, x_value * np.cos(x_value))

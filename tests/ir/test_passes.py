@@ -193,7 +193,8 @@ def test_dce_drops_unused_nodes_and_constants(optimize_verified):
 
 def test_dce_keeps_every_output():
     graph = build(lambda x: (ops.exp(x), ops.sin(x)), ((3,), F64))
-    graph = graph.replace(nodes=graph.nodes + (Node(P.cos, graph.inputs, (), (Value((3,), F64),)),))
+    unused = Node(P.cos, graph.inputs, (), (Value((3,), F64),))
+    graph = graph.replace(nodes=graph.nodes + (unused,))
     assert primitive_names(passes.eliminate_dead_code(graph)) == ["exp", "sin"]
 
 

@@ -47,7 +47,8 @@ def test_joint_graph_golden_with_backward_mark():
     graph = mlp_graph()
     joint = ir.optimize(ir.vjp_graph(graph, (2,)))
     forward_values = {node.out for node in graph.nodes}
-    first_backward = next(i for i, node in enumerate(joint.nodes) if node.out not in forward_values)
+    first_backward = next(i for i, node in enumerate(joint.nodes)
+                          if node.out not in forward_values)
     assert ir.pretty(joint, title="d loss / d b", mark_from=first_backward) == golden("""
         # d loss / d b
         { lambda x:f32[64,256] w:f32[256,16] b:f32[16] .

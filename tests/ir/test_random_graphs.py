@@ -67,7 +67,8 @@ def shape_of(expr, input_shapes):
     if kind == "unary":
         return shape_of(expr[2], input_shapes)
     if kind == "binary":
-        return np.broadcast_shapes(shape_of(expr[2], input_shapes), shape_of(expr[3], input_shapes))
+        return np.broadcast_shapes(shape_of(expr[2], input_shapes),
+                                   shape_of(expr[3], input_shapes))
     _, _, axis, keepdims, operand = expr
     return np.sum(np.zeros(shape_of(operand, input_shapes)), axis=axis, keepdims=keepdims).shape
 
@@ -86,7 +87,8 @@ def expressions(draw, input_shapes, depth=4, root=False):
         try:
             np.broadcast_shapes(shape_of(a, input_shapes), shape_of(b, input_shapes))
         except ValueError:  # e.g. (3,) with (3, 4): b becomes a sum, no deeper than before
-            b = ("reduce", "reduce_sum", None, False, draw(expressions(input_shapes, max(depth - 2, 0))))
+            operand = draw(expressions(input_shapes, max(depth - 2, 0)))
+            b = ("reduce", "reduce_sum", None, False, operand)
         return ("binary", draw(st.sampled_from(sorted(BINARY))), a, b)
     operand = draw(expressions(input_shapes, depth - 1))
     ndim = len(shape_of(operand, input_shapes))
@@ -105,7 +107,8 @@ def evaluate_expression(expr, inputs, which: int):
         return BINARY[expr[1]][which](evaluate_expression(expr[2], inputs, which),
                                       evaluate_expression(expr[3], inputs, which))
     _, name, axis, keepdims, operand = expr
-    return REDUCE[name][which](evaluate_expression(operand, inputs, which), axis, keepdims=keepdims)
+    value = evaluate_expression(operand, inputs, which)
+    return REDUCE[name][which](value, axis, keepdims=keepdims)
 
 
 @st.composite

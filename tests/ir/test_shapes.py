@@ -155,7 +155,8 @@ def test_normalize_axes(axes, ndim, expected):
 
 
 @pytest.mark.parametrize("axes, ndim, message", [
-    (3, 3, "out of range"), (-4, 3, "out of range"), ((0, -3), 3, "repeated"), (1, 0, "out of range")])
+    (3, 3, "out of range"), (-4, 3, "out of range"), ((0, -3), 3, "repeated"),
+    (1, 0, "out of range")])
 def test_normalize_axes_rejects_bad_axes(axes, ndim, message):
     with pytest.raises(ir.ShapeError, match=message):
         S.normalize_axes(axes, ndim)
@@ -176,7 +177,8 @@ def test_max_of_an_empty_axis_is_an_error():
 
 
 @pytest.mark.parametrize("shape, axes, keepdims, expected", [
-    ((2, 3, 4), (0, 2), False, (3,)), ((2, 3, 4), (0, 2), True, (1, 3, 1)), ((5,), (0,), False, ())])
+    ((2, 3, 4), (0, 2), False, (3,)), ((2, 3, 4), (0, 2), True, (1, 3, 1)),
+    ((5,), (0,), False, ())])
 def test_reduced_shape(shape, axes, keepdims, expected):
     assert S.reduced_shape(shape, axes, keepdims) == expected
     assert np.sum(np.zeros(shape), axis=axes, keepdims=keepdims).shape == expected

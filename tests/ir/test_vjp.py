@@ -145,29 +145,29 @@ CASES = [
     *[layout(f"broadcast_to{shape}", lambda x, shape=shape: ops.broadcast_to(x, shape),
              lambda x, shape=shape: reference_broadcast_to(x, shape), x_shape)
       for x_shape, shape in [((4,), (3, 4)), ((3, 1), (3, 4)), ((), (2, 3)), ((3, 1), (2, 3, 4))]],
-    layout("reshape(12)", lambda x: ops.reshape(x, (12,)), lambda x: anp.reshape(x, (12,)), (3, 4)),
+    layout("reshape(12)", lambda x: ops.reshape(x, (12,)),
+           lambda x: anp.reshape(x, (12,)), (3, 4)),
     layout("reshape(2,2,3)", lambda x: ops.reshape(x, (2, 2, 3)),
            lambda x: anp.reshape(x, (2, 2, 3)), (3, 4)),
-    layout("reshape(3,4)", lambda x: ops.reshape(x, (3, 4)), lambda x: anp.reshape(x, (3, 4)), (12,)),
+    layout("reshape(3,4)", lambda x: ops.reshape(x, (3, 4)),
+           lambda x: anp.reshape(x, (3, 4)), (12,)),
     layout("reshape(1,1)", lambda x: ops.reshape(x, (1, 1)), lambda x: anp.reshape(x, (1, 1)), ()),
     layout("transpose", ops.transpose, anp.transpose, (3, 4)),
     layout("transpose(1,2,0)", lambda x: ops.transpose(x, (1, 2, 0)),
            lambda x: anp.transpose(x, (1, 2, 0)), (2, 3, 4)),
     layout("transpose(2,0,1)", lambda x: ops.transpose(x, (2, 0, 1)),
            lambda x: anp.transpose(x, (2, 0, 1)), (2, 3, 4)),
-    *reductions("reduce_sum", ops.reduce_sum, lambda x, a, keepdims: anp.sum(x, a, keepdims=keepdims),
-                AXES_2D),
-    *reductions("reduce_max", ops.reduce_max, lambda x, a, keepdims: anp.max(x, a, keepdims=keepdims),
-                AXES_2D),
-    *reductions("reduce_min", ops.reduce_min, lambda x, a, keepdims: anp.min(x, a, keepdims=keepdims),
-                AXES_2D),
-    *reductions("mean", ops.mean, lambda x, a, keepdims: anp.mean(x, a, keepdims=keepdims),
+    *reductions("reduce_sum", ops.reduce_sum, anp.sum, AXES_2D),
+    *reductions("reduce_max", ops.reduce_max, anp.max, AXES_2D),
+    *reductions("reduce_min", ops.reduce_min, anp.min, AXES_2D),
+    *reductions("mean", ops.mean, anp.mean,
                 [((3, 4), None), ((3, 4), 1), ((2, 3, 4), (0, 2))]),
     *reductions("logsumexp", ops.logsumexp, reference_logsumexp,
                 [((3, 4), None), ((3, 4), 1), ((3, 4), 0)]),
     layout("softmax(-1)", ops.softmax, lambda x: reference_softmax(x, -1), (3, 4)),
     layout("softmax(0)", lambda x: ops.softmax(x, 0), lambda x: reference_softmax(x, 0), (3, 4)),
-    layout("softmax(1)", lambda x: ops.softmax(x, 1), lambda x: reference_softmax(x, 1), (2, 3, 4)),
+    layout("softmax(1)", lambda x: ops.softmax(x, 1),
+           lambda x: reference_softmax(x, 1), (2, 3, 4)),
     *binary("matmul", ops.matmul, anp.matmul, pairs=[
         ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
 ]
@@ -193,7 +193,8 @@ def loss_graph(case: Case, dtype: np.dtype, rng: np.random.Generator):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_value_and_gradients(case, dtype, optimize_verified, central_differences):
     rng = np.random.default_rng(zlib.crc32(case.name.encode()))
-    args = [draw(rng, shape, domain).astype(dtype) for shape, domain in zip(case.shapes, case.domains)]
+    args = [draw(rng, shape, domain).astype(dtype)
+            for shape, domain in zip(case.shapes, case.domains)]
     graph, weights = loss_graph(case, dtype, rng)
     joint = ir.vjp_graph(graph, range(len(args)))
     optimized = optimize_verified(joint)
@@ -281,7 +282,8 @@ SECOND_ORDER_CASES = [  # name, build, reference, shapes, domains
     ("softmax*x", lambda x, w: ops.softmax(x * w) * x,
      lambda x, w: reference_softmax(x * w, -1) * x, [(3, 4), (3, 1)], (REAL, REAL)),
     ("pow", ops.power, anp.power, [(3,), (3,)], (POSITIVE, REAL)),
-    ("div", lambda x, w: ops.sqrt(x) / ops.sigmoid(w), lambda x, w: anp.sqrt(x) / reference_sigmoid(w),
+    ("div", lambda x, w: ops.sqrt(x) / ops.sigmoid(w),
+     lambda x, w: anp.sqrt(x) / reference_sigmoid(w),
      [(3, 4), ()], (POSITIVE, REAL)),
     ("mean*max", lambda x, w: ops.mean(x * w, 0) * ops.reduce_max(x, 0),
      lambda x, w: anp.mean(x * w, 0) * anp.max(x, 0), [(3, 4), (3, 1)], (REAL, REAL)),
@@ -337,7 +339,8 @@ def test_integer_input_is_rejected():
     with pytest.raises(ir.DTypeError, match="i32\\[3\\].*\\(n\\)"):
         ir.vjp_graph(graph, (0,))
     # With respect to the float input alone it is fine.
-    _, grad = ir.evaluate(ir.vjp_graph(graph, (1,)), [np.arange(3, dtype=np.int32), np.ones(3, F32)])
+    n_value, x_value = np.arange(3, dtype=np.int32), np.ones(3, F32)
+    _, grad = ir.evaluate(ir.vjp_graph(graph, (1,)), [n_value, x_value])
     np.testing.assert_array_equal(grad, [0, 1, 2])
 
 

@@ -179,6 +179,10 @@ def expand_reduced(g: Value, shape: Shape, axes: tuple[int, ...], keepdims: bool
 # ---------------------------------------------------------------- reductions
 
 def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
+    # A sum of booleans counts them, as in NumPy and PyTorch (int64); summed in
+    # bool it would be `any`.
+    if x.dtype.kind == "b":
+        x = cast(x, np.int64)
     axes = S.normalize_axes(axes, x.ndim)
     if not axes:
         return x

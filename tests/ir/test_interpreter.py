@@ -125,3 +125,13 @@ def test_matmul_of_vectors_and_matrices():
     np.testing.assert_array_equal(av, a @ v)
     assert vv.shape == () and vv == v @ v
     np.testing.assert_array_equal(va, v @ a.T)
+
+
+def test_a_sum_of_booleans_counts_them():
+    """sum(x > 0) is a count, as in NumPy and PyTorch, not `any`."""
+    graph = build(lambda x: (ops.reduce_sum(ops.gt(x, 0.0)), ops.reduce_sum(ops.lt(x, 0.0), 0)),
+                  ((2, 3), F64))
+    x = np.array([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
+    total, per_column = ir.evaluate(graph, [x])
+    assert total == 4 and total.dtype == np.int64
+    np.testing.assert_array_equal(per_column, np.sum(x < 0, axis=0))

@@ -388,3 +388,46 @@ def test_stop_gradient_passes_the_value_and_blocks_the_gradient():
     value, grad = ir.evaluate(ir.optimize(joint), [x_value])
     np.testing.assert_allclose(value, np.sum(x_value * np.sin(x_value)))
     np.testing.assert_allclose(grad, x_value * np.cos(x_value))
+
+
+def gradient_of(build, x_value):
+    x = Value(np.shape(x_value), F64, "x")
+    with ir.building() as builder:
+        y = ops.reduce_sum(build(x))
+    joint = ir.vjp_graph(builder.finish((x,), (y,)), (0,))
+    return ir.evaluate(ir.optimize(joint), [np.asarray(x_value, F64)])[1]
+
+
+def test_kinks_at_zero_have_zero_gradient():
+    """abs and relu at exactly 0 take the gradient 0, as PyTorch and JAX do."""
+    np.testing.assert_array_equal(gradient_of(ops.abs, [-1.0, 0.0, 2.0]), [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(gradient_of(ops.relu, [-1.0, 0.0, 2.0]), [0.0, 0.0, 1.0])
+
+
+def test_ties_share_the_gradient_evenly():
+    # maximum(x, 1): the tie at x = 1 gets half. reduce_max: the two maxima get half each.
+    np.testing.assert_array_equal(gradient_of(lambda x: ops.maximum(x, 1.0), [0.0, 1.0, 2.0]),
+                                  [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(gradient_of(lambda x: ops.minimum(x, 1.0), [0.0, 1.0, 2.0]),
+                                  [1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(gradient_of(ops.reduce_max, [3.0, 1.0, 3.0]), [0.5, 0.0, 0.5])
+    np.testing.assert_array_equal(gradient_of(lambda x: ops.reduce_min(x, 1), [[2.0, 2.0, 2.0]]),
+                                  [[1 / 3, 1 / 3, 1 / 3]])
+
+
+def test_pow_at_a_zero_base_has_finite_gradients():
+    """d(a**b)/db = a**b log(a) is taken as 0 at a = 0 (the limit for b > 0), not NaN."""
+    a, b = Value((2,), F64, "a"), Value((2,), F64, "b")
+    with ir.building() as builder:
+        y = ops.reduce_sum(ops.power(a, b))
+    joint = ir.vjp_graph(builder.finish((a, b), (y,)), (0, 1))
+    _, grad_a, grad_b = ir.evaluate(ir.optimize(joint), [np.zeros(2), np.array([2.0, 3.0])])
+    np.testing.assert_array_equal(grad_a, [0.0, 0.0])
+    np.testing.assert_array_equal(grad_b, [0.0, 0.0])
+
+
+def test_a_scalar_input_returned_as_is_has_gradient_one():
+    s = Value((), F64, "s")
+    joint = ir.vjp_graph(ir.Graph((s,), (), (s,)), (0,))
+    value, grad = ir.evaluate(ir.optimize(joint), [np.array(3.0)])
+    assert value == 3.0 and grad == 1.0

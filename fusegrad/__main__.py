@@ -1,0 +1,394 @@
+"""The command line: `python -m fusegrad bench` and `python -m fusegrad info`.
+
+Nothing is imported from numpy at module level here: `bench` has to change the environment
+before OpenBLAS is loaded, and the benchmark modules are imported only once it has.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+# Set on some machines, they make OpenBLAS pick a slow kernel (BENCHMARKS.md).
+SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Carries "what was unset" into the re-executed process, and stops a second re-execution.
+_UNSET_MARKER = "FUSEGRAD_BENCH_UNSET_BLAS"
+PIP_HINT = 'pip install "fusegrad[bench]"'
+COLUMNS = ("", "size", "system", "median ms", "IQR ms", "vs unfused", "vs numpy", "% bw",
+           "kernels", "compile s", "1st call s", "check")
+TEXT_COLUMNS = (0, 2, 11)
+# Rich wraps to 80 columns when the output is not a terminal; the table needs about 120.
+FILE_WIDTH = 132
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusegrad", description="fusegrad command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = commands.add_parser(
+        "bench", help="fused vs unfused vs the field",
+        description="Time value-and-gradient of the workloads W1..W5 for each system.")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes and few repeats: the suite in well under a minute")
+    bench.add_argument("--workload", action="append", metavar="NAME",
+                       help="W1..W5 or a name (seed-poly, chain, mlp, softmax-xent, "
+                            "layernorm); repeatable; default: all")
+    bench.add_argument("--size", action="append", type=_count, metavar="N",
+                       help="N for W1/W2, rows for W3-W5 (1e5 is accepted); repeatable; "
+                            "default: the suite's sizes")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--repeat", type=_count, metavar="K",
+                       help="timed calls per measurement (default: as many as fit about "
+                            "1 s, 0.2 s with --quick)")
+    bench.add_argument("--threads", type=_count, metavar="T",
+                       help="Numba threads for every kernel (default: one per core)")
+    bench.add_argument("--json", metavar="FILE", help="write every record as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw time and bandwidth")
+    bench.add_argument("--keep-blas-env", action="store_true",
+                       help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
+    commands.add_parser("info", help="versions, CUDA, the kernel cache")
+    return parser
+
+
+def _count(text: str) -> int:
+    value = float(text)
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        return show_info()
+    notes = [] if args.keep_blas_env else unset_slow_blas()
+    return run_bench(args, parser, notes)
+
+
+def unset_slow_blas() -> list[str]:
+    """Unset SLOW_BLAS_VARIABLES for this process; return a note saying so, if any were set.
+
+    OpenBLAS reads them once, when numpy loads it. When numpy is already imported (importing
+    fusegrad imports it), only a fresh process sees the change, so this one re-executes
+    itself with the same command line.
+    """
+    unset = [f"{name}={os.environ.pop(name)}" for name in SLOW_BLAS_VARIABLES
+             if name in os.environ]
+    if unset and "numpy" in sys.modules and _UNSET_MARKER not in os.environ:
+        os.environ[_UNSET_MARKER] = ", ".join(unset)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    done = ", ".join(unset) or os.environ.pop(_UNSET_MARKER, "")
+    if not done:
+        return []
+    return [f"unset {done} for this process: they select a slow OpenBLAS kernel"]
+
+
+# --- bench ---------------------------------------------------------------------------------
+
+def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
+              notes: list[str]) -> int:
+    import numba
+
+    from fusegrad import bench
+    from fusegrad.bench_workloads import WORKLOADS, find_workload
+
+    try:
+        workloads = tuple(find_workload(n) for n in args.workload or ()) or WORKLOADS
+    except ValueError as error:
+        parser.error(str(error))
+    if args.plot and not _importable("matplotlib"):
+        parser.error(f"--plot needs matplotlib: {PIP_HINT}")
+    if args.device == "cuda" and not cuda_status().startswith("yes"):
+        parser.error(f"--device cuda: CUDA is not usable here ({cuda_status()})")
+    if args.threads and args.threads > numba.config.NUMBA_NUM_THREADS:
+        parser.error(f"--threads {args.threads}: Numba was started with at most "
+                     f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
+    options = bench.Options(workloads, tuple(args.size or ()), args.quick, args.device,
+                            args.repeat, args.threads)
+    systems = bench.find_systems(args.device, notes)
+    report = _run_with_progress(bench, options, systems, notes)
+    show_report(report, bench.TOLERANCE)
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {len(report.records)} records to {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _run_with_progress(bench: Any, options: Any, systems: list, notes: list[str]) -> Any:
+    total = 1 + bench.count_steps(systems, options)
+    done = 0
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        def print_step(description: str) -> None:
+            nonlocal done
+            done += 1
+            print(f"[{done:>3}/{total}] {description}", file=sys.stderr, flush=True)
+        return bench.run_suite(options, systems, notes, print_step)
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+
+        def show_step(description: str) -> None:
+            nonlocal done
+            progress.update(task, completed=done, description=description)
+            done += 1
+        return bench.run_suite(options, systems, notes, show_step)
+
+
+def _cells(r: Any) -> list[str]:
+    if r.median_s is None:
+        return [r.workload, _size(r.size), r.system] + [""] * 8 + ["failed"]
+    check = "ok" if r.correct else f"err {r.max_rel_error:.0e}"
+    return [r.workload, _size(r.size), r.system, _ms(r.median_s),
+            _ms(r.p75_s - r.p25_s), _ratio(r.speedup_vs_unfused), _ratio(r.speedup_vs_numpy),
+            "" if r.bandwidth_fraction is None else f"{100 * r.bandwidth_fraction:.0f}%",
+            "" if r.kernels_launched is None else str(r.kernels_launched),
+            "" if r.compile_s is None else f"{r.compile_s:.2f}", _seconds(r.first_call_s),
+            check]
+
+
+def _size(n: int) -> str:
+    for factor, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{suffix}"
+    return str(n)
+
+
+def _ms(seconds: float) -> str:
+    ms = 1e3 * seconds
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}" if ms >= 0.001 else "<0.001"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.3g}" if seconds >= 0.001 else "<0.001"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _groups(records: list) -> list[list]:
+    groups: list[list] = []
+    for r in records:
+        if not groups or (groups[-1][0].workload, groups[-1][0].size) != (r.workload, r.size):
+            groups.append([])
+        groups[-1].append(r)
+    return groups
+
+
+def show_report(report: Any, tolerance: float) -> None:
+    m = report.machine
+    lines = [f"numba {m['numba']}, {m['numba_threads']} threads, numpy {m['numpy']}, "
+             f"python {m['python']}; triad a = b + s*c on {m['triad_n']:,} float32: "
+             + ", ".join(f"{gbps:.1f} GB/s ({device})" for device, gbps in m["triad_gbps"].items()),
+             "workloads: " + ", ".join(sorted({f"{r.workload} {r.name}" for r in report.records})),
+             "% bw = minimal bytes / median time, as a share of the triad bandwidth (over 100% "
+             "when the data fits in cache); "
+             f"check = value and gradients within {tolerance:g} of NumPy's"]
+    lines += [f"note: {note}" for note in report.notes]
+    failures = [f"{r.workload} {r.system} {r.size:,}: {r.status}"
+                for r in report.records if r.median_s is None]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        _show_plain(report, lines, failures)
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=FILE_WIDTH)
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    table = Table(title="fusegrad bench: value and gradients, forward and backward together")
+    for k, column in enumerate(COLUMNS):
+        table.add_column(column, justify="left" if k in TEXT_COLUMNS else "right")
+    for group in _groups(report.records):
+        for r in group:
+            cells = _cells(r)
+            style = "green" if r.correct else "red"
+            table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]")
+        table.add_section()
+    console.print(table)
+    for failure in failures:
+        console.print(failure, style="red", highlight=False, markup=False)
+
+
+def _show_plain(report: Any, lines: list[str], failures: list[str]) -> None:
+    rows = [_cells(r) for r in report.records]
+    widths = [max([len(c)] + [len(row[k]) for row in rows]) for k, c in enumerate(COLUMNS)]
+
+    def join(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if k in TEXT_COLUMNS else c.rjust(w)
+                         for k, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    print("\n".join(lines))
+    print(join(list(COLUMNS)))
+    for group in _groups(report.records):
+        print("-" * sum(widths + [2 * (len(widths) - 1)]))
+        for r in group:
+            print(join(_cells(r)))
+    print("\n".join(failures))
+    print(f"for a nicer table with a progress bar, and for --plot: {PIP_HINT}")
+
+
+def write_json(report: Any, path: str) -> None:
+    """One record per (workload, size, system), with the machine and the notes."""
+    records = [{key: _finite_or_none(value) for key, value in asdict(r).items()}
+               for r in report.records]
+    document = {"machine": report.machine, "notes": report.notes, "records": records}
+    with open(path, "w") as file:
+        json.dump(document, file, indent=1, allow_nan=False)
+        file.write("\n")
+
+
+def _finite_or_none(value: object) -> object:
+    # JSON has no NaN or infinity; a NaN error is already recorded as correct=False.
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def plot(report: Any, path: str) -> None:
+    """Time against size (log-log) for W1 and W2, and the % of triad bandwidth per system."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in report.records if r.median_s is not None]
+    systems = list(dict.fromkeys(r.system for r in timed))
+    scaling = [key for key in ("W1", "W2") if any(r.workload == key for r in timed)]
+    figure, axes = plt.subplots(1, len(scaling) + 1, figsize=(6 * (len(scaling) + 1), 4.8),
+                                squeeze=False)
+    for ax, key in zip(axes[0], scaling):
+        for system in systems:
+            points = sorted((r.size, r.median_s) for r in timed
+                            if r.workload == key and r.system == system)
+            if points:
+                ax.loglog(*zip(*points), marker="o", label=system)
+        name = next(r.name for r in timed if r.workload == key)
+        ax.set(title=f"{key} {name}: value and gradients", xlabel="N (elements)",
+               ylabel="median time (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _plot_bandwidth(axes[0][-1], timed, systems)
+    threads = report.machine["numba_threads"]
+    figure.suptitle(f"fusegrad bench: {threads} threads, triad "
+                    f"{report.machine['triad_gbps']['cpu']:.1f} GB/s")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_bandwidth(ax: Any, timed: list, systems: list[str]) -> None:
+    # One group of bars per workload, at the largest size measured for it.
+    largest = {}
+    for r in timed:
+        largest[r.workload] = max(largest.get(r.workload, 0), r.size)
+    groups = sorted(largest.items())
+    width = 0.8 / max(len(systems), 1)
+    fraction = {(r.workload, r.size, r.system): r.bandwidth_fraction for r in timed}
+    for k, system in enumerate(systems):
+        bars = [(g + k * width, 100 * fraction[key, size, system])
+                for g, (key, size) in enumerate(groups)
+                if fraction.get((key, size, system)) is not None]
+        if bars:
+            ax.bar(*zip(*bars), width, label=system)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))],
+                  [f"{key}\n{size:,}" for key, size in groups])
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set(title="effective bandwidth (minimal bytes / median time)",
+           ylabel="% of triad bandwidth")
+    ax.legend(fontsize=8)
+
+
+# --- info ----------------------------------------------------------------------------------
+
+def show_info() -> int:
+    import platform
+    from importlib import metadata
+
+    import numba
+    import numpy
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    rows = [("fusegrad", version("fusegrad")), ("numba", numba.__version__),
+            ("numpy", numpy.__version__), ("llvmlite", version("llvmlite")),
+            ("python", platform.python_version()),
+            ("numba threads", str(numba.get_num_threads())), ("CUDA", cuda_status())]
+    cache = kernel_cache_dir()
+    if cache is None:
+        rows.append(("kernel cache", "off (FUSEGRAD_CACHE_DIR is off or 0)"))
+    else:
+        rows += [("kernel cache", str(cache)), ("cache size", disk_usage(cache)),
+                 ("clear it with", f"rm -rf {shlex.quote(str(cache))}")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def cuda_status() -> str:
+    """'yes (the GPU's name)' or 'no (why not)'."""
+    try:
+        from numba import cuda
+        if not cuda.is_available():
+            return "no (numba.cuda finds no usable GPU and driver)"
+        name = cuda.get_current_device().name
+        return f"yes ({name.decode() if isinstance(name, bytes) else name})"
+    except Exception as error:  # a broken driver or toolkit raises all sorts of errors
+        return f"no ({type(error).__name__}: {error})"
+
+
+def kernel_cache_dir() -> Path | None:
+    """The runtime's disk cache directory, or None when the disk cache is off."""
+    try:
+        from fusegrad.runtime.cache import cache_dir
+    except ImportError:
+        return _default_cache_dir()
+    return cache_dir()
+
+
+def _default_cache_dir() -> Path | None:
+    # The rule of API.md, for when the runtime is not importable.
+    override = os.environ.get("FUSEGRAD_CACHE_DIR", "").strip()
+    if override.lower() in ("off", "0"):
+        return None
+    if override:
+        return Path(override).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fusegrad"
+
+
+def disk_usage(path: Path) -> str:
+    if not path.exists():
+        return "0 B (not created yet)"
+    sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
+    total = float(sum(sizes))
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if total < 1024 or unit == "GiB":
+            break
+        total /= 1024
+    return f"{total:.3g} {unit} in {len(sizes)} files"
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

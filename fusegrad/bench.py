@@ -1,0 +1,370 @@
+"""`python -m fusegrad bench`: fused vs unfused vs the field, forward and backward together.
+
+Every (workload, size, system) is called once cold (the first-call latency: trace, compile
+and run), checked against the hand-written NumPy result, warmed up and timed: median and
+interquartile range of repeated calls. Each median is set against the memory-traffic floor,
+the workload's minimal bytes over the bandwidth of a STREAM-style triad measured in the
+same process.
+"""
+from __future__ import annotations
+
+import gc
+import platform
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
+
+import numba
+import numpy as np
+from numba import cuda, njit, prange
+
+from fusegrad.bench_workloads import WORKLOADS, Arrays, ValueAndGrads, Workload
+
+try:
+    from fusegrad.runtime import stats
+except ImportError:  # the runtime has not landed: no kernel counts or compile times
+    stats = None
+
+SystemFn = Callable[..., ValueAndGrads]
+
+# Float32 sums of 1e7 terms taken in different orders differ by about 1e-4 relative.
+TOLERANCE = 1e-3
+TRIAD_N, QUICK_TRIAD_N = 10**8, 10**7
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    device: str
+    build: Callable[[Workload], SystemFn]
+    covers: Callable[[Workload], bool] = lambda workload: True
+    counted: bool = False  # a fusegrad system: report kernels launched and compile time
+
+
+@dataclass
+class Options:
+    workloads: tuple[Workload, ...] = WORKLOADS
+    sizes: tuple[int, ...] = ()  # empty: each workload's own sizes
+    quick: bool = False
+    device: str = "cpu"
+    repeat: int | None = None  # None: as many calls as fit a small time budget
+    threads: int | None = None  # None: Numba's default, one per core
+
+    def sizes_for(self, workload: Workload) -> tuple[int, ...]:
+        return self.sizes or (workload.quick_sizes if self.quick else workload.sizes)
+
+
+@dataclass
+class Record:
+    """One (workload, size, system): times in seconds, bandwidth in GB/s."""
+    workload: str
+    name: str
+    size: int
+    system: str
+    device: str
+    minimal_bytes: int
+    status: str = "ok"
+    median_s: float | None = None
+    p25_s: float | None = None
+    p75_s: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+    repeats: int = 0
+    first_call_s: float | None = None
+    compile_s: float | None = None
+    compiles: int | None = None
+    kernels_launched: int | None = None
+    max_rel_error: float | None = None
+    correct: bool | None = None  # max_rel_error within TOLERANCE of the NumPy result
+    bandwidth_gbps: float | None = None
+    bandwidth_fraction: float | None = None
+    speedup_vs_unfused: float | None = None
+    speedup_vs_numpy: float | None = None
+
+
+@dataclass
+class Report:
+    machine: dict
+    notes: list[str]
+    records: list[Record] = field(default_factory=list)
+
+
+# --- the systems -------------------------------------------------------------------------
+
+def find_systems(device: str, notes: list[str]) -> list[System]:
+    """Every system importable here, in table order; what is missing goes into `notes`."""
+    baselines = [
+        System("numpy", "cpu", lambda w: w.numpy_grad),
+        System("numba-1pass", "cpu", lambda w: w.numba_grad,
+               covers=lambda w: w.numba_grad is not None),
+    ]
+    return (_fusegrad_systems(device, notes) + baselines
+            + _torch_systems(device, notes) + _jax_systems(notes))
+
+
+def _fusegrad_systems(device: str, notes: list[str]) -> list[System]:
+    try:
+        import fusegrad as fg
+        from fusegrad import compile_grad
+    except ImportError as error:
+        notes.append(f"fusegrad and fusegrad-unfused skipped: {error}")
+        return []
+    if stats is None:
+        notes.append("fusegrad.runtime.stats missing: no kernel counts or compile times")
+
+    def builder(fuse: bool) -> Callable[[Workload], SystemFn]:
+        def build(workload: Workload) -> SystemFn:
+            compiled = compile_grad(workload.loss(fg), wrt=workload.wrt, device=device,
+                                    fuse=fuse)
+
+            def run(*inputs: np.ndarray) -> ValueAndGrads:
+                value, grads = compiled(*inputs)
+                return float(value), tuple(grads)
+            return run
+        return build
+
+    return [System("fusegrad", device, builder(True), counted=True),
+            System("fusegrad-unfused", device, builder(False), counted=True)]
+
+
+def _torch_systems(device: str, notes: list[str]) -> list[System]:
+    try:
+        import torch
+    except ImportError:
+        notes.append("torch not installed: torch and torch.compile skipped")
+        return []
+
+    def builder(compiled: bool) -> Callable[[Workload], SystemFn]:
+        def build(workload: Workload) -> SystemFn:
+            loss = workload.loss(torch)
+            if compiled:
+                loss = torch.compile(loss)
+
+            def run(*inputs: np.ndarray) -> ValueAndGrads:
+                tensors = [torch.from_numpy(a).to(device) for a in inputs]
+                leaves = [tensors[i].requires_grad_() for i in workload.wrt]
+                value = loss(*tensors)
+                grads = torch.autograd.grad(value, leaves)
+                return value.item(), tuple(g.cpu().numpy() for g in grads)
+            return run
+        return build
+
+    return [System("torch", device, builder(False)),
+            System("torch.compile", device, builder(True))]
+
+
+def _jax_systems(notes: list[str]) -> list[System]:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        notes.append("jax not installed: jax skipped")
+        return []
+    namespace = SimpleNamespace(tanh=jnp.tanh, exp=jnp.exp, sin=jnp.sin, sqrt=jnp.sqrt,
+                                abs=jnp.abs, logsumexp=jax.nn.logsumexp)
+
+    def build(workload: Workload) -> SystemFn:
+        step = jax.jit(jax.value_and_grad(workload.loss(namespace), argnums=workload.wrt))
+
+        def run(*inputs: np.ndarray) -> ValueAndGrads:
+            value, grads = step(*inputs)
+            return float(value), tuple(np.asarray(g) for g in grads)
+        return run
+
+    device = "cuda" if jax.default_backend() == "gpu" else jax.default_backend()
+    return [System("jax", device, build)]
+
+
+# --- the bandwidth reference ---------------------------------------------------------------
+
+@njit(parallel=True)
+def _triad(a, b, c, s):
+    for i in prange(a.size):
+        a[i] = b[i] + s * c[i]
+
+
+def measure_triad(n: int, repeat: int = 5) -> float:
+    """STREAM triad `a = b + s*c` on the CPU, bytes per second (3 arrays of n float32)."""
+    b, c = np.ones(n, dtype=np.float32), np.full(n, 2, dtype=np.float32)
+    a = np.empty_like(b)
+    _triad(a, b, c, np.float32(3))  # compiles, and touches every page of `a` once
+    # The best run, as STREAM reports: the machine's rate, not the scheduler's noise.
+    best = min(_time_call(_triad, (a, b, c, np.float32(3))) for _ in range(repeat))
+    return 3 * 4 * n / best
+
+
+@cuda.jit
+def _cuda_triad(a, b, c, s):
+    i = cuda.grid(1)
+    if i < a.size:
+        a[i] = b[i] + s * c[i]
+
+
+def measure_cuda_triad(n: int, repeat: int = 5) -> float:
+    """The same triad on the GPU, on device arrays, bytes per second."""
+    b = cuda.to_device(np.ones(n, dtype=np.float32))
+    c = cuda.to_device(np.full(n, 2, dtype=np.float32))
+    a = cuda.device_array(n, dtype=np.float32)
+    blocks = (n + 255) // 256
+
+    def launch() -> None:
+        _cuda_triad[blocks, 256](a, b, c, np.float32(3))
+        cuda.synchronize()
+
+    launch()
+    return 3 * 4 * n / min(_time_call(launch, ()) for _ in range(repeat))
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def _time_call(fn: Callable, args: tuple) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def _repeats(estimate_s: float, options: Options) -> int:
+    if options.repeat:
+        return options.repeat
+    budget_s, least = (0.2, 3) if options.quick else (1.0, 5)
+    return int(min(200, max(least, budget_s / max(estimate_s, 1e-9))))
+
+
+def relative_error(result: ValueAndGrads, reference: ValueAndGrads) -> float:
+    """Worst error over the value and every gradient, relative to the reference's largest
+    magnitude: elementwise relative errors blow up where a gradient crosses zero."""
+    (value, grads), (ref_value, ref_grads) = result, reference
+    if len(grads) != len(ref_grads):
+        raise ValueError(f"{len(grads)} gradients, expected {len(ref_grads)}")
+    errors = [abs(value - ref_value) / max(abs(ref_value), 1e-30)]
+    for k, (grad, ref) in enumerate(zip(grads, ref_grads)):
+        grad = np.asarray(grad)
+        if grad.shape != ref.shape:
+            raise ValueError(f"gradient {k} has shape {grad.shape}, expected {ref.shape}")
+        errors.append(float(np.max(np.abs(grad - ref))) / max(float(np.max(np.abs(ref))), 1e-30))
+    return float(max(errors))
+
+
+def _counters() -> dict:
+    return stats.snapshot() if stats is not None else {}
+
+
+def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGrads,
+            record: Record, options: Options) -> None:
+    """Fill `record` with first-call latency, error, kernel counts and repeated timings."""
+    counted = system.counted and stats is not None
+    if counted:
+        stats.reset()
+    start = time.perf_counter()
+    result = fn(*inputs)
+    record.first_call_s = time.perf_counter() - start
+    record.max_rel_error = relative_error(result, reference)
+    record.correct = record.max_rel_error <= TOLERANCE  # False for NaN too
+    if counted:
+        first = stats.snapshot()
+        record.compile_s, record.compiles = first["compile_seconds"], first["compiles"]
+        stats.reset()
+    estimate = _time_call(fn, inputs)  # also the warm-up, after the compile
+    if counted:
+        record.kernels_launched = stats.snapshot()["kernels_launched"]
+    # The collector would otherwise run inside some samples and not others.
+    gc.collect()
+    gc.disable()
+    try:
+        times = [_time_call(fn, inputs) for _ in range(_repeats(estimate, options))]
+    finally:
+        gc.enable()
+    record.min_s, record.p25_s, record.median_s, record.p75_s, record.max_s = (
+        float(t) for t in np.percentile(times, [0, 25, 50, 75, 100]))
+    record.repeats = len(times)
+    record.bandwidth_gbps = record.minimal_bytes / record.median_s / 1e9
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines() or [""]
+    return f"failed: {type(error).__name__}: {lines[0]}"
+
+
+def run_workload(workload: Workload, systems: list[System], options: Options,
+                 step: Callable[[str], None]) -> list[Record]:
+    """Time every system that covers `workload` at every size; failures become records."""
+    inputs = {size: workload.make_inputs(size) for size in options.sizes_for(workload)}
+    references = {size: workload.numpy_grad(*args) for size, args in inputs.items()}
+    records = []
+    for system in (s for s in systems if s.covers(workload)):
+        fn, build_error = None, None
+        try:
+            fn = system.build(workload)
+        except Exception as error:  # one system failing must not stop the suite
+            build_error = error
+        for size, args in inputs.items():
+            step(f"{workload.key} {system.name} {size:,}")
+            record = Record(workload.key, workload.name, size, system.name, system.device,
+                            workload.minimal_bytes(args))
+            try:
+                if build_error is not None:
+                    raise build_error
+                measure(system, fn, args, references[size], record, options)
+            except Exception as error:
+                record.status = _first_line(error)
+            records.append(record)
+    return records
+
+
+def count_steps(systems: list[System], options: Options) -> int:
+    return sum(len(options.sizes_for(w)) * sum(s.covers(w) for s in systems)
+               for w in options.workloads)
+
+
+def compare(records: list[Record], triad_gbps: dict[str, float]) -> None:
+    """Fill the speedups and bandwidth fractions once every system has been timed."""
+    medians = {(r.workload, r.size, r.system): r.median_s for r in records if r.median_s}
+    for r in records:
+        if r.median_s is None:
+            continue
+        unfused = medians.get((r.workload, r.size, "fusegrad-unfused"))
+        numpy_s = medians.get((r.workload, r.size, "numpy"))
+        r.speedup_vs_unfused = unfused / r.median_s if unfused else None
+        r.speedup_vs_numpy = numpy_s / r.median_s if numpy_s else None
+        if r.device in triad_gbps:
+            r.bandwidth_fraction = r.bandwidth_gbps / triad_gbps[r.device]
+
+
+def describe_machine(options: Options, triad_gbps: dict[str, float]) -> dict:
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python": platform.python_version(), "numpy": np.__version__,
+        "numba": numba.__version__, "llvmlite": version("llvmlite"),
+        "fusegrad": version("fusegrad"), "platform": platform.platform(),
+        "numba_threads": numba.get_num_threads(), "device": options.device,
+        "triad_n": QUICK_TRIAD_N if options.quick else TRIAD_N, "triad_gbps": triad_gbps,
+        "quick": options.quick,
+    }
+
+
+def run_suite(options: Options, systems: list[System], notes: list[str],
+              step: Callable[[str], None]) -> Report:
+    """Measure the triad, then every workload; `step` is called before each measurement,
+    1 + count_steps(systems, options) times in all."""
+    if options.threads:
+        numba.set_num_threads(options.threads)
+    triad_n = QUICK_TRIAD_N if options.quick else TRIAD_N
+    step(f"triad, {triad_n:,} float32")
+    triad_gbps = {"cpu": measure_triad(triad_n) / 1e9}
+    if options.device == "cuda":
+        triad_gbps["cuda"] = measure_cuda_triad(triad_n) / 1e9
+    report = Report(describe_machine(options, triad_gbps), notes)
+    for workload in options.workloads:
+        report.records += run_workload(workload, systems, options, step)
+    order = {s.name: k for k, s in enumerate(systems)}
+    report.records.sort(key=lambda r: (r.workload, r.size, order[r.system]))
+    compare(report.records, triad_gbps)
+    return report

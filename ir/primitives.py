@@ -30,7 +30,7 @@ const = primitive(
 # ---------------------------------------------------------------- unary
 
 neg = primitive(
-    "neg", kind=ELEMENTWISE, infer=S.elementwise, impl=np.negative,
+    "neg", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=np.negative,
     vjp=lambda g, x, y: [-g],
     scalar="-{0}", grad_fn="NegBackward0",
 )
@@ -141,7 +141,7 @@ add = primitive(
     scalar="{0} + {1}", grad_fn="AddBackward0",
 )
 sub = primitive(
-    "sub", kind=ELEMENTWISE, infer=S.elementwise, impl=np.subtract,
+    "sub", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=np.subtract,
     vjp=lambda g, a, b, y: [g, -g],
     scalar="{0} - {1}", grad_fn="SubBackward0",
 )

@@ -80,12 +80,16 @@ def pretty(graph: Graph, title: str | None = None, mark_from: int | None = None)
         if node.primitive.name == "const" and not set(node.outputs) & set(graph.outputs):
             continue  # constants print inline where they are used
         lhs = " ".join(typed(v) for v in node.outputs)
-        args = " ".join(operand(v) for v in node.inputs) or const_text(node)
-        rows.append((lhs, f"{node.primitive.name}{format_params(node)} {args}".rstrip(), node.source))
-    return _layout(graph, rows, typed, operand, title)
+        if node.primitive.name == "const":  # an output that is a constant
+            rhs = f"const {const_text(node)}"
+        else:
+            args = " ".join(operand(v) for v in node.inputs)
+            rhs = f"{node.primitive.name}{format_params(node)} {args}".rstrip()
+        rows.append((lhs, rhs, node.source))
+    return _layout(graph, rows, typed, names, title)
 
 
-def _layout(graph, rows, typed, operand, title) -> str:
+def _layout(graph, rows, typed, names, title) -> str:
     head = " ".join(typed(v) for v in graph.all_inputs)
     nodes = [row for row in rows if row[0]]
     lhs_width = max((len(lhs) for lhs, _, _ in nodes), default=0)
@@ -101,7 +105,7 @@ def _layout(graph, rows, typed, operand, title) -> str:
         if source:
             text = text.ljust(body_width + 4) + f"  # {source}"
         lines.append("  " + text.rstrip())
-    lines.append(f"  in ({', '.join(operand(v) for v in graph.outputs)}) }}")
+    lines.append(f"  in ({', '.join(names(v) for v in graph.outputs)}) }}")
     if title:
         lines.insert(0, f"# {title}")
     return "\n".join(lines)

@@ -38,6 +38,14 @@ def elementwise(*inputs: Value) -> tuple[Shape, np.dtype]:
     return broadcast_shapes(*(v.shape for v in inputs)), promote(*(v.dtype for v in inputs))
 
 
+def elementwise_numeric(*inputs: Value) -> tuple[Shape, np.dtype]:
+    """Arithmetic that has no meaning on booleans (NumPy refuses `-True` too)."""
+    shape, dtype = elementwise(*inputs)
+    if dtype == BOOL:
+        raise DTypeError(f"needs numeric inputs, got {describe(*inputs)}")
+    return shape, dtype
+
+
 def elementwise_floating(*inputs: Value) -> tuple[Shape, np.dtype]:
     shape, dtype = elementwise(*inputs)
     if dtype.kind != "f":

@@ -1,0 +1,141 @@
+"""The benchmark's baselines are right, and the CLI writes one record per measurement.
+
+Tiny sizes and two repeats: these check the harness, never a timing.
+"""
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+from fusegrad import bench
+from fusegrad.__main__ import main
+from fusegrad.bench_workloads import WORKLOADS, find_workload
+
+TINY = {"W1": 50, "W2": 50, "W3": 6, "W4": 5, "W5": 7}  # N for W1/W2, rows otherwise
+
+
+def _logsumexp(a, axis):
+    top = anp.max(a, axis=axis, keepdims=True)
+    return anp.log(anp.sum(anp.exp(a - top), axis=axis)) + anp.squeeze(top, axis)
+
+
+# The workloads' losses, run by autograd instead of fusegrad: the oracle.
+AUTOGRAD = SimpleNamespace(tanh=anp.tanh, exp=anp.exp, sin=anp.sin, sqrt=anp.sqrt,
+                           abs=anp.abs, logsumexp=_logsumexp)
+
+
+def _float64(arrays):
+    return tuple(a.astype(np.float64) for a in arrays)
+
+
+def _assert_close(result, expected, rtol, value_atol=0.0):
+    (value, grads), (expected_value, expected_grads) = result, expected
+    np.testing.assert_allclose(value, expected_value, rtol=rtol, atol=value_atol)
+    assert len(grads) == len(expected_grads)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert grad.shape == expected_grad.shape
+        scale = np.max(np.abs(expected_grad))
+        np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.key)
+def test_numpy_baseline_matches_autograd(workload):
+    inputs = workload.make_inputs(TINY[workload.key])
+    loss = workload.loss(AUTOGRAD)
+    wide = _float64(inputs)
+    expected = (loss(*wide), autograd.grad(loss, list(workload.wrt))(*wide))
+    _assert_close(workload.numpy_grad(*inputs), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.key)
+def test_numpy_baseline_matches_finite_differences(workload):
+    # A central difference along one random direction, in float64, checks the gradients
+    # without trusting autograd either.
+    inputs = list(_float64(workload.make_inputs(TINY[workload.key])))
+    _, grads = workload.numpy_grad(*inputs)
+    rng = np.random.default_rng(1)
+    directions = {i: rng.standard_normal(inputs[i].shape) for i in workload.wrt}
+    eps = 1e-6
+
+    def shifted(sign):
+        args = [a + sign * eps * directions[i] if i in directions else a
+                for i, a in enumerate(inputs)]
+        return workload.numpy_grad(*args)[0]
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    analytic = sum(np.sum(g * directions[i]) for g, i in zip(grads, workload.wrt))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
+
+@pytest.mark.parametrize("workload", [w for w in WORKLOADS if w.numba_grad],
+                         ids=lambda w: w.key)
+def test_single_pass_numba_matches_numpy(workload):
+    inputs = workload.make_inputs(TINY[workload.key])
+    # W5's value sums 7168 float32 terms of size ~1 that cancel to ~0.03: rounding alone
+    # moves it by ~1e-5, which is no bug; a wrong formula moves it by ~1.
+    _assert_close(workload.numba_grad(*inputs), workload.numpy_grad(*inputs), rtol=1e-5,
+                  value_atol=1e-4)
+
+
+def test_find_workload_by_key_or_name():
+    assert find_workload("w5") is find_workload("layernorm") is WORKLOADS[4]
+    with pytest.raises(ValueError, match="known: W1"):
+        find_workload("W9")
+
+
+def test_relative_error_rejects_wrong_shapes():
+    reference = (1.0, (np.ones(3),))
+    assert bench.relative_error((1.0, (np.ones(3),)), reference) == 0
+    with pytest.raises(ValueError, match="shape"):
+        bench.relative_error((1.0, (np.ones(4),)), reference)
+
+
+def test_cli_json_has_one_record_per_workload_size_system(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "fusegrad", "bench", "--quick", "--keep-blas-env",
+               "--workload", "W1", "--size", "8", "--size", "64", "--repeat", "2",
+               "--json", str(out)]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=120)
+    document = json.loads(out.read_text())
+
+    systems = [s.name for s in bench.find_systems("cpu", []) if s.covers(WORKLOADS[0])]
+    keys = [(r["workload"], r["size"], r["system"]) for r in document["records"]]
+    assert sorted(keys) == sorted(("W1", n, s) for n in (8, 64) for s in systems)
+    assert document["machine"]["numba_threads"] >= 1
+    assert document["machine"]["triad_gbps"]["cpu"] > 0
+    for record in document["records"]:
+        assert record["status"] == "ok", record
+        assert record["correct"]
+        assert record["repeats"] == 2
+        assert record["median_s"] > 0 and record["first_call_s"] > 0
+        assert record["minimal_bytes"] == 4 * 4 * record["size"]  # x, y in; gx, gy out
+
+
+def test_plain_table_without_rich(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "rich", None)  # makes `import rich...` fail
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
+    monkeypatch.setitem(sys.modules, "rich.table", None)
+    assert main(["bench", "--quick", "--keep-blas-env", "--workload", "seed-poly",
+                 "--size", "16", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "median ms" in out and "numpy" in out
+    assert 'pip install "fusegrad[bench]"' in out
+
+
+def test_info_reports_the_cache(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numba threads" in out and str(tmp_path) in out and "rm -rf" in out
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", "off")
+    assert main(["info"]) == 0
+    assert "off" in capsys.readouterr().out

@@ -56,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _count(text: str) -> int:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if value < 1 or value != int(value):
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `fusegrad bench` or `fusegrad info` with `argv` (default: the command line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
@@ -111,8 +115,9 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
     if args.threads and args.threads > numba.config.NUMBA_NUM_THREADS:
         parser.error(f"--threads {args.threads}: Numba was started with at most "
                      f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
-    options = bench.Options(workloads, tuple(args.size or ()), args.quick, args.device,
-                            args.repeat, args.threads)
+    options = bench.Options(workloads=workloads, sizes=tuple(args.size or ()),
+                            quick=args.quick, device=args.device, repeat=args.repeat,
+                            threads=args.threads)
     systems = bench.find_systems(args.device, notes)
     report = _run_with_progress(bench, options, systems, notes)
     show_report(report, bench.TOLERANCE)
@@ -188,16 +193,22 @@ def _groups(records: list) -> list[list]:
     return groups
 
 
-def show_report(report: Any, tolerance: float) -> None:
+def _header(report: Any, tolerance: float) -> list[str]:
     m = report.machine
+    triads = ", ".join(f"{gbps:.1f} GB/s ({device})" for device, gbps in m["triad_gbps"].items())
+    workloads = sorted({f"{r.workload} {r.name}" for r in report.records})
     lines = [f"numba {m['numba']}, {m['numba_threads']} threads, numpy {m['numpy']}, "
-             f"python {m['python']}; triad a = b + s*c on {m['triad_n']:,} float32: "
-             + ", ".join(f"{gbps:.1f} GB/s ({device})" for device, gbps in m["triad_gbps"].items()),
-             "workloads: " + ", ".join(sorted({f"{r.workload} {r.name}" for r in report.records})),
-             "% bw = minimal bytes / median time, as a share of the triad bandwidth (over 100% "
-             "when the data fits in cache); "
-             f"check = value and gradients within {tolerance:g} of NumPy's"]
-    lines += [f"note: {note}" for note in report.notes]
+             f"python {m['python']}; triad a = b + s*c on {m['triad_n']:,} float32: {triads}",
+             "workloads: " + ", ".join(workloads),
+             "% bw = minimal bytes / median time, as a share of the triad bandwidth "
+             "(over 100% when the data fits in cache)",
+             f"check = value and gradients within {tolerance:g} of NumPy's (relative to the "
+             "largest element); 1st call = trace, compile and run at a new shape"]
+    return lines + [f"note: {note}" for note in report.notes]
+
+
+def show_report(report: Any, tolerance: float) -> None:
+    lines = _header(report, tolerance)
     failures = [f"{r.workload} {r.system} {r.size:,}: {r.status}"
                 for r in report.records if r.median_s is None]
     try:
@@ -239,7 +250,8 @@ def _show_plain(report: Any, lines: list[str], failures: list[str]) -> None:
         print("-" * sum(widths + [2 * (len(widths) - 1)]))
         for r in group:
             print(join(_cells(r)))
-    print("\n".join(failures))
+    for failure in failures:
+        print(failure)
     print(f"for a nicer table with a progress bar, and for --plot: {PIP_HINT}")
 
 

@@ -233,7 +233,8 @@ def _repeats(estimate_s: float, options: Options) -> int:
 
 def relative_error(result: ValueAndGrads, reference: ValueAndGrads) -> float:
     """Worst error over the value and every gradient, relative to the reference's largest
-    magnitude: elementwise relative errors blow up where a gradient crosses zero."""
+    magnitude: elementwise relative errors blow up where a gradient crosses zero.
+    NaN anywhere in the result gives NaN."""
     (value, grads), (ref_value, ref_grads) = result, reference
     if len(grads) != len(ref_grads):
         raise ValueError(f"{len(grads)} gradients, expected {len(ref_grads)}")
@@ -243,11 +244,7 @@ def relative_error(result: ValueAndGrads, reference: ValueAndGrads) -> float:
         if grad.shape != ref.shape:
             raise ValueError(f"gradient {k} has shape {grad.shape}, expected {ref.shape}")
         errors.append(float(np.max(np.abs(grad - ref))) / max(float(np.max(np.abs(ref))), 1e-30))
-    return float(max(errors))
-
-
-def _counters() -> dict:
-    return stats.snapshot() if stats is not None else {}
+    return float(np.max(errors))  # unlike max(), np.max never drops a NaN
 
 
 def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGrads,

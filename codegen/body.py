@@ -1,0 +1,191 @@
+"""Statements shared by the loop targets: what one outer point computes, and the
+reduction bookkeeping around it.
+
+CPU and CUDA differ only in what surrounds this body (a `prange` over chunks vs
+one thread per outer point) and in how a column reduction's partial cell is
+updated (a plain `+=` by the one thread that owns the chunk vs an atomic, since
+many threads of a block share one partial row); the target passes that update
+in as `update_column`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from fusegrad.codegen.loops import (Schedule, column_reduction, expression, index, ir_comment,
+                                    row_reduction, store_index)
+from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
+from fusegrad.codegen.source import SourceNames, Writer
+from fusegrad.ir import primitives as P
+from fusegrad.ir.graph import Node, Value
+from fusegrad.ir.primitive import REDUCTION, literal
+
+# (writer, reduction node, partial array, index inside it, value) -> emits the update
+ColumnUpdate = Callable[[Writer, Node, str, str, str], None]
+
+
+def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
+    """The kernel's arguments, in the order the runtime passes them."""
+    params = [names(v) for v in kernel.inputs]
+    params += [names(v) + "_out" for v in kernel.outputs]
+    params += [names(n.out) + "_part" for n in partial_nodes(kernel)]
+    return params + ["nchunks"] + [f"n{a}" for a in range(len(kernel.domain))]
+
+
+def partial_nodes(kernel: Kernel) -> list[Node]:
+    """Reductions that cross chunks: full and column reductions."""
+    return [n for n in kernel.nodes
+            if n.primitive.kind == REDUCTION and kernel.levels[n.out] == FINAL]
+
+
+def full_reductions(kernel: Kernel) -> list[Node]:
+    """Reductions to one value, accumulated per chunk (CPU) or thread (CUDA) in `<name>_acc`."""
+    return [n for n in partial_nodes(kernel) if not column_reduction(n, kernel)]
+
+
+# ---------------------------------------------------------------- one outer point
+
+def emit_point(w: Writer, sched: Schedule, names: SourceNames, update_column: ColumnUpdate) -> None:
+    """The body run once per outer point: row statements between stage loops."""
+    kernel = sched.kernel
+    for stage in range(sched.stages + 1):
+        for node in kernel.nodes:
+            level = kernel.levels[node.out]
+            if level == ROW and sched.ready[node.out] == stage:
+                if row_reduction(node, kernel):
+                    w.line(f"{names(node.out)} = {finish(node, names(node.out) + '_acc')}",
+                           ir_comment(node, sched, names))
+                else:
+                    w.line(f"{names(node.out)} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+                store(w, node.out, sched, names)
+            elif (level == FINAL and node.primitive.kind == REDUCTION
+                  and kernel.levels.get(node.inputs[0]) == ROW and sched.ready[node.inputs[0]] == stage):
+                accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
+        if stage < sched.stages:
+            _emit_stage(w, sched, names, stage, update_column)
+
+
+def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
+                update_column: ColumnUpdate) -> None:
+    kernel = sched.kernel
+    sinks = [n for n in kernel.nodes if _stage_of_sink(n, sched) == stage]
+    if not sinks:
+        return
+    for node in sinks:
+        if row_reduction(node, kernel):
+            w.line(f"{names(node.out)}_acc = {identity(node)}")
+    depth = w.depth
+    for axis in range(sched.outer, sched.rank):
+        w.line(f"for i{axis} in range(n{axis}):")
+        w.depth += 1
+    for node in _inner_cone(sinks, sched):
+        w.line(f"{names(node.out)} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+    for node in sinks:
+        if node.primitive.kind != REDUCTION:
+            store(w, node.out, sched, names)
+            continue
+        value = _reduced_operand(node, sched, names)
+        if column_reduction(node, kernel):
+            cell = ", ".join(["chunk"] + [f"i{a}" for a in range(sched.outer, sched.rank)])
+            update_column(w, node, f"{names(node.out)}_part", cell, value)
+        else:
+            accumulate(w, node, names(node.out) + "_acc", value)
+    w.depth = depth
+
+
+def _stage_of_sink(node: Node, sched: Schedule) -> int | None:
+    kernel = sched.kernel
+    level = kernel.levels[node.out]
+    if node.primitive.kind == REDUCTION:
+        x = node.inputs[0]
+        if kernel.levels.get(x, INNER) == INNER:
+            return sched.ready.get(x, 0)
+        return None
+    if level == INNER and node.out in kernel.outputs:
+        return sched.ready[node.out]
+    return None
+
+
+def _inner_cone(sinks: list[Node], sched: Schedule) -> list[Node]:
+    """The per-element nodes the sinks need, in program order (recomputed per stage)."""
+    kernel = sched.kernel
+    needed: set[Value] = set()
+    for node in sinks:
+        if kernel.levels[node.out] == INNER:
+            needed.add(node.out)
+        needed.update(v for v in node.inputs if kernel.levels.get(v) == INNER)
+    cone = []
+    for node in reversed(kernel.nodes):
+        if node.out in needed:
+            cone.append(node)
+            needed.update(v for v in node.inputs if kernel.levels.get(v) == INNER)
+    return cone[::-1]
+
+
+def _reduced_operand(node: Node, sched: Schedule, names: SourceNames) -> str:
+    x = node.inputs[0]
+    if x in sched.kernel.levels:
+        return names(x)
+    return names(x) + index(x.shape, len(x.shape))
+
+
+# ---------------------------------------------------------------- reductions
+
+def identity(node: Node) -> str:
+    dtype = node.out.dtype
+    if node.primitive is P.reduce_sum:
+        return "0.0" if dtype.kind == "f" else "0"
+    bound = float("-inf") if node.primitive is P.reduce_max else float("inf")
+    return literal(bound, dtype)
+
+
+def accumulate(w: Writer, node: Node, target: str, value: str) -> None:
+    if node.primitive is P.reduce_sum:
+        w.line(f"{target} += {value}")
+        return
+    better = ">" if node.primitive is P.reduce_max else "<"
+    # NaN wins, as in NumPy: once the accumulator is NaN no comparison replaces it.
+    w.line(f"{target} = {value} if {value} {better} {target} or {value} != {value} else {target}")
+
+
+def finish(node: Node, accumulator: str) -> str:
+    """The accumulator as a value of the node's dtype."""
+    if node.primitive is P.reduce_sum:
+        return f"np.{node.out.dtype.name}({accumulator})"
+    return accumulator
+
+
+def store(w: Writer, value: Value, sched: Schedule, names: SourceNames) -> None:
+    if value in sched.kernel.outputs:
+        w.line(f"{names(value)}_out{store_index(value, sched)} = {names(value)}")
+
+
+# ---------------------------------------------------------------- after the loop
+
+def combine(w: Writer, node: Node, cell: str, name: str) -> None:
+    """`<name>_total`: the partials `cell` (indexed by `chunk`) combined over all chunks."""
+    w.line(f"{name}_total = {identity(node)}")
+    with w.block("for chunk in range(nchunks):"):
+        accumulate(w, node, f"{name}_total", cell)
+
+
+def emit_final_scalar(w: Writer, node: Node, sched: Schedule, names: SourceNames) -> None:
+    """A FINAL node other than a column reduction: a full reduction combined from
+    its partials, or scalar arithmetic on such values."""
+    name = names(node.out)
+    if node.primitive.kind != REDUCTION:
+        w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+    else:
+        combine(w, node, f"{name}_part[chunk]", name)
+        w.line(f"{name} = {finish(node, name + '_total')}", ir_comment(node, sched, names))
+    store(w, node.out, sched, names)
+
+
+def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceNames) -> None:
+    """One column of a column reduction, combined from its partials; the inner
+    indices i<outer>... are set by the caller."""
+    name = names(node.out)
+    inner = [f"i{a}" for a in range(sched.outer, sched.rank)]
+    combine(w, node, f"{name}_part[chunk, {', '.join(inner)}]", name)
+    keepdims = len(node.out.shape) == sched.rank
+    out_index = "[" + ", ".join(["0"] * (sched.outer if keepdims else 0) + inner) + "]"
+    w.line(f"{name}_out{out_index} = {finish(node, name + '_total')}", ir_comment(node, sched, names))

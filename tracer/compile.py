@@ -124,7 +124,9 @@ def _as_array(arg: Any) -> np.ndarray | None:
         raise DTypeError(f"unsupported array dtype {array.dtype}")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    return np.ascontiguousarray(array)
+    # Not np.ascontiguousarray: it returns 0-d arrays as shape (1,), which made a
+    # scalar argument trace as a vector (and its gradient come back 1-d).
+    return np.asarray(array, order="C")
 
 
 def _is_numeric_sequence(seq) -> bool:

@@ -139,9 +139,13 @@ def _is_numeric_sequence(seq) -> bool:
 def _const_key(arg: Any) -> Any:
     try:
         hash(arg)
-        return arg
     except TypeError:
         return repr(arg)
+    # 0.0 == -0.0 (and they hash alike), yet x / 0.0 and x / -0.0 differ in sign; and
+    # nan != nan would retrace on every call. repr tells floats apart exactly.
+    if isinstance(arg, (float, complex, np.floating, np.complexfloating)):
+        return repr(arg)
+    return arg
 
 
 def _resolve_wrt(wrt, arrays: list, names: list[str]) -> tuple[tuple[int, ...], bool]:

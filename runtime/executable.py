@@ -74,7 +74,11 @@ class Executable:
         own = set(graph.inputs) | set(self.constants)
         # Outputs that are inputs, constants or repeats must be copies: callers may
         # write to what they get back, and must never write to what they passed in.
-        self._copy = [v in own or v in graph.outputs[:i] for i, v in enumerate(graph.outputs)]
+        # A reshape or transpose run by NumPy is a view, so an output is compared by
+        # the array whose memory it shares (its root), not by its own value.
+        roots = _view_roots(plan)
+        owners = [roots.get(v, v) for v in graph.outputs]
+        self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
         self._threads = numba.get_num_threads()
 
     def _compile(self, step):
@@ -104,6 +108,20 @@ class Executable:
         sources = [f"# ---- {s.kernel.name}  ({source_path(s.source).name})\n{s.source}"
                    for s in self.steps if isinstance(s, KernelStep)]
         return describe_plan(self.plan, self.names) + "\n\n# generated source\n" + "\n".join(sources)
+
+
+# Library calls whose NumPy result is a view of their first input.
+_VIEWS = (P.reshape, P.transpose, P.broadcast_to)
+
+
+def _view_roots(plan: Plan) -> dict[Value, Value]:
+    """For each value a library call returns as a view: the value that owns its memory."""
+    roots: dict[Value, Value] = {}
+    for step in plan.steps:
+        if isinstance(step, LibraryCall) and step.node.primitive in _VIEWS:
+            source = step.node.inputs[0]
+            roots[step.node.out] = roots.get(source, source)
+    return roots
 
 
 def _kernel_array(array: np.ndarray) -> np.ndarray:

@@ -6,12 +6,9 @@ before OpenBLAS is loaded, and the benchmark modules are imported only once it h
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shlex
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +119,7 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
     report = _run_with_progress(bench, options, systems, notes)
     show_report(report, bench.TOLERANCE)
     if args.json:
-        write_json(report, args.json)
+        bench.write_json(report, args.json)
         print(f"wrote {len(report.records)} records to {args.json}")
     if args.plot:
         plot(report, args.plot)
@@ -253,21 +250,6 @@ def _show_plain(report: Any, lines: list[str], failures: list[str]) -> None:
     for failure in failures:
         print(failure)
     print(f"for a nicer table with a progress bar, and for --plot: {PIP_HINT}")
-
-
-def write_json(report: Any, path: str) -> None:
-    """One record per (workload, size, system), with the machine and the notes."""
-    records = [{key: _finite_or_none(value) for key, value in asdict(r).items()}
-               for r in report.records]
-    document = {"machine": report.machine, "notes": report.notes, "records": records}
-    with open(path, "w") as file:
-        json.dump(document, file, indent=1, allow_nan=False)
-        file.write("\n")
-
-
-def _finite_or_none(value: object) -> object:
-    # JSON has no NaN or infinity; a NaN error is already recorded as correct=False.
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def plot(report: Any, path: str) -> None:

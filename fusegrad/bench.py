@@ -9,9 +9,11 @@ same process.
 from __future__ import annotations
 
 import gc
+import json
+import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Callable
 
@@ -365,3 +367,18 @@ def run_suite(options: Options, systems: list[System], notes: list[str],
     report.records.sort(key=lambda r: (r.workload, r.size, order[r.system]))
     compare(report.records, triad_gbps)
     return report
+
+
+def write_json(report: Report, path: str) -> None:
+    """One record per (workload, size, system), with the machine and the notes."""
+    records = [{key: _finite_or_none(value) for key, value in asdict(r).items()}
+               for r in report.records]
+    document = {"machine": report.machine, "notes": report.notes, "records": records}
+    with open(path, "w") as file:
+        json.dump(document, file, indent=1, allow_nan=False)
+        file.write("\n")
+
+
+def _finite_or_none(value: object) -> object:
+    # JSON has no NaN or infinity; a NaN error is already recorded as correct=False.
+    return None if isinstance(value, float) and not math.isfinite(value) else value

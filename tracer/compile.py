@@ -12,7 +12,7 @@ import numpy as np
 
 from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
-from fusegrad.ir.graph import Graph, Value
+from fusegrad.ir.graph import FLOATING, Graph, Value
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.tensor import Tensor
@@ -120,8 +120,12 @@ def _as_array(arg: Any) -> np.ndarray | None:
         array = np.asarray(arg)  # accepted like NumPy does (documented in the README)
     else:
         return None
-    if array.dtype.kind not in "biuf":
-        raise DTypeError(f"unsupported array dtype {array.dtype}")
+    # float16 and long double pass NumPy's checks but Numba has no CPU arrays of
+    # them: refuse here rather than fail with a Numba traceback at the first call.
+    if array.dtype.kind not in "biu" and array.dtype not in FLOATING:
+        raise DTypeError(f"unsupported array dtype {array.dtype}: arrays must be float32 or "
+                         f"float64 (or bool or integer, which get no gradient); "
+                         f"convert with .astype(np.float32)")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     # Not np.ascontiguousarray: it returns 0-d arrays as shape (1,), which made a

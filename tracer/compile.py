@@ -12,7 +12,7 @@ import numpy as np
 
 from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
-from fusegrad.ir.graph import FLOATING, Graph, Value
+from fusegrad.ir.graph import FLOATING, Graph, Node, Value
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.tensor import Tensor
@@ -62,12 +62,12 @@ class CompiledGrad:
 
     def _trace(self, args: Sequence[Any], arrays: list) -> Traced:
         positions = tuple(i for i, a in enumerate(arrays) if a is not None)
-        wrt, single = _resolve_wrt(self.wrt, arrays, self._names)
+        wrt, single = _resolve_wrt(self.wrt, arrays, self._names, _where(self.fn))
         inputs = {i: Value(arrays[i].shape, arrays[i].dtype, name=self._name(i)) for i in positions}
         with Tracing() as builder:
             traced_args = [Tensor._traced(inputs[i]) if i in inputs else a for i, a in enumerate(args)]
             result = self.fn(*traced_args)
-        out = _check_result(result, self.fn)
+        out = _check_result(result, self.fn, builder.nodes)
         forward = builder.finish(tuple(inputs[i] for i in positions), (out,))
         joint = ir.optimize(ir.vjp_graph(forward, [positions.index(i) for i in wrt]))
         executable = compile_graph(joint, device=self.device, fuse=self.fuse,
@@ -152,7 +152,10 @@ def _const_key(arg: Any) -> Any:
     return arg
 
 
-def _resolve_wrt(wrt, arrays: list, names: list[str]) -> tuple[tuple[int, ...], bool]:
+def _resolve_wrt(wrt, arrays: list, names: list[str],
+                 where: str) -> tuple[tuple[int, ...], bool]:
+    """The differentiated positions and whether one gradient is returned bare. Errors
+    name `where` (the function and its line): wrt is an option of that function."""
     count = len(arrays)
     if wrt is None:
         return tuple(i for i, a in enumerate(arrays) if a is not None and a.dtype.kind == "f"), False
@@ -160,29 +163,42 @@ def _resolve_wrt(wrt, arrays: list, names: list[str]) -> tuple[tuple[int, ...], 
     positions = (int(wrt),) if single else tuple(int(i) for i in wrt)
     for i in positions:
         if not -count <= i < count:
-            raise FusegradError(f"wrt={wrt!r}: argument {i} is out of range for {count} arguments")
+            raise FusegradError(f"{where}: wrt={wrt!r}: argument {i} is out of range for "
+                                f"{count} arguments")
         array = arrays[i]
         if array is None:
-            raise DTypeError(f"wrt={wrt!r}: argument {i} is not an array, it has no gradient")
+            raise DTypeError(f"{where}: wrt={wrt!r}: argument {i} is not an array, it has no "
+                             f"gradient")
         if array.dtype.kind != "f":
             label = names[i] if i < len(names) else f"arg{i}"
-            raise DTypeError(f"cannot differentiate with respect to argument {i} ({label}), an "
-                             f"array of {array.dtype}: only floating-point arrays have gradients")
+            raise DTypeError(f"{where}: cannot differentiate with respect to argument {i} "
+                             f"({label}), an array of {array.dtype}: only floating-point arrays "
+                             f"have gradients")
     return tuple(i % count for i in positions), single
 
 
-def _check_result(result: Any, fn: Callable) -> Value:
+def _check_result(result: Any, fn: Callable, nodes: Sequence[Node]) -> Value:
     if not isinstance(result, Tensor) or result._value is None:
         raise TraceError(f"{_where(fn)} must return a traced scalar tensor computed from its "
                          f"array arguments, got {type(result).__name__}")
     value = result._value
     if value.shape != ():
         raise ShapeError(f"{_where(fn)} must return a scalar (0-d) value to be differentiated, "
-                         f"got shape {value.shape}; reduce it first (e.g. .sum() or .mean()), "
+                         f"got shape {value.shape}{_computed_by(value, nodes)}; reduce it first "
+                         f"(e.g. .sum() or .mean()), "
                          f"as backward() without a gradient requires in PyTorch")
     if value.dtype.kind != "f":
         raise DTypeError(f"{_where(fn)} must return a floating-point value, got {value.dtype}")
     return value
+
+
+def _computed_by(value: Value, nodes: Sequence[Node]) -> str:
+    """' (the result of mul at model.py:7)': which op and line of the user's code made `value`."""
+    for node in reversed(nodes):
+        if any(out is value for out in node.outputs):
+            line = f" at {node.source}" if node.source else ""
+            return f" (the result of {node.primitive.name}{line})"
+    return ""
 
 
 def _where(fn: Callable) -> str:

@@ -178,41 +178,49 @@ def expand_reduced(g: Value, shape: Shape, axes: tuple[int, ...], keepdims: bool
 
 # ---------------------------------------------------------------- reductions
 
+def _axes(op: str, x: Value, axes) -> tuple[int, ...]:
+    """`axes` normalised for `x`; a bad axis is an error that names the op, the array's
+    type and the user's line, like the errors of the primitives' shape rules."""
+    try:
+        return S.normalize_axes(axes, x.ndim)
+    except ShapeError as error:
+        raise ShapeError(located(f"{op}: {error} ({x.type_str})", current_source())) from None
+
 def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
     # A sum of booleans counts them, as in NumPy and PyTorch (int64); summed in
     # bool it would be `any`.
     if x.dtype.kind == "b":
         x = cast(x, np.int64)
-    axes = S.normalize_axes(axes, x.ndim)
+    axes = _axes("reduce_sum", x, axes)
     if not axes:
         return x
     return P.reduce_sum.bind(x, axes=axes, keepdims=bool(keepdims))
 
 
 def reduce_max(x: Value, axes=None, keepdims: bool = False) -> Value:
-    axes = S.normalize_axes(axes, x.ndim)
+    axes = _axes("reduce_max", x, axes)
     return P.reduce_max.bind(x, axes=axes, keepdims=bool(keepdims)) if axes else x
 
 
 def reduce_min(x: Value, axes=None, keepdims: bool = False) -> Value:
-    axes = S.normalize_axes(axes, x.ndim)
+    axes = _axes("reduce_min", x, axes)
     return P.reduce_min.bind(x, axes=axes, keepdims=bool(keepdims)) if axes else x
 
 
 def mean(x: Value, axes=None, keepdims: bool = False) -> Value:
     x = _floating(x)
-    axes = S.normalize_axes(axes, x.ndim)
+    axes = _axes("mean", x, axes)
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     return div(reduce_sum(x, axes, keepdims), count)
 
 
 def argmax(x: Value, axis: int, keepdims: bool = False) -> Value:
-    (axis,) = S.normalize_axes(axis, x.ndim)
+    (axis,) = _axes("argmax", x, axis)
     return P.argmax.bind(x, axis=axis, keepdims=bool(keepdims))
 
 
 def argmin(x: Value, axis: int, keepdims: bool = False) -> Value:
-    (axis,) = S.normalize_axes(axis, x.ndim)
+    (axis,) = _axes("argmin", x, axis)
     return P.argmin.bind(x, axis=axis, keepdims=bool(keepdims))
 
 
@@ -223,7 +231,7 @@ def stop_gradient(x: Value) -> Value:
 def logsumexp(x: Value, axes=None, keepdims: bool = False) -> Value:
     """log(sum(exp(x))), shifted by the maximum so that exp cannot overflow."""
     x = _floating(x)
-    axes = S.normalize_axes(axes, x.ndim)
+    axes = _axes("logsumexp", x, axes)
     # Any shift gives the same value, so the shift's gradient is exactly zero:
     # stop_gradient says so instead of differentiating reduce_max for nothing.
     shift = stop_gradient(reduce_max(x, axes, keepdims=True))

@@ -1,0 +1,103 @@
+"""Oracles shared by the codegen, runtime and tracer tests, handed out as fixtures.
+
+Fixtures rather than an importable helper module (as in tests/ir/conftest.py), so
+the tests work under any pytest import mode.
+
+Numba compilation dominates the run time of these tests (about 0.3 s per
+single-threaded kernel, 1 s per threaded one), so the helpers here never compile
+anything themselves: they read what a `CompiledGrad` already traced and run the
+NumPy interpreter on it.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+from fusegrad import ir
+from fusegrad.tracer.compile import CompiledGrad, Traced, _signature
+
+
+def traced_for(f: CompiledGrad, *args: Any) -> Traced:
+    """What `f` traced and compiled for these arguments (tracing them if needed,
+    through `dump`, which builds the kernels without running them)."""
+    _, key = _signature(args)
+    if key not in f._cache:
+        f.dump(*args)
+    return f._cache[key]
+
+
+def interpret(f: CompiledGrad, *args: Any) -> list[np.ndarray]:
+    """[value, *grads] of `f` at `args` from the NumPy interpreter of its joint graph:
+    the oracle for everything the planner, the emitter and the runtime do."""
+    traced = traced_for(f, *args)
+    arrays, _ = _signature(args)
+    return ir.evaluate(traced.joint, [arrays[i] for i in traced.array_positions])
+
+
+def tolerance(dtype: Any) -> dict[str, float]:
+    """rtol/atol for comparing results computed in `dtype` by different summation
+    orders (the kernels accumulate float32 sums in float64, NumPy pairwise in float32)."""
+    if np.dtype(dtype) == np.float32:
+        return {"rtol": 2e-4, "atol": 2e-5}
+    return {"rtol": 1e-9, "atol": 1e-11}
+
+
+def assert_close(actual: Any, expected: Any, dtype: Any = None, scale: float | None = None,
+                 what: str = "") -> None:
+    """`actual` matches `expected` in shape, dtype (when given) and value; NaN
+    matches NaN and infinities must agree in sign. `scale` widens atol for values
+    that are differences of large terms."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if dtype is not None:
+        assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    tol = tolerance(dtype if dtype is not None else actual.dtype)
+    if scale is None:
+        finite = expected[np.isfinite(expected)]
+        scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               rtol=tol["rtol"], atol=tol["atol"] * scale, equal_nan=True,
+                               err_msg=what)
+
+
+def assert_all_close(actual: Sequence[Any], expected: Sequence[Any], dtype: Any = None,
+                     what: str = "") -> None:
+    """Element by element: [value, *grads] against [value, *grads]."""
+    assert len(actual) == len(expected), f"{what}: {len(actual)} results, expected {len(expected)}"
+    for position, (a, e) in enumerate(zip(actual, expected)):
+        label = "value" if position == 0 else f"gradient {position - 1}"
+        assert_close(a, e, dtype, what=f"{what} {label}".strip())
+
+
+def flatten(result: tuple) -> list[np.ndarray]:
+    """(value, grads) as returned by compile_grad, as [value, *grads]."""
+    value, grads = result
+    return [value, *(grads if isinstance(grads, tuple) else (grads,))]
+
+
+@pytest.fixture(name="traced_for", scope="session")
+def _traced_for_fixture():
+    return traced_for
+
+
+@pytest.fixture(name="interpret", scope="session")
+def _interpret_fixture():
+    return interpret
+
+
+@pytest.fixture(name="assert_close", scope="session")
+def _assert_close_fixture():
+    return assert_close
+
+
+@pytest.fixture(name="assert_all_close", scope="session")
+def _assert_all_close_fixture():
+    return assert_all_close
+
+
+@pytest.fixture(name="flatten", scope="session")
+def _flatten_fixture():
+    return flatten

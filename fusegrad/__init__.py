@@ -27,3 +27,40 @@ from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, bro
                                        sqrt, sub, sum, tanh, transpose, var, where)
 
 __version__ = "0.1.0"
+
+# ---- the eager, PyTorch-style autograd API (API.md section 2) ----
+# `float`, `int`, `bool` and `sum`-like names shadow builtins in this namespace on
+# purpose, as in torch; nothing below this point may use those builtins.
+from fusegrad import autograd, cuda
+from fusegrad.tracer.creation import (BoolTensor, ByteTensor, DoubleTensor, FloatTensor,
+                                      Generator, HalfTensor, IntTensor, LongTensor, arange,
+                                      as_tensor, empty, empty_like, eye, from_numpy, full,
+                                      full_like, get_default_dtype, initial_seed, is_tensor,
+                                      linspace, manual_seed, numel, ones, ones_like, rand,
+                                      rand_like, randint, randn, randn_like, tensor, zeros,
+                                      zeros_like)
+from fusegrad.tracer.dtypes import (Size, bool, device, double, dtype, float, float16, float32,
+                                    float64, half, int, int8, int16, int32, int64, long, short,
+                                    uint8)
+from fusegrad.tracer.graph_nodes import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+
+
+def t(x):
+    """The transpose of a matrix (``x.t()``)."""
+    return x.t()
+
+
+def clone(x):
+    return x.clone()
+
+
+def squeeze(x, dim=None):
+    return x.squeeze(dim)
+
+
+def unsqueeze(x, dim):
+    return x.unsqueeze(dim)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002
+    return x.clamp(min, max)

@@ -1,32 +1,340 @@
-"""Eager tensors: PyTorch-style autograd recorded into the same IR."""
+"""Eager tensors: PyTorch-style autograd recorded into the same IR.
+
+Outside `compile_grad` every op goes through `apply`: it builds the op's IR nodes
+in a small builder, over IR values standing for the argument tensors, computes the
+result with the reference interpreter, and — when an argument requires grad — keeps
+those nodes in the result's ``grad_fn`` (`graph_nodes.Function`). ``backward()``
+joins the recorded nodes into one graph and differentiates it with the same
+symbolic pass as `compile_grad` (see `tracer.engine` and `tracer.autograd`).
+
+`EagerTensorMixin` is the eager state and the eager-only methods of `Tensor`.
+"""
 from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any
 
 import numpy as np
 
+from fusegrad.ir.builder import Builder, building
+from fusegrad.ir.errors import FusegradError, TraceError, located
 from fusegrad.ir.graph import Value
+from fusegrad.ir.interpreter import run_node
+from fusegrad.tracer import dtypes
+from fusegrad.tracer.dtypes import Size
+from fusegrad.tracer.eager_methods import EagerMethodsMixin
+from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Function, _grad_state, function_class
+from fusegrad.tracer.source import user_line
+
+__all__ = ["EagerTensorMixin", "Size", "apply", "wrap"]
+
+CPU = dtypes.device("cpu")
+
+_NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during autograd.backward(). If you indeed want the .grad "
+    "field to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. "
+    "If you access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead.")
 
 
-class Size(tuple):
-    """PyTorch's torch.Size: a tuple that prints as ``fusegrad.Size([5, 3])``."""
-
-    def __repr__(self) -> str:
-        return f"fusegrad.Size({list(self)})"
-
-
-class EagerTensorMixin:
+class EagerTensorMixin(EagerMethodsMixin):
+    # Traced mode: the IR value inside compile_grad (None for an eager tensor).
     _value: Value | None = None
-    _data: np.ndarray | None = None
+    # Eager mode.
+    _data: np.ndarray | None = None     # the storage; views share it
+    _box: list | None = None            # [version]: bumped by in-place ops, shared by views
+    _requires_grad = False
+    _grad = None
+    _grad_fn: Function | None = None
+    _symbol: Value | None = None        # the IR value standing for this tensor in recorded ops
+    _accumulator_ref = None
+    _device = CPU
+
+    def __init__(self, *args: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> None:
+        """The legacy constructor: ``Tensor([1, 2])`` (data) or ``Tensor(2, 3)`` (sizes)."""
+        from fusegrad.tracer.creation import legacy_array
+        self._init_eager(legacy_array(args, dtype or dtypes.float32), device=device)
+        if requires_grad:
+            self.requires_grad_(True)
 
     def _init_traced(self, value: Value) -> None:
         self._value = value
 
-    def _shape(self) -> tuple[int, ...]:
-        return self._value.shape if self._value is not None else self._data.shape
+    def _init_eager(self, data: np.ndarray, box: list | None = None, device: Any = None) -> None:
+        self._data = data
+        self._box = box if box is not None else [0]
+        if device is not None:
+            self._device = _checked_device(device)
+
+    def _eager_data(self) -> np.ndarray:
+        if self._value is not None:
+            raise TraceError("a traced tensor has no data while tracing")
+        return self._data
+
+    def _shape(self) -> Size:
+        return Size(self._value.shape if self._value is not None else self._data.shape)
 
     @property
     def dtype(self):
-        return self._value.dtype if self._value is not None else self._data.dtype
+        if self._value is not None:
+            return self._value.dtype   # traced code works with NumPy dtypes
+        return dtypes.as_dtype(self._data.dtype)
+
+    # ------------------------------------------------------------ autograd state
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self._check_eager("requires_grad_")
+        requires_grad = bool(requires_grad)
+        if self._grad_fn is not None:
+            if not requires_grad:
+                raise RuntimeError(
+                    "you can only change requires_grad flags of leaf variables. If you want to "
+                    "use a computed variable in a subgraph that doesn't require differentiation "
+                    "use var_no_grad = var.detach().")
+            return self
+        if requires_grad and self._data.dtype.kind not in "fc":
+            raise RuntimeError("only Tensors of floating point and complex dtype can require "
+                               f"gradients (got {self.dtype})")
+        self._requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._grad_fn is None
+
+    @property
+    def grad_fn(self) -> Function | None:
+        return self._grad_fn
+
+    @property
+    def grad(self):
+        if self._grad_fn is not None and self._grad is None and not self.retains_grad:
+            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, EagerTensorMixin):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
+                                f"type {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError("assigned grad has data of a different size")
+        self._grad = value
+
+    @grad.deleter
+    def grad(self) -> None:
+        self._grad = None
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for this non-leaf tensor in later backward calls."""
+        if self._grad_fn is None:
+            if not self._requires_grad:
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+            return
+        if self._grad_fn.retained is None:
+            self._grad_fn.retained = {}
+        self._grad_fn.retained[self._symbol] = weakref.ref(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        retained = self._grad_fn.retained if self._grad_fn is not None else None
+        return bool(retained) and self._symbol in retained
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs=None) -> None:
+        from fusegrad.tracer.autograd import backward
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    @property
+    def data(self):
+        self._check_eager("data")
+        return wrap(self._data, device=self._device)
+
+    @data.setter
+    def data(self, other) -> None:
+        self._check_eager("data")
+        self._data = other._data if isinstance(other, EagerTensorMixin) else np.asarray(other)
+        if self._grad_fn is None:
+            self._symbol = None
+
+    def detach(self):
+        self._check_eager("detach")
+        return wrap(self._data, box=self._box, device=self._device)
+
+    def detach_(self):
+        self._check_eager("detach_")
+        self._grad_fn = None
+        self._requires_grad = False
+        self._symbol = None
+        return self
+
+    @property
+    def _version(self) -> int:
+        return self._box[0]
+
+    # ------------------------------------------------------------ recorded-op plumbing
+
+    def _ir_value(self) -> Value:
+        symbol = self._symbol
+        if symbol is None:
+            symbol = self._symbol = Value(self._data.shape, self._data.dtype)
+        return symbol
+
+    def _edge(self) -> tuple:
+        """Where an op that reads this tensor finds its value (see graph_nodes)."""
+        value = self._ir_value()
+        if self._grad_fn is not None:
+            return (value, self._grad_fn, None)
+        if self._requires_grad:
+            return (value, self._accumulator(), self._box[0])
+        return (value, Constant(self._data, self._box), self._box[0])
+
+    def _accumulator(self) -> AccumulateGrad:
+        # Cached weakly so that next_functions shows one object per leaf, without a
+        # reference cycle between the leaf and its accumulator.
+        accumulator = self._accumulator_ref() if self._accumulator_ref is not None else None
+        if accumulator is None:
+            accumulator = AccumulateGrad(self)
+            self._accumulator_ref = weakref.ref(accumulator)
+        return accumulator
+
+    def _check_eager(self, what: str) -> None:
+        if self._value is not None:
+            raise TraceError(f"{what} is not available on a traced tensor inside compile_grad "
+                             "(the function is traced into a graph; gradients are its outputs)")
 
 
-def apply(build, args, params, grad_fn):
-    raise NotImplementedError("eager mode is being written")
+# ---------------------------------------------------------------- apply
+
+_tensor_class = None
+
+
+def tensor_class():
+    global _tensor_class
+    if _tensor_class is None:
+        from fusegrad.tracer.tensor import Tensor
+        _tensor_class = Tensor
+    return _tensor_class
+
+
+def wrap(data: np.ndarray, *, requires_grad: bool = False, box: list | None = None,
+         device: Any = None):
+    """A leaf tensor over `data` (no copy)."""
+    tensor = tensor_class().__new__(tensor_class())
+    tensor._data = data
+    tensor._box = box if box is not None else [0]
+    if device is not None and device != CPU:
+        tensor._device = _checked_device(device)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
+
+
+def apply(build, args, params, grad_fn: str | None):
+    """Run the ir.ops builder `build` on eager tensors, numbers and arrays."""
+    values: list[Any] = []
+    env: dict[Value, np.ndarray] = {}
+    tensors: list[EagerTensorMixin] = []
+    for arg in args:
+        if isinstance(arg, EagerTensorMixin):
+            value = arg._symbol or arg._ir_value()
+            env[value] = arg._data
+            tensors.append(arg)
+            values.append(value)
+        elif isinstance(arg, (np.ndarray, list, tuple)):
+            array = np.asarray(arg)
+            value = Value(array.shape, array.dtype)
+            env[value] = array
+            values.append(value)
+        else:
+            values.append(arg)
+    device = _common_device(tensors)
+    builder = Builder()
+    try:
+        with building(builder):
+            result = build(*values, **params)
+    except FusegradError as error:
+        raise type(error)(located(str(error), user_line())) from None
+    for node in builder.nodes:
+        env[node.out] = run_node(node, [env[v] for v in node.inputs])
+    record = (grad_fn is not None and _grad_state.enabled
+              and any(t._requires_grad for t in tensors))
+    results = result if isinstance(result, tuple) else (result,)
+    outputs = [_output(value, env, args, values, device) for value in results]
+    if record:
+        _record(grad_fn, builder.nodes, results, outputs, args, values)
+    return tuple(outputs) if isinstance(result, tuple) else outputs[0]
+
+
+def _output(value: Value, env: dict, args, values: list, device):
+    data = env[value]
+    box = None
+    for arg, arg_value in zip(args, values):
+        if arg_value is value:
+            # The op returned its argument (a reshape to the same shape, a cast to the
+            # same dtype): a new tensor over the same storage, as a PyTorch view.
+            data = data.view()
+            box = arg._box if isinstance(arg, EagerTensorMixin) else None
+            break
+    else:
+        for arg in args:
+            if isinstance(arg, EagerTensorMixin) and np.may_share_memory(data, arg._data):
+                box = arg._box   # a view (reshape, transpose) shares its base's version
+                break
+    tensor = tensor_class().__new__(tensor_class())
+    tensor._data = data
+    tensor._box = box if box is not None else [0]
+    if device is not CPU:
+        tensor._device = device
+    return tensor
+
+
+def _record(name: str, nodes: list, results: tuple, outputs: list, args, values: list) -> None:
+    edges = []
+    for arg, value in zip(args, values):
+        if isinstance(arg, EagerTensorMixin):
+            edges.append(arg._edge())
+        elif isinstance(value, Value):
+            edges.append((value, Constant(arg if isinstance(arg, np.ndarray) else np.asarray(arg)), None))
+    differentiable = [(v, t) for v, t in zip(results, outputs) if v.dtype.kind == "f"]
+    if not differentiable:
+        return
+    function = function_class(name)(
+        tuple(nodes), tuple(v for v, _ in differentiable), tuple(edges),
+        [(t._data, t._box, t._box[0]) for _, t in differentiable])
+    for value, tensor in differentiable:
+        tensor._grad_fn = function
+        tensor._requires_grad = True
+        tensor._symbol = value
+
+
+def _common_device(tensors: list) -> Any:
+    if not tensors:
+        return CPU
+    device = tensors[0]._device
+    for tensor in tensors[1:]:
+        if tensor._device != device:
+            raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                               f"least two devices, {device} and {tensor._device}!")
+    return device
+
+
+def _checked_device(spec: Any) -> dtypes.device:
+    device = dtypes.device(spec)
+    if device.type == "cuda":
+        from fusegrad.tracer.devices import require_cuda
+        require_cuda()
+        if device.index is None:
+            device = dtypes.device("cuda", 0)
+    return device

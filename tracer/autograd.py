@@ -1,0 +1,209 @@
+"""``backward()`` and ``autograd.grad``: PyTorch's entry points over `tracer.engine`.
+
+Differences from PyTorch, on purpose: a graph may be differentiated again after a
+backward without ``retain_graph=True``. PyTorch raises there when the graph saved
+tensors (and not for ``x.sum()``, which saves none: the seeds call
+``y.backward()`` three times on it). Here the recorded IR stays; only the kept
+forward results are released, and a later backward recomputes them from the leaves
+(after checking that no leaf it reads was modified in place since).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fusegrad.ir.graph import Node, Value
+from fusegrad.tracer import engine
+from fusegrad.tracer.eager import EagerTensorMixin, wrap
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Function, enable_grad,
+                                         function_class, is_grad_enabled, no_grad,
+                                         set_grad_enabled)
+
+__all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+
+
+def backward(tensors, grad_tensors=None, retain_graph: bool | None = None,
+             create_graph: bool = False, inputs=None) -> None:
+    """Accumulate d(tensors)/d(leaf), weighted by `grad_tensors`, into each leaf's ``.grad``."""
+    outputs = _tensors(tensors, "tensors")
+    seeds = _seeds(outputs, grad_tensors)
+    recorded = engine.gather([t._edge() for t in outputs])
+    if inputs is not None:
+        targets = _tensors(inputs, "inputs")
+        if not targets:
+            raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+        for t in targets:
+            if not t._requires_grad:
+                raise RuntimeError("One of the differentiated Tensors does not require grad")
+        targets = [t for t in targets if t._ir_value() in recorded.index]
+    else:
+        targets = _leaves_and_retained(recorded)
+    if targets:
+        grads = _differentiate(recorded, outputs, seeds, targets, create_graph)
+        for tensor, g in zip(targets, grads):
+            _accumulate(tensor, g, create_graph)
+    if not (create_graph if retain_graph is None else retain_graph):
+        _release(recorded)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
+         create_graph: bool = False, only_inputs: bool = True, allow_unused: bool | None = None,
+         is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple:
+    """The gradients of `outputs` with respect to `inputs`, as a tuple; ``.grad`` is untouched."""
+    if is_grads_batched:
+        raise NotImplementedError("is_grads_batched=True is not supported")
+    roots = _tensors(outputs, "outputs")
+    targets = _tensors(inputs, "inputs")
+    for t in targets:
+        if not t._requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    seeds = _seeds(roots, grad_outputs)
+    recorded = engine.gather([t._edge() for t in roots])
+    used = [t for t in targets if t._ir_value() in recorded.index]
+    if len(used) < len(targets) and not (allow_unused or materialize_grads):
+        raise RuntimeError("One of the differentiated Tensors appears to not have been used in "
+                           "the graph. Set allow_unused=True if this is the desired behavior.")
+    found = dict(zip(map(id, used), _differentiate(recorded, roots, seeds, used, create_graph))) \
+        if used else {}
+    result = []
+    for t in targets:
+        g = found.get(id(t))
+        if g is None and materialize_grads:
+            g = wrap(np.zeros_like(t._data))
+        result.append(g)
+    if not (create_graph if retain_graph is None else retain_graph):
+        _release(recorded)
+    return tuple(result)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _tensors(value, what: str) -> list:
+    if isinstance(value, EagerTensorMixin):
+        value = [value]
+    items = list(value)
+    for item in items:
+        if not isinstance(item, EagerTensorMixin):
+            raise TypeError(f"{what} must be Tensors, got {type(item).__name__}")
+        item._check_eager("backward")
+    return items
+
+
+def _seeds(outputs: list, grad_tensors) -> list:
+    """The output cotangents as (array, tensor or None), PyTorch's checks and messages."""
+    if grad_tensors is None or isinstance(grad_tensors, (EagerTensorMixin, np.ndarray, float, int)):
+        grad_tensors = [grad_tensors] * (1 if grad_tensors is not None else len(outputs))
+    grad_tensors = list(grad_tensors)
+    if len(grad_tensors) != len(outputs):
+        raise RuntimeError(f"grad can be implicitly created only for scalar outputs"
+                           if not grad_tensors else
+                           f"got {len(grad_tensors)} gradients for {len(outputs)} outputs")
+    seeds = []
+    for i, (out, g) in enumerate(zip(outputs, grad_tensors)):
+        if not out._requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
+                               "a grad_fn")
+        if g is None:
+            if out._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            seeds.append((np.ones(out._data.shape, out._data.dtype), None))
+            continue
+        tensor = g if isinstance(g, EagerTensorMixin) else None
+        array = g._data if tensor is not None else np.asarray(g)
+        if array.shape != out._data.shape:
+            from fusegrad.tracer.dtypes import Size
+            raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
+                               f"{Size(array.shape)} and output[{i}] has a shape of "
+                               f"{Size(out._data.shape)}.")
+        seeds.append((array.astype(out._data.dtype, copy=False), tensor))
+    return seeds
+
+
+def _leaves_and_retained(recorded: engine.Recorded) -> list:
+    targets = [edge[1].variable for edge in recorded.edges if isinstance(edge[1], AccumulateGrad)]
+    for f in recorded.functions:
+        for ref in (f.retained or {}).values():
+            tensor = ref()
+            if tensor is not None and tensor._grad_fn is f:
+                targets.append(tensor)
+    return targets
+
+
+def _differentiate(recorded, roots: list, seeds: list, targets: list, create_graph: bool) -> list:
+    root_values = [t._ir_value() for t in roots]
+    wrt = [t._ir_value() for t in targets]
+    plan, arrays = engine.differentiate(recorded, root_values, wrt, [a for a, _ in seeds])
+    if create_graph and is_grad_enabled():
+        return _record_gradients(recorded, plan, seeds, arrays)
+    return [wrap(a) for a in arrays]
+
+
+def _accumulate(tensor, g, create_graph: bool) -> None:
+    existing = tensor._grad
+    if existing is None:
+        tensor._grad = g
+    elif create_graph or existing._requires_grad or existing.shape != g.shape:
+        with set_grad_enabled(create_graph):
+            tensor._grad = existing + g
+    else:
+        np.add(existing._data, g._data, out=existing._data, casting="unsafe")
+        existing._box[0] += 1
+
+
+def _release(recorded: engine.Recorded) -> None:
+    for f in recorded.functions:
+        f.saved = None
+
+
+# ---------------------------------------------------------------- create_graph
+
+def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: list) -> list:
+    """Gradients that are themselves recorded: the backward graph becomes an op."""
+    producers = {v: f for f in recorded.functions for v in f.outputs}
+    mapping: dict[Value, Value] = {}
+    edges: dict[Value, tuple] = {}
+    for value, (kind, i) in zip(plan.graph.inputs, plan.sources):
+        if kind == "input":
+            edge = recorded.edges[i]
+        elif kind == "known":
+            edge = (value, producers[value], None)
+        elif kind == "seed":
+            array, tensor = seeds[i]
+            edge = tensor._edge() if tensor is not None else (value, Constant(array), None)
+        else:
+            edge = (value, Constant(np.zeros(value.shape, value.dtype)), None)
+        mapping[value] = edge[0]
+        edges[edge[0]] = edge
+    # Fresh values for every node: the backward graph may recompute forward values
+    # that the recorded ops already define.
+    nodes = []
+    for node in plan.graph.nodes:
+        outputs = tuple(Value(v.shape, v.dtype) for v in node.outputs)
+        mapping.update(zip(node.outputs, outputs))
+        nodes.append(Node(node.primitive, tuple(mapping[v] for v in node.inputs), node.params,
+                          outputs, node.source))
+    produced = {v: n for n in nodes for v in n.outputs}
+    if not any(not isinstance(e[1], Constant) for e in edges.values()):
+        return [wrap(a) for a in arrays]   # the gradients depend on nothing that requires grad
+    tensors = [wrap(a) for a in arrays]
+    values = [mapping[out] for out in plan.graph.outputs]
+    computed = [(v, t) for v, t in zip(values, tensors) if v in produced]
+    if computed:
+        # One op for all the gradients it computes (their nodes are shared).
+        name = produced[computed[0][0]].primitive.grad_fn or "Backward0"
+        function = function_class(name)(tuple(nodes), tuple(v for v, _ in computed),
+                                        tuple(edges.values()),
+                                        [(t._data, t._box, t._box[0]) for _, t in computed])
+        for value, tensor in computed:
+            tensor._grad_fn, tensor._requires_grad, tensor._symbol = function, True, value
+    for value, tensor in zip(values, tensors):
+        if value not in produced:   # the gradient is an input itself (e.g. the seed)
+            function = function_class("CloneBackward0")((), (value,), (edges[value],),
+                                                        [(tensor._data, tensor._box, 0)])
+            tensor._grad_fn, tensor._symbol = function, value
+            tensor._requires_grad = not isinstance(edges[value][1], Constant)
+            if not tensor._requires_grad:
+                tensor._grad_fn = None
+                tensor._symbol = None
+    return tensors

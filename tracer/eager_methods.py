@@ -1,0 +1,323 @@
+"""Eager-only Tensor methods: conversions, devices, printing, in-place ops, indexing.
+
+In-place ops follow PyTorch: on a leaf that requires grad they raise (outside
+``no_grad()``); on a recorded tensor they record the op and the tensor takes the
+new ``grad_fn``; each bumps the version that a later backward checks.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fusegrad.ir import ops
+from fusegrad.tracer import dtypes
+from fusegrad.tracer import functions as F
+from fusegrad.tracer.dispatch import apply
+from fusegrad.tracer.graph_nodes import _grad_state
+
+
+class EagerMethodsMixin:
+
+    # ------------------------------------------------------------ conversions
+
+    def numpy(self, force: bool = False) -> np.ndarray:
+        """The data as a NumPy array sharing memory with the tensor."""
+        self._check_eager("numpy()")
+        if self._requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        if self._device.type != "cpu" and not force:
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy. "
+                            "Use Tensor.cpu() to copy the tensor to host memory first.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def item(self):
+        data = self._eager_data()
+        if data.size != 1:
+            raise RuntimeError(f"a Tensor with {data.size} elements cannot be converted to Scalar")
+        return data.reshape(-1)[0].item()
+
+    def tolist(self):
+        return self._eager_data().tolist()
+
+    def __repr__(self) -> str:
+        from fusegrad.tracer.printing import tensor_repr
+        return tensor_repr(self)
+
+    def __format__(self, spec: str) -> str:
+        if self._value is None and self._data.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def type(self, dtype: Any = None):
+        """With no argument the legacy type name (``fusegrad.FloatTensor``); else a cast."""
+        if dtype is None:
+            from fusegrad.tracer.engine import _type_name
+            return _type_name(self._eager_data())
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            dtype = _LEGACY_TYPES[dtype.rsplit(".", 1)[-1]]
+        return self._cast(dtypes.numpy_dtype(dtype))
+
+    def long(self): return self._cast(np.int64)
+    def int(self): return self._cast(np.int32)
+    def bool(self): return self._cast(np.bool_)
+    def half(self): return self._cast(np.float16)
+
+    # PyTorch's == is elementwise. Traced tensors keep identity equality (the tracer
+    # keeps them in dictionaries); both stay hashable by identity, as in PyTorch.
+    def __eq__(self, other):
+        if self._value is not None or getattr(other, "_value", None) is not None:
+            return self is other
+        return F.eq(self, other)
+
+    def __ne__(self, other):
+        if self._value is not None or getattr(other, "_value", None) is not None:
+            return self is not other
+        return F.ne(self, other)
+
+    __hash__ = object.__hash__
+
+    def all(self):
+        from fusegrad.tracer.eager import wrap
+        return wrap(np.asarray(self._eager_data().all()))
+
+    def any(self):
+        from fusegrad.tracer.eager import wrap
+        return wrap(np.asarray(self._eager_data().any()))
+
+    def equal(self, other) -> bool:
+        return bool(np.array_equal(self._eager_data(), other._eager_data()))
+
+    def is_floating_point(self) -> bool:
+        return np.dtype(self.dtype).kind == "f"
+
+    def element_size(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    def contiguous(self):
+        return self
+
+    def is_contiguous(self) -> bool:
+        return bool(self._eager_data().flags.c_contiguous)
+
+    def clone(self):
+        """A copy that stays connected to the graph (CloneBackward0)."""
+        result = apply(lambda x: x, self, grad_fn="CloneBackward0")
+        result._data = np.array(self._data)
+        result._box = [0]
+        if result._grad_fn is not None:
+            result._grad_fn.saved = [(result._data, result._box, 0)]
+        return result
+
+    # ------------------------------------------------------------ devices
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._device.type == "cuda"
+
+    def cuda(self, device: Any = None, non_blocking: bool = False, **kwargs):
+        target = dtypes.device("cuda" if device is None else
+                               (f"cuda:{device}" if isinstance(device, int) else device))
+        return self.to(target)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def to(self, *args, **kwargs):
+        """``to(device)``, ``to(dtype)``, ``to(other)`` or ``to(device, dtype)``."""
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        for arg in args:
+            if isinstance(arg, EagerMethodsMixin):
+                device, dtype = arg._device, arg.dtype
+            elif isinstance(arg, (str, dtypes.device)):
+                device = arg
+            elif arg is not None:
+                dtype = arg
+        result = self if dtype is None else self._cast(dtypes.numpy_dtype(dtype))
+        if device is None:
+            return result
+        from fusegrad.tracer.eager import _checked_device
+        device = _checked_device(device)
+        if device == self._device:
+            return result
+        # Storage stays in host memory; the device is where compiled kernels run.
+        moved = apply(lambda x: x, result, grad_fn="ToCopyBackward0")
+        moved._data = np.array(result._data)
+        moved._box = [0]
+        moved._device = device
+        if moved._grad_fn is not None:
+            moved._grad_fn.saved = [(moved._data, moved._box, 0)]
+        return moved
+
+    # ------------------------------------------------------------ shape helpers
+
+    def squeeze(self, dim: int | None = None):
+        shape = self.shape
+        if dim is None:
+            return F.reshape(self, tuple(d for d in shape if d != 1))
+        dim = dim % max(len(shape), 1)
+        if len(shape) == 0 or shape[dim] != 1:
+            return F.reshape(self, tuple(shape))
+        return F.reshape(self, tuple(shape[:dim]) + tuple(shape[dim + 1:]))
+
+    def unsqueeze(self, dim: int):
+        shape = list(self.shape)
+        dim = dim if dim >= 0 else dim + len(shape) + 1
+        shape.insert(dim, 1)
+        return F.reshape(self, tuple(shape))
+
+    def flatten(self):
+        return F.reshape(self, -1)
+
+    def view_as(self, other):
+        return F.reshape(self, tuple(other.shape))
+
+    def expand_as(self, other):
+        return F.broadcast_to(self, tuple(other.shape))
+
+    def clamp(self, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
+        return apply(_clamp, self, low=min, high=max, grad_fn="ClampBackward1")
+
+    def new_tensor(self, data):
+        from fusegrad.tracer.creation import tensor
+        return tensor(data, dtype=self.dtype)
+
+    def new_ones(self, *size, dtype=None):
+        from fusegrad.tracer.creation import ones
+        return ones(*size, dtype=dtype or self.dtype)
+
+    def new_zeros(self, *size, dtype=None):
+        from fusegrad.tracer.creation import zeros
+        return zeros(*size, dtype=dtype or self.dtype)
+
+    def new_full(self, size, fill_value, dtype=None):
+        from fusegrad.tracer.creation import full
+        return full(size, fill_value, dtype=dtype or self.dtype)
+
+    # ------------------------------------------------------------ indexing (not recorded)
+
+    def __getitem__(self, index):
+        self._check_eager("indexing")
+        if self._requires_grad and _grad_state.enabled:
+            raise NotImplementedError(
+                "indexing a tensor that requires grad is not differentiable in fusegrad yet "
+                "(the IR has no slicing primitive); index x.detach() or use it under no_grad()")
+        data = self._data[_plain_index(index)]
+        from fusegrad.tracer.eager import wrap
+        if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
+            return wrap(data, box=self._box, device=self._device)
+        return wrap(np.asarray(data), device=self._device)
+
+    def __setitem__(self, index, value) -> None:
+        self._check_inplace()
+        if isinstance(value, EagerMethodsMixin):
+            value = value._data
+        self._data[_plain_index(index)] = value
+        self._box[0] += 1
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # ------------------------------------------------------------ in-place ops
+
+    def _check_inplace(self) -> None:
+        self._check_eager("an in-place operation")
+        if self._requires_grad and self._grad_fn is None and _grad_state.enabled:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+
+    def _assign(self, result) -> "EagerMethodsMixin":
+        """Write `result` (computed out of place) into this tensor's storage."""
+        self._check_inplace()
+        if tuple(result.shape) != tuple(self.shape):
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
+                               f"broadcast shape {list(result.shape)}")
+        if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
+            raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
+                               f"output type {self.dtype}")
+        np.copyto(self._data, result._data, casting="unsafe")
+        self._box[0] += 1
+        if result._grad_fn is not None:
+            result._grad_fn.saved = [(self._data, self._box, self._box[0])]
+            self._grad_fn, self._symbol = result._grad_fn, result._symbol
+            self._requires_grad = True
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._assign(F.add(self, other if alpha == 1 else F.mul(other, alpha)))
+
+    def sub_(self, other, alpha=1):
+        return self._assign(F.sub(self, other if alpha == 1 else F.mul(other, alpha)))
+
+    def mul_(self, other):
+        return self._assign(F.mul(self, other))
+
+    def div_(self, other):
+        return self._assign(F.div(self, other))
+
+    def pow_(self, other):
+        return self._assign(F.pow(self, other))
+
+    def __iadd__(self, other): return self.add_(other)
+    def __isub__(self, other): return self.sub_(other)
+    def __imul__(self, other): return self.mul_(other)
+    def __itruediv__(self, other): return self.div_(other)
+
+    def copy_(self, source, non_blocking: bool = False):
+        return self._assign(apply(_replace, self, source, grad_fn="CopyBackwards"))
+
+    def fill_(self, value):
+        return self._assign(apply(_replace, self, value, grad_fn="FillBackward0"))
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0):
+        from fusegrad.tracer.creation import random_array
+        return self.copy_(random_array(self.shape, "uniform", a, b, self._data.dtype))
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0):
+        from fusegrad.tracer.creation import random_array
+        return self.copy_(random_array(self.shape, "normal", mean, std, self._data.dtype))
+
+
+_LEGACY_TYPES = {"FloatTensor": np.float32, "DoubleTensor": np.float64, "LongTensor": np.int64,
+                 "IntTensor": np.int32, "BoolTensor": np.bool_, "HalfTensor": np.float16}
+
+
+def _replace(x, value):
+    """`value` broadcast over `x` (the value of fill_/copy_; no gradient reaches x)."""
+    if not hasattr(value, "shape"):
+        return ops.broadcast_to(ops.const(value, x.dtype), x.shape)
+    return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
+
+
+def _clamp(x, *, low, high):
+    if low is not None:
+        x = ops.maximum(x, low)
+    if high is not None:
+        x = ops.minimum(x, high)
+    return x
+
+
+def _plain_index(index):
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, EagerMethodsMixin):
+        return index._eager_data()
+    return index

@@ -1,0 +1,178 @@
+"""What eager operations leave behind: PyTorch's ``grad_fn`` objects, holding IR.
+
+An eager op builds its IR nodes in a small builder, computes the result with the
+reference interpreter and returns a tensor whose ``grad_fn`` is a `Function`: the
+nodes it built, the IR values of its outputs, and one edge per argument saying
+where that argument's value comes from. An edge is ``(value, source, version)``:
+
+- source a `Function`: the value is an output of that earlier op;
+- source an `AccumulateGrad`: the value is a leaf that requires grad;
+- source a `Constant`: the value is data that needs no gradient.
+
+`version` is the argument's in-place version when it was used (None for a
+Function source), so a backward can tell whether the data it needs has changed.
+`backward()` gathers these nodes back from its output into one graph.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+
+from fusegrad.ir.graph import Node, Value
+
+Edge = tuple  # (Value, Function | AccumulateGrad | Constant, int | None)
+
+_sequence = itertools.count()
+
+
+class Function:
+    """A recorded op (PyTorch's grad_fn node). Subclasses carry PyTorch's names."""
+
+    __slots__ = ("nodes", "outputs", "edges", "saved", "seq", "retained", "__weakref__")
+
+    def __init__(self, nodes: tuple[Node, ...], outputs: tuple[Value, ...], edges: tuple[Edge, ...],
+                 saved: list | None) -> None:
+        self.nodes = nodes
+        self.outputs = outputs
+        self.edges = edges
+        # Per output: (array, version box, version) of the result as computed, so the
+        # backward can read it instead of recomputing it; None once freed.
+        self.saved = saved
+        # Creation order is a topological order of the recorded graph.
+        self.seq = next(_sequence)
+        self.retained: dict[int, weakref.ref] | None = None
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def next_functions(self) -> tuple[tuple[Any, int], ...]:
+        return tuple((None if isinstance(source, Constant) else source, 0)
+                     for _, source, _ in self.edges)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object at {id(self):#x}>"
+
+    def __call__(self, *args):
+        raise RuntimeError(f"{self.name()} is a record of an operation; call backward() on the "
+                           "tensor it produced instead")
+
+
+_classes: dict[str, type] = {}
+
+
+def function_class(name: str) -> type:
+    """The Function subclass named `name` (e.g. MulBackward0), made once."""
+    cls = _classes.get(name)
+    if cls is None:
+        cls = _classes[name] = type(name, (Function,), {"__slots__": (), "__module__": "fusegrad.autograd"})
+    return cls
+
+
+class AccumulateGrad:
+    """The edge into a leaf that requires grad: gradients accumulate in its ``.grad``."""
+
+    __slots__ = ("variable", "__weakref__")
+
+    def __init__(self, variable) -> None:
+        self.variable = variable
+
+    def name(self) -> str:
+        return "fusegrad::autograd::AccumulateGrad"
+
+    next_functions = ()
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+class Constant:
+    """Data an op read that needs no gradient."""
+
+    __slots__ = ("array", "box")
+
+    def __init__(self, array: np.ndarray, box: list | None = None) -> None:
+        self.array = array
+        self.box = box
+
+
+# ---------------------------------------------------------------- grad mode
+
+class _GradState(threading.local):
+    def __init__(self) -> None:
+        self.enabled = True
+
+
+_grad_state = _GradState()
+
+
+def is_grad_enabled() -> bool:
+    return _grad_state.enabled
+
+
+class set_grad_enabled:  # noqa: N801  (PyTorch's name)
+    """Context manager (and decorator) setting whether eager ops are recorded."""
+
+    def __init__(self, mode: bool = True) -> None:
+        self.mode = bool(mode)
+        self._saved: list[bool] = []
+        # Like PyTorch, calling set_grad_enabled(False) as a plain function takes
+        # effect at once; used as a context manager it is restored on exit.
+        self._saved.append(_grad_state.enabled)
+        _grad_state.enabled = self.mode
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        _grad_state.enabled = self._saved.pop() if self._saved else True
+
+    def __call__(self, function: Callable) -> Callable:
+        # Used as a decorator: undo the change made at construction (as PyTorch does).
+        if self._saved:
+            _grad_state.enabled = self._saved.pop()
+        return _decorate(type(self), function, self.mode)
+
+
+class no_grad:  # noqa: N801
+    """Nothing computed inside is recorded for differentiation; also a decorator."""
+
+    mode = False
+
+    def __init__(self) -> None:
+        self._saved: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._saved.append(_grad_state.enabled)
+        _grad_state.enabled = self.mode
+
+    def __exit__(self, *exc) -> None:
+        _grad_state.enabled = self._saved.pop()
+
+    def __call__(self, function: Callable) -> Callable:
+        return _decorate(type(self), function)
+
+    def clone(self):
+        return type(self)()
+
+
+class enable_grad(no_grad):  # noqa: N801
+    mode = True
+
+
+def _decorate(context: type, function: Callable, *args) -> Callable:
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*call_args, **kwargs):
+        saved = _grad_state.enabled
+        _grad_state.enabled = context.mode if not args else args[0]
+        try:
+            return function(*call_args, **kwargs)
+        finally:
+            _grad_state.enabled = saved
+    return wrapper

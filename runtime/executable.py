@@ -14,6 +14,7 @@ from fusegrad.ir.graph import Node, Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.runtime import stats
 from fusegrad.runtime.loader import Launcher, load, source_path
+from fusegrad.runtime.threads import choose_threading_layer
 
 
 # Below this many domain elements a kernel runs its single-threaded variant: waking
@@ -79,6 +80,7 @@ class Executable:
         roots = _view_roots(plan)
         owners = [roots.get(v, v) for v in graph.outputs]
         self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
+        choose_threading_layer()
         self._threads = numba.get_num_threads()
 
     def _compile(self, step):
@@ -87,8 +89,9 @@ class Executable:
         source = emit(step, self.names, self.plan, self.device)
         # Shapes are static, so the threaded-or-not choice is made once, here.
         size = int(np.prod(step.domain, dtype=np.int64))
-        entry = step.name if size >= PARALLEL_MIN_SIZE or not step.domain else step.name + SERIAL_SUFFIX
-        return KernelStep(step, source, Launcher(load(source, entry)))
+        threaded = bool(step.domain) and size >= PARALLEL_MIN_SIZE
+        entry = step.name if threaded or not step.domain else step.name + SERIAL_SUFFIX
+        return KernelStep(step, source, Launcher(load(source, entry), threaded))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)

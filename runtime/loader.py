@@ -2,6 +2,7 @@
 Numba compile it (or load it from its on-disk cache, next to the file)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -13,6 +14,7 @@ from typing import Callable
 
 from fusegrad.runtime import stats
 from fusegrad.runtime.cache import source_dir
+from fusegrad.runtime.threads import launch_lock
 
 _loaded: dict[str, Callable] = {}
 _lock = threading.Lock()
@@ -53,19 +55,22 @@ def _import(source: str, entry: str) -> Callable:
 
 
 class Launcher:
-    """Calls a Numba dispatcher, timing the first call (compile or cache load)."""
+    """Calls a Numba dispatcher, timing the first call (compile or cache load).
+    Threaded kernels launch under `launch_lock` (see runtime/threads.py)."""
 
-    __slots__ = ("function", "ready")
+    __slots__ = ("function", "ready", "lock")
 
-    def __init__(self, function: Callable) -> None:
+    def __init__(self, function: Callable, threaded: bool) -> None:
         self.function = function
         self.ready = bool(getattr(function, "signatures", ()))
+        self.lock = launch_lock if threaded else contextlib.nullcontext()
 
     def __call__(self, *args) -> None:
-        if self.ready:
-            self.function(*args)
-        else:
-            self._first_call(args)
+        with self.lock:
+            if self.ready:
+                self.function(*args)
+            else:
+                self._first_call(args)
         stats.count("kernels_launched")
 
     def _first_call(self, args) -> None:

@@ -38,7 +38,7 @@ class Kernel:
     levels: dict[Value, str] = field(default_factory=dict)
     inputs: list[Value] = field(default_factory=list)     # read from memory
     outputs: list[Value] = field(default_factory=list)    # written to memory
-    notes: list[str] = field(default_factory=list)        # why fusion stopped, per node
+    notes: list["Note"] = field(default_factory=list)     # why fusion stopped, per node
 
     @property
     def name(self) -> str:
@@ -50,6 +50,30 @@ class Kernel:
     @property
     def outer_axes(self) -> int:
         return len(self.domain) if self.outer is None else self.outer
+
+
+@dataclass(eq=False, repr=False)
+class Note:
+    """Why a node of this kernel is not in `other`, a kernel it reads from. Spelled
+    only when printed: kernels are renamed as nodes join and renumbered at the end,
+    so a name taken at planning time could name a kernel the plan does not have."""
+
+    other: Kernel | None
+    reason: str | None = None
+    instead: Kernel | None = None     # the node fitted `other` too, but joined this one
+
+    def __str__(self) -> str:
+        reason = self.reason or f"it joined {self.instead.name}, which it also reads from"
+        return f"not fused into {self.other.name}: {reason}" if self.other else reason
+
+    def __repr__(self) -> str:
+        return f"Note({str(self)!r})"
+
+
+def _add_notes(kernel: Kernel, notes: list[Note]) -> None:
+    for note in notes:
+        if not any(n.other is note.other and n.reason == note.reason for n in kernel.notes):
+            kernel.notes.append(note)
 
 
 @dataclass(eq=False)
@@ -226,34 +250,47 @@ class _Planner:
         return seen
 
     def _place(self, node: Node) -> None:
-        reasons: list[str] = []
+        notes: list[Note] = []
         if self.fuse:
             producers = [s for s in reversed(self._producer_steps(node)) if isinstance(s, Kernel)]
             siblings = [s for s in reversed(self.steps)
                         if isinstance(s, Kernel) and s not in producers
                         and s.domain == start_domain(node)]
+            chosen = None
             for kernel in producers + siblings:
-                where = place(node, kernel)
+                if chosen is not None and kernel not in producers:
+                    break
+                # Every producer kernel is asked, even after one accepted the node: each
+                # one the node does not join is a kernel boundary, and the plan says why.
+                where = self._fits(node, kernel)
                 if isinstance(where, str):
                     if kernel in producers:
-                        reasons.append(f"not fused into {kernel.name}: {where}")
-                    continue
-                if self._creates_cycle(node, kernel):
-                    if kernel in producers:
-                        reasons.append(f"not fused into {kernel.name}: it would need its own output")
-                    continue
-                self._join(node, kernel, *where)
+                        notes.append(Note(kernel, where))
+                elif chosen is None:
+                    chosen, level = kernel, where
+                else:
+                    notes.append(Note(kernel, instead=chosen))
+            if chosen is not None:
+                self._join(node, chosen, *level)
+                _add_notes(chosen, notes)
                 return
         else:
-            reasons.append("fuse=False: one kernel per primitive")
+            notes.append(Note(None, "fuse=False: one kernel per primitive"))
         kernel = Kernel(len(self.steps) + 1, start_domain(node))
         where = place(node, kernel)
         if isinstance(where, str):  # not loop-shaped even alone: NumPy runs it
             self._add_step(LibraryCall(len(self.steps) + 1, node, where), node)
             return
-        kernel.notes.extend(reasons)
+        _add_notes(kernel, notes)
         self._add_step(kernel, None)
         self._join(node, kernel, *where)
+
+    def _fits(self, node: Node, kernel: Kernel) -> tuple[str, int | None] | str:
+        """`place(node, kernel)`, or why not, including a dependency cycle."""
+        where = place(node, kernel)
+        if not isinstance(where, str) and self._creates_cycle(node, kernel):
+            return "it would need its own output"
+        return where
 
     def _join(self, node: Node, kernel: Kernel, level: str, outer: int | None) -> None:
         kernel.outer = outer

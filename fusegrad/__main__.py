@@ -194,7 +194,7 @@ def _header(report: Any, tolerance: float) -> list[str]:
     m = report.machine
     triads = ", ".join(f"{gbps:.1f} GB/s ({device})" for device, gbps in m["triad_gbps"].items())
     workloads = sorted({f"{r.workload} {r.name}" for r in report.records})
-    lines = [f"numba {m['numba']}, {m['numba_threads']} threads, numpy {m['numpy']}, "
+    lines = [f"numba {m['numba']}, {m['numba_threads']} threads ({m['threading_layer']} layer), numpy {m['numpy']}, "
              f"python {m['python']}; triad a = b + s*c on {m['triad_n']:,} float32: {triads}",
              "workloads: " + ", ".join(workloads),
              "% bw = minimal bytes / median time, as a share of the triad bandwidth "

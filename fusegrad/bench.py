@@ -22,6 +22,7 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from fusegrad.bench_workloads import WORKLOADS, Arrays, ValueAndGrads, Workload
+from fusegrad.runtime.threads import choose_threading_layer, threading_layer
 
 try:
     from fusegrad.runtime import stats
@@ -343,7 +344,8 @@ def describe_machine(options: Options, triad_gbps: dict[str, float]) -> dict:
         "python": platform.python_version(), "numpy": np.__version__,
         "numba": numba.__version__, "llvmlite": version("llvmlite"),
         "fusegrad": version("fusegrad"), "platform": platform.platform(),
-        "numba_threads": numba.get_num_threads(), "device": options.device,
+        "numba_threads": numba.get_num_threads(), "threading_layer": threading_layer(),
+        "device": options.device,
         "triad_n": QUICK_TRIAD_N if options.quick else TRIAD_N, "triad_gbps": triad_gbps,
         "quick": options.quick,
     }
@@ -353,6 +355,9 @@ def run_suite(options: Options, systems: list[System], notes: list[str],
               step: Callable[[str], None]) -> Report:
     """Measure the triad, then every workload; `step` is called before each measurement,
     1 + count_steps(systems, options) times in all."""
+    # Every Numba kernel here (triad, hand-written, fusegrad's) runs on the thread
+    # layer fusegrad's runtime picks, chosen before the first of them starts it.
+    choose_threading_layer()
     if options.threads:
         numba.set_num_threads(options.threads)
     triad_n = QUICK_TRIAD_N if options.quick else TRIAD_N

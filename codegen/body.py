@@ -5,11 +5,14 @@ CPU and CUDA differ only in what surrounds this body (a `prange` over chunks vs
 one thread per outer point) and in how a column reduction's partial cell is
 updated (a plain `+=` by the one thread that owns the chunk vs an atomic, since
 many threads of a block share one partial row); the target passes that update
-in as `update_column`.
+in as a `Dialect`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from fusegrad.codegen.loops import (Schedule, column_reduction, expression, index, ir_comment,
                                     row_reduction, store_index)
@@ -21,6 +24,23 @@ from fusegrad.ir.primitive import REDUCTION, literal
 
 # (writer, reduction node, partial array, index inside it, value) -> emits the update
 ColumnUpdate = Callable[[Writer, Node, str, str, str], None]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a target spells its own way inside the shared body."""
+
+    update_column: ColumnUpdate
+    # A registry spelling that is one call of a NumPy function the target cannot
+    # compile, e.g. "np.sign": (argument text, dtype) -> the target's expression.
+    rewrites: dict[str, Callable[[str, np.dtype], str]] = field(default_factory=dict)
+
+    def expression(self, node: Node, sched: Schedule, names: SourceNames) -> str:
+        text = expression(node, sched, names)
+        for function, rewrite in self.rewrites.items():
+            if text.startswith(function + "(") and text.endswith(")"):
+                return rewrite(text[len(function) + 1:-1], node.out.dtype)
+        return text
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -44,7 +64,7 @@ def full_reductions(kernel: Kernel) -> list[Node]:
 
 # ---------------------------------------------------------------- one outer point
 
-def emit_point(w: Writer, sched: Schedule, names: SourceNames, update_column: ColumnUpdate) -> None:
+def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect) -> None:
     """The body run once per outer point: row statements between stage loops."""
     kernel = sched.kernel
     for stage in range(sched.stages + 1):
@@ -55,17 +75,18 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, update_column: Co
                     w.line(f"{names(node.out)} = {finish(node, names(node.out) + '_acc')}",
                            ir_comment(node, sched, names))
                 else:
-                    w.line(f"{names(node.out)} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+                    w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}",
+                           ir_comment(node, sched, names))
                 store(w, node.out, sched, names)
             elif (level == FINAL and node.primitive.kind == REDUCTION
                   and kernel.levels.get(node.inputs[0]) == ROW and sched.ready[node.inputs[0]] == stage):
                 accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
         if stage < sched.stages:
-            _emit_stage(w, sched, names, stage, update_column)
+            _emit_stage(w, sched, names, stage, dialect)
 
 
 def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
-                update_column: ColumnUpdate) -> None:
+                dialect: Dialect) -> None:
     kernel = sched.kernel
     sinks = [n for n in kernel.nodes if _stage_of_sink(n, sched) == stage]
     if not sinks:
@@ -78,7 +99,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         w.line(f"for i{axis} in range(n{axis}):")
         w.depth += 1
     for node in _inner_cone(sinks, sched):
-        w.line(f"{names(node.out)} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+        w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}", ir_comment(node, sched, names))
     for node in sinks:
         if node.primitive.kind != REDUCTION:
             store(w, node.out, sched, names)
@@ -86,7 +107,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         value = _reduced_operand(node, sched, names)
         if column_reduction(node, kernel):
             cell = ", ".join(["chunk"] + [f"i{a}" for a in range(sched.outer, sched.rank)])
-            update_column(w, node, f"{names(node.out)}_part", cell, value)
+            dialect.update_column(w, node, f"{names(node.out)}_part", cell, value)
         else:
             accumulate(w, node, names(node.out) + "_acc", value)
     w.depth = depth
@@ -147,6 +168,14 @@ def accumulate(w: Writer, node: Node, target: str, value: str) -> None:
     w.line(f"{target} = {value} if {value} {better} {target} or {value} != {value} else {target}")
 
 
+def accumulator_dtype(node: Node) -> np.dtype:
+    """The dtype `identity` and `accumulate` work in: sums in 64 bits (see cpu.py)."""
+    dtype = node.out.dtype
+    if node.primitive is P.reduce_sum:
+        return np.dtype(np.float64) if dtype.kind == "f" else np.dtype(np.int64)
+    return dtype
+
+
 def finish(node: Node, accumulator: str) -> str:
     """The accumulator as a value of the node's dtype."""
     if node.primitive is P.reduce_sum:
@@ -168,12 +197,13 @@ def combine(w: Writer, node: Node, cell: str, name: str) -> None:
         accumulate(w, node, f"{name}_total", cell)
 
 
-def emit_final_scalar(w: Writer, node: Node, sched: Schedule, names: SourceNames) -> None:
+def emit_final_scalar(w: Writer, node: Node, sched: Schedule, names: SourceNames,
+                      dialect: Dialect) -> None:
     """A FINAL node other than a column reduction: a full reduction combined from
     its partials, or scalar arithmetic on such values."""
     name = names(node.out)
     if node.primitive.kind != REDUCTION:
-        w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+        w.line(f"{name} = {dialect.expression(node, sched, names)}", ir_comment(node, sched, names))
     else:
         combine(w, node, f"{name}_part[chunk]", name)
         w.line(f"{name} = {finish(node, name + '_total')}", ir_comment(node, sched, names))

@@ -9,8 +9,9 @@ from `codegen.body`, shared with the CUDA target.
 """
 from __future__ import annotations
 
-from fusegrad.codegen.body import (accumulate, emit_column_result, emit_final_scalar, emit_point,
-                                   full_reductions, identity, kernel_parameters, partial_nodes)
+from fusegrad.codegen.body import (Dialect, accumulate, emit_column_result, emit_final_scalar,
+                                   emit_point, full_reductions, identity, kernel_parameters,
+                                   partial_nodes)
 from fusegrad.codegen.loops import Schedule, column_reduction, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
@@ -46,7 +47,7 @@ def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> s
         w.line(f'@njit({parallel}cache=True, error_model="numpy")')
         with w.block(f"def {name}({', '.join(kernel_parameters(kernel, names))}):", computed):
             if not kernel.domain:
-                emit_point(w, sched, names, _update_column)
+                emit_point(w, sched, names, CPU)
             else:
                 _emit_chunks(w, sched, names)
             _emit_epilogue(w, sched, names)
@@ -56,6 +57,9 @@ def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> s
 def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> None:
     # Each chunk's partial row belongs to the one thread running that chunk.
     accumulate(w, node, f"{array}[{cell}]", value)
+
+
+CPU = Dialect(update_column=_update_column)
 
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
@@ -76,7 +80,7 @@ def _emit_outer_loops(w: Writer, sched: Schedule, names: SourceNames, axis: int)
         with w.block(f"for i{axis} in range(n{axis}):"):
             _emit_outer_loops(w, sched, names, axis + 1)
     else:
-        emit_point(w, sched, names, _update_column)
+        emit_point(w, sched, names, CPU)
 
 
 def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:
@@ -86,7 +90,7 @@ def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:
         if kernel.levels[node.out] != FINAL:
             continue
         if not column_reduction(node, kernel):
-            emit_final_scalar(w, node, sched, names)
+            emit_final_scalar(w, node, sched, names, CPU)
             continue
         depth = w.depth
         for axis in range(sched.outer, sched.rank):

@@ -13,4 +13,7 @@ def compile_graph(graph: Graph, *, device: str = "cpu", fuse: bool = True,
                   label: str = "fn") -> Executable:
     """Plan `graph` into kernels and load them (Numba compiles each on first call,
     or loads it from the disk cache)."""
+    if device == "cuda":
+        from fusegrad.runtime.cuda import CudaExecutable  # imports numba.cuda: only when asked
+        return CudaExecutable(plan_kernels(graph, fuse=fuse))
     return Executable(plan_kernels(graph, fuse=fuse), device=device)

@@ -35,6 +35,9 @@ class CompiledGrad:
     def __init__(self, fn: Callable, wrt, device: str, fuse: bool) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda":
+            from fusegrad.runtime.cuda import require_cuda
+            require_cuda()  # a clear error now, not a Numba traceback at the first call
         self.fn = fn
         self.wrt = wrt
         self.device = device

@@ -1,0 +1,175 @@
+"""Running a kernel plan on a CUDA device through numba.cuda (or Numba's CUDA
+simulator, with NUMBA_ENABLE_CUDASIM=1 set before numba is imported).
+
+Inputs are copied to the device once per call, every intermediate stays there,
+and the graph's outputs are copied back as NumPy arrays. Library calls run on the
+device where a kernel exists for them (matmul, transpose; reshape is a view) and
+otherwise on the host, with their operands copied over and back: the plan's
+reason for the call says which.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fusegrad.codegen import Kernel, LibraryCall, Plan, emit
+from fusegrad.codegen.cuda import (BLOCK, EPILOGUE_SUFFIX, MATMUL_TILE, emit_cuda_matmul,
+                                   emit_cuda_transpose, epilogue_threads, outer_points,
+                                   transpose_entry)
+from fusegrad.ir import primitives as P
+from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.interpreter import run_node
+from fusegrad.runtime import stats
+from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
+from fusegrad.runtime.loader import load
+
+try:
+    from numba import cuda
+except ImportError:  # a Numba whose CUDA target is a separate package (numba-cuda)
+    cuda = None
+
+
+def require_cuda() -> None:
+    """Raise a FusegradError unless numba.cuda can launch kernels in this process."""
+    if cuda is None:
+        raise FusegradError("device='cuda' needs Numba's CUDA target, which this Numba lacks: "
+                            "pip install numba-cuda (fusegrad's 'cuda' extra)")
+    if not cuda.is_available():
+        raise FusegradError("device='cuda': CUDA is unavailable (numba.cuda.is_available() is "
+                            "False: no CUDA GPU and driver were found). Use device='cpu', or set "
+                            "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA "
+                            "kernels on Numba's simulator.")
+
+
+class CudaLauncher:
+    """Launches a CUDA kernel, timing the first launch (compile or disk-cache load)."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+        self.ready = False
+
+    def __call__(self, grid, block, *args) -> None:
+        if self.ready:
+            self.function[grid, block](*args)
+        else:
+            stats_of = getattr(self.function, "stats", None)  # the simulator has none
+            before = dict(stats_of.cache_hits) if stats_of is not None else None
+            began = time.perf_counter()
+            self.function[grid, block](*args)
+            hits = dict(self.function.stats.cache_hits) if before is not None else None
+            stats.count("cache_loads" if hits and hits != before else "compiles")
+            stats.count("compile_seconds", time.perf_counter() - began)
+            self.ready = True
+        stats.count("kernels_launched")
+
+
+def _blocks(threads: int, per_block: int) -> int:
+    return max(1, -(-threads // per_block))
+
+
+class CudaKernelStep(KernelStep):
+    """One loop kernel: the main kernel, one thread per outer point, then its
+    epilogue kernel (partials combined, scalars, column results) when it has one."""
+
+    def __init__(self, kernel: Kernel, source: str) -> None:
+        super().__init__(kernel, source, CudaLauncher(load(source, kernel.name)))
+        self.blocks = _blocks(outer_points(kernel), BLOCK)
+        self.epilogue_threads = epilogue_threads(kernel)
+        self.epilogue = (CudaLauncher(load(source, kernel.name + EPILOGUE_SUFFIX))
+                         if self.epilogue_threads else None)
+
+    def run(self, env: dict, threads: int = 0) -> None:
+        args = [env[v] for v in self.inputs]
+        outs = [cuda.device_array(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
+        parts = [self._partial(shape, dtype, identity) for _, shape, dtype, identity in self.partials]
+        arguments = (*args, *outs, *parts, self.blocks, *self.kernel.domain)
+        self.launch(self.blocks, BLOCK, *arguments)
+        if self.epilogue is not None:
+            self.epilogue(_blocks(self.epilogue_threads, BLOCK), BLOCK, *arguments)
+        env.update(zip(self.outputs, outs))
+
+    def _partial(self, shape: tuple[int, ...], dtype: np.dtype, identity):
+        if not shape:
+            # One cell per block, written by the block's thread 0: no fill needed.
+            return cuda.device_array((self.blocks,), dtype)
+        # Column partials are updated with atomics, so they start at the identity.
+        return cuda.to_device(np.full((self.blocks,) + shape, identity, dtype))
+
+
+class CudaLibraryStep:
+    """A library call on device arrays."""
+
+    def __init__(self, call: LibraryCall) -> None:
+        self.node = call.node
+        self.inputs = call.inputs
+        self.outputs = call.outputs
+        self.run_call: Callable[[list], object] = self._host
+        node = call.node
+        if node.primitive is P.matmul:
+            self.kernel = CudaLauncher(load(emit_cuda_matmul(node.out.dtype),
+                                            f"matmul_{node.out.dtype.name}"))
+            self.run_call, how = self._matmul, "a tiled shared-memory CUDA kernel"
+        elif node.primitive is P.reshape:
+            self.run_call, how = self._reshape, "a view of the device array"
+        elif node.primitive is P.transpose and node.out.shape:
+            perm = tuple(node.param("perm"))
+            self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
+            self.run_call, how = self._transpose, "a CUDA copy kernel"
+        else:
+            how = "copied to the host, run by NumPy, copied back"
+        call.reason = f"{call.reason}; on CUDA: {how}"
+
+    def run(self, env: dict, threads: int = 0) -> None:
+        env[self.node.out] = self.run_call([env[v] for v in self.inputs])
+        stats.count("library_calls")
+
+    def _matmul(self, args: list):
+        a, b = args
+        out = cuda.device_array(self.node.out.shape, self.node.out.dtype)
+        rows, columns = self.node.out.shape
+        grid = (_blocks(columns, MATMUL_TILE), _blocks(rows, MATMUL_TILE))
+        self.kernel(grid, (MATMUL_TILE, MATMUL_TILE), a, b, out)
+        return out
+
+    def _reshape(self, args: list):
+        return args[0].reshape(self.node.out.shape or (1,))
+
+    def _transpose(self, args: list):
+        shape = self.node.out.shape
+        out = cuda.device_array(shape, self.node.out.dtype)
+        self.kernel(_blocks(int(np.prod(shape)), BLOCK), BLOCK, args[0], out, *shape)
+        return out
+
+    def _host(self, args: list):
+        arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(args, self.inputs)]
+        return _to_device(run_node(self.node, arrays))
+
+
+def _to_device(array: np.ndarray):
+    # Kernels take 0-d arrays as shape (1,) and C-contiguous memory.
+    return cuda.to_device(_kernel_array(np.asarray(array)))
+
+
+class CudaExecutable(Executable):
+    """A compiled graph whose kernels run on the CUDA device."""
+
+    def __init__(self, plan: Plan) -> None:
+        require_cuda()
+        super().__init__(plan, device="cuda")
+        # Constants go to the device once, with the executable.
+        self.constants = {v: _to_device(a) for v, a in self.constants.items()}
+
+    def _compile(self, step):
+        if isinstance(step, LibraryCall):
+            return CudaLibraryStep(step)
+        return CudaKernelStep(step, emit(step, self.names, self.plan, "cuda"))
+
+    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        env: dict = dict(self.constants)
+        env.update((v, _to_device(a)) for v, a in zip(self.inputs, args))
+        for step in self.steps:
+            step.run(env)
+        # copy_to_host gives fresh arrays: no output aliases an input or another output.
+        return [env[v].copy_to_host().reshape(v.shape) for v in self.outputs]

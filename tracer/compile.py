@@ -57,9 +57,23 @@ class CompiledGrad:
 
     def dump(self, *args: Any) -> str:
         """Forward IR, backward IR, kernel plan and generated source for these arguments."""
+        return _dump_text(self.fn, self.trace(*args))
+
+    def trace(self, *args: Any) -> Traced:
+        """What these arguments compile to (traced and planned; kernels compile on use)."""
         arrays, key = _signature(args)
-        traced = self._cache.get(key) or self._cache.setdefault(key, self._trace(args, arrays))
-        return _dump_text(self.fn, traced)
+        traced = self._cache.get(key)
+        if traced is None:
+            traced = self._cache[key] = self._trace(args, arrays)
+        return traced
+
+    def wrt_positions(self, *args: Any) -> tuple[int, ...]:
+        """The argument positions gradients are returned for, with these arguments."""
+        arrays, _ = _signature(args)
+        return _resolve_wrt(self.wrt, arrays, self._names, _where(self.fn))[0]
+
+    def argument_name(self, position: int) -> str:
+        return self._name(position)
 
     # ------------------------------------------------------------ tracing
 

@@ -20,6 +20,7 @@ if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_o
 
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
 from fusegrad.tracer import CompiledGrad, Tensor, compile_grad
+from fusegrad.tracer.gradcheck import GradcheckError, gradcheck
 from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, broadcast_to, cos,
                                        div, dot, eq, exp, ge, gt, le, log, logsumexp, lt, matmul,
                                        max, maximum, mean, min, minimum, mm, mul, mv, ne, neg,

@@ -23,7 +23,7 @@ def test_names_argument_element_and_both_values():
         fg.gradcheck(lambda x: fg.abs(x).sum(), x)
     message = str(caught.value)
     assert "argument 0 (x)" in message and "element (1,)" in message
-    assert "compiled 1.0" in message and "finite differences 0.1" in message
+    assert "compiled 1," in message and "finite differences 0.1 " in message
 
 
 def test_accepts_a_compiled_function_and_respects_wrt():

@@ -1,7 +1,9 @@
 """Where compiled kernels live on disk (API.md: ~/.cache/fusegrad, FUSEGRAD_CACHE_DIR)."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,9 @@ def source_dir() -> Path:
     if directory is None:
         if _scratch is None:
             _scratch = Path(tempfile.mkdtemp(prefix="fusegrad-"))
+            # Numba still writes its cache files next to the sources (the kernels say
+            # cache=True): without this, every process left a directory in /tmp.
+            atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
         return _scratch
     directory.mkdir(parents=True, exist_ok=True)
     return directory

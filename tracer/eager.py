@@ -104,7 +104,7 @@ class EagerTensorMixin(EagerMethodsMixin):
             return self
         if requires_grad and self._data.dtype.kind not in "fc":
             raise RuntimeError("only Tensors of floating point and complex dtype can require "
-                               f"gradients (got {self.dtype})")
+                               "gradients")
         self._requires_grad = requires_grad
         return self
 

@@ -143,7 +143,13 @@ class no_grad:  # noqa: N801
 
     mode = False
 
-    def __init__(self) -> None:
+    def __new__(cls, function: Callable | None = None):
+        # ``@no_grad`` without parentheses decorates directly, as in PyTorch 2.
+        if function is not None:
+            return _decorate(cls, function)
+        return super().__new__(cls)
+
+    def __init__(self, function: Callable | None = None) -> None:
         self._saved: list[bool] = []
 
     def __enter__(self) -> None:

@@ -63,12 +63,12 @@ class Tensor(EagerTensorMixin):
     def __float__(self) -> float:
         if self._value is not None:
             raise data_dependent_error("the float value")
-        return float(self._eager_data())
+        return float(self.item())   # any one-element tensor, as in PyTorch
 
     def __int__(self) -> int:
         if self._value is not None:
             raise data_dependent_error("the int value")
-        return int(self._eager_data())
+        return int(self.item())
 
     def __index__(self) -> int:
         return self.__int__()

@@ -90,10 +90,16 @@ class EagerTensorMixin(EagerMethodsMixin):
 
     @requires_grad.setter
     def requires_grad(self, flag: bool) -> None:
-        self.requires_grad_(flag)
+        self._set_requires_grad(flag, "only Tensors of floating point and complex dtype can "
+                                      "require gradients")
 
     def requires_grad_(self, requires_grad: bool = True):
-        self._check_eager("requires_grad_")
+        # PyTorch's three spellings each have their own message; kept verbatim.
+        return self._set_requires_grad(requires_grad, "only Tensors of floating point dtype can "
+                                                      "require gradients")
+
+    def _set_requires_grad(self, requires_grad: bool, dtype_message: str):
+        self._check_eager("requires_grad")
         requires_grad = bool(requires_grad)
         if self._grad_fn is not None:
             if not requires_grad:
@@ -103,10 +109,16 @@ class EagerTensorMixin(EagerMethodsMixin):
                     "use var_no_grad = var.detach().")
             return self
         if requires_grad and self._data.dtype.kind not in "fc":
-            raise RuntimeError("only Tensors of floating point and complex dtype can require "
-                               "gradients")
+            raise RuntimeError(dtype_message)
         self._requires_grad = requires_grad
         return self
+
+    def _python_scalar(self):
+        """float(t), int(t): any one-element tensor, with PyTorch's error otherwise."""
+        data = self._eager_data()
+        if data.size != 1:
+            raise ValueError("only one element tensors can be converted to Python scalars")
+        return data.reshape(-1)[0].item()
 
     @property
     def is_leaf(self) -> bool:
@@ -237,7 +249,8 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, box: list | None = No
     if device is not None and device != CPU:
         tensor._device = _checked_device(device)
     if requires_grad:
-        tensor.requires_grad_(True)
+        tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
+                                        "require gradients")
     return tensor
 
 

@@ -165,22 +165,21 @@ class EagerMethodsMixin:
     # ------------------------------------------------------------ shape helpers
 
     def squeeze(self, dim: int | None = None):
-        shape = self.shape
+        shape = tuple(self.shape)
         if dim is None:
-            return F.reshape(self, tuple(d for d in shape if d != 1))
-        dim = dim % max(len(shape), 1)
-        if len(shape) == 0 or shape[dim] != 1:
-            return F.reshape(self, tuple(shape))
-        return F.reshape(self, tuple(shape[:dim]) + tuple(shape[dim + 1:]))
+            shape = tuple(d for d in shape if d != 1)
+        elif shape and shape[dim % len(shape)] == 1:
+            dim = dim % len(shape)
+            shape = shape[:dim] + shape[dim + 1:]
+        return apply(ops.reshape, self, shape=shape, grad_fn="SqueezeBackward0")
 
     def unsqueeze(self, dim: int):
         shape = list(self.shape)
-        dim = dim if dim >= 0 else dim + len(shape) + 1
-        shape.insert(dim, 1)
-        return F.reshape(self, tuple(shape))
+        shape.insert(dim if dim >= 0 else dim + len(shape) + 1, 1)
+        return apply(ops.reshape, self, shape=tuple(shape), grad_fn="UnsqueezeBackward0")
 
     def flatten(self):
-        return F.reshape(self, -1)
+        return F.reshape(self, self.numel())
 
     def view_as(self, other):
         return F.reshape(self, tuple(other.shape))

@@ -63,12 +63,12 @@ class Tensor(EagerTensorMixin):
     def __float__(self) -> float:
         if self._value is not None:
             raise data_dependent_error("the float value")
-        return float(self.item())   # any one-element tensor, as in PyTorch
+        return float(self._python_scalar())   # any one-element tensor, as in PyTorch
 
     def __int__(self) -> int:
         if self._value is not None:
             raise data_dependent_error("the int value")
-        return int(self.item())
+        return int(self._python_scalar())
 
     def __index__(self) -> int:
         return self.__int__()

@@ -87,11 +87,15 @@ def test_backward_errors_as_pytorch():
 
 
 def test_only_floating_tensors_require_grad():
-    with pytest.raises(RuntimeError, match="^only Tensors of floating point and complex dtype "
+    # PyTorch's messages, one per spelling.
+    with pytest.raises(RuntimeError, match="^Only Tensors of floating point and complex dtype "
                                            "can require gradients$"):
         fg.tensor([1, 2, 3], requires_grad=True)
-    with pytest.raises(RuntimeError, match="only Tensors of floating point"):
+    with pytest.raises(RuntimeError, match="^only Tensors of floating point dtype can require "
+                                           "gradients$"):
         fg.arange(3).requires_grad_()
+    with pytest.raises(RuntimeError, match="^only Tensors of floating point and complex dtype"):
+        fg.arange(3).requires_grad = True
     assert fg.arange(3.0).requires_grad_().requires_grad
 
 
@@ -175,6 +179,8 @@ def test_item_tolist_and_conversions():
     with pytest.raises(RuntimeError, match="a Tensor with 2 elements cannot be converted to Scalar"):
         fg.ones(2).item()
     assert int(fg.tensor(3)) == 3 and bool(fg.tensor(True))
+    with pytest.raises(ValueError, match="only one element tensors can be converted"):
+        float(fg.ones(2))
 
 
 # ---------------------------------------------------------------- autograd.grad
@@ -254,7 +260,12 @@ def test_retain_grad():
     (lambda x, m, v: x.log(), "LogBackward0"), (lambda x, m, v: x.sqrt(), "SqrtBackward0"),
     (lambda x, m, v: x.abs(), "AbsBackward0"), (lambda x, m, v: -x, "NegBackward0"),
     (lambda x, m, v: m.mm(m.t()), "MmBackward0"), (lambda x, m, v: m.mv(v), "MvBackward0"),
-    (lambda x, m, v: m.t(), "TransposeBackward0"), (lambda x, m, v: m.view(6), "ViewBackward0"),
+    (lambda x, m, v: m.transpose(0, 1), "TransposeBackward0"),
+    (lambda x, m, v: m.view(6), "ViewBackward0"), (lambda x, m, v: m.flatten(), "ViewBackward0"),
+    (lambda x, m, v: m.unsqueeze(0), "UnsqueezeBackward0"),
+    (lambda x, m, v: m.permute(1, 0), "PermuteBackward0"),
+    (lambda x, m, v: m.clamp(0, 1), "ClampBackward1"), (lambda x, m, v: m.max(dim=1)[0], "MaxBackward0"),
+    (lambda x, m, v: m.max(), "MaxBackward1"), (lambda x, m, v: m.clone(), "CloneBackward0"),
     (lambda x, m, v: x.sum(0), "SumBackward1"), (lambda x, m, v: x.double(), "ToCopyBackward0"),
 ])
 def test_grad_fn_names(make, name):

@@ -10,6 +10,7 @@ reason for the call says which.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,10 @@ try:
     from numba import cuda
 except ImportError:  # a Numba whose CUDA target is a separate package (numba-cuda)
     cuda = None
+
+# Numba warns at every launch of fewer than 128 blocks. An epilogue is one block by
+# design, and small shapes are the caller's choice, not a mistake to report.
+warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
 
 
 def require_cuda() -> None:
@@ -118,8 +123,8 @@ class CudaLibraryStep:
             self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
             self.run_call, how = self._transpose, "a CUDA copy kernel"
         else:
-            how = "copied to the host, run by NumPy, copied back"
-        call.reason = f"{call.reason}; on CUDA: {how}"
+            how = None
+        call.reason = _cuda_reason(call.reason, how)
 
     def run(self, env: dict, threads: int = 0) -> None:
         env[self.node.out] = self.run_call([env[v] for v in self.inputs])
@@ -145,6 +150,15 @@ class CudaLibraryStep:
     def _host(self, args: list):
         arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(args, self.inputs)]
         return _to_device(run_node(self.node, arrays))
+
+
+def _cuda_reason(reason: str, how: str | None) -> str:
+    """The planner's reason says how the CPU runs the call ("what: how"); on CUDA
+    the how is the device's, or the round trip through the host."""
+    if how is None:
+        return f"{reason}; on CUDA: copied to the host, run by NumPy, copied back"
+    what = reason.split(": ")[0] if ": " in reason else reason
+    return f"{what}: {how}"
 
 
 def _to_device(array: np.ndarray):

@@ -228,7 +228,7 @@ def test_unfused_runs_one_kernel_per_primitive(traced_for):
 
 
 @pytest.mark.parametrize("name", ["layernorm", "chain"])
-def test_threaded_kernels(name, monkeypatch, interpret, assert_all_close, flatten):
+def test_threaded_kernels(name, monkeypatch, traced_for, interpret, assert_all_close, flatten):
     """The threaded variant (prange over chunks of rows, per-chunk partial sums); the
     chain gets an odd number of rows, so that chunks differ in size."""
     monkeypatch.setattr(executable, "PARALLEL_MIN_SIZE", 0)
@@ -238,14 +238,9 @@ def test_threaded_kernels(name, monkeypatch, interpret, assert_all_close, flatte
     if name == "chain":
         args = (np.concatenate([args[0], args[0][:1] * 0.5]),) + args[1:]  # 5 rows
     result = flatten(f(*args))
-    steps = [s for s in _traced(f, args).executable.steps if hasattr(s, "launch")]
+    steps = [s for s in traced_for(f, *args).executable.steps if hasattr(s, "launch")]
     assert steps and all(not s.launch.function.py_func.__name__.endswith("_serial") for s in steps)
     assert_all_close(result, interpret(f, *args), F64, what=f"threaded {name}")
-
-
-def _traced(f, args):
-    from fusegrad.tracer.compile import _signature
-    return f._cache[_signature(args)[1]]
 
 
 # ---------------------------------------------------------------- wrt

@@ -13,10 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fusegrad.ir.graph import Node, Value
 from fusegrad.tracer import engine
 from fusegrad.tracer.eager import EagerTensorMixin, wrap
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Function, enable_grad,
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, OpGraph, enable_grad,
                                          function_class, is_grad_enabled, no_grad,
                                          set_grad_enabled)
 
@@ -28,7 +27,7 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None,
     """Accumulate d(tensors)/d(leaf), weighted by `grad_tensors`, into each leaf's ``.grad``."""
     outputs = _tensors(tensors, "tensors")
     seeds = _seeds(outputs, grad_tensors)
-    recorded = engine.gather([t._edge() for t in outputs])
+    recorded, roots = engine.gather([t._edge() for t in outputs])
     if inputs is not None:
         targets = _tensors(inputs, "inputs")
         if not targets:
@@ -36,11 +35,11 @@ def backward(tensors, grad_tensors=None, retain_graph: bool | None = None,
         for t in targets:
             if not t._requires_grad:
                 raise RuntimeError("One of the differentiated Tensors does not require grad")
-        targets = [t for t in targets if t._ir_value() in recorded.index]
+        targets = [t for t in targets if recorded.ref(t) is not None]
     else:
         targets = _leaves_and_retained(recorded)
     if targets:
-        grads = _differentiate(recorded, outputs, seeds, targets, create_graph)
+        grads = _differentiate(recorded, roots, seeds, targets, create_graph)
         for tensor, g in zip(targets, grads):
             _accumulate(tensor, g, create_graph)
     if not (create_graph if retain_graph is None else retain_graph):
@@ -53,14 +52,14 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
     """The gradients of `outputs` with respect to `inputs`, as a tuple; ``.grad`` is untouched."""
     if is_grads_batched:
         raise NotImplementedError("is_grads_batched=True is not supported")
-    roots = _tensors(outputs, "outputs")
+    outputs = _tensors(outputs, "outputs")
     targets = _tensors(inputs, "inputs")
     for t in targets:
         if not t._requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    seeds = _seeds(roots, grad_outputs)
-    recorded = engine.gather([t._edge() for t in roots])
-    used = [t for t in targets if t._ir_value() in recorded.index]
+    seeds = _seeds(outputs, grad_outputs)
+    recorded, roots = engine.gather([t._edge() for t in outputs])
+    used = [t for t in targets if recorded.ref(t) is not None]
     if len(used) < len(targets) and not (allow_unused or materialize_grads):
         raise RuntimeError("One of the differentiated Tensors appears to not have been used in "
                            "the graph. Set allow_unused=True if this is the desired behavior.")
@@ -121,7 +120,7 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = [edge[1].variable for edge in recorded.edges if isinstance(edge[1], AccumulateGrad)]
+    targets = [edge[0].variable for edge in recorded.inputs if isinstance(edge[0], AccumulateGrad)]
     for f in recorded.functions:
         for ref in (f.retained or {}).values():
             tensor = ref()
@@ -131,9 +130,8 @@ def _leaves_and_retained(recorded: engine.Recorded) -> list:
 
 
 def _differentiate(recorded, roots: list, seeds: list, targets: list, create_graph: bool) -> list:
-    root_values = [t._ir_value() for t in roots]
-    wrt = [t._ir_value() for t in targets]
-    plan, arrays = engine.differentiate(recorded, root_values, wrt, [a for a, _ in seeds])
+    wrt = [recorded.ref(t) for t in targets]
+    plan, arrays = engine.differentiate(recorded, roots, wrt, [a for a, _ in seeds])
     if create_graph and is_grad_enabled():
         return _record_gradients(recorded, plan, seeds, arrays)
     return [wrap(a) for a in arrays]
@@ -160,50 +158,26 @@ def _release(recorded: engine.Recorded) -> None:
 
 def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: list) -> list:
     """Gradients that are themselves recorded: the backward graph becomes an op."""
-    producers = {v: f for f in recorded.functions for v in f.outputs}
-    mapping: dict[Value, Value] = {}
-    edges: dict[Value, tuple] = {}
-    for value, (kind, i) in zip(plan.graph.inputs, plan.sources):
+    edges = []
+    for value, (kind, where) in zip(plan.graph.inputs, plan.sources):
         if kind == "input":
-            edge = recorded.edges[i]
+            edges.append(recorded.inputs[where])
         elif kind == "known":
-            edge = (value, producers[value], None)
+            edges.append((recorded.functions[where[0]], where[1], None))
         elif kind == "seed":
-            array, tensor = seeds[i]
-            edge = tensor._edge() if tensor is not None else (value, Constant(array), None)
+            array, tensor = seeds[where]
+            edges.append(tensor._edge() if tensor is not None else (Constant(array), 0, None))
         else:
-            edge = (value, Constant(np.zeros(value.shape, value.dtype)), None)
-        mapping[value] = edge[0]
-        edges[edge[0]] = edge
-    # Fresh values for every node: the backward graph may recompute forward values
-    # that the recorded ops already define.
-    nodes = []
-    for node in plan.graph.nodes:
-        outputs = tuple(Value(v.shape, v.dtype) for v in node.outputs)
-        mapping.update(zip(node.outputs, outputs))
-        nodes.append(Node(node.primitive, tuple(mapping[v] for v in node.inputs), node.params,
-                          outputs, node.source))
-    produced = {v: n for n in nodes for v in n.outputs}
-    if not any(not isinstance(e[1], Constant) for e in edges.values()):
-        return [wrap(a) for a in arrays]   # the gradients depend on nothing that requires grad
+            edges.append((Constant(np.zeros(value.shape, value.dtype)), 0, None))
     tensors = [wrap(a) for a in arrays]
-    values = [mapping[out] for out in plan.graph.outputs]
-    computed = [(v, t) for v, t in zip(values, tensors) if v in produced]
-    if computed:
-        # One op for all the gradients it computes (their nodes are shared).
-        name = produced[computed[0][0]].primitive.grad_fn or "Backward0"
-        function = function_class(name)(tuple(nodes), tuple(v for v, _ in computed),
-                                        tuple(edges.values()),
-                                        [(t._data, t._box, t._box[0]) for _, t in computed])
-        for value, tensor in computed:
-            tensor._grad_fn, tensor._requires_grad, tensor._symbol = function, True, value
-    for value, tensor in zip(values, tensors):
-        if value not in produced:   # the gradient is an input itself (e.g. the seed)
-            function = function_class("CloneBackward0")((), (value,), (edges[value],),
-                                                        [(tensor._data, tensor._box, 0)])
-            tensor._grad_fn, tensor._symbol = function, value
-            tensor._requires_grad = not isinstance(edges[value][1], Constant)
-            if not tensor._requires_grad:
-                tensor._grad_fn = None
-                tensor._symbol = None
+    if all(isinstance(e[0], Constant) for e in edges):
+        return tensors   # the gradients depend on nothing that requires grad
+    graph = OpGraph(plan.graph.inputs, plan.graph.nodes, plan.graph.outputs, {})
+    producers = {v: n for n in graph.nodes for v in n.outputs}
+    first = producers.get(graph.outputs[0]) if graph.outputs else None
+    name = (first.primitive.grad_fn if first is not None else None) or "CloneBackward0"
+    function = function_class(name)(graph, tuple(edges),
+                                    [(t._data, t._box, t._box[0]) for t in tensors])
+    for index, tensor in enumerate(tensors):
+        tensor._grad_fn, tensor._output_nr, tensor._requires_grad = function, index, True
     return tensors

@@ -24,7 +24,8 @@ from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.eager_methods import EagerMethodsMixin
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Function, _grad_state, function_class
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Function, OpGraph, _grad_state,
+                                         function_class)
 from fusegrad.tracer.source import user_line
 
 __all__ = ["EagerTensorMixin", "Size", "apply", "wrap"]
@@ -47,7 +48,7 @@ class EagerTensorMixin(EagerMethodsMixin):
     _requires_grad = False
     _grad = None
     _grad_fn: Function | None = None
-    _symbol: Value | None = None        # the IR value standing for this tensor in recorded ops
+    _output_nr = 0                      # which output of grad_fn this tensor is
     _accumulator_ref = None
     _device = CPU
 
@@ -156,12 +157,12 @@ class EagerTensorMixin(EagerMethodsMixin):
             return
         if self._grad_fn.retained is None:
             self._grad_fn.retained = {}
-        self._grad_fn.retained[self._symbol] = weakref.ref(self)
+        self._grad_fn.retained[self._output_nr] = weakref.ref(self)
 
     @property
     def retains_grad(self) -> bool:
         retained = self._grad_fn.retained if self._grad_fn is not None else None
-        return bool(retained) and self._symbol in retained
+        return bool(retained) and self._output_nr in retained
 
     def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
                  inputs=None) -> None:
@@ -177,8 +178,6 @@ class EagerTensorMixin(EagerMethodsMixin):
     def data(self, other) -> None:
         self._check_eager("data")
         self._data = other._data if isinstance(other, EagerTensorMixin) else np.asarray(other)
-        if self._grad_fn is None:
-            self._symbol = None
 
     def detach(self):
         self._check_eager("detach")
@@ -188,7 +187,6 @@ class EagerTensorMixin(EagerMethodsMixin):
         self._check_eager("detach_")
         self._grad_fn = None
         self._requires_grad = False
-        self._symbol = None
         return self
 
     @property
@@ -197,20 +195,13 @@ class EagerTensorMixin(EagerMethodsMixin):
 
     # ------------------------------------------------------------ recorded-op plumbing
 
-    def _ir_value(self) -> Value:
-        symbol = self._symbol
-        if symbol is None:
-            symbol = self._symbol = Value(self._data.shape, self._data.dtype)
-        return symbol
-
     def _edge(self) -> tuple:
         """Where an op that reads this tensor finds its value (see graph_nodes)."""
-        value = self._ir_value()
         if self._grad_fn is not None:
-            return (value, self._grad_fn, None)
+            return (self._grad_fn, self._output_nr, None)
         if self._requires_grad:
-            return (value, self._accumulator(), self._box[0])
-        return (value, Constant(self._data, self._box), self._box[0])
+            return (self._accumulator(), 0, self._box[0])
+        return (Constant(self._data, self._box), 0, self._box[0])
 
     def _accumulator(self) -> AccumulateGrad:
         # Cached weakly so that next_functions shows one object per leaf, without a
@@ -256,50 +247,92 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, box: list | None = No
 
 def apply(build, args, params, grad_fn: str | None):
     """Run the ir.ops builder `build` on eager tensors, numbers and arrays."""
-    values: list[Any] = []
-    env: dict[Value, np.ndarray] = {}
+    arrays: list[np.ndarray] = []
     tensors: list[EagerTensorMixin] = []
+    signature: list[tuple] = []
     for arg in args:
         if isinstance(arg, EagerTensorMixin):
-            value = arg._symbol or arg._ir_value()
-            env[value] = arg._data
+            data = arg._data
             tensors.append(arg)
-            values.append(value)
         elif isinstance(arg, (np.ndarray, list, tuple)):
-            array = np.asarray(arg)
-            value = Value(array.shape, array.dtype)
-            env[value] = array
+            data = np.asarray(arg)
+        else:
+            signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
+            continue
+        arrays.append(data)
+        signature.append((data.shape, data.dtype.str))
+    device = _common_device(tensors)
+    graph = op_graph(build, args, params, tuple(signature))
+    env = dict(graph.fixed)
+    env.update(zip(graph.inputs, arrays))
+    for node in graph.steps:
+        env[node.out] = run_node(node, [env[v] for v in node.inputs])
+    outputs = [_output(env[value], graph, i, args, arrays, device)
+               for i, value in enumerate(graph.outputs)]
+    if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
+        _record(grad_fn, graph, args, arrays, outputs)
+    return tuple(outputs) if graph.tuple_result else outputs[0]
+
+
+# OpGraphs by (builder, argument types and numbers, params). Bounded: a program that
+# feeds ever new numbers (x * i in a loop) must not grow it without end.
+_op_graphs: dict[tuple, OpGraph] = {}
+MAX_OP_GRAPHS = 4096
+
+
+def op_graph(build, args, params: dict, signature: tuple) -> OpGraph:
+    try:
+        key = (build, signature, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
+        graph = _op_graphs.get(key)
+    except TypeError:   # unhashable params: trace every time
+        key, graph = None, None
+    if graph is None:
+        graph = _trace_op(build, args, params)
+        if key is not None:
+            if len(_op_graphs) >= MAX_OP_GRAPHS:
+                _op_graphs.clear()
+            _op_graphs[key] = graph
+    return graph
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _trace_op(build, args, params: dict) -> OpGraph:
+    inputs: list[Value] = []
+    values: list[Any] = []
+    for arg in args:
+        if isinstance(arg, (EagerTensorMixin, np.ndarray, list, tuple)):
+            data = arg._data if isinstance(arg, EagerTensorMixin) else np.asarray(arg)
+            value = Value(data.shape, data.dtype)
+            inputs.append(value)
             values.append(value)
         else:
             values.append(arg)
-    device = _common_device(tensors)
     builder = Builder()
     try:
         with building(builder):
             result = build(*values, **params)
     except FusegradError as error:
         raise type(error)(located(str(error), user_line())) from None
-    for node in builder.nodes:
-        env[node.out] = run_node(node, [env[v] for v in node.inputs])
-    record = (grad_fn is not None and _grad_state.enabled
-              and any(t._requires_grad for t in tensors))
-    results = result if isinstance(result, tuple) else (result,)
-    outputs = [_output(value, env, args, values, device) for value in results]
-    if record:
-        _record(grad_fn, builder.nodes, results, outputs, args, values)
-    return tuple(outputs) if isinstance(result, tuple) else outputs[0]
+    outputs = result if isinstance(result, tuple) else (result,)
+    fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
+    return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,
+                   tuple_result=isinstance(result, tuple))
 
 
-def _output(value: Value, env: dict, args, values: list, device):
-    data = env[value]
+def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, device):
     box = None
-    for arg, arg_value in zip(args, values):
-        if arg_value is value:
-            # The op returned its argument (a reshape to the same shape, a cast to the
-            # same dtype): a new tensor over the same storage, as a PyTorch view.
-            data = data.view()
-            box = arg._box if isinstance(arg, EagerTensorMixin) else None
-            break
+    alias = graph.aliases[index]
+    if alias is not None:
+        # The op returned its argument (a reshape to the same shape, a cast to the
+        # same dtype): a new tensor over the same storage, as a PyTorch view.
+        data = data.view()
+        argument = [a for a in args if isinstance(a, (EagerTensorMixin, np.ndarray, list, tuple))][alias]
+        box = argument._box if isinstance(argument, EagerTensorMixin) else None
+    elif graph.outputs[index] in graph.fixed:
+        data = np.array(data)   # a constant of the op graph: shared, never handed out
     else:
         for arg in args:
             if isinstance(arg, EagerTensorMixin) and np.may_share_memory(data, arg._data):
@@ -313,23 +346,20 @@ def _output(value: Value, env: dict, args, values: list, device):
     return tensor
 
 
-def _record(name: str, nodes: list, results: tuple, outputs: list, args, values: list) -> None:
+def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:
     edges = []
-    for arg, value in zip(args, values):
+    for arg in args:
         if isinstance(arg, EagerTensorMixin):
             edges.append(arg._edge())
-        elif isinstance(value, Value):
-            edges.append((value, Constant(arg if isinstance(arg, np.ndarray) else np.asarray(arg)), None))
-    differentiable = [(v, t) for v, t in zip(results, outputs) if v.dtype.kind == "f"]
-    if not differentiable:
-        return
-    function = function_class(name)(
-        tuple(nodes), tuple(v for v, _ in differentiable), tuple(edges),
-        [(t._data, t._box, t._box[0]) for _, t in differentiable])
-    for value, tensor in differentiable:
-        tensor._grad_fn = function
-        tensor._requires_grad = True
-        tensor._symbol = value
+        elif isinstance(arg, (np.ndarray, list, tuple)):
+            edges.append((Constant(arrays[len(edges)]), 0, None))
+    function = function_class(name)(graph, tuple(edges),
+                                    [(t._data, t._box, t._box[0]) for t in outputs])
+    for index, (value, tensor) in enumerate(zip(graph.outputs, outputs)):
+        if value.dtype.kind == "f":
+            tensor._grad_fn = function
+            tensor._output_nr = index
+            tensor._requires_grad = True
 
 
 def _common_device(tensors: list) -> Any:

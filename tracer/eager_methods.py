@@ -110,7 +110,7 @@ class EagerMethodsMixin:
 
     def clone(self):
         """A copy that stays connected to the graph (CloneBackward0)."""
-        result = apply(lambda x: x, self, grad_fn="CloneBackward0")
+        result = apply(_identity, self, grad_fn="CloneBackward0")
         result._data = np.array(self._data)
         result._box = [0]
         if result._grad_fn is not None:
@@ -154,7 +154,7 @@ class EagerMethodsMixin:
         if device == self._device:
             return result
         # Storage stays in host memory; the device is where compiled kernels run.
-        moved = apply(lambda x: x, result, grad_fn="ToCopyBackward0")
+        moved = apply(_identity, result, grad_fn="ToCopyBackward0")
         moved._data = np.array(result._data)
         moved._box = [0]
         moved._device = device
@@ -253,7 +253,7 @@ class EagerMethodsMixin:
         self._box[0] += 1
         if result._grad_fn is not None:
             result._grad_fn.saved = [(self._data, self._box, self._box[0])]
-            self._grad_fn, self._symbol = result._grad_fn, result._symbol
+            self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
             self._requires_grad = True
         return self
 
@@ -297,6 +297,10 @@ class EagerMethodsMixin:
 
 _LEGACY_TYPES = {"FloatTensor": np.float32, "DoubleTensor": np.float64, "LongTensor": np.int64,
                  "IntTensor": np.int32, "BoolTensor": np.bool_, "HalfTensor": np.float16}
+
+
+def _identity(x):
+    return x
 
 
 def _replace(x, value):

@@ -1,17 +1,19 @@
-"""The eager backward: gather the recorded IR, differentiate it, run the backward graph.
+"""The eager backward: join the recorded ops, differentiate them, run the backward graph.
 
-`gather` walks the edges of the recorded ops from the outputs back to the leaves
-and joins their nodes into one forward `Graph`. `plan_backward` runs the same
+`gather` walks the edges of the recorded ops from the outputs back to the leaves.
+The joined program is numbered canonically (leaves and constants in order of first
+use, then each op's outputs in creation order), and its *structure* — which op
+graphs, wired how, over which shapes and dtypes — keys a cache of backward plans.
+On a miss, `_build` joins the ops' IR into one forward `Graph` and runs the same
 symbolic pass as `compile_grad` (`ir.vjp_graph` with the output cotangent as an
-input, then `ir.optimize`) and replaces forward values that are already computed
-(kept by the ops that made them) by inputs. The result is cached by the graph's
-*structure* (primitives, params, wiring, shapes, dtypes), so running a backward
-over an equally shaped program again costs a dictionary lookup, not a
-differentiation, and never a second compile. Small graphs run on the NumPy
-interpreter; large ones through the compiled runtime (fused Numba kernels).
+input, then `ir.optimize`); forward values the ops kept become inputs instead of
+being recomputed. So a backward over an equally shaped program again costs a
+lookup, not a differentiation, and never a second compile. Small graphs run on the
+NumPy interpreter; large ones through the compiled runtime (fused Numba kernels).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -22,86 +24,78 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function
+from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
 # Below this many input elements a backward runs on the NumPy interpreter; a
 # compile (about a second per kernel) pays off only for large arrays.
 COMPILE_MIN_ELEMENTS = int(os.environ.get("FUSEGRAD_EAGER_COMPILE_MIN", 100_000))
 
+# A reference to a value of the joined program: an int is a leaf or constant (its
+# position among the inputs), a pair (op position, output number) an op's result.
+Ref = "int | tuple[int, int]"
+
 
 @dataclass(eq=False)
 class Recorded:
-    """The forward subgraph between some outputs and the leaves."""
+    """The recorded program between some outputs and the leaves."""
 
-    inputs: list[Value]          # values read from outside (leaves, constants), canonical order
-    edges: list[Edge]            # where each input's data comes from
-    nodes: list[Node]            # in creation (topological) order
-    index: dict[Value, int]      # canonical number of every value, in program order
-    values: list[Value]          # the inverse of `index`
-    functions: list[Function]
-    saved: dict[Value, np.ndarray] = field(default_factory=dict)   # still-valid forward results
+    inputs: list[Edge]               # leaves and constants, in order of first use
+    functions: list[Function]        # the ops, in creation (topological) order
+    wiring: list[tuple]              # per op: the Ref of each argument
+    position: dict[int, int]         # id(function) -> its position
+    leaf_index: dict[int, int]       # id(leaf tensor or constant array) -> input position
+    saved: dict[tuple, np.ndarray] = field(default_factory=dict)   # Ref -> kept result
+
+    def ref(self, tensor) -> "Ref | None":
+        """Where `tensor` is in this program (None: not part of it)."""
+        if tensor._grad_fn is not None:
+            position = self.position.get(id(tensor._grad_fn))
+            return None if position is None else (position, tensor._output_nr)
+        return self.leaf_index.get(id(tensor))
+
+    def structure(self) -> tuple:
+        types = tuple((d.shape, d.dtype.str) for d in map(_edge_data, self.inputs))
+        return types, tuple((f.graph.serial, w) for f, w in zip(self.functions, self.wiring))
 
 
-def gather(root_edges: Sequence[Edge]) -> Recorded:
-    frontier: dict[Value, Edge] = {}
+def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
+    """The program behind the edges `roots`, and the Ref of each root."""
     functions: list[Function] = []
     seen: set[int] = set()
-    stack: list[Function] = []
-
-    def visit(edge: Edge) -> None:
-        source = edge[1]
-        if isinstance(source, Function):
-            if id(source) not in seen:
-                seen.add(id(source))
-                functions.append(source)
-                stack.append(source)
-        elif edge[0] not in frontier:
-            frontier[edge[0]] = edge
-
-    for edge in root_edges:
-        visit(edge)
+    stack = [e[0] for e in roots if isinstance(e[0], Function)]
     while stack:
-        for edge in stack.pop().edges:
-            visit(edge)
-    functions.sort(key=lambda f: f.seq)
-    nodes = [node for f in functions for node in f.nodes]
-
-    # Number values in program order, so that two runs of the same program agree.
-    index: dict[Value, int] = {}
-    values: list[Value] = []
-    inputs: list[Value] = []
-
-    def number(value: Value, is_input: bool) -> None:
-        if value not in index:
-            index[value] = len(values)
-            values.append(value)
-            if is_input:
-                inputs.append(value)
-
-    for node in nodes:
-        for value in node.inputs:
-            number(value, True)
-        for value in node.outputs:
-            number(value, False)
-    for edge in root_edges:
-        number(edge[0], True)
-    edges = [frontier[v] for v in inputs]
-    recorded = Recorded(inputs, edges, nodes, index, values, functions)
-    for f in functions:
-        if f.saved is None:
+        f = stack.pop()
+        if id(f) in seen:
             continue
-        for value, entry in zip(f.outputs, f.saved):
-            if entry is not None and entry[1][0] == entry[2] and value in index:
-                recorded.saved[value] = entry[0]
-    return recorded
+        seen.add(id(f))
+        functions.append(f)
+        stack.extend(e[0] for e in f.edges if isinstance(e[0], Function) and id(e[0]) not in seen)
+    functions.sort(key=lambda f: f.seq)
+    recorded = Recorded([], functions, [], {id(f): i for i, f in enumerate(functions)}, {})
+
+    def ref(edge: Edge):
+        source, index, _ = edge
+        if isinstance(source, Function):
+            return (recorded.position[id(source)], index)
+        key = id(source.variable) if isinstance(source, AccumulateGrad) else id(source.array)
+        found = recorded.leaf_index.get(key)
+        if found is None:
+            found = recorded.leaf_index[key] = len(recorded.inputs)
+            recorded.inputs.append(edge)
+        return found
+
+    for position, f in enumerate(functions):
+        recorded.wiring.append(tuple(ref(e) for e in f.edges))
+        if f.saved is not None:
+            for index, entry in enumerate(f.saved):
+                if entry is not None and entry[1][0] == entry[2]:   # not modified in place since
+                    recorded.saved[(position, index)] = entry[0]
+    return recorded, [ref(e) for e in roots]
 
 
-def _structure(recorded: Recorded) -> tuple:
-    index = recorded.index
-    types = tuple((v.shape, v.dtype.str) for v in recorded.inputs)
-    nodes = tuple((n.primitive.name, repr(n.params), tuple(index[v] for v in n.inputs))
-                  for n in recorded.nodes)
-    return types, nodes
+def _edge_data(edge: Edge) -> np.ndarray:
+    source = edge[0]
+    return source.variable._data if isinstance(source, AccumulateGrad) else source.array
 
 
 # ---------------------------------------------------------------- planning
@@ -109,82 +103,102 @@ def _structure(recorded: Recorded) -> tuple:
 @dataclass(eq=False)
 class BackwardPlan:
     graph: Graph                      # inputs -> gradients
-    sources: list[tuple[str, int]]    # per graph input: ("input", i), ("seed", k), ("known", n), ("zeros", j)
+    sources: list[tuple[str, object]]  # per graph input: ("input", i), ("seed", k), ("known", ref), ("zeros", 0)
     executable: object = None         # the compiled runtime's Executable, made on first large run
 
 
 _cache: dict[tuple, BackwardPlan] = {}
 
 
-def known_values(recorded: Recorded) -> list[Value]:
-    """Forward values the backward reads instead of recomputing: every result an op
-    kept. (Measured on W2 at 1e7 elements: reading them back beats recomputing the
-    transcendentals inside the fused kernels, 129 ms against 201 ms.)"""
-    result = []
-    for f in recorded.functions:
-        if f.nodes:   # an op with no nodes is a view of its argument, an input already
-            result.extend(v for v in f.outputs if v in recorded.saved)
-    return result
+def known_refs(recorded: Recorded) -> tuple:
+    """Results the backward reads instead of recomputing: every one an op kept
+    (except views of an argument, which are inputs already). Measured on W2 at 1e7
+    elements, reading them back beats recomputing the transcendentals inside the
+    fused kernels: 129 ms against 201 ms."""
+    return tuple(ref for ref in recorded.saved
+                 if recorded.functions[ref[0]].graph.aliases[ref[1]] is None)
 
 
-def plan_backward(recorded: Recorded, roots: list[Value], wrt: list[Value],
-                  known: list[Value]) -> BackwardPlan:
-    index = recorded.index
-    key = (_structure(recorded), tuple(index[v] for v in roots), tuple(index[v] for v in wrt),
-           tuple(sorted(index[v] for v in known)))
+def plan_backward(recorded: Recorded, roots: list, wrt: list) -> BackwardPlan:
+    known = known_refs(recorded)
+    key = (recorded.structure(), tuple(roots), tuple(wrt), known)
     plan = _cache.get(key)
     if plan is None:
         plan = _cache[key] = _build(recorded, roots, wrt, known)
     return plan
 
 
-def _build(recorded: Recorded, roots: list[Value], wrt: list[Value], known: list[Value]) -> BackwardPlan:
-    index = recorded.index
-    frontier = set(recorded.inputs)
+def _join(recorded: Recorded) -> tuple[list[Value], list[Node], dict]:
+    """One forward program: fresh values for the inputs and for every op's nodes."""
+    inputs = [Value(d.shape, d.dtype) for d in map(_edge_data, recorded.inputs)]
+    results: dict[tuple, Value] = {}
+    nodes: list[Node] = []
+
+    def value_of(ref) -> Value:
+        return inputs[ref] if isinstance(ref, int) else results[ref]
+
+    for position, (f, wiring) in enumerate(zip(recorded.functions, recorded.wiring)):
+        mapping = {p: value_of(r) for p, r in zip(f.graph.inputs, wiring)}
+        for node in f.graph.nodes:
+            outputs = tuple(Value(v.shape, v.dtype) for v in node.outputs)
+            mapping.update(zip(node.outputs, outputs))
+            nodes.append(Node(node.primitive, tuple(mapping[v] for v in node.inputs),
+                              node.params, outputs, node.source))
+        for index, value in enumerate(f.graph.outputs):
+            results[(position, index)] = mapping[value]
+    return inputs, nodes, {**{i: v for i, v in enumerate(inputs)}, **results}
+
+
+def _build(recorded: Recorded, roots: list, wrt: list, known: tuple) -> BackwardPlan:
+    inputs, nodes, values = _join(recorded)
+    root_values = [values[r] for r in roots]
+    wrt_values = [values[r] for r in wrt]
     # A gradient with respect to a computed value (autograd.grad of an intermediate,
     # retain_grad) is the gradient with respect to a zero added to it.
-    nodes, roots, perturbations = _perturb(recorded.nodes, roots, [v for v in wrt if v not in frontier])
-    inputs = list(recorded.inputs) + [p for _, p in perturbations]
-    perturbation_of = {v: p for v, p in perturbations}
-    wrt_inputs = [perturbation_of.get(v, v) for v in wrt]
-    if len(roots) == 1:
-        forward = Graph(tuple(inputs), tuple(nodes), tuple(roots))
-        joint = ir.vjp_graph(forward, [inputs.index(v) for v in wrt_inputs], seed_input=True)
+    leaves = set(inputs)
+    nodes, root_values, perturbations = _perturb(nodes, root_values,
+                                                 [v for v in wrt_values if v not in leaves])
+    perturbation_of = dict(perturbations)
+    wrt_inputs = [perturbation_of.get(v, v) for v in wrt_values]
+    all_inputs = inputs + [p for _, p in perturbations]
+    if len(root_values) == 1:
+        forward = Graph(tuple(all_inputs), tuple(nodes), tuple(root_values))
+        joint = ir.vjp_graph(forward, [all_inputs.index(v) for v in wrt_inputs], seed_input=True)
         seeds = [joint.inputs[-1]]
     else:
         # Several outputs: differentiate sum_i <seed_i, output_i>, one scalar.
-        seeds = [Value(r.shape, r.dtype, name=f"cotangent{i}") for i, r in enumerate(roots)]
+        seeds = [Value(r.shape, r.dtype, name=f"cotangent{i}") for i, r in enumerate(root_values)]
         builder = Builder()
         builder.nodes.extend(nodes)
         with building(builder):
-            terms = [ops.reduce_sum(ops.cast(ops.mul(r, s), np.float64)) for r, s in zip(roots, seeds)]
+            terms = [ops.reduce_sum(ops.cast(ops.mul(r, s), np.float64))
+                     for r, s in zip(root_values, seeds)]
             total = terms[0]
             for term in terms[1:]:
                 total = ops.add(total, term)
-        forward = builder.finish(tuple(inputs + seeds), (total,))
-        joint = ir.vjp_graph(forward, [inputs.index(v) for v in wrt_inputs])
+        forward = builder.finish(tuple(all_inputs + seeds), (total,))
+        joint = ir.vjp_graph(forward, [all_inputs.index(v) for v in wrt_inputs])
     backward = ir.optimize(joint.replace(outputs=joint.outputs[1:]))
-    backward = _read_known(backward, set(known))
 
-    sources: dict[Value, tuple[str, int]] = {}
-    for i, value in enumerate(recorded.inputs):
-        sources[value] = ("input", i)
-    for j, (_, p) in enumerate(perturbations):
-        sources[p] = ("zeros", j)
-    for k, seed in enumerate(seeds):
-        sources[seed] = ("seed", k)
-    for value in known:
-        sources[value] = ("known", index[value])
+    sources: dict[Value, tuple] = {v: ("input", i) for i, v in enumerate(inputs)}
+    sources.update((p, ("zeros", 0)) for _, p in perturbations)
+    sources.update((s, ("seed", k)) for k, s in enumerate(seeds))
+    known_values = {}
+    for ref in known:
+        value = values[ref]
+        if value not in sources:
+            known_values[value] = ref
+            sources[value] = ("known", ref)
+    backward = _read_known(backward, set(known_values))
     used = {v for n in backward.nodes for v in n.inputs} | set(backward.outputs)
-    graph_inputs = tuple(v for v in list(sources) if v in used)
-    graph = backward.replace(inputs=graph_inputs)
-    return BackwardPlan(graph, [sources[v] for v in graph_inputs])
+    graph_inputs = tuple(v for v in sources if v in used)
+    return BackwardPlan(backward.replace(inputs=graph_inputs), [sources[v] for v in graph_inputs])
 
 
 def _perturb(nodes: list[Node], roots: list[Value], values: list[Value]):
     if not values:
         return nodes, roots, []
-    perturbations = [(v, Value(v.shape, v.dtype, name="perturbation")) for v in values]
+    perturbations = [(v, Value(v.shape, v.dtype, name="perturbation")) for v in dict.fromkeys(values)]
     replacement: dict[Value, Value] = {}
     builder = Builder()
     pending = dict(perturbations)
@@ -205,30 +219,28 @@ def _read_known(graph: Graph, known: set[Value]) -> Graph:
     if not known:
         return graph
     nodes = [n for n in graph.nodes if not all(v in known for v in n.outputs)]
-    nodes = live_nodes(nodes, graph.outputs)
-    return graph.replace(nodes=tuple(nodes))
+    return graph.replace(nodes=tuple(live_nodes(nodes, graph.outputs)))
 
 
 # ---------------------------------------------------------------- running
 
-def differentiate(recorded: Recorded, roots: list[Value], wrt: list[Value],
+def differentiate(recorded: Recorded, roots: list, wrt: list,
                   seeds: list[np.ndarray]) -> tuple[BackwardPlan, list[np.ndarray]]:
     """Vector-Jacobian products of `roots` (with cotangents `seeds`) for each of `wrt`."""
-    elements = sum(v.size for v in recorded.inputs) + sum(s.size for s in seeds)
-    compiled = elements >= COMPILE_MIN_ELEMENTS
-    plan = plan_backward(recorded, roots, wrt, known_values(recorded))
+    plan = plan_backward(recorded, roots, wrt)
     arrays = []
-    for kind, i in plan.sources:
+    for kind, where in plan.sources:
         if kind == "input":
-            arrays.append(_input_data(recorded.edges[i]))
+            arrays.append(_input_data(recorded.inputs[where]))
         elif kind == "seed":
-            arrays.append(seeds[i])
+            arrays.append(seeds[where])
         elif kind == "known":
-            arrays.append(recorded.saved[recorded.values[i]])
+            arrays.append(recorded.saved[where])
         else:
             value = plan.graph.inputs[len(arrays)]
             arrays.append(np.zeros(value.shape, value.dtype))
-    if compiled and plan.graph.nodes:
+    elements = sum(math.prod(a.shape) for a in arrays)
+    if elements >= COMPILE_MIN_ELEMENTS and plan.graph.nodes:
         if plan.executable is None:
             from fusegrad.runtime import compile_graph
             plan.executable = compile_graph(plan.graph, label="backward")
@@ -252,10 +264,9 @@ def _owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarr
 
 
 def _input_data(edge: Edge) -> np.ndarray:
-    value, source, version = edge
+    source, _, version = edge
     if isinstance(source, AccumulateGrad):
-        tensor = source.variable
-        data, box = tensor._data, tensor._box
+        data, box = source.variable._data, source.variable._box
     else:
         data, box = source.array, source.box
     if box is not None and version is not None and box[0] != version:

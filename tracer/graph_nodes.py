@@ -1,17 +1,19 @@
 """What eager operations leave behind: PyTorch's ``grad_fn`` objects, holding IR.
 
-An eager op builds its IR nodes in a small builder, computes the result with the
-reference interpreter and returns a tensor whose ``grad_fn`` is a `Function`: the
-nodes it built, the IR values of its outputs, and one edge per argument saying
-where that argument's value comes from. An edge is ``(value, source, version)``:
+An eager op is an `OpGraph`: the IR nodes that its `ir.ops` builder emits, over one
+placeholder value per array argument. It is built once per (op, params, argument
+types) and reused, so a repeated op costs an interpreter run, not a trace. A
+recorded op is a `Function` (PyTorch's grad_fn node): its OpGraph and one edge per
+array argument saying where that argument comes from. An edge is
+``(source, index, version)``:
 
-- source a `Function`: the value is an output of that earlier op;
-- source an `AccumulateGrad`: the value is a leaf that requires grad;
-- source a `Constant`: the value is data that needs no gradient.
+- source a `Function`: the argument is output `index` of that earlier op;
+- source an `AccumulateGrad`: the argument is a leaf that requires grad;
+- source a `Constant`: the argument is data that needs no gradient.
 
-`version` is the argument's in-place version when it was used (None for a
-Function source), so a backward can tell whether the data it needs has changed.
-`backward()` gathers these nodes back from its output into one graph.
+`version` is the argument's in-place version when it was read (None for a
+Function source), so a backward can tell whether data it needs has changed since.
+`backward()` joins the OpGraphs from its output back to the leaves into one graph.
 """
 from __future__ import annotations
 
@@ -24,35 +26,58 @@ import numpy as np
 
 from fusegrad.ir.graph import Node, Value
 
-Edge = tuple  # (Value, Function | AccumulateGrad | Constant, int | None)
+Edge = tuple  # (Function | AccumulateGrad | Constant, int, int | None)
 
 _sequence = itertools.count()
+_serials = itertools.count()
+
+
+class OpGraph:
+    """The IR of one eager op: ``outputs = nodes(inputs)``, immutable and shared."""
+
+    __slots__ = ("inputs", "nodes", "outputs", "fixed", "steps", "aliases", "serial", "tuple_result")
+
+    def __init__(self, inputs: tuple[Value, ...], nodes: tuple[Node, ...],
+                 outputs: tuple[Value, ...], fixed: dict[Value, np.ndarray],
+                 tuple_result: bool = False) -> None:
+        self.tuple_result = tuple_result        # the builder returned a tuple of values
+        self.inputs = inputs
+        self.nodes = nodes
+        self.outputs = outputs
+        self.fixed = fixed                      # values of the nodes without inputs (constants)
+        self.steps = tuple(n for n in nodes if n.inputs)
+        # Per output: the argument it is (an op that returns its input), or None.
+        self.aliases = tuple(inputs.index(v) if v in inputs else None for v in outputs)
+        # Plans are cached by the serials of the OpGraphs they join (never reused).
+        self.serial = next(_serials)
 
 
 class Function:
     """A recorded op (PyTorch's grad_fn node). Subclasses carry PyTorch's names."""
 
-    __slots__ = ("nodes", "outputs", "edges", "saved", "seq", "retained", "__weakref__")
+    __slots__ = ("graph", "edges", "saved", "seq", "retained", "__weakref__")
 
-    def __init__(self, nodes: tuple[Node, ...], outputs: tuple[Value, ...], edges: tuple[Edge, ...],
-                 saved: list | None) -> None:
-        self.nodes = nodes
-        self.outputs = outputs
+    def __init__(self, graph: OpGraph, edges: tuple[Edge, ...], saved: list | None) -> None:
+        self.graph = graph
         self.edges = edges
         # Per output: (array, version box, version) of the result as computed, so the
-        # backward can read it instead of recomputing it; None once freed.
+        # backward can read it instead of recomputing it; None once released.
         self.saved = saved
         # Creation order is a topological order of the recorded graph.
         self.seq = next(_sequence)
         self.retained: dict[int, weakref.ref] | None = None
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.graph.nodes
 
     def name(self) -> str:
         return type(self).__name__
 
     @property
     def next_functions(self) -> tuple[tuple[Any, int], ...]:
-        return tuple((None if isinstance(source, Constant) else source, 0)
-                     for _, source, _ in self.edges)
+        return tuple((None if isinstance(source, Constant) else source, index)
+                     for source, index, _ in self.edges)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} object at {id(self):#x}>"

@@ -9,8 +9,6 @@ forward results are released, and a later backward recomputes them from the leav
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import numpy as np
 
 from fusegrad.tracer import engine
@@ -95,9 +93,8 @@ def _seeds(outputs: list, grad_tensors) -> list:
         grad_tensors = [grad_tensors] * (1 if grad_tensors is not None else len(outputs))
     grad_tensors = list(grad_tensors)
     if len(grad_tensors) != len(outputs):
-        raise RuntimeError(f"grad can be implicitly created only for scalar outputs"
-                           if not grad_tensors else
-                           f"got {len(grad_tensors)} gradients for {len(outputs)} outputs")
+        raise RuntimeError(f"grad_tensors has {len(grad_tensors)} gradients for "
+                           f"{len(outputs)} tensors")
     seeds = []
     for i, (out, g) in enumerate(zip(outputs, grad_tensors)):
         if not out._requires_grad:

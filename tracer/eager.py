@@ -1,11 +1,13 @@
 """Eager tensors: PyTorch-style autograd recorded into the same IR.
 
-Outside `compile_grad` every op goes through `apply`: it builds the op's IR nodes
-in a small builder, over IR values standing for the argument tensors, computes the
-result with the reference interpreter, and — when an argument requires grad — keeps
-those nodes in the result's ``grad_fn`` (`graph_nodes.Function`). ``backward()``
-joins the recorded nodes into one graph and differentiates it with the same
-symbolic pass as `compile_grad` (see `tracer.engine` and `tracer.autograd`).
+Outside `compile_grad` every op goes through `apply`. The op's `ir.ops` builder
+emits its IR nodes into a small builder, over placeholder values for the array
+arguments (an `OpGraph`, built once per op, params and argument types); the
+reference interpreter computes the result from the arguments' data; and when an
+argument requires grad, the result's ``grad_fn`` (`graph_nodes.Function`) keeps
+the OpGraph and where each argument came from. ``backward()`` joins the recorded
+OpGraphs into one graph and differentiates it with the same symbolic pass as
+`compile_grad` (see `tracer.engine` and `tracer.autograd`).
 
 `EagerTensorMixin` is the eager state and the eager-only methods of `Tensor`.
 """

@@ -222,6 +222,10 @@ class EagerMethodsMixin:
 
     def __setitem__(self, index, value) -> None:
         self._check_inplace()
+        if self._requires_grad and _grad_state.enabled:
+            raise NotImplementedError(
+                "assigning into a slice of a tensor that requires grad is not differentiable in "
+                "fusegrad yet (the IR has no slicing primitive); do it under no_grad()")
         if isinstance(value, EagerMethodsMixin):
             value = value._data
         self._data[_plain_index(index)] = value

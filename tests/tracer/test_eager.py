@@ -6,7 +6,6 @@ the one test that compiles (a small fused kernel, once).
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pytest

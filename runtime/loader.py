@@ -62,7 +62,10 @@ class Launcher:
 
     def __init__(self, function: Callable, threaded: bool) -> None:
         self.function = function
-        self.ready = bool(getattr(function, "signatures", ()))
+        # Not ready merely because the dispatcher has compiled before: one kernel
+        # source serves several argument types (an int32 and an int64 array are
+        # cast alike), and each new type is a new compilation to count.
+        self.ready = False
         self.lock = launch_lock if threaded else contextlib.nullcontext()
 
     def __call__(self, *args) -> None:
@@ -74,11 +77,15 @@ class Launcher:
         stats.count("kernels_launched")
 
     def _first_call(self, args) -> None:
+        signatures = getattr(self.function, "signatures", None)
+        known = None if signatures is None else len(signatures)
         before = self.function.stats.cache_hits.copy() if hasattr(self.function, "stats") else None
         began = time.perf_counter()
         self.function(*args)
         elapsed = time.perf_counter() - began
+        self.ready = True
+        if known is not None and len(self.function.signatures) == known:
+            return  # an existing specialization: nothing was compiled or loaded
         hits = self.function.stats.cache_hits if before is not None else None
         stats.count("cache_loads" if hits and hits != before else "compiles")
         stats.count("compile_seconds", elapsed)
-        self.ready = True

@@ -129,9 +129,10 @@ def _leaves_and_retained(recorded: engine.Recorded) -> list:
 def _differentiate(recorded, roots: list, seeds: list, targets: list, create_graph: bool) -> list:
     wrt = [recorded.ref(t) for t in targets]
     plan, arrays = engine.differentiate(recorded, roots, wrt, [a for a, _ in seeds])
+    devices = [t._device for t in targets]
     if create_graph and is_grad_enabled():
-        return _record_gradients(recorded, plan, seeds, arrays)
-    return [wrap(a) for a in arrays]
+        return _record_gradients(recorded, plan, seeds, arrays, devices)
+    return [wrap(a, device=d) for a, d in zip(arrays, devices)]
 
 
 def _accumulate(tensor, g, create_graph: bool) -> None:
@@ -153,7 +154,8 @@ def _release(recorded: engine.Recorded) -> None:
 
 # ---------------------------------------------------------------- create_graph
 
-def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: list) -> list:
+def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: list,
+                      devices: list) -> list:
     """Gradients that are themselves recorded: the backward graph becomes an op."""
     edges = []
     for value, (kind, where) in zip(plan.graph.inputs, plan.sources):
@@ -166,7 +168,7 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
             edges.append(tensor._edge() if tensor is not None else (Constant(array), 0, None))
         else:
             edges.append((Constant(np.zeros(value.shape, value.dtype)), 0, None))
-    tensors = [wrap(a) for a in arrays]
+    tensors = [wrap(a, device=d) for a, d in zip(arrays, devices)]
     if all(isinstance(e[0], Constant) for e in edges):
         return tensors   # the gradients depend on nothing that requires grad
     graph = OpGraph(plan.graph.inputs, plan.graph.nodes, plan.graph.outputs, {})

@@ -51,7 +51,8 @@ WORKLOADS = {
 }
 WORKLOADS["layernorm-var"] = (fg.compile_grad(layernorm_with_var),
                               (_normal(12, 6, 7), _normal(13, 7), _normal(14, 7)))
-WORKLOADS["broadcast-chain"] = (fg.compile_grad(broadcast_chain), (_normal(15, 4, 5), _normal(16, 5)))
+WORKLOADS["broadcast-chain"] = (fg.compile_grad(broadcast_chain),
+                                (_normal(15, 4, 5), _normal(16, 5)))
 
 
 def traced(name, traced_for):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -107,7 +108,10 @@ class BackwardPlan:
     executable: object = None         # the compiled runtime's Executable, made on first large run
 
 
-_cache: dict[tuple, BackwardPlan] = {}
+# Least recently used plans go first: a long interactive session must not keep
+# every backward it ever ran (with its compiled kernels) alive.
+_cache: OrderedDict[tuple, BackwardPlan] = OrderedDict()
+MAX_PLANS = 512
 
 
 def known_refs(recorded: Recorded) -> tuple:
@@ -125,6 +129,10 @@ def plan_backward(recorded: Recorded, roots: list, wrt: list) -> BackwardPlan:
     plan = _cache.get(key)
     if plan is None:
         plan = _cache[key] = _build(recorded, roots, wrt, known)
+        if len(_cache) > MAX_PLANS:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(key)
     return plan
 
 

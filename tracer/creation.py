@@ -229,8 +229,8 @@ def randn(*size, dtype: Any = None, device: Any = None, requires_grad: bool = Fa
 
 def randint(low, high=None, size=(), *, dtype: Any = None, device: Any = None,
             requires_grad: bool = False):
-    if high is None:
-        low, high = 0, low
+    if high is None or isinstance(high, (tuple, list)):   # randint(high, size), as PyTorch
+        low, high, size = 0, low, (size if high is None else high)
     array = _generator.integers(low, high, size=_sizes((size,)))
     return _make(array.astype(numpy_dtype(dtype) or np.int64), requires_grad, device)
 

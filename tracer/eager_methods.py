@@ -61,6 +61,8 @@ class EagerMethodsMixin:
             return _type_name(self._eager_data())
         if isinstance(dtype, str) and dtype.endswith("Tensor"):
             dtype = _LEGACY_TYPES[dtype.rsplit(".", 1)[-1]]
+        elif isinstance(dtype, type) and isinstance(getattr(dtype, "dtype", None), dtypes.dtype):
+            dtype = dtype.dtype   # a legacy type: x.type(fusegrad.DoubleTensor)
         return self._cast(dtypes.numpy_dtype(dtype))
 
     def long(self): return self._cast(np.int64)

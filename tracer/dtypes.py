@@ -4,6 +4,9 @@ A `dtype` wraps a NumPy dtype and prints as ``fusegrad.float32``. It compares eq
 to its NumPy spellings (``np.float32``, ``np.dtype("float32")``, ``"float32"``) and
 hashes like the NumPy dtype, so code written against either keeps working; NumPy
 accepts it wherever a dtype is expected because it carries a ``.dtype`` attribute.
+
+The module defines dtypes named `float`, `int` and `bool`, as torch does; below
+them the builtins are reached through `builtins`.
 """
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ import numpy as np
 
 
 class dtype:  # noqa: N801  (PyTorch's spelling: fusegrad.dtype)
-    # The module defines `float`, `int` and `bool` dtypes below, as PyTorch does;
-    # the builtins are reached through `builtins` here.
     __slots__ = ("name", "dtype")
 
     def __init__(self, name: str, numpy_dtype: Any) -> None:

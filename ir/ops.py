@@ -149,7 +149,8 @@ def broadcast_to(x: Value, shape: Shape) -> Value:
 
 
 def reshape(x: Value, shape: Shape) -> Value:
-    shape = tuple(shape)
+    """Reshape; one size may be -1, meaning whatever the others leave (NumPy, PyTorch)."""
+    shape = S.infer_wildcard(tuple(int(d) for d in shape), x.size)
     return x if x.shape == shape else P.reshape.bind(x, shape=shape)
 
 

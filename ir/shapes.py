@@ -102,6 +102,16 @@ def index_reduction(x: Value, *, axis: int, keepdims: bool) -> tuple[Shape, np.d
     return shape, np.dtype(np.int64)
 
 
+def infer_wildcard(shape: Shape, size: int) -> Shape:
+    """Resolve one -1 in a reshape target from the number of elements."""
+    if -1 not in shape:
+        return shape
+    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+    if shape.count(-1) > 1 or known == 0 or size % known:
+        raise ShapeError(f"cannot reshape {size} elements to {shape}")
+    return tuple(size // known if d == -1 else d for d in shape)
+
+
 def reshape(x: Value, *, shape: Shape) -> tuple[Shape, np.dtype]:
     if int(np.prod(shape, dtype=np.int64)) != x.size:
         raise ShapeError(f"cannot reshape {x.type_str} ({x.size} elements) to {tuple(shape)}")

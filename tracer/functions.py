@@ -104,13 +104,7 @@ def dot(a, b):
 # ---------------------------------------------------------------- layout
 
 def reshape(x, *shape):
-    shape = _sizes(shape)
-    if -1 in shape:
-        known = 1
-        for d in shape:
-            known *= d if d != -1 else 1
-        shape = tuple(_numel(x) // max(known, 1) if d == -1 else d for d in shape)
-    return apply(ops.reshape, x, shape=shape, grad_fn="ViewBackward0")
+    return apply(ops.reshape, x, shape=_sizes(shape), grad_fn="ViewBackward0")
 
 
 def transpose(x, dim0: int | None = None, dim1: int | None = None):
@@ -239,13 +233,6 @@ def _ndim(x) -> int:
 
 def _shape(x) -> tuple:
     return tuple(getattr(x, "shape", ()))
-
-
-def _numel(x) -> int:
-    n = 1
-    for d in _shape(x):
-        n *= d
-    return n
 
 
 def _sizes(shape) -> tuple[int, ...]:

@@ -506,8 +506,6 @@ def test_large_backward_is_compiled():
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=False, reason="tracer/functions.py reshape() computes a -1 size with "
-                                        "max(known, 1), which is fusegrad's max there, not the builtin")
 def test_view_with_minus_one():
     x = fg.ones(2, 3, requires_grad=True)
     y = x.view(-1)

@@ -79,7 +79,8 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect)
                            ir_comment(node, sched, names))
                 store(w, node.out, sched, names)
             elif (level == FINAL and node.primitive.kind == REDUCTION
-                  and kernel.levels.get(node.inputs[0]) == ROW and sched.ready[node.inputs[0]] == stage):
+                  and kernel.levels.get(node.inputs[0]) == ROW
+                  and sched.ready[node.inputs[0]] == stage):
                 accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
         if stage < sched.stages:
             _emit_stage(w, sched, names, stage, dialect)
@@ -99,7 +100,8 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         w.line(f"for i{axis} in range(n{axis}):")
         w.depth += 1
     for node in _inner_cone(sinks, sched):
-        w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}", ir_comment(node, sched, names))
+        w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}",
+               ir_comment(node, sched, names))
     for node in sinks:
         if node.primitive.kind != REDUCTION:
             store(w, node.out, sched, names)
@@ -218,4 +220,5 @@ def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceName
     combine(w, node, f"{name}_part[chunk, {', '.join(inner)}]", name)
     keepdims = len(node.out.shape) == sched.rank
     out_index = "[" + ", ".join(["0"] * (sched.outer if keepdims else 0) + inner) + "]"
-    w.line(f"{name}_out{out_index} = {finish(node, name + '_total')}", ir_comment(node, sched, names))
+    w.line(f"{name}_out{out_index} = {finish(node, name + '_total')}",
+           ir_comment(node, sched, names))

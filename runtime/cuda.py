@@ -33,7 +33,8 @@ except ImportError:  # a Numba whose CUDA target is a separate package (numba-cu
 
 # Numba warns at every launch of fewer than 128 blocks. An epilogue is one block by
 # design, and small shapes are the caller's choice, not a mistake to report.
-warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU under-utilization")
+warnings.filterwarnings("ignore",
+                        message=r"Grid size \d+ will likely result in GPU under-utilization")
 
 
 def require_cuda() -> None:
@@ -87,8 +88,10 @@ class CudaKernelStep(KernelStep):
 
     def run(self, env: dict, threads: int = 0) -> None:
         args = [env[v] for v in self.inputs]
-        outs = [cuda.device_array(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
-        parts = [self._partial(shape, dtype, identity) for _, shape, dtype, identity in self.partials]
+        outs = [cuda.device_array(shape, v.dtype)
+                for shape, v in zip(self.out_shapes, self.outputs)]
+        parts = [self._partial(shape, dtype, identity)
+                 for _, shape, dtype, identity in self.partials]
         arguments = (*args, *outs, *parts, self.blocks, *self.kernel.domain)
         self.launch(self.blocks, BLOCK, *arguments)
         if self.epilogue is not None:

@@ -198,23 +198,37 @@ def unavailable() -> dict:
     return {"type": None}
 
 
-def run_script(mode: str, tmp_path: Path, simulator: bool) -> dict:
+def start_script(mode: str, tmp_path: Path, simulator: bool) -> subprocess.Popen:
+    """This file run as a script in `mode`, with a kernel cache of its own."""
     env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path), PYTHONWARNINGS="ignore",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if simulator:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
-    done = subprocess.run([sys.executable, __file__, mode], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, f"{mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-    return json.loads(done.stdout.splitlines()[-1])
+    return subprocess.Popen([sys.executable, __file__, mode], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def report_of(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=600)
+    mode = process.args[-1]
+    assert process.returncode == 0, f"{mode} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    return json.loads(stdout.splitlines()[-1])
 
 
 # ---------------------------------------------------------------- the tests
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    return run_script("simulate", tmp_path_factory.mktemp("cuda-cache"), simulator=True)
+def reports(tmp_path_factory):
+    # The simulator and the PTX compiler run side by side: each takes seconds.
+    processes = {mode: start_script(mode, tmp_path_factory.mktemp(mode), mode == "simulate")
+                 for mode in ("simulate", "ptx")}
+    return {mode: report_of(process) for mode, process in processes.items()}
+
+
+@pytest.fixture(scope="module")
+def simulated(reports):
+    return reports["simulate"]
 
 
 @pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
@@ -248,7 +262,7 @@ def test_cuda_dump_says_how_library_calls_run(simulated):
 
 
 def test_cuda_unavailable_is_a_fusegrad_error(tmp_path):
-    report = run_script("unavailable", tmp_path, simulator=False)
+    report = report_of(start_script("unavailable", tmp_path, simulator=False))
     if "skip" in report:
         pytest.skip(report["skip"])
     assert report["fusegrad"], report
@@ -256,8 +270,8 @@ def test_cuda_unavailable_is_a_fusegrad_error(tmp_path):
     assert "numba.cuda.is_available() is False" in report["message"]
 
 
-def test_generated_kernels_compile_for_a_real_gpu(tmp_path):
-    report = run_script("ptx", tmp_path, simulator=False)
+def test_generated_kernels_compile_for_a_real_gpu(reports):
+    report = reports["ptx"]
     if "skip" in report:
         pytest.skip(report["skip"])
     assert not report["failures"], "\n\n".join(report["failures"])
@@ -363,7 +377,8 @@ def test_cuda_spells_sign_without_numpy():
 
 
 def test_cuda_names_keep_clear_of_the_template():
-    point, lane = Value((4,), np.dtype("float32"), "point"), Value((4,), np.dtype("float32"), "lane")
+    point = Value((4,), np.dtype("float32"), "point")
+    lane = Value((4,), np.dtype("float32"), "lane")
     with ir.building() as builder:
         s = ops.reduce_sum(ops.mul(point, lane))
     source = cuda_source(builder.finish((point, lane), (s,)))

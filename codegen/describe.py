@@ -24,10 +24,12 @@ def _describe_step(step, names: SourceNames) -> list[str]:
     if isinstance(step, LibraryCall):
         return [f"{step.name}: {names.ir(step.node.out)} = {step.node.primitive.name}"
                 f"({ins})  -- {step.reason}"]
-    domain = "x".join(map(str, step.domain)) or "scalar"
-    split = step.outer_axes
-    lines = [f"{step.name}: domain {domain}, {split} outer axis(es) across threads; "
-             f"reads {ins}; writes {outs}"]
+    if step.domain:
+        loops = (f"domain {'x'.join(map(str, step.domain))}, "
+                 f"{step.outer_axes} outer axis(es) across threads")
+    else:
+        loops = "scalar, no loop"
+    lines = [f"{step.name}: {loops}; reads {ins}; writes {outs}"]
     by_level: dict[str, list[str]] = {}
     for node in step.nodes:
         by_level.setdefault(step.levels[node.out], []).append(names.ir(node.out))

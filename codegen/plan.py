@@ -155,7 +155,7 @@ def fusable(node: Node) -> str | None:
         return None if fusable_reduction(node) else "reduction of a non-float dtype"
     return {
         "matmul": "matrix product: a BLAS call",
-        "layout": "reshape/transpose moves data: a NumPy view or copy",
+        "layout": f"{node.primitive.name} moves data: a NumPy view or copy",
         "index": "index reduction (argmax/argmin): NumPy",
     }.get(kind, f"{kind} op")
 

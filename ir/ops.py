@@ -159,6 +159,52 @@ def transpose(x: Value, perm: Sequence[int] | None = None) -> Value:
     return x if perm == tuple(range(x.ndim)) else P.transpose.bind(x, perm=perm)
 
 
+def slice_array(x: Value, index) -> Value:
+    if all(triple == (0, d, 1) for triple, d in zip(index, x.shape)):
+        return x
+    return P.slice_.bind(x, index=tuple(index))
+
+
+def scatter_slice(g: Value, shape: Shape, index) -> Value:
+    return P.scatter_slice.bind(g, shape=tuple(shape), index=tuple(index))
+
+
+def getitem(x: Value, index) -> Value:
+    """NumPy basic indexing: integers, slices, None and Ellipsis (static, no arrays)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if any(not isinstance(i, (int, np.integer, slice, type(None), type(Ellipsis))) or
+           isinstance(i, bool) for i in index):
+        raise TypeError(located(
+            f"indexing {x.type_str} with {index!r}: only integers, slices, None and ... are "
+            "supported (indices must be known when tracing; use fg.where for masks)",
+            current_source()))
+    explicit = sum(i is not None and i is not Ellipsis for i in index)
+    if explicit > x.ndim or sum(i is Ellipsis for i in index) > 1:
+        raise ShapeError(located(f"too many indices {index!r} for {x.type_str}", current_source()))
+    if Ellipsis not in index:
+        index = index + (Ellipsis,)
+    at = index.index(Ellipsis)
+    index = index[:at] + (slice(None),) * (x.ndim - explicit) + index[at + 1:]
+    triples, shape, axis = [], [], 0
+    for item in index:
+        if item is None:
+            shape.append(1)
+            continue
+        size = x.shape[axis]
+        if isinstance(item, slice):
+            triple = item.indices(size)
+            triples.append(triple)
+            shape.append(len(range(*triple)))
+        else:
+            if not -size <= item < size:
+                raise ShapeError(located(f"index {item} is out of bounds for axis {axis} of "
+                                         f"{x.type_str}", current_source()))
+            start = int(item) % size
+            triples.append((start, start + 1, 1))
+        axis += 1
+    return reshape(slice_array(x, tuple(triples)), tuple(shape))
+
+
 def sum_to(x: Value, shape: Shape) -> Value:
     """Sum a broadcast result back to `shape` (the VJP of broadcasting)."""
     shape = tuple(shape)

@@ -229,6 +229,35 @@ transpose = primitive(
     grad_fn="PermuteBackward0",
 )
 
+
+
+def _slices(index):
+    # slice.indices() spells "down to the first element" as stop=-1, which NumPy
+    # would read as "the last element": say None instead.
+    return tuple(slice(start, None if stop < 0 else stop, step) for start, stop, step in index)
+
+
+# Basic indexing with static bounds: `index` holds one normalized (start, stop,
+# step) per axis. Its transpose, `scatter_slice`, puts a cotangent back in place.
+slice_ = primitive(
+    "slice", kind=LAYOUT, infer=S.slice_shape,
+    impl=lambda x, *, index: x[_slices(index)],
+    vjp=lambda g, x, y, *, index: [ops.scatter_slice(g, x.shape, index)],
+    grad_fn="SliceBackward0",
+)
+scatter_slice = primitive(
+    "scatter_slice", kind=LAYOUT, infer=S.scatter_shape,
+    impl=lambda g, *, shape, index: _scatter(g, shape, index),
+    vjp=lambda g, x, y, *, shape, index: [ops.slice_array(g, index)],
+)
+
+
+def _scatter(g, shape, index):
+    out = np.zeros(shape, dtype=g.dtype)
+    out[_slices(index)] = g
+    return out
+
+
 # ---------------------------------------------------------------- reductions
 
 

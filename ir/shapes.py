@@ -139,3 +139,16 @@ def matmul(a: Value, b: Value) -> tuple[Shape, np.dtype]:
     if dtype.kind != "f":
         raise DTypeError(f"needs floating-point inputs, got {describe(a, b)}")
     return (a.shape[0], b.shape[1]), dtype
+
+
+def slice_shape(x: Value, *, index: tuple[tuple[int, int, int], ...]) -> tuple[Shape, np.dtype]:
+    if len(index) != x.ndim:
+        raise ShapeError(f"slice of {x.type_str} needs one (start, stop, step) per axis")
+    return tuple(len(range(*triple)) for triple in index), x.dtype
+
+
+def scatter_shape(g: Value, *, shape: Shape, index) -> tuple[Shape, np.dtype]:
+    sliced = tuple(len(range(*triple)) for triple in index)
+    if sliced != g.shape:
+        raise ShapeError(f"cannot place {g.type_str} into the slice {index} of {tuple(shape)}")
+    return tuple(shape), g.dtype

@@ -107,6 +107,22 @@ def reshape(x, *shape):
     return apply(ops.reshape, x, shape=_sizes(shape), grad_fn="ViewBackward0")
 
 
+def getitem(x, index):
+    """``x[index]`` with NumPy's basic indexing (integers, slices, None, ...)."""
+    items = index if isinstance(index, tuple) else (index,)
+    grad_fn = "SliceBackward0" if any(isinstance(i, slice) for i in items) else "SelectBackward0"
+    return apply(_getitem, x, index=_freeze(items), grad_fn=grad_fn)
+
+
+def _getitem(x, *, index):
+    return ops.getitem(x, tuple(slice(*i[1:]) if isinstance(i, tuple) else i for i in index))
+
+
+def _freeze(items: tuple) -> tuple:
+    """Slices are not hashable (before Python 3.12); op parameters must be."""
+    return tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else i for i in items)
+
+
 def transpose(x, dim0: int | None = None, dim1: int | None = None):
     """``transpose(x)`` reverses the axes (NumPy); ``transpose(x, 0, 1)`` swaps two (PyTorch)."""
     perm = None

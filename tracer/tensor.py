@@ -73,6 +73,13 @@ class Tensor(EagerTensorMixin):
     def __index__(self) -> int:
         return self.__int__()
 
+    def __getitem__(self, index):
+        # Traced, or recorded for autograd: the IR's slice. Plain eager data keeps
+        # NumPy's view semantics (the eager mixin's __getitem__).
+        if self._value is not None:
+            return F.getitem(self, index)
+        return super().__getitem__(index)
+
     # ------------------------------------------------------------ operators
 
     def __add__(self, other): return F.add(self, other)

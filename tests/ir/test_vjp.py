@@ -153,6 +153,14 @@ CASES = [
            lambda x: anp.reshape(x, (3, 4)), (12,)),
     layout("reshape(1,1)", lambda x: ops.reshape(x, (1, 1)), lambda x: anp.reshape(x, (1, 1)), ()),
     layout("transpose", ops.transpose, anp.transpose, (3, 4)),
+    layout("getitem[1:3, ::-2]", lambda x: ops.getitem(x, (slice(1, 3), slice(None, None, -2))),
+           lambda x: x[1:3, ::-2], (3, 4)),
+    layout("getitem[None, ..., 2]", lambda x: ops.getitem(x, (None, Ellipsis, 2)),
+           lambda x: x[None, ..., 2], (3, 4)),
+    layout("scatter_slice", lambda x: ops.scatter_slice(x, (5, 4), ((1, 4, 1), (3, -1, -2))),
+           lambda x: anp.concatenate([anp.zeros((1, 4)), anp.stack(
+               [anp.stack([anp.zeros(3), x[:, 1], anp.zeros(3), x[:, 0]], axis=1)[i]
+                for i in range(3)]), anp.zeros((1, 4))]), (3, 2)),
     layout("transpose(1,2,0)", lambda x: ops.transpose(x, (1, 2, 0)),
            lambda x: anp.transpose(x, (1, 2, 0)), (2, 3, 4)),
     layout("transpose(2,0,1)", lambda x: ops.transpose(x, (2, 0, 1)),

@@ -208,14 +208,14 @@ class EagerMethodsMixin:
         from fusegrad.tracer.creation import full
         return full(size, fill_value, dtype=dtype or self.dtype)
 
-    # ------------------------------------------------------------ indexing (not recorded)
+    # ------------------------------------------------------------ indexing
 
     def __getitem__(self, index):
+        """Basic indexing of a tensor that requires grad is recorded (the IR's slice);
+        otherwise NumPy indexing, a view sharing storage as in PyTorch."""
         self._check_eager("indexing")
         if self._requires_grad and _grad_state.enabled:
-            raise NotImplementedError(
-                "indexing a tensor that requires grad is not differentiable in fusegrad yet "
-                "(the IR has no slicing primitive); index x.detach() or use it under no_grad()")
+            return F.getitem(self, index)
         data = self._data[_plain_index(index)]
         from fusegrad.tracer.eager import wrap
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):

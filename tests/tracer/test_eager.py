@@ -246,6 +246,21 @@ def test_retain_grad():
     assert values(y.grad) == [6.0, 12.0] and values(x.grad) == [18.0, 36.0]
 
 
+def test_indexing():
+    x = fg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    row, column = x[0], x[:, 1]
+    assert row.grad_fn.name() == "SelectBackward0" and x[0, 1:].grad_fn.name() == "SliceBackward0"
+    (row * 2 + column * 10).sum().backward()
+    assert values(x.grad) == [[2.0, 12.0], [0.0, 10.0]]
+    plain = fg.arange(6.0).reshape(2, 3)
+    view = plain[1]
+    view.zero_()                     # basic indexing is a view, as in PyTorch
+    assert values(plain) == [[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]]
+    assert [r.tolist() for r in plain] == values(plain)
+    plain[0, 0] = 5.0
+    assert plain[0, 0].item() == 5.0
+
+
 # ---------------------------------------------------------------- grad_fn objects
 
 @pytest.mark.parametrize("make, name", [

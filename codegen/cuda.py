@@ -2,8 +2,9 @@
 
 The statements are the CPU's (`codegen.body`); only the loop template differs:
 
-- one thread per outer point: the outer axes are flattened onto `cuda.grid(1)`,
-  and each thread runs the inner-loop stages of its point (rows stay serial);
+- one thread per outer point: the outer axes are flattened onto `cuda.grid(1)`
+  (a grid-stride loop, since the runtime caps the grid), and each thread runs
+  the inner-loop stages of its point (a row stays serial in one thread);
 - a full reduction is accumulated per thread, combined across the block in
   shared memory, and written to the block's row of the partial buffer (`chunk`
   is the block, as it is the chunk on the CPU), so no two blocks touch the same
@@ -11,8 +12,9 @@ The statements are the CPU's (`codegen.body`); only the loop template differs:
 - a column reduction adds into the block's partial row with atomics, since every
   thread of the block owns a different outer point but the same columns;
 - what the CPU does after its loop (partials combined, scalar epilogue, column
-  results) is a second kernel, `<name>_epilogue`: thread 0 does the scalars,
-  thread j combines column j.
+  results) is a second kernel, `<name>_epilogue`: the first block combines the
+  full reductions' partials (a strided sum, then shared memory) and its thread 0
+  computes the scalars; thread j combines column j.
 
 Sums of float32 are accumulated in float64, as on the CPU, so both targets give
 the same answer to rounding.
@@ -22,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from fusegrad.codegen.body import (Dialect, accumulate, accumulator_dtype, emit_column_result,
-                                   emit_final_scalar, emit_point, full_reductions, identity,
-                                   kernel_parameters, partial_nodes)
-from fusegrad.codegen.loops import Schedule, column_reduction, schedule
+                                   emit_final_scalar, emit_point, finish, full_reductions,
+                                   identity, kernel_parameters, partial_nodes, store)
+from fusegrad.codegen.loops import Schedule, column_reduction, ir_comment, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
@@ -86,7 +88,7 @@ def epilogue_threads(kernel: Kernel) -> int:
 
 
 def outer_points(kernel: Kernel) -> int:
-    """Threads the main kernel needs: one per outer point."""
+    """Threads the main kernel can use: one per outer point."""
     return int(np.prod(kernel.domain[:kernel.outer_axes], dtype=np.int64))
 
 
@@ -118,21 +120,27 @@ def _emit_threads(w: Writer, sched: Schedule, names: SourceNames) -> None:
     fulls = full_reductions(sched.kernel)
     if partial_nodes(sched.kernel):
         w.line("chunk = cuda.blockIdx.x", "the row of the partial buffers this block writes")
-    w.line("point = cuda.grid(1)", "one thread per outer point")
     for node in fulls:
         w.line(f"{names(node.out)}_acc = {identity(node)}")
     outer = list(range(sched.outer))
-    with w.block(f"if point < {_product(outer)}:"):
+    # A grid-stride loop: the grid is capped (runtime/cuda.py), so a thread may
+    # take several points, and the partial buffers have one row per block.
+    with w.block(f"for point in range(cuda.grid(1), {_product(outer)}, cuda.gridsize(1)):",
+                 "a grid-stride loop"):
         _unflatten(w, "point", outer)
         emit_point(w, sched, names, CUDA)
     if fulls:
-        _emit_block_reduction(w, fulls, names)
+        w.line("lane = cuda.threadIdx.x")
+        _emit_block_tree(w, fulls, names)
+        with w.block("if lane == 0:"):
+            for node in fulls:
+                name = names(node.out)
+                w.line(f"{name}_part[chunk] = {name}_tree[0]")
 
 
-def _emit_block_reduction(w: Writer, fulls: list[Node], names: SourceNames) -> None:
-    """Every thread of the block (in range or not: syncthreads needs them all)
-    combines its accumulators in shared memory; thread 0 writes the block's partial."""
-    w.line("lane = cuda.threadIdx.x")
+def _emit_block_tree(w: Writer, fulls: list[Node], names: SourceNames) -> None:
+    """Every thread of the block (with points or not: syncthreads needs them all)
+    combines its `<name>_acc` in shared memory, leaving the block's in `<name>_tree[0]`."""
     for node in fulls:
         name = names(node.out)
         w.line(f"{name}_tree = cuda.shared.array(BLOCK, np.{accumulator_dtype(node).name})")
@@ -146,10 +154,6 @@ def _emit_block_reduction(w: Writer, fulls: list[Node], names: SourceNames) -> N
                 accumulate(w, node, f"{name}_tree[lane]", f"{name}_tree[lane + step]")
         w.line("cuda.syncthreads()")
         w.line("step //= 2")
-    with w.block("if lane == 0:"):
-        for node in fulls:
-            name = names(node.out)
-            w.line(f"{name}_part[chunk] = {name}_tree[0]")
 
 
 def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> None:
@@ -180,17 +184,38 @@ def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames, finals: list[
     kernel = sched.kernel
     columns = [n for n in finals if column_reduction(n, kernel)]
     scalars = [n for n in finals if n not in columns]
-    w.line("point = cuda.grid(1)")
+    fulls = [n for n in scalars if n.primitive.kind == REDUCTION]
+    # Scalars are computed from full reductions (the planner places nothing else
+    # after the loop), so there are partials to combine whenever there are scalars.
     if scalars:
-        with w.block("if point == 0:"):
-            for node in scalars:
-                emit_final_scalar(w, node, sched, names, CUDA)
+        with w.block("if cuda.blockIdx.x == 0:", "the first block combines the partials"):
+            w.line("lane = cuda.threadIdx.x")
+            for node in fulls:
+                w.line(f"{names(node.out)}_acc = {identity(node)}")
+            with w.block("for chunk in range(lane, nchunks, BLOCK):"):
+                for node in fulls:
+                    name = names(node.out)
+                    accumulate(w, node, f"{name}_acc", f"{name}_part[chunk]")
+            _emit_block_tree(w, fulls, names)
+            with w.block("if lane == 0:"):
+                for node in scalars:
+                    _emit_scalar(w, node, sched, names)
     if columns:
         inner = list(range(sched.outer, sched.rank))
+        w.line("point = cuda.grid(1)")
         with w.block(f"if point < {_product(inner)}:", "one thread per column"):
             _unflatten(w, "point", inner)
             for node in columns:
                 emit_column_result(w, node, sched, names)
+
+
+def _emit_scalar(w: Writer, node: Node, sched: Schedule, names: SourceNames) -> None:
+    if node.primitive.kind != REDUCTION:
+        emit_final_scalar(w, node, sched, names, CUDA)
+        return
+    name = names(node.out)
+    w.line(f"{name} = {finish(node, name + '_tree[0]')}", ir_comment(node, sched, names))
+    store(w, node.out, sched, names)
 
 
 def _product(axes: list[int]) -> str:

@@ -71,6 +71,13 @@ class CudaLauncher:
         stats.count("kernels_launched")
 
 
+# The most blocks a loop kernel is launched with: enough to fill a large GPU (an
+# H100 holds about 2000 blocks of 128 threads). Beyond it threads take several
+# outer points each, which keeps the partial buffers, and so the epilogue's
+# work, small. Tests lower it to exercise that loop.
+MAX_BLOCKS = 2048
+
+
 def _blocks(threads: int, per_block: int) -> int:
     return max(1, -(-threads // per_block))
 
@@ -81,7 +88,7 @@ class CudaKernelStep(KernelStep):
 
     def __init__(self, kernel: Kernel, source: str) -> None:
         super().__init__(kernel, source, CudaLauncher(load(source, kernel.name)))
-        self.blocks = _blocks(outer_points(kernel), BLOCK)
+        self.blocks = min(_blocks(outer_points(kernel), BLOCK), MAX_BLOCKS)
         self.epilogue_threads = epilogue_threads(kernel)
         self.epilogue = (CudaLauncher(load(source, kernel.name + EPILOGUE_SUFFIX))
                          if self.epilogue_threads else None)

@@ -9,7 +9,7 @@ in as a `Dialect`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -31,16 +31,6 @@ class Dialect:
     """What a target spells its own way inside the shared body."""
 
     update_column: ColumnUpdate
-    # A registry spelling that is one call of a NumPy function the target cannot
-    # compile, e.g. "np.sign": (argument text, dtype) -> the target's expression.
-    rewrites: dict[str, Callable[[str, np.dtype], str]] = field(default_factory=dict)
-
-    def expression(self, node: Node, sched: Schedule, names: SourceNames) -> str:
-        text = expression(node, sched, names)
-        for function, rewrite in self.rewrites.items():
-            if text.startswith(function + "(") and text.endswith(")"):
-                return rewrite(text[len(function) + 1:-1], node.out.dtype)
-        return text
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -75,7 +65,7 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect)
                     w.line(f"{names(node.out)} = {finish(node, names(node.out) + '_acc')}",
                            ir_comment(node, sched, names))
                 else:
-                    w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}",
+                    w.line(f"{names(node.out)} = {expression(node, sched, names)}",
                            ir_comment(node, sched, names))
                 store(w, node.out, sched, names)
             elif (level == FINAL and node.primitive.kind == REDUCTION
@@ -100,7 +90,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         w.line(f"for i{axis} in range(n{axis}):")
         w.depth += 1
     for node in _inner_cone(sinks, sched):
-        w.line(f"{names(node.out)} = {dialect.expression(node, sched, names)}",
+        w.line(f"{names(node.out)} = {expression(node, sched, names)}",
                ir_comment(node, sched, names))
     for node in sinks:
         if node.primitive.kind != REDUCTION:
@@ -205,7 +195,7 @@ def emit_final_scalar(w: Writer, node: Node, sched: Schedule, names: SourceNames
     its partials, or scalar arithmetic on such values."""
     name = names(node.out)
     if node.primitive.kind != REDUCTION:
-        w.line(f"{name} = {dialect.expression(node, sched, names)}", ir_comment(node, sched, names))
+        w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
     else:
         combine(w, node, f"{name}_part[chunk]", name)
         w.line(f"{name} = {finish(node, name + '_total')}", ir_comment(node, sched, names))

@@ -47,14 +47,9 @@ from numba import cuda
 BLOCK = {BLOCK}  # threads per block; the runtime launches with the same
 """
 
-# Names the CUDA loop template uses for itself, on top of SourceNames' reserved words.
-_OWN_NAMES = {"point", "lane", "step", "BLOCK"}
-
-
 def emit_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> str:
     """Source defining the kernel `kernel.name` and, when the kernel has values known
     only after its loop, `kernel.name + EPILOGUE_SUFFIX`, launched right after it."""
-    names = _CudaNames(names)
     sched = schedule(kernel, consts)
     params = ", ".join(kernel_parameters(kernel, names))
     finals = [n for n in kernel.nodes if kernel.levels[n.out] == FINAL]
@@ -90,22 +85,6 @@ def epilogue_threads(kernel: Kernel) -> int:
 def outer_points(kernel: Kernel) -> int:
     """Threads the main kernel can use: one per outer point."""
     return int(np.prod(kernel.domain[:kernel.outer_axes], dtype=np.int64))
-
-
-class _CudaNames:
-    """SourceNames, keeping clear of the CUDA template's own names."""
-
-    def __init__(self, names: SourceNames) -> None:
-        self._names = names
-
-    def ir(self, value: Value) -> str:
-        return self._names.ir(value)
-
-    def __call__(self, value: Value) -> str:
-        name = self._names(value)
-        if name in _OWN_NAMES or name.endswith("_tree"):
-            name += "_v"
-        return name
 
 
 def _in_loop(node: Node, kernel: Kernel) -> bool:
@@ -169,13 +148,7 @@ def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> 
         w.line(f"cuda.atomic.{function}({array}, ({cell}), {value})")
 
 
-def _sign(x: str, dtype: np.dtype) -> str:
-    # numba.cuda has no np.sign. NaN stays NaN, as np.sign gives.
-    typed = f"np.{np.dtype(dtype).name}"
-    return f"({x} if {x} != {x} else {typed}({x} > 0) - {typed}({x} < 0))"
-
-
-CUDA = Dialect(update_column=_update_column, rewrites={"np.sign": _sign})
+CUDA = Dialect(update_column=_update_column)
 
 
 # ---------------------------------------------------------------- the epilogue kernel

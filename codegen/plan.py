@@ -314,7 +314,6 @@ class _Planner:
 
     def _creates_cycle(self, node: Node, kernel: Kernel) -> bool:
         """Joining is wrong if an input comes from a step that depends on `kernel`."""
-        by_id = {id(s): s for s in self.steps}
         stack = [id(s) for s in self._producer_steps(node) if s is not kernel]
         seen: set[int] = set()
         while stack:

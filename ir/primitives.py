@@ -72,7 +72,10 @@ abs_ = primitive(
 sign = primitive(
     "sign", kind=ELEMENTWISE, infer=S.elementwise, impl=np.sign,
     vjp=lambda g, x, y: [None],
-    scalar="np.sign({0})", grad_fn="SignBackward0",
+    # Comparisons rather than np.sign, which numba.cuda cannot compile; NaN and the
+    # sign of zero pass through unchanged, as np.sign gives them.
+    scalar="({one} if {0} > {zero} else (-{one} if {0} < {zero} else {0}))",
+    grad_fn="SignBackward0",
 )
 
 

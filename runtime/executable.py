@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import numba
 import numpy as np
 
-from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, kernel_parameters, partial_nodes
+from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, partial_nodes
 from fusegrad.codegen.cpu import SERIAL_SUFFIX
 from fusegrad.codegen.plan import is_scalar_shape
 from fusegrad.ir import primitives as P

@@ -31,7 +31,9 @@ def div(a, b):
 
 
 def pow(a, b):  # noqa: A001  (the public name is PyTorch's)
-    return apply(ops.power, a, b, grad_fn="PowBackward0" if _is_number(b) else "PowBackward1")
+    # PyTorch names the three overloads: tensor ** number, tensor ** tensor, number ** tensor.
+    grad_fn = "PowBackward0" if _is_number(b) else "PowBackward2" if _is_number(a) else "PowBackward1"
+    return apply(ops.power, a, b, grad_fn=grad_fn)
 
 
 def neg(x):
@@ -110,8 +112,20 @@ def reshape(x, *shape):
 def getitem(x, index):
     """``x[index]`` with NumPy's basic indexing (integers, slices, None, ...)."""
     items = index if isinstance(index, tuple) else (index,)
-    grad_fn = "SliceBackward0" if any(isinstance(i, slice) for i in items) else "SelectBackward0"
-    return apply(_getitem, x, index=_freeze(items), grad_fn=grad_fn)
+    return apply(_getitem, x, index=_freeze(items), grad_fn=_index_grad_fn(items))
+
+
+def _index_grad_fn(items: tuple) -> str:
+    """PyTorch applies an index item by item and names the last one that did something."""
+    for item in reversed(items):
+        if item is None:
+            return "UnsqueezeBackward0"
+        if isinstance(item, slice):
+            if item != slice(None):
+                return "SliceBackward0"
+        elif item is not Ellipsis:
+            return "SelectBackward0"
+    return "AliasBackward0"
 
 
 def _getitem(x, *, index):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.dispatch import data_dependent_error
@@ -166,11 +167,11 @@ class Tensor(EagerTensorMixin):
     def t(self):
         if self.ndim > 2:
             raise ValueError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
-        return F.transpose(self) if self.ndim == 2 else self
+        return F.apply(ops.transpose, self, perm=None, grad_fn="TBackward0") if self.ndim == 2 else self
 
     @property
     def T(self):
-        return F.transpose(self)
+        return F.permute(self, *reversed(range(self.ndim)))
 
     def float(self): return self._cast(np.float32)
     def double(self): return self._cast(np.float64)
@@ -179,5 +180,4 @@ class Tensor(EagerTensorMixin):
         return self._cast(dtype)
 
     def _cast(self, dtype):
-        from fusegrad.ir import ops
         return F.apply(ops.cast, self, dtype=np.dtype(dtype), grad_fn="ToCopyBackward0")

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from fusegrad.codegen import scalar_math as fm
 """
 
 SERIAL_SUFFIX = "_serial"

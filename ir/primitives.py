@@ -57,7 +57,8 @@ cos = primitive(
 tanh = primitive(
     "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,
     vjp=lambda g, x, y: [g * (1 - y * y)],
-    scalar="math.tanh({0})", grad_fn="TanhBackward0",
+    # `fm`: each target's math namespace (codegen/scalar_math.py on the CPU).
+    scalar="fm.tanh({0})", grad_fn="TanhBackward0",
 )
 sqrt = primitive(
     "sqrt", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sqrt,

@@ -130,3 +130,11 @@ def live_nodes(nodes: Iterable[Node], outputs: Iterable[Value]) -> list[Node]:
             needed.update(id(v) for v in node.inputs)
     live.reverse()
     return live
+
+
+def first_backward_node(joint: Graph, forward_outputs: int) -> int:
+    """In a joint graph, the index of the first node that the forward outputs (the
+    first `forward_outputs`) do not need: where printing marks the backward."""
+    forward = {id(node) for node in live_nodes(joint.nodes, joint.outputs[:forward_outputs])}
+    return next((i for i, node in enumerate(joint.nodes) if id(node) not in forward),
+                len(joint.nodes))

@@ -9,7 +9,9 @@ from typing import Callable
 
 import numpy as np
 
+from fusegrad.ir import ops
 from fusegrad.ir import primitives as P
+from fusegrad.ir.builder import Builder, building, source_line
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
 from fusegrad.ir.interpreter import run_node
 from fusegrad.ir.primitive import ELEMENTWISE
@@ -124,11 +126,30 @@ def _rewrite(graph: Graph, visit: Callable[[Node, dict, dict], "Node | list | Va
     return graph.replace(nodes=tuple(nodes), outputs=outputs)
 
 
+def _double(node: Node) -> "list[Node] | None":
+    """x + x -> 2 * x (exact in floating point), a form `factor_reductions` can move."""
+    if node.primitive is not P.add or node.inputs[0] is not node.inputs[1]:
+        return None
+    builder = Builder()
+    with building(builder), source_line(node.source):
+        doubled = ops.mul(2, node.inputs[0])
+    return _defining(builder.nodes, doubled, node)
+
+
+def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
+    """The replacement nodes, the one computing `result` now defining `original`'s
+    output, so that a value keeps its identity (and its name) through a rewrite."""
+    *before, last = nodes
+    assert last.out is result
+    return before + [Node(last.primitive, last.inputs, last.params, original.outputs, last.source)]
+
+
 def simplify(graph: Graph) -> Graph:
     def visit(node, producers, replaced):
         node = _chain_layout(_absorb_broadcasts(node, producers), producers)
         node = _reshape_splat(node, producers)
-        return _identity_operand(node, producers) or _fold_layout(node, producers) or node
+        return (_identity_operand(node, producers) or _fold_layout(node, producers)
+                or _double(node) or node)
     return _rewrite(graph, visit)
 
 
@@ -187,8 +208,69 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     return graph.replace(nodes=nodes, constants=constants)
 
 
+def _constant_along(value: Value, shape: tuple, axes: tuple) -> bool:
+    """Whether `value`, broadcast to `shape`, is the same along every axis in `axes`."""
+    lead = len(shape) - value.ndim
+    return lead >= 0 and all(a < lead or value.shape[a - lead] == 1 for a in axes)
+
+
+def _factor_out(node: Node, producers) -> "list[Node] | None":
+    """sum(-x) -> -sum(x); sum(a * b), sum(a / b) -> sum(a) * b, sum(a) / b when b is
+    constant along the summed axes. Moving a per-row factor out of a row sum saves a
+    multiply per element, and can free the sum from a value only known later (the
+    backward of layernorm then needs one pass over each row fewer)."""
+    if node.primitive is not P.reduce_sum:
+        return None
+    inner = producers.get(node.inputs[0])
+    if inner is None or inner.primitive not in (P.neg, P.mul, P.div):
+        return None
+    x = node.inputs[0]
+    axes, keepdims = node.param("axes"), node.param("keepdims")
+    if _column_result(x.shape, axes):
+        return None
+    builder = Builder()
+    with building(builder), source_line(node.source):
+        if inner.primitive is P.neg:
+            result = ops.neg(ops.reduce_sum(inner.inputs[0], axes, keepdims))
+        else:
+            pairs = [inner.inputs] + ([inner.inputs[::-1]] if inner.primitive is P.mul else [])
+            for a, b in pairs:
+                if a.shape == x.shape and _constant_along(b, x.shape, axes):
+                    break
+            else:
+                return None
+            if b.ndim:  # a scalar broadcasts as it is; arrays drop or keep the summed axes
+                kept = tuple(1 if i in axes else d
+                             for i, d in enumerate((1,) * (x.ndim - b.ndim) + b.shape))
+                b = ops.reshape(b, kept if keepdims else tuple(
+                    d for i, d in enumerate(kept) if i not in axes))
+            combine = ops.mul if inner.primitive is P.mul else ops.div
+            result = combine(ops.reduce_sum(a, axes, keepdims), b)
+    return _defining(builder.nodes, result, node)
+
+
+def _column_result(shape: tuple, axes: tuple) -> bool:
+    """A sum over leading axes that keeps a vector of columns. Applying a factor to
+    that vector would need a pass of its own after the loop, which costs more than
+    the multiply per element it saves, so such sums keep their factors."""
+    kept = [d for i, d in enumerate(shape) if i not in axes]
+    return axes == tuple(range(len(axes))) and any(d != 1 for d in kept)
+
+
+def factor_reductions(graph: Graph) -> Graph:
+    """Apply `_factor_out` until nothing changes (each round moves factors one level)."""
+    for _ in range(16):
+        rewritten = _rewrite(graph, lambda node, producers, _: _factor_out(node, producers) or node)
+        if len(rewritten.nodes) == len(graph.nodes) and all(
+                a is b for a, b in zip(rewritten.nodes, graph.nodes)):
+            return rewritten
+        graph = rewritten
+    return graph
+
+
+# CSE runs before factoring: merging equal terms is what makes `x + x` visible.
 PIPELINE = [simplify, fold_constants, eliminate_common_subexpressions, simplify,
-            eliminate_dead_code]
+            factor_reductions, simplify, eliminate_common_subexpressions, eliminate_dead_code]
 
 
 def optimize(graph: Graph, pipeline=PIPELINE) -> Graph:

@@ -12,7 +12,7 @@ import numpy as np
 
 from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
-from fusegrad.ir.graph import FLOATING, Graph, Node, Value
+from fusegrad.ir.graph import FLOATING, Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.tensor import Tensor
@@ -239,18 +239,7 @@ def _dump_text(fn: Callable, traced: Traced) -> str:
     parts = [
         ir.pretty(traced.forward, title=f"forward IR of {name}"),
         ir.pretty(traced.joint, title="forward + backward IR (symbolic backward, after optimisation)",
-                  mark_from=len(_shared_prefix(traced.forward, traced.joint))),
+                  mark_from=first_backward_node(traced.joint, len(traced.forward.outputs))),
         traced.executable.describe(),
     ]
     return "\n\n".join(parts)
-
-
-def _shared_prefix(forward: Graph, joint: Graph) -> list:
-    """The joint graph's leading nodes that compute forward values."""
-    forward_values = {id(v) for node in forward.nodes for v in node.outputs}
-    prefix = []
-    for node in joint.nodes:
-        if not any(id(v) in forward_values for v in node.outputs):
-            break
-        prefix.append(node)
-    return prefix

@@ -257,3 +257,29 @@ def test_optimize_reaches_a_fixed_point_on_a_joint_graph():
     once = ir.optimize(joint)
     assert ir.pretty(ir.optimize(once)) == ir.pretty(once)
     assert len(once.nodes) < len(joint.nodes)
+
+
+def test_factor_reductions_moves_row_constants_out_of_row_sums():
+    # sum_j(-(r_i * x_ij) / 4) over rows: the per-row r and the scalars leave the sum.
+    graph = build(lambda x, r: ops.reduce_sum(-(r * x) / 4.0, 1, keepdims=True),
+                  ((3, 5), F64), ((3, 1), F64))
+    factored = passes.factor_reductions(graph)
+    ir.verify(factored)
+    (total,) = [n for n in factored.nodes if n.primitive is P.reduce_sum]
+    assert total.inputs[0] is graph.inputs[0]  # the sum reads x itself
+    assert factored.outputs == graph.outputs   # the result keeps its identity
+    rng = np.random.default_rng(0)
+    args = [rng.random((3, 5)), rng.random((3, 1))]
+    # Reassociated, so equal up to rounding rather than bit for bit.
+    np.testing.assert_allclose(ir.evaluate(factored, args)[0], ir.evaluate(graph, args)[0],
+                               rtol=1e-14)
+
+
+def test_factor_reductions_keeps_factors_of_column_sums():
+    graph = build(lambda x, c: ops.reduce_sum(x * c, 0), ((3, 5), F64), ((5,), F64))
+    assert passes.factor_reductions(graph).nodes == graph.nodes
+
+
+def test_factor_reductions_leaves_varying_factors():
+    graph = build(lambda x, y: ops.reduce_sum(x * y, 1), ((3, 5), F64), ((3, 5), F64))
+    assert passes.factor_reductions(graph).nodes == graph.nodes

@@ -41,7 +41,7 @@ def tanh(x):
     return math.tanh(x)
 
 
-@overload(tanh, inline="always")
+@overload(tanh)
 def _tanh_by_type(x):
     if x == types.float32:
         return _tanh_f32

@@ -144,12 +144,27 @@ def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
     return before + [Node(last.primitive, last.inputs, last.params, original.outputs, last.source)]
 
 
+def _reciprocal(node: Node, producers) -> "list[Node] | None":
+    """a / b -> a * (1 / b) when b is broadcast (a per-row scale, say): one division
+    per element of b instead of per element of a, as XLA's simplifier does. Within an
+    ulp of the quotient; constant divisors (a mean's count) are left exact."""
+    if node.primitive is not P.div or node.out.dtype.kind != "f":
+        return None
+    a, b = node.inputs
+    if b.size >= node.out.size or _const_value(b, producers) is not None:
+        return None
+    builder = Builder()
+    with building(builder), source_line(node.source):
+        product = ops.mul(a, ops.div(1, b))
+    return _defining(builder.nodes, product, node)
+
+
 def simplify(graph: Graph) -> Graph:
     def visit(node, producers, replaced):
         node = _chain_layout(_absorb_broadcasts(node, producers), producers)
         node = _reshape_splat(node, producers)
         return (_identity_operand(node, producers) or _fold_layout(node, producers)
-                or _double(node) or node)
+                or _double(node) or _reciprocal(node, producers) or node)
     return _rewrite(graph, visit)
 
 

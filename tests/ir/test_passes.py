@@ -283,3 +283,20 @@ def test_factor_reductions_keeps_factors_of_column_sums():
 def test_factor_reductions_leaves_varying_factors():
     graph = build(lambda x, y: ops.reduce_sum(x * y, 1), ((3, 5), F64), ((3, 5), F64))
     assert passes.factor_reductions(graph).nodes == graph.nodes
+
+
+def test_division_by_a_broadcast_value_becomes_a_reciprocal_multiply():
+    graph = build(lambda x, r: x / r, ((3, 5), F64), ((3, 1), F64))
+    rewritten = passes.simplify(graph)
+    ir.verify(rewritten)
+    (div,) = [n for n in rewritten.nodes if n.primitive is P.div]
+    assert div.out.shape == (3, 1)  # one division per row, then a multiply per element
+    assert rewritten.outputs == graph.outputs
+    rng = np.random.default_rng(0)
+    args = [rng.random((3, 5)), rng.random((3, 1)) + 0.5]
+    np.testing.assert_allclose(ir.evaluate(rewritten, args)[0], args[0] / args[1], rtol=1e-15)
+
+
+def test_division_by_a_constant_stays_exact():
+    graph = build(lambda x: x / 3.0, ((3, 5), F64))
+    assert primitive_names(passes.simplify(graph)) == primitive_names(graph)

@@ -31,6 +31,29 @@ class Dialect:
     """What a target spells its own way inside the shared body."""
 
     update_column: ColumnUpdate
+    # Whether costly per-element values may be kept in a per-chunk row buffer for a
+    # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
+    row_buffers: bool = False
+
+
+COSTLY = 10  # Primitive.cost at which storing beats recomputing
+
+
+def row_buffered(sched: Schedule) -> list[Value]:
+    """Costly per-element values that more than one stage needs: computed once into
+    `<name>_row` (one row's worth) and read back by the later stages."""
+    seen: dict[Value, int] = {}
+    for stage in range(sched.stages):
+        for node in _inner_cone(_sinks(sched, stage), sched, stored=set()):
+            seen[node.out] = seen.get(node.out, 0) + 1
+    return [n.out for n in sched.kernel.nodes
+            if seen.get(n.out, 0) > 1 and n.primitive.cost >= COSTLY]
+
+
+def row_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
+    inner = ", ".join(f"n{a}" for a in range(sched.outer, sched.rank))
+    return [f"{names(v)}_row = np.empty(({inner},), np.{v.dtype.name})"
+            for v in row_buffered(sched)]
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -57,6 +80,8 @@ def full_reductions(kernel: Kernel) -> list[Node]:
 def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect) -> None:
     """The body run once per outer point: row statements between stage loops."""
     kernel = sched.kernel
+    buffered = row_buffered(sched) if dialect.row_buffers else []
+    stored: set[Value] = set()
     for stage in range(sched.stages + 1):
         for node in kernel.nodes:
             level = kernel.levels[node.out]
@@ -73,13 +98,17 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect)
                   and sched.ready[node.inputs[0]] == stage):
                 accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
         if stage < sched.stages:
-            _emit_stage(w, sched, names, stage, dialect)
+            _emit_stage(w, sched, names, stage, dialect, buffered, stored)
+
+
+def _sinks(sched: Schedule, stage: int) -> list[Node]:
+    return [n for n in sched.kernel.nodes if _stage_of_sink(n, sched) == stage]
 
 
 def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
-                dialect: Dialect) -> None:
+                dialect: Dialect, buffered: list[Value], stored: set[Value]) -> None:
     kernel = sched.kernel
-    sinks = [n for n in kernel.nodes if _stage_of_sink(n, sched) == stage]
+    sinks = _sinks(sched, stage)
     if not sinks:
         return
     for node in sinks:
@@ -89,9 +118,18 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
     for axis in range(sched.outer, sched.rank):
         w.line(f"for i{axis} in range(n{axis}):")
         w.depth += 1
-    for node in _inner_cone(sinks, sched):
-        w.line(f"{names(node.out)} = {expression(node, sched, names)}",
-               ir_comment(node, sched, names))
+    cell = "[" + ", ".join(f"i{a}" for a in range(sched.outer, sched.rank)) + "]"
+    kept = []
+    for node in _inner_cone(sinks, sched, stored):
+        name = names(node.out)
+        if node.out in stored:
+            w.line(f"{name} = {name}_row{cell}", f"{names.ir(node.out)}, kept from a pass before")
+            continue
+        w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
+        if node.out in buffered:
+            w.line(f"{name}_row{cell} = {name}")
+            kept.append(node.out)
+    stored.update(kept)
     for node in sinks:
         if node.primitive.kind != REDUCTION:
             store(w, node.out, sched, names)
@@ -118,8 +156,9 @@ def _stage_of_sink(node: Node, sched: Schedule) -> int | None:
     return None
 
 
-def _inner_cone(sinks: list[Node], sched: Schedule) -> list[Node]:
-    """The per-element nodes the sinks need, in program order (recomputed per stage)."""
+def _inner_cone(sinks: list[Node], sched: Schedule, stored: set[Value]) -> list[Node]:
+    """The per-element nodes the sinks need, in program order: recomputed in each
+    stage, except those `stored` in a row buffer by an earlier one (read back)."""
     kernel = sched.kernel
     needed: set[Value] = set()
     for node in sinks:
@@ -130,7 +169,8 @@ def _inner_cone(sinks: list[Node], sched: Schedule) -> list[Node]:
     for node in reversed(kernel.nodes):
         if node.out in needed:
             cone.append(node)
-            needed.update(v for v in node.inputs if kernel.levels.get(v) == INNER)
+            if node.out not in stored:
+                needed.update(v for v in node.inputs if kernel.levels.get(v) == INNER)
     return cone[::-1]
 
 

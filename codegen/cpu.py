@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fusegrad.codegen.body import (Dialect, accumulate, emit_column_result, emit_final_scalar,
                                    emit_point, full_reductions, identity, kernel_parameters,
-                                   partial_nodes)
+                                   partial_nodes, row_buffer_declarations)
 from fusegrad.codegen.loops import Schedule, column_reduction, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
@@ -61,7 +61,7 @@ def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> 
     accumulate(w, node, f"{array}[{cell}]", value)
 
 
-CPU = Dialect(update_column=_update_column)
+CPU = Dialect(update_column=_update_column, row_buffers=True)
 
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
@@ -69,6 +69,8 @@ def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
     with w.block("for chunk in prange(nchunks):"):
         w.line("start = chunk * n0 // nchunks")
         w.line("stop = (chunk + 1) * n0 // nchunks")
+        for declaration in row_buffer_declarations(sched, names):
+            w.line(declaration)
         for node in fulls:
             w.line(f"{names(node.out)}_acc = {identity(node)}")
         with w.block("for i0 in range(start, stop):"):

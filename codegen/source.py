@@ -11,7 +11,7 @@ from fusegrad.ir.printer import Names
 # Names the generated code uses for itself; IR names that clash get a suffix.
 RESERVED = {"np", "math", "numba", "njit", "prange", "cuda", "chunk", "nchunks", "start", "stop",
             "total", "range", "abs", "max", "min", "point", "lane", "step", "BLOCK"}
-SUFFIXES = ("_out", "_acc", "_part", "_tree")
+SUFFIXES = ("_out", "_acc", "_part", "_tree", "_row")
 
 
 class Writer:

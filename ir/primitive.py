@@ -34,6 +34,9 @@ class Primitive:
     vjp: Callable[..., list] | None = None  # (g, *inputs, out, **params) -> cotangents
     scalar: str | Callable[..., str] | None = None  # element spelling for kernels
     grad_fn: str | None = None              # PyTorch's backward node name
+    # Rough cost of one element relative to an add: codegen stores a value for a later
+    # pass over the same row instead of recomputing it when this is high.
+    cost: int = 1
 
     def bind(self, *inputs: Value, **params: Any) -> Value:
         """Append ``self(*inputs, **params)`` to the current graph; return its value."""

@@ -17,6 +17,8 @@ from fusegrad.ir import ops
 from fusegrad.ir import shapes as S
 from fusegrad.ir.primitive import ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, literal, primitive
 
+COSTLY = 10  # a libm call: worth storing rather than recomputing (see Primitive.cost)
+
 
 # ---------------------------------------------------------------- constants
 
@@ -37,28 +39,28 @@ neg = primitive(
 exp = primitive(
     "exp", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp,
     vjp=lambda g, x, y: [g * y],
-    scalar="math.exp({0})", grad_fn="ExpBackward0",
+    scalar="math.exp({0})", grad_fn="ExpBackward0", cost=COSTLY,
 )
 log = primitive(
     "log", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.log,
     vjp=lambda g, x, y: [g / x],
-    scalar="math.log({0})", grad_fn="LogBackward0",
+    scalar="math.log({0})", grad_fn="LogBackward0", cost=COSTLY,
 )
 sin = primitive(
     "sin", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sin,
     vjp=lambda g, x, y: [g * ops.cos(x)],
-    scalar="math.sin({0})", grad_fn="SinBackward0",
+    scalar="math.sin({0})", grad_fn="SinBackward0", cost=COSTLY,
 )
 cos = primitive(
     "cos", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.cos,
     vjp=lambda g, x, y: [-(g * ops.sin(x))],
-    scalar="math.cos({0})", grad_fn="CosBackward0",
+    scalar="math.cos({0})", grad_fn="CosBackward0", cost=COSTLY,
 )
 tanh = primitive(
     "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,
     vjp=lambda g, x, y: [g * (1 - y * y)],
     # `fm`: each target's math namespace (codegen/scalar_math.py on the CPU).
-    scalar="fm.tanh({0})", grad_fn="TanhBackward0",
+    scalar="fm.tanh({0})", grad_fn="TanhBackward0", cost=COSTLY,
 )
 sqrt = primitive(
     "sqrt", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sqrt,
@@ -88,7 +90,7 @@ def _sigmoid_impl(x: np.ndarray) -> np.ndarray:
 sigmoid = primitive(
     "sigmoid", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=_sigmoid_impl,
     vjp=lambda g, x, y: [g * (y * (1 - y))],
-    scalar="{one} / ({one} + math.exp(-{0}))", grad_fn="SigmoidBackward0",
+    scalar="{one} / ({one} + math.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
 )
 # `x <= 0` rather than `x > 0` so that NaN passes through, as in NumPy and PyTorch.
 relu = primitive(
@@ -170,7 +172,7 @@ def _pow_vjp(g, a, b, y):
 
 pow_ = primitive(
     "pow", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.power,
-    vjp=_pow_vjp, scalar="{0} ** {1}", grad_fn="PowBackward1",
+    vjp=_pow_vjp, scalar="{0} ** {1}", grad_fn="PowBackward1", cost=COSTLY,
 )
 
 

@@ -45,19 +45,20 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
     for chunk in prange(nchunks):
         start = chunk * n0 // nchunks
         stop = (chunk + 1) * n0 // nchunks
+        c_row = np.empty((n1,), np.float32)
         g_acc = 0.0
         for i0 in range(start, stop):
             e_acc = 0.0
             for i1 in range(n1):
                 a = x[i0, i1] + b[i1]     # a = add x b
                 c = fm.tanh(a)            # c = tanh a
+                c_row[i1] = c
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 d_out[i0, i1] = d
                 e_acc += d
             e = np.float32(e_acc)         # e = reduce_sum d
             for i1 in range(n1):
-                a = x[i0, i1] + b[i1]     # a = add x b
-                c = fm.tanh(a)            # c = tanh a
+                c = c_row[i1]             # c, kept from a pass before
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 f = d / e                 # f = div d e
                 g_acc += f

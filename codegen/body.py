@@ -20,7 +20,7 @@ from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value
-from fusegrad.ir.primitive import REDUCTION, literal
+from fusegrad.ir.primitive import COSTLY, REDUCTION, literal
 
 # (writer, reduction node, partial array, index inside it, value) -> emits the update
 ColumnUpdate = Callable[[Writer, Node, str, str, str], None]
@@ -34,9 +34,6 @@ class Dialect:
     # Whether costly per-element values may be kept in a per-chunk row buffer for a
     # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
     row_buffers: bool = False
-
-
-COSTLY = 10  # Primitive.cost at which storing beats recomputing
 
 
 def row_buffered(sched: Schedule) -> list[Value]:

@@ -24,6 +24,8 @@ INDEX = "index"               # integer-valued results such as argmax; not diffe
 
 OutType = tuple[tuple[int, ...], np.dtype]
 
+COSTLY = 10  # Primitive.cost of a libm call: worth storing rather than recomputing
+
 
 @dataclass(frozen=True, eq=False)
 class Primitive:

@@ -15,9 +15,8 @@ import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import shapes as S
-from fusegrad.ir.primitive import ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, literal, primitive
-
-COSTLY = 10  # a libm call: worth storing rather than recomputing (see Primitive.cost)
+from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, literal,
+                                   primitive)
 
 
 # ---------------------------------------------------------------- constants

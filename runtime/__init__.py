@@ -9,8 +9,7 @@ from fusegrad.runtime.executable import Executable
 __all__ = ["Executable", "compile_graph", "stats"]
 
 
-def compile_graph(graph: Graph, *, device: str = "cpu", fuse: bool = True,
-                  label: str = "fn") -> Executable:
+def compile_graph(graph: Graph, *, device: str = "cpu", fuse: bool = True) -> Executable:
     """Plan `graph` into kernels and load them (Numba compiles each on first call,
     or loads it from the disk cache)."""
     if device == "cuda":

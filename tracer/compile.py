@@ -87,8 +87,7 @@ class CompiledGrad:
         out = _check_result(result, self.fn, builder.nodes)
         forward = builder.finish(tuple(inputs[i] for i in positions), (out,))
         joint = ir.optimize(ir.vjp_graph(forward, [positions.index(i) for i in wrt]))
-        executable = compile_graph(joint, device=self.device, fuse=self.fuse,
-                                   label=getattr(self.fn, "__name__", "fn"))
+        executable = compile_graph(joint, device=self.device, fuse=self.fuse)
         traced = Traced(forward, joint, executable, positions, single)
         if os.environ.get("FUSEGRAD_DUMP", "") not in ("", "0"):
             print(_dump_text(self.fn, traced), flush=True)

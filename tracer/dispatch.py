@@ -17,9 +17,6 @@ from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
 from fusegrad.tracer.source import user_line
 
-_trace_builders: list[Builder] = []
-
-
 class Tracing:
     """The context of one trace: ops on traced tensors append to `builder`."""
 
@@ -29,16 +26,10 @@ class Tracing:
     def __enter__(self) -> Builder:
         self._building = building(self.builder)
         self._building.__enter__()
-        _trace_builders.append(self.builder)
         return self.builder
 
     def __exit__(self, *exc) -> None:
-        _trace_builders.pop()
         self._building.__exit__(*exc)
-
-
-def is_tracing() -> bool:
-    return bool(_trace_builders)
 
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):

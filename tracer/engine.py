@@ -251,7 +251,7 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
     if elements >= COMPILE_MIN_ELEMENTS and plan.graph.nodes:
         if plan.executable is None:
             from fusegrad.runtime import compile_graph
-            plan.executable = compile_graph(plan.graph, label="backward")
+            plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
         outputs = ir.evaluate(plan.graph, arrays)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import engine
 from fusegrad.tracer.eager import EagerTensorMixin, wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, OpGraph, enable_grad,
@@ -49,7 +50,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
          is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple:
     """The gradients of `outputs` with respect to `inputs`, as a tuple; ``.grad`` is untouched."""
     if is_grads_batched:
-        raise NotImplementedError("is_grads_batched=True is not supported")
+        raise FusegradError("autograd.grad: is_grads_batched=True is not supported by fusegrad")
     outputs = _tensors(outputs, "outputs")
     targets = _tensors(inputs, "inputs")
     for t in targets:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir import ops
+from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.dispatch import apply
@@ -225,9 +226,10 @@ class EagerMethodsMixin:
     def __setitem__(self, index, value) -> None:
         self._check_inplace()
         if self._requires_grad and _grad_state.enabled:
-            raise NotImplementedError(
-                "assigning into a slice of a tensor that requires grad is not differentiable in "
-                "fusegrad yet (the IR has no slicing primitive); do it under no_grad()")
+            raise FusegradError(
+                "fusegrad's autograd does not record assignment into a tensor that requires "
+                "grad; assign under fusegrad.no_grad(), or build the value out of place "
+                "(fusegrad.where, slicing and arithmetic)")
         if isinstance(value, EagerMethodsMixin):
             value = value._data
         self._data[_plain_index(index)] = value

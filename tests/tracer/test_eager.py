@@ -525,3 +525,12 @@ def test_view_with_minus_one():
     x = fg.ones(2, 3, requires_grad=True)
     y = x.view(-1)
     assert y.shape == (6,) and y.grad_fn.name() == "ViewBackward0"
+
+
+def test_assignment_into_a_tensor_that_requires_grad_is_refused():
+    x = fg.ones(3, requires_grad=True)
+    with pytest.raises(fg.FusegradError, match="does not record assignment"):
+        x[0] = 2.0
+    with fg.no_grad():
+        x[0] = 2.0
+    assert x.tolist() == [2.0, 1.0, 1.0]

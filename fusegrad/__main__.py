@@ -320,10 +320,13 @@ def show_info() -> int:
         except metadata.PackageNotFoundError:
             return "not installed"
 
+    from fusegrad.runtime.threads import choose_threading_layer, threading_layer
+    choose_threading_layer()  # what fusegrad's first kernel would pick
     rows = [("fusegrad", version("fusegrad")), ("numba", numba.__version__),
             ("numpy", numpy.__version__), ("llvmlite", version("llvmlite")),
             ("python", platform.python_version()),
-            ("numba threads", str(numba.get_num_threads())), ("CUDA", cuda_status())]
+            ("numba threads", f"{numba.get_num_threads()} ({threading_layer()} layer)"),
+            ("CUDA", cuda_status())]
     cache = kernel_cache_dir()
     if cache is None:
         rows.append(("kernel cache", "off (FUSEGRAD_CACHE_DIR is off or 0)"))

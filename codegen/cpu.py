@@ -9,9 +9,11 @@ from `codegen.body`, shared with the CUDA target.
 """
 from __future__ import annotations
 
-from fusegrad.codegen.body import (Dialect, accumulate, emit_column_result, emit_final_scalar,
+from fusegrad.codegen.body import (BLOCK, Dialect, accumulate, deferred_reductions,
+                                   emit_block_sums, emit_column_result, emit_final_scalar,
                                    emit_point, full_reductions, identity, kernel_parameters,
-                                   partial_nodes, row_buffer_declarations)
+                                   partial_nodes, reduction_buffer_declarations,
+                                   row_buffer_declarations)
 from fusegrad.codegen.loops import Schedule, column_reduction, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
@@ -61,7 +63,7 @@ def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> 
     accumulate(w, node, f"{array}[{cell}]", value)
 
 
-CPU = Dialect(update_column=_update_column, row_buffers=True)
+CPU = Dialect(update_column=_update_column, row_buffers=True, split_reductions=True)
 
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
@@ -69,22 +71,32 @@ def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
     with w.block("for chunk in prange(nchunks):"):
         w.line("start = chunk * n0 // nchunks")
         w.line("stop = (chunk + 1) * n0 // nchunks")
-        for declaration in row_buffer_declarations(sched, names):
+        for declaration in (row_buffer_declarations(sched, names)
+                            + reduction_buffer_declarations(sched, names)):
             w.line(declaration)
         for node in fulls:
             w.line(f"{names(node.out)}_acc = {identity(node)}")
-        with w.block("for i0 in range(start, stop):"):
-            _emit_outer_loops(w, sched, names, axis=1)
+        _emit_outer_loop(w, sched, names, axis=0)
         for node in fulls:
             w.line(f"{names(node.out)}_part[chunk] = {names(node.out)}_acc")
 
 
-def _emit_outer_loops(w: Writer, sched: Schedule, names: SourceNames, axis: int) -> None:
-    if axis < sched.outer:
-        with w.block(f"for i{axis} in range(n{axis}):"):
-            _emit_outer_loops(w, sched, names, axis + 1)
-    else:
+def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) -> None:
+    if axis == sched.outer:
         emit_point(w, sched, names, CPU)
+        return
+    low, high = ("start", "stop") if axis == 0 else ("0", f"n{axis}")
+    innermost = axis == sched.outer - 1
+    if innermost and sched.outer == sched.rank and deferred_reductions(sched):
+        # No inner loops to split: split this one in blocks (see Dialect.split_reductions).
+        with w.block(f"for base in range({low}, {high}, {BLOCK}):"):
+            w.line(f"end = min(base + {BLOCK}, {high})")
+            with w.block(f"for i{axis} in range(base, end):"):
+                emit_point(w, sched, names, CPU, block_cell=f"i{axis} - base")
+            emit_block_sums(w, sched, names, "end - base")
+        return
+    with w.block(f"for i{axis} in range({low}, {high}):"):
+        _emit_outer_loop(w, sched, names, axis + 1)
 
 
 def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:

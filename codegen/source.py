@@ -10,8 +10,8 @@ from fusegrad.ir.printer import Names
 
 # Names the generated code uses for itself; IR names that clash get a suffix.
 RESERVED = {"np", "math", "numba", "njit", "prange", "cuda", "chunk", "nchunks", "start", "stop",
-            "total", "range", "abs", "max", "min", "point", "lane", "step", "BLOCK"}
-SUFFIXES = ("_out", "_acc", "_part", "_tree", "_row")
+            "total", "range", "abs", "max", "min", "point", "lane", "step", "BLOCK", "base", "end"}
+SUFFIXES = ("_out", "_acc", "_part", "_tree", "_row", "_red")
 
 
 class Writer:

@@ -46,6 +46,8 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
         start = chunk * n0 // nchunks
         stop = (chunk + 1) * n0 // nchunks
         c_row = np.empty((n1,), np.float32)
+        e_red = np.empty((n1,), np.float32)
+        g_red = np.empty((n1,), np.float32)
         g_acc = 0.0
         for i0 in range(start, stop):
             e_acc = 0.0
@@ -55,13 +57,17 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
                 c_row[i1] = c
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 d_out[i0, i1] = d
-                e_acc += d
+                e_red[i1] = d
+            for i1 in range(n1):
+                e_acc += e_red[i1]
             e = np.float32(e_acc)         # e = reduce_sum d
             for i1 in range(n1):
                 c = c_row[i1]             # c, kept from a pass before
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 f = d / e                 # f = div d e
-                g_acc += f
+                g_red[i1] = f
+            for i1 in range(n1):
+                g_acc += g_red[i1]
         g_part[chunk] = g_acc
     g_total = 0.0
     for chunk in range(nchunks):

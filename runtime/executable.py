@@ -7,6 +7,7 @@ import numba
 import numpy as np
 
 from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, partial_nodes
+from fusegrad.codegen.body import accumulator_dtype
 from fusegrad.codegen.cpu import SERIAL_SUFFIX
 from fusegrad.codegen.plan import is_scalar_shape
 from fusegrad.ir import primitives as P
@@ -33,7 +34,7 @@ class KernelStep:
         self.inputs = kernel.inputs
         self.outputs = kernel.outputs
         self.out_shapes = [v.shape or (1,) for v in kernel.outputs]
-        self.partials = [(n, _partial_shape(n, kernel), _accumulator_dtype(n), _identity(n))
+        self.partials = [(_partial_shape(n, kernel), accumulator_dtype(n), _identity(n))
                          for n in partial_nodes(kernel)]
 
     def run(self, env: dict, threads: int) -> None:
@@ -41,7 +42,7 @@ class KernelStep:
         nchunks = max(1, min(threads, domain[0])) if domain else 1
         args = [_kernel_array(env[v]) for v in self.inputs]
         outs = [np.empty(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
-        parts = [np.full((nchunks,) + shape, identity, dtype) for _, shape, dtype, identity in self.partials]
+        parts = [np.full((nchunks,) + shape, identity, dtype) for shape, dtype, identity in self.partials]
         self.launch(*args, *outs, *parts, nchunks, *domain)
         for value, array in zip(self.outputs, outs):
             env[value] = array.reshape(value.shape)
@@ -114,7 +115,7 @@ class Executable:
 
 
 # Library calls whose NumPy result is a view of their first input.
-_VIEWS = (P.reshape, P.transpose, P.broadcast_to)
+_VIEWS = (P.reshape, P.transpose, P.broadcast_to, P.slice_)
 
 
 def _view_roots(plan: Plan) -> dict[Value, Value]:
@@ -138,13 +139,6 @@ def _partial_shape(node: Node, kernel: Kernel) -> tuple[int, ...]:
     if is_scalar_shape(node.out.shape):
         return ()
     return tuple(kernel.domain[kernel.outer_axes:])
-
-
-def _accumulator_dtype(node: Node) -> np.dtype:
-    dtype = node.out.dtype
-    if node.primitive is P.reduce_sum:
-        return np.dtype(np.float64) if dtype.kind == "f" else np.dtype(np.int64)
-    return dtype
 
 
 def _identity(node: Node):

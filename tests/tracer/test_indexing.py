@@ -26,3 +26,10 @@ def test_array_indices_are_a_clear_error():
 def test_out_of_bounds_index_names_the_axis():
     with pytest.raises(fg.ShapeError, match="index 3 is out of bounds for axis 0"):
         fg.compile_grad(lambda x: x[3].sum())(np.ones((3, 2)))
+
+
+def test_a_gradient_that_is_a_slice_of_an_input_is_a_copy():
+    x, y = np.arange(4.0), np.ones(2)
+    _, (_, gy) = fg.compile_grad(lambda x, y: (x[:2] * y).sum())(x, y)
+    np.testing.assert_array_equal(gy, x[:2])
+    assert not np.shares_memory(gy, x)

@@ -98,7 +98,7 @@ class CudaKernelStep(KernelStep):
         outs = [cuda.device_array(shape, v.dtype)
                 for shape, v in zip(self.out_shapes, self.outputs)]
         parts = [self._partial(shape, dtype, identity)
-                 for _, shape, dtype, identity in self.partials]
+                 for shape, dtype, identity in self.partials]
         arguments = (*args, *outs, *parts, self.blocks, *self.kernel.domain)
         self.launch(self.blocks, BLOCK, *arguments)
         if self.epilogue is not None:

@@ -35,14 +35,12 @@ def schedule(kernel: Kernel, consts: dict[Value, Node]) -> Schedule:
     for node in kernel.nodes:
         start = max((ready.get(v, 0) for v in node.inputs), default=0)
         level = kernel.levels[node.out]
-        if node.primitive.kind == REDUCTION and level == ROW:
-            stages = max(stages, start + 1)
-            ready[node.out] = start + 1
-        else:
-            ready[node.out] = start
-        if level == INNER and node.out in kernel.outputs:
-            stages = max(stages, start + 1)
-        if node.primitive.kind == REDUCTION and kernel.levels.get(node.inputs[0], INNER) == INNER:
+        # A row sum is known only after the stage loop that accumulates it.
+        ready[node.out] = start + 1 if row_reduction(node, kernel) else start
+        # Stores of per-element values, and reductions of them, need a stage loop.
+        reads_elements = (node.primitive.kind == REDUCTION
+                          and kernel.levels.get(node.inputs[0], INNER) == INNER)
+        if reads_elements or (level == INNER and node.out in kernel.outputs):
             stages = max(stages, start + 1)
     return Schedule(kernel, consts, ready, stages)
 

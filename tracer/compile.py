@@ -138,7 +138,8 @@ def _as_array(arg: Any) -> np.ndarray | None:
         return None
     # float16 and long double pass NumPy's checks but Numba has no CPU arrays of
     # them: refuse here rather than fail with a Numba traceback at the first call.
-    if array.dtype.kind not in "biu" and array.dtype.newbyteorder("=") not in FLOATING:
+    dtype = array.dtype
+    if dtype.kind not in "biu" and dtype not in FLOATING and dtype.newbyteorder("=") not in FLOATING:
         raise DTypeError(f"unsupported array dtype {array.dtype}: arrays must be float32 or "
                          f"float64 (or bool or integer, which get no gradient); "
                          f"convert with .astype(np.float32)")

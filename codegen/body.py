@@ -35,10 +35,10 @@ class Dialect:
     # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
     row_buffers: bool = False
     # Whether sums and extrema are split out of the loop that computes their terms:
-    # the terms go to a buffer and a second loop accumulates them. A loop carrying an
+    # the terms go to an L1 buffer, summed by `fm.block_sum` (vectorized, see
+    # scalar_math.py) or scanned by a second loop for extrema. A loop carrying an
     # accumulator cannot be vectorized (that would reorder the additions); without
-    # one, LLVM vectorizes the elementwise work (1.65x on the W2 chain). The order of
-    # the additions, and so the result, is unchanged.
+    # one, LLVM vectorizes the elementwise work (1.65x on the W2 chain).
     split_reductions: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).
@@ -63,19 +63,23 @@ def row_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
 
 
 # Work per element (sum of Primitive.cost over a stage's statements) from which a
-# stage's sums are split out of its loop. Below it the loop is bound by memory, and
-# the split loop's serial chain of additions, no longer hidden behind the loads,
-# costs more than vectorizing saves (W1: 8.6 ms fused, 16 ms split).
+# stage's extrema are split out of its loop. Below it the loop is bound by memory,
+# and the second loop's serial chain of comparisons costs more than vectorizing the
+# first saves. (Sums are always split: `fm.block_sum` has no serial chain.)
 SPLIT_WORK = 8
 
 
 def deferred_reductions(sched: Schedule, stage: int | None = None) -> list[Node]:
     """Per-element sums and extrema kept in a scalar accumulator (not column partials)
-    in stages with enough work to split (all such stages, or just `stage`)."""
+    that are split out of their stage loop (in all stages, or just `stage`)."""
     stages = range(sched.stages) if stage is None else [stage]
-    return [n for s in stages if _stage_work(sched, s) >= SPLIT_WORK
-            for n in _sinks(sched, s)
-            if n.primitive.kind == REDUCTION and not column_reduction(n, sched.kernel)]
+    return [n for s in stages for n in _sinks(sched, s)
+            if n.primitive.kind == REDUCTION and not column_reduction(n, sched.kernel)
+            and (_summed(n) or _stage_work(sched, s) >= SPLIT_WORK)]
+
+
+def _summed(node: Node) -> bool:
+    return node.primitive is P.reduce_sum
 
 
 def _stage_work(sched: Schedule, stage: int) -> int:
@@ -94,10 +98,26 @@ def reduction_buffer_declarations(sched: Schedule, names: SourceNames) -> list[s
 
 
 def emit_block_sums(w: Writer, sched: Schedule, names: SourceNames, count: str) -> None:
-    """The second loop of a split outer loop: accumulate the block's terms, in order."""
-    with w.block(f"for lane in range({count}):"):
-        for node in deferred_reductions(sched):
-            accumulate(w, node, names(node.out) + "_acc", f"{names(node.out)}_red[lane]")
+    """After a block of a split outer loop: its terms accumulated."""
+    _emit_deferred(w, sched, deferred_reductions(sched), names, count, whole=False)
+
+
+def _emit_deferred(w: Writer, sched: Schedule, nodes: list[Node], names: SourceNames,
+                   count: str, whole: bool) -> None:
+    """The first `count` buffered terms (`whole`: all of the buffer, flattened when the
+    kernel has several inner axes) into their accumulators: sums by `fm.block_sum`,
+    extrema by a loop."""
+    flat = ".ravel()" if sched.rank - sched.outer > 1 else ""
+    for node in nodes:
+        name = names(node.out)
+        if _summed(node):
+            # A row sum is this one block; a full sum adds the blocks up.
+            update = "=" if row_reduction(node, sched.kernel) else "+="
+            w.line(f"{name}_acc {update} fm.block_sum({name}_red{flat}, {count})")
+        else:
+            terms = f"{name}_red{flat}" if whole else f"{name}_red[:{count}]"
+            with w.block(f"for term in {terms}:"):
+                accumulate(w, node, name + "_acc", "term")
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -159,10 +179,10 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
     sinks = _sinks(sched, stage)
     if not sinks:
         return
-    for node in sinks:
-        if row_reduction(node, kernel):
-            w.line(f"{names(node.out)}_acc = {identity(node)}")
     deferred = deferred_reductions(sched, stage) if dialect.split_reductions else []
+    for node in sinks:
+        if row_reduction(node, kernel) and not (node in deferred and _summed(node)):
+            w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
         w.line(f"for i{axis} in range(n{axis}):")
@@ -195,12 +215,8 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             accumulate(w, node, names(node.out) + "_acc", value)
     w.depth = depth
     if deferred and sched.outer < sched.rank:
-        for axis in range(sched.outer, sched.rank):
-            w.line(f"for i{axis} in range(n{axis}):")
-            w.depth += 1
-        for node in deferred:
-            accumulate(w, node, names(node.out) + "_acc", f"{names(node.out)}_red{cell}")
-        w.depth = depth
+        count = " * ".join(f"n{a}" for a in range(sched.outer, sched.rank))
+        _emit_deferred(w, sched, deferred, names, count, whole=True)
 
 
 def _stage_of_sink(node: Node, sched: Schedule) -> int | None:

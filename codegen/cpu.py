@@ -86,17 +86,26 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
         emit_point(w, sched, names, CPU)
         return
     low, high = ("start", "stop") if axis == 0 else ("0", f"n{axis}")
-    innermost = axis == sched.outer - 1
-    if innermost and sched.outer == sched.rank and deferred_reductions(sched):
-        # No inner loops to split: split this one in blocks (see Dialect.split_reductions).
-        with w.block(f"for base in range({low}, {high}, {BLOCK}):"):
-            w.line(f"end = min(base + {BLOCK}, {high})")
-            with w.block(f"for i{axis} in range(base, end):"):
-                emit_point(w, sched, names, CPU, block_cell=f"i{axis} - base")
-            emit_block_sums(w, sched, names, "end - base")
+    if axis < sched.outer - 1 or sched.outer < sched.rank:
+        with w.block(f"for i{axis} in range({low}, {high}):"):
+            _emit_outer_loop(w, sched, names, axis + 1)
         return
-    with w.block(f"for i{axis} in range({low}, {high}):"):
-        _emit_outer_loop(w, sched, names, axis + 1)
+    # The innermost loop, the one LLVM vectorizes. Its index is unsigned: Numba wraps
+    # negative signed indices around (x[-1] is the last element), and when LLVM cannot
+    # prove an index non-negative (one counted from `start`), that check per element
+    # turns every vector load into a gather and every store into a scatter (4x slower).
+    if not deferred_reductions(sched):
+        with w.block(f"for i{axis} in range(np.uint64({low}), np.uint64({high})):"):
+            emit_point(w, sched, names, CPU)
+        return
+    # Sums to split out and no inner loops to split: split this one in blocks
+    # (see Dialect.split_reductions).
+    with w.block(f"for base in range({low}, {high}, {BLOCK}):"):
+        w.line(f"count = min({high} - base, {BLOCK})")
+        with w.block("for lane in range(count):"):
+            w.line(f"i{axis} = np.uint64(base + lane)")
+            emit_point(w, sched, names, CPU, block_cell="lane")
+        emit_block_sums(w, sched, names, "count")
 
 
 def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:

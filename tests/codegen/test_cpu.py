@@ -50,7 +50,6 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
         g_red = np.empty((n1,), np.float32)
         g_acc = 0.0
         for i0 in range(start, stop):
-            e_acc = 0.0
             for i1 in range(n1):
                 a = x[i0, i1] + b[i1]     # a = add x b
                 c = fm.tanh(a)            # c = tanh a
@@ -58,16 +57,14 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 d_out[i0, i1] = d
                 e_red[i1] = d
-            for i1 in range(n1):
-                e_acc += e_red[i1]
+            e_acc = fm.block_sum(e_red, n1)
             e = np.float32(e_acc)         # e = reduce_sum d
             for i1 in range(n1):
                 c = c_row[i1]             # c, kept from a pass before
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 f = d / e                 # f = div d e
                 g_red[i1] = f
-            for i1 in range(n1):
-                g_acc += g_red[i1]
+            g_acc += fm.block_sum(g_red, n1)
         g_part[chunk] = g_acc
     g_total = 0.0
     for chunk in range(nchunks):
@@ -169,3 +166,31 @@ def test_names_that_clash_with_the_kernel_template():
     np.testing.assert_allclose(value, (a * b + c * d - e).sum())
     for grad, expected in zip(grads, (b, a, d, c, -np.ones(3))):
         np.testing.assert_allclose(grad, expected)
+
+
+def test_one_dimensional_loops_index_unsigned():
+    """The vectorized loop of a kernel without inner axes indexes with np.uint64: a signed
+    index from `start` costs Numba's negative-index check, which makes LLVM gather."""
+    x = Value((5,), F32, "x")
+    with ir.building() as builder:
+        y = ops.exp(x)
+        total = ops.reduce_sum(ops.mul(y, y))
+    for graph in (builder.finish((x,), (y,)), builder.finish((x,), (total, y))):
+        source = source_of(graph)
+        assert ("for i0 in range(np.uint64(start), np.uint64(stop)):" in source
+                or "i0 = np.uint64(base + lane)" in source), source
+
+
+def test_sums_over_several_inner_axes(assert_all_close):
+    """Row sums and maxima over two inner axes go through flattened block buffers."""
+    x = Value((3, 4, 5), F64, "x")
+    with ir.building() as builder:
+        s = ops.reduce_sum(x, (1, 2), keepdims=True)
+        m = ops.reduce_max(ops.mul(ops.exp(x), s), (1, 2), keepdims=True)
+        total = ops.reduce_sum(ops.sub(ops.mul(ops.sin(x), s), m))
+    graph = builder.finish((x,), (total,))
+    source = source_of(graph)
+    assert ".ravel()" in source
+    args = [np.random.default_rng(2).standard_normal((3, 4, 5))]
+    assert_all_close(Executable(plan_kernels(graph))(args), ir.evaluate(graph, args), F64,
+                     what="sums over two inner axes")

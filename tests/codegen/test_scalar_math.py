@@ -1,4 +1,5 @@
-"""codegen/scalar_math.py: the float32 tanh kernels use, against float64 NumPy."""
+"""codegen/scalar_math.py: the float32 tanh kernels use, against float64 NumPy, and the
+vectorized block sum."""
 import math
 
 import numpy as np
@@ -52,3 +53,26 @@ def test_float32_special_values():
 def test_other_dtypes_are_libm_exactly(dtype):
     a = np.array(SPECIALS + list(np.linspace(-8, 8, 1001)), dtype=dtype)
     np.testing.assert_array_equal(run(fast_tanh, a), run(libm_tanh, a))
+
+
+@njit
+def block_sum(terms, count):
+    return fm.block_sum(terms, count)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_sum_accumulates_in_float64(dtype):
+    rng = np.random.default_rng(1)
+    terms = (rng.standard_normal(1031) * 1e3).astype(dtype)  # not a multiple of any vector width
+    exact = math.fsum(terms.astype(np.float64)[:1000])
+    got = block_sum(terms, 1000)  # only the first `count` terms
+    assert isinstance(got, float)
+    assert abs(got - exact) <= 1e-12 * np.abs(terms).sum()
+
+
+def test_block_sum_integers_and_specials():
+    assert block_sum(np.arange(100, dtype=np.int32), 100) == 4950
+    assert block_sum(np.zeros(0, np.float32), 0) == 0.0
+    assert np.isnan(block_sum(np.array([1.0, np.nan, 2.0], np.float32), 3))
+    assert block_sum(np.array([np.inf, 1.0], np.float32), 2) == np.inf
+    assert np.isnan(block_sum(np.array([np.inf, -np.inf], np.float32), 2))

@@ -114,7 +114,8 @@ def results(f, args) -> list[np.ndarray]:
 # ---------------------------------------------------------------- the subprocess side
 
 def simulate() -> dict:
-    """CUDA results of every case, and what the run left in the kernel cache."""
+    """CUDA results of every case, and what the run left in the kernel cache: on the
+    simulator, or on a GPU when started without it."""
     from fusegrad.runtime import cuda as runtime_cuda
     from fusegrad.runtime import stats
     # Two blocks at most: 300 points take two blocks of 128 threads and some
@@ -235,13 +236,32 @@ def simulated(reports):
     return reports["simulate"]
 
 
-@pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
-def test_cuda_matches_cpu(simulated, assert_all_close, name, dtype):
+def assert_matches_cpu(report, assert_all_close, name, dtype, where):
     function, fuse = WORKLOADS[name]
     expected = results(fg.compile_grad(function, fuse=fuse), inputs(name, dtype))
     got = [np.array(r["data"], np.float64).astype(r["dtype"]).reshape(r["shape"])
-           for r in simulated["results"][f"{name}-{dtype}"]]
-    assert_all_close(got, expected, dtype, what=f"{name} {dtype} cuda vs cpu")
+           for r in report["results"][f"{name}-{dtype}"]]
+    assert_all_close(got, expected, dtype, what=f"{name} {dtype} {where} vs cpu")
+
+
+@pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
+def test_cuda_matches_cpu(simulated, assert_all_close, name, dtype):
+    assert_matches_cpu(simulated, assert_all_close, name, dtype, "cuda simulator")
+
+
+@pytest.fixture(scope="module")
+def on_gpu(tmp_path_factory):
+    """The same cases compiled by numba.cuda and run on a real GPU, where there is one
+    (CI has none; a developer's GPU machine runs these)."""
+    from numba import cuda
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") or not cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    return report_of(start_script("simulate", tmp_path_factory.mktemp("gpu"), simulator=False))
+
+
+@pytest.mark.parametrize("name, dtype", CASES, ids=[f"{n}-{d}" for n, d in CASES])
+def test_cuda_on_a_gpu_matches_cpu(on_gpu, assert_all_close, name, dtype):
+    assert_matches_cpu(on_gpu, assert_all_close, name, dtype, "gpu")
 
 
 def test_nan_wins_in_cuda_max_and_min(simulated):

@@ -13,7 +13,7 @@ from fusegrad.codegen.plan import is_scalar_shape
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value
 from fusegrad.ir.interpreter import run_node
-from fusegrad.runtime import stats
+from fusegrad.runtime import buffers, stats
 from fusegrad.runtime.loader import Launcher, load, source_path
 from fusegrad.runtime.threads import choose_threading_layer
 
@@ -41,7 +41,7 @@ class KernelStep:
         domain = self.kernel.domain
         nchunks = max(1, min(threads, domain[0])) if domain else 1
         args = [_kernel_array(env[v]) for v in self.inputs]
-        outs = [np.empty(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
+        outs = [buffers.empty(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
         parts = [np.full((nchunks,) + shape, identity, dtype) for shape, dtype, identity in self.partials]
         self.launch(*args, *outs, *parts, nchunks, *domain)
         for value, array in zip(self.outputs, outs):

@@ -90,12 +90,13 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
         with w.block(f"for i{axis} in range({low}, {high}):"):
             _emit_outer_loop(w, sched, names, axis + 1)
         return
-    # The innermost loop, the one LLVM vectorizes. Its index is unsigned: Numba wraps
-    # negative signed indices around (x[-1] is the last element), and when LLVM cannot
-    # prove an index non-negative (one counted from `start`), that check per element
-    # turns every vector load into a gather and every store into a scatter (4x slower).
+    # The innermost loop, the one LLVM vectorizes. An index counted from `start` is
+    # unsigned: Numba wraps negative signed indices around (x[-1] is the last element),
+    # and when LLVM cannot prove an index non-negative, that check per element turns
+    # every vector load into a gather and every store into a scatter (4x slower).
     if not deferred_reductions(sched):
-        with w.block(f"for i{axis} in range(np.uint64({low}), np.uint64({high})):"):
+        bounds = f"np.uint64({low}), np.uint64({high})" if axis == 0 else high
+        with w.block(f"for i{axis} in range({bounds}):"):
             emit_point(w, sched, names, CPU)
         return
     # Sums to split out and no inner loops to split: split this one in blocks

@@ -38,12 +38,13 @@ neg = primitive(
 exp = primitive(
     "exp", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp,
     vjp=lambda g, x, y: [g * y],
-    scalar="math.exp({0})", grad_fn="ExpBackward0", cost=COSTLY,
+    # `fm`: each target's math namespace (codegen/scalar_math.py on the CPU).
+    scalar="fm.exp({0})", grad_fn="ExpBackward0", cost=COSTLY,
 )
 log = primitive(
     "log", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.log,
     vjp=lambda g, x, y: [g / x],
-    scalar="math.log({0})", grad_fn="LogBackward0", cost=COSTLY,
+    scalar="fm.log({0})", grad_fn="LogBackward0", cost=COSTLY,
 )
 sin = primitive(
     "sin", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sin,
@@ -58,7 +59,6 @@ cos = primitive(
 tanh = primitive(
     "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,
     vjp=lambda g, x, y: [g * (1 - y * y)],
-    # `fm`: each target's math namespace (codegen/scalar_math.py on the CPU).
     scalar="fm.tanh({0})", grad_fn="TanhBackward0", cost=COSTLY,
 )
 sqrt = primitive(
@@ -89,7 +89,7 @@ def _sigmoid_impl(x: np.ndarray) -> np.ndarray:
 sigmoid = primitive(
     "sigmoid", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=_sigmoid_impl,
     vjp=lambda g, x, y: [g * (y * (1 - y))],
-    scalar="{one} / ({one} + math.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
+    scalar="{one} / ({one} + fm.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
 )
 # `x <= 0` rather than `x > 0` so that NaN passes through, as in NumPy and PyTorch.
 relu = primitive(

@@ -49,6 +49,18 @@ def _identity_operand(node: Node, producers) -> Value | None:
     return None
 
 
+def _negation(node: Node, producers) -> Node | None:
+    """x * -1, -1 * x -> neg x (exact; the backward of `a - b` multiplies by -1)."""
+    if node.primitive is not P.mul:
+        return None
+    a, b = node.inputs
+    for keep, drop in ((a, b), (b, a)):
+        if (_is_const(drop, producers, -1.0) and keep.shape == node.out.shape
+                and keep.dtype == node.out.dtype):
+            return Node(P.neg, (keep,), (), node.outputs, node.source)
+    return None
+
+
 def _absorb_broadcasts(node: Node, producers) -> Node:
     """Elementwise ops broadcast implicitly, so an explicit broadcast_to feeding one is
     dropped when the result's shape does not change (the seed of a backward pass
@@ -164,7 +176,8 @@ def simplify(graph: Graph) -> Graph:
         node = _chain_layout(_absorb_broadcasts(node, producers), producers)
         node = _reshape_splat(node, producers)
         return (_identity_operand(node, producers) or _fold_layout(node, producers)
-                or _double(node) or _reciprocal(node, producers) or node)
+                or _negation(node, producers) or _double(node)
+                or _reciprocal(node, producers) or node)
     return _rewrite(graph, visit)
 
 

@@ -61,6 +61,15 @@ def test_simplify_keeps_what_is_not_an_identity(make, optimize_verified):
     assert_same_results(graph, optimized, [np.array([2.0, -0.5, np.inf])])
 
 
+@pytest.mark.parametrize("make", [lambda x: x * -1, lambda x: -1.0 * x, lambda x: -(x * -1)],
+                         ids=["x*-1", "-1*x", "-(x*-1)"])
+def test_simplify_turns_a_product_with_minus_one_into_a_negation(make, optimize_verified):
+    graph = build(make, ((3,), F32))
+    optimized = optimize_verified(graph)
+    assert primitive_names(optimized) in (["neg"], [])
+    assert_same_results(graph, optimized, [np.array([2.0, -0.0, np.nan], np.float32)])
+
+
 def test_simplify_keeps_an_identity_that_broadcasts():
     """x:f32[] * ones(3) is not x: the result has the shape of the ones."""
     graph = build(lambda x: x * ops.broadcast_to(ops.const(1.0, F32), (3,)), ((), F32))

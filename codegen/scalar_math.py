@@ -25,10 +25,19 @@ Tests in tests/codegen/test_scalar_math.py.
 - tanh: expm1(2x) / (expm1(2x) + 2), with expm1 from exp's reduction, which keeps
   the small values that 1 - 2/(e^2x + 1) would cancel away.
 
-float64 (and any other type) calls `math` unchanged. sin and cos stay with `math`:
-a branch-free version correct for every float32 needs Payne-Hanek reduction
-(2/pi to about 200 bits, a table lookup per element) once |x| passes about 2^28,
-and a cheaper reduction would be silently wrong there.
+- sin, cos: x = r + n pi/2 with |r| <= pi/4, then sin r or cos r by their Taylor
+  series in float64 (cut where the next term is below 3e-9 of the result), chosen
+  and signed by n mod 4. Below |x| = 2^20, r = x - n pi/2 with pi/2 in two parts
+  (Cody-Waite; n pi/2 to 33 bits is exact). Above, that would be silently wrong,
+  so r comes from Payne-Hanek reduction: the float32 mantissa times a 96-bit
+  window of 2/pi's bits, picked by the exponent, in 64-bit integer arithmetic,
+  exact for every float32 up to 3.4e38. Both are computed for every element (the
+  select between them is what lets the loop vectorize), which makes these 2 ns an
+  element against 0.5 for the Cody-Waite path alone, and glibc's 5.4. (Picking the
+  table words by selects instead of loads ran at 1.9 ns but took 4 s to compile.)
+  Max error 0.53 ulp over every float32.
+
+float64 (and any other type) calls `math` unchanged.
 
 Kernels call `fm.exp(x)`; the CUDA target binds `fm` to `math` instead, where the
 device library is already fast.
@@ -48,7 +57,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload, register_jitable
 
 F = np.float32
@@ -173,6 +182,105 @@ def _tanh_by_type(x):
     if x == types.float32:
         return _tanh_f32
     return lambda x: math.tanh(x)
+
+
+def _two_over_pi_words(count: int = 8) -> tuple[int, ...]:
+    """The bits of 2/pi after the binary point in 32-bit words, after one word of zeros
+    (the window for arguments just above pi/4 starts before the point)."""
+    def arctan_inverse(x: int, bits: int) -> int:  # arctan(1/x) * 2^bits
+        total = term = (1 << bits) // x
+        n, sign = 1, -1
+        while term:
+            term //= x * x
+            n += 2
+            total += sign * (term // n)
+            sign = -sign
+        return total
+    bits = 32 * count + 64
+    pi = 4 * (4 * arctan_inverse(5, bits) - arctan_inverse(239, bits))  # Machin
+    fraction = (2 << (2 * bits)) // pi
+    words = [(fraction >> (bits - 32 * k)) & 0xFFFFFFFF for k in range(1, count)]
+    return tuple([0] + words)
+
+
+_TWO_OVER_PI_WORDS = np.array(_two_over_pi_words(), dtype=np.uint64)
+U = np.uint64
+_TWO_OVER_PI = 2 / math.pi
+_PIO2_HI = float.fromhex("0x1.921fb54400000p+0")  # pi/2 to 33 bits: n * _PIO2_HI is exact
+_PIO2_LO = float.fromhex("0x1.0b4611a626331p-34")  # pi/2 - _PIO2_HI
+_PIO2_BY_2_62 = math.pi / 2 / 2.0 ** 62
+_S = [(-1) ** k / math.factorial(2 * k + 1) for k in range(1, 5)]
+_C = [(-1) ** k / math.factorial(2 * k) for k in range(1, 6)]
+_S1, _S2, _S3, _S4 = _S
+_C1, _C2, _C3, _C4, _C5 = _C
+
+
+@njit(inline="always")  # too big for LLVM's inliner, which would leave a call
+def _reduce_pio2(x):
+    """(r, n) with x = r + n pi/2, |r| <= pi/4 (float64), for a float32 x."""
+    xd = np.float64(x)
+    nd = np.rint(xd * _TWO_OVER_PI) + 0.0  # +0.0, not -0.0: -0.0 - n pi/2 must stay -0.0
+    r_near = (xd - nd * _PIO2_HI) - nd * _PIO2_LO
+    # Payne-Hanek: |x| = m 2^k with a 24-bit m; bits of x 2/pi above 2^1 are multiples
+    # of 4 (whole turns) and drop out, so only a 96-bit window of 2/pi starting at bit
+    # k - 1 matters. q = (m * window) mod 2^96, top 64 bits: quadrant and fraction.
+    bits = U(_bits_of(xd))
+    # float64's exponent, kept to float32's finite range (|x| < 1/2 takes the other
+    # path; inf and NaN give NaN at the end) so the table reads stay inside it.
+    exponent = min(max((bits >> U(52)) & U(0x7FF), U(1022)), U(1150))
+    m = ((bits >> U(29)) & U(0x7FFFFF)) | U(0x800000)
+    start = exponent - U(1016)  # k - 2 + one word of leading zeros, in bits
+    word, shift = start >> U(5), start & U(31)
+    table = _TWO_OVER_PI_WORDS  # a constant; words 0..7 (start <= 134)
+    a0, a1, a2, a3 = table[word], table[word + U(1)], table[word + U(2)], table[word + U(3)]
+    high = (((a0 << U(32)) | a1) << shift) | (a2 >> (U(32) - shift))
+    low = ((((a2 << U(32)) | a3) << shift) >> U(32)) & U(0xFFFFFFFF)
+    q = m * high + ((m * low) >> U(32))
+    n_far = (q + (U(1) << U(61))) >> U(62)
+    r_far = np.float64(np.int64(q - (n_far << U(62)))) * _PIO2_BY_2_62
+    near = abs(xd) < 1048576.0
+    flip = not near and xd < 0.0
+    r = r_near if near else r_far
+    n_near = np.int64(nd if near else 0.0)  # far away nd may not fit an int64
+    n = n_near if near else np.int64(n_far)
+    return (-r if flip else r), (-n if flip else n)
+
+
+@njit(inline="always")
+def _sin_quadrant(x, shift):
+    """sin(x + shift pi/2) for float32 x, in float32."""
+    r, n = _reduce_pio2(x)
+    z = r * r
+    sin_r = r * (1.0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4))))  # keeps -0.0
+    cos_r = 1.0 + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * _C5))))
+    quadrant = n + shift
+    y = sin_r if (quadrant & 1) == 0 else cos_r
+    y = -y if (quadrant & 2) != 0 else y
+    return F(y) if x - x == x - x else x - x  # inf and NaN give NaN
+
+
+def sin(x):
+    """math.sin; float32 takes the vectorizable path inside kernels."""
+    return math.sin(x)
+
+
+@overload(sin, inline="always")
+def _sin_by_type(x):
+    if x == types.float32:
+        return lambda x: _sin_quadrant(x, 0)
+    return lambda x: math.sin(x)
+
+
+def cos(x):
+    """math.cos; float32 takes the vectorizable path inside kernels."""
+    return math.cos(x)
+
+
+@overload(cos, inline="always")
+def _cos_by_type(x):
+    if x == types.float32:
+        return lambda x: _sin_quadrant(x, 1)
+    return lambda x: math.cos(x)
 
 
 def block_sum(terms, count):

@@ -49,12 +49,12 @@ log = primitive(
 sin = primitive(
     "sin", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sin,
     vjp=lambda g, x, y: [g * ops.cos(x)],
-    scalar="math.sin({0})", grad_fn="SinBackward0", cost=COSTLY,
+    scalar="fm.sin({0})", grad_fn="SinBackward0", cost=COSTLY,
 )
 cos = primitive(
     "cos", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.cos,
     vjp=lambda g, x, y: [-(g * ops.sin(x))],
-    scalar="math.cos({0})", grad_fn="CosBackward0", cost=COSTLY,
+    scalar="fm.cos({0})", grad_fn="CosBackward0", cost=COSTLY,
 )
 tanh = primitive(
     "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,

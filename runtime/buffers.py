@@ -11,13 +11,16 @@ returning it to the system in between.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
 import numpy as np
 
 # Smaller arrays come from malloc's free lists, already mapped: no page faults to save.
-MIN_BYTES = 1 << 20
+# (glibc maps anything above 128 KiB afresh until its threshold adapts: W1 at N = 10^5
+# took 0.39 ms a call with 400 KB gradients from np.empty, 0.14 ms from the pool.)
+MIN_BYTES = 1 << 16
 # Memory the pool may hold; beyond it, unreferenced arrays are let go first.
 LIMIT_BYTES = 1 << 30
 
@@ -28,7 +31,7 @@ _held = 0
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Like np.empty; large arrays may be ones handed out before and since dropped."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     global _held

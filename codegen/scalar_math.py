@@ -218,6 +218,14 @@ _S1, _S2, _S3, _S4 = _S
 _C1, _C2, _C3, _C4, _C5 = _C
 
 
+@register_jitable
+def _pick(condition, yes, no):
+    """`yes if condition else no`: a select once LLVM inlines it. Spelled inline, the
+    conditional would be a branch in the Numba IR that `_reduce_pio2` is inlined as,
+    and Numba's SSA pass warns about its own variables there."""
+    return yes if condition else no
+
+
 @njit(inline="always")  # too big for LLVM's inliner, which would leave a call
 def _reduce_pio2(x):
     """(r, n) with x = r + n pi/2, |r| <= pi/4 (float64), for a float32 x."""
@@ -236,17 +244,17 @@ def _reduce_pio2(x):
     word, shift = start >> U(5), start & U(31)
     pairs = _TWO_OVER_PI_PAIRS  # a constant; word + 2 <= 6 (start <= 134)
     first, second = pairs[word], pairs[word + U(2)]
-    high = (first << shift) | (second >> (U(64) - shift) if shift else U(0))
+    high = (first << shift) | _pick(shift != U(0), second >> (U(64) - shift), U(0))
     low = (second << shift) >> U(32)
     q = m * high + ((m * low) >> U(32))
     n_far = (q + (U(1) << U(61))) >> U(62)
     r_far = np.float64(np.int64(q - (n_far << U(62)))) * _PIO2_BY_2_62
     near = abs(xd) < 1048576.0
-    flip = not near and xd < 0.0
-    r = r_near if near else r_far
-    n_near = np.int64(nd if near else 0.0)  # far away nd may not fit an int64
-    n = n_near if near else np.int64(n_far)
-    return (-r if flip else r), (-n if flip else n)
+    flip = (not near) & (xd < 0.0)
+    r = _pick(near, r_near, r_far)
+    n_near = np.int64(_pick(near, nd, 0.0))  # far away nd may not fit an int64
+    n = _pick(near, n_near, np.int64(n_far))
+    return _pick(flip, -r, r), _pick(flip, -n, n)
 
 
 @njit(inline="always")
@@ -257,9 +265,9 @@ def _sin_quadrant(x, shift):
     sin_r = r * (1.0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4))))  # keeps -0.0
     cos_r = 1.0 + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * _C5))))
     quadrant = n + shift
-    y = sin_r if (quadrant & 1) == 0 else cos_r
-    y = -y if (quadrant & 2) != 0 else y
-    return F(y) if x - x == x - x else x - x  # inf and NaN give NaN
+    y = _pick((quadrant & 1) == 0, sin_r, cos_r)
+    y = _pick((quadrant & 2) != 0, -y, y)
+    return _pick(x - x == x - x, F(y), x - x)  # inf and NaN give NaN
 
 
 def sin(x):

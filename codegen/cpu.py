@@ -75,7 +75,8 @@ def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> 
     accumulate(w, node, f"{array}[{cell}]", value)
 
 
-CPU = Dialect(update_column=_update_column, row_buffers=True, split_reductions=True)
+CPU = Dialect(update_column=_update_column, row_buffers=True, split_reductions=True,
+              sincos=True)
 
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:

@@ -194,3 +194,19 @@ def test_sums_over_several_inner_axes(assert_all_close):
     args = [np.random.default_rng(2).standard_normal((3, 4, 5))]
     assert_all_close(Executable(plan_kernels(graph))(args), ir.evaluate(graph, args), F64,
                      what="sums over two inner axes")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_sin_and_cos_of_one_value_share_a_call(dtype, assert_all_close):
+    """float32 sin x and cos x in one loop are one fm.sincos call (one argument
+    reduction); float64 keeps libm's two."""
+    x = Value((5,), dtype, "x")
+    with ir.building() as builder:
+        total = ops.reduce_sum(ops.add(ops.mul(ops.cos(x), x), ops.sin(x)))
+    graph = builder.finish((x,), (total,))
+    source = source_of(graph)
+    shared = re.search(r"(\w+), (\w+) = fm\.sincos\(x\[i0\]\) +# \1 = sin x; \2 = cos x", source)
+    assert bool(shared) == (dtype == F32), source
+    args = [np.linspace(-4, 4, 5).astype(dtype)]
+    assert_all_close(Executable(plan_kernels(graph))(args), ir.evaluate(graph, args), dtype,
+                     what="sin and cos")

@@ -41,7 +41,7 @@ class Dialect:
     # one, LLVM vectorizes the elementwise work (1.65x on the W2 chain).
     split_reductions: bool = False
     # Whether a float32 sin and cos of the same value are computed by one call to
-    # `fm.sincos`, which shares their argument reduction (W2: 25 -> 18 ms).
+    # `fm.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
     sincos: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).

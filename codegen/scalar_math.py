@@ -81,6 +81,22 @@ def _float_of(typingctx, bits):
         return types.float64(bits), codegen
 
 
+def _float32_path(libm, float32, **options):
+    """A function that is `libm` (math.exp, say), except for float32 inside kernels,
+    where it is `float32`: the vectorizable version."""
+    def function(x):
+        return libm(x)
+    function.__name__ = function.__qualname__ = libm.__name__
+    function.__doc__ = f"math.{libm.__name__}; float32 takes the vectorizable path inside kernels."
+
+    @overload(function, **options)
+    def by_type(x):
+        if x == types.float32:
+            return float32
+        return lambda x: libm(x)
+    return function
+
+
 _LOG2E = 1.4426950408889634
 # Adding 1.5 * 2^52 rounds to an integer and leaves it in the low bits of the sum.
 _SHIFTER = 6755399441055744.0
@@ -112,16 +128,7 @@ def _exp_f32(x):
     return F(scale * (1.0 + expm1_r))
 
 
-def exp(x):
-    """math.exp; float32 takes the vectorizable path inside kernels."""
-    return math.exp(x)
-
-
-@overload(exp)
-def _exp_by_type(x):
-    if x == types.float32:
-        return _exp_f32
-    return lambda x: math.exp(x)
+exp = _float32_path(math.exp, _exp_f32)
 
 
 _SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
@@ -146,16 +153,7 @@ def _log_f32(x):
     return F(y)
 
 
-def log(x):
-    """math.log; float32 takes the vectorizable path inside kernels."""
-    return math.log(x)
-
-
-@overload(log)
-def _log_by_type(x):
-    if x == types.float32:
-        return _log_f32
-    return lambda x: math.log(x)
+log = _float32_path(math.log, _log_f32)
 
 
 _TINY = F(2.0 ** -13)  # below this x - x^3/3 rounds to x in float32
@@ -172,16 +170,7 @@ def _tanh_f32(x):
     return x if abs(x) < _TINY else y  # also keeps the sign of zero
 
 
-def tanh(x):
-    """math.tanh; float32 takes the vectorizable path inside kernels."""
-    return math.tanh(x)
-
-
-@overload(tanh)
-def _tanh_by_type(x):
-    if x == types.float32:
-        return _tanh_f32
-    return lambda x: math.tanh(x)
+tanh = _float32_path(math.tanh, _tanh_f32)
 
 
 def _two_over_pi_words(count: int = 8) -> tuple[int, ...]:
@@ -280,28 +269,8 @@ def _sin_quadrant(x, shift):
     return _sin_cos_quadrants(x, shift)[0]
 
 
-def sin(x):
-    """math.sin; float32 takes the vectorizable path inside kernels."""
-    return math.sin(x)
-
-
-@overload(sin, inline="always")
-def _sin_by_type(x):
-    if x == types.float32:
-        return lambda x: _sin_quadrant(x, 0)
-    return lambda x: math.sin(x)
-
-
-def cos(x):
-    """math.cos; float32 takes the vectorizable path inside kernels."""
-    return math.cos(x)
-
-
-@overload(cos, inline="always")
-def _cos_by_type(x):
-    if x == types.float32:
-        return lambda x: _sin_quadrant(x, 1)
-    return lambda x: math.cos(x)
+sin = _float32_path(math.sin, lambda x: _sin_quadrant(x, 0), inline="always")
+cos = _float32_path(math.cos, lambda x: _sin_quadrant(x, 1), inline="always")
 
 
 def sincos(x):

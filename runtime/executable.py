@@ -41,7 +41,8 @@ class KernelStep:
         domain = self.kernel.domain
         nchunks = max(1, min(threads, domain[0])) if domain else 1
         args = [_kernel_array(env[v]) for v in self.inputs]
-        outs = [buffers.empty(shape, v.dtype) for shape, v in zip(self.out_shapes, self.outputs)]
+        outs = [buffers.empty(shape, v.dtype)
+                for shape, v in zip(self.out_shapes, self.outputs)]
         parts = [np.full((nchunks,) + shape, identity, dtype) for shape, dtype, identity in self.partials]
         self.launch(*args, *outs, *parts, nchunks, *domain)
         for value, array in zip(self.outputs, outs):

@@ -194,6 +194,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
     kept = []
     cone = _inner_cone(sinks, sched, stored)
     pairs = _sincos_pairs(cone, stored) if dialect.sincos else {}
+    paired = {n for pair in pairs.values() for n in pair}
     for node in cone:
         name = names(node.out)
         if node.out in stored:
@@ -204,7 +205,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             argument = operand(sin.inputs[0], sin, sched, names)
             w.line(f"{names(sin.out)}, {names(cos.out)} = fm.sincos({argument})",
                    f"{ir_comment(sin, sched, names)}; {ir_comment(cos, sched, names)}")
-        elif not any(node in pair for pair in pairs.values()):
+        elif node not in paired:
             w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
         if node.out in buffered:
             w.line(f"{name}_row{cell} = {name}")

@@ -35,10 +35,10 @@ class Dialect:
     # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
     row_buffers: bool = False
     # Whether sums and extrema are split out of the loop that computes their terms:
-    # the terms go to an L1 buffer, summed by `fm.block_sum` (vectorized, see
-    # scalar_math.py) or scanned by a second loop for extrema. A loop carrying an
-    # accumulator cannot be vectorized (that would reorder the additions); without
-    # one, LLVM vectorizes the elementwise work (1.65x on the W2 chain).
+    # the terms go to an L1 buffer, reduced by `fm.block_sum`, `fm.block_max` or
+    # `fm.block_min` (vectorized, see scalar_math.py). A loop carrying an accumulator
+    # cannot be vectorized (that would reorder the additions); without one, LLVM
+    # vectorizes the elementwise work (1.65x on the W2 chain).
     split_reductions: bool = False
     # Whether a float32 sin and cos of the same value are computed by one call to
     # `fm.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
@@ -65,28 +65,16 @@ def row_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
             for v in row_buffered(sched)]
 
 
-# Work per element (sum of Primitive.cost over a stage's statements) from which a
-# stage's extrema are split out of its loop. Below it the loop is bound by memory,
-# and the second loop's serial chain of comparisons costs more than vectorizing the
-# first saves. (Sums are always split: `fm.block_sum` has no serial chain.)
-SPLIT_WORK = 8
-
-
 def deferred_reductions(sched: Schedule, stage: int | None = None) -> list[Node]:
-    """Per-element sums and extrema kept in a scalar accumulator (not column partials)
-    that are split out of their stage loop (in all stages, or just `stage`)."""
+    """Per-element sums and extrema kept in a scalar accumulator (not column partials),
+    split out of their stage loop (in all stages, or just `stage`)."""
     stages = range(sched.stages) if stage is None else [stage]
     return [n for s in stages for n in _sinks(sched, s)
-            if n.primitive.kind == REDUCTION and not column_reduction(n, sched.kernel)
-            and (_summed(n) or _stage_work(sched, s) >= SPLIT_WORK)]
+            if n.primitive.kind == REDUCTION and not column_reduction(n, sched.kernel)]
 
 
 def _summed(node: Node) -> bool:
     return node.primitive is P.reduce_sum
-
-
-def _stage_work(sched: Schedule, stage: int) -> int:
-    return sum(n.primitive.cost for n in _inner_cone(_sinks(sched, stage), sched, stored=set()))
 
 
 def reduction_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
@@ -102,14 +90,13 @@ def reduction_buffer_declarations(sched: Schedule, names: SourceNames) -> list[s
 
 def emit_block_sums(w: Writer, sched: Schedule, names: SourceNames, count: str) -> None:
     """After a block of a split outer loop: its terms accumulated."""
-    _emit_deferred(w, sched, deferred_reductions(sched), names, count, whole=False)
+    _emit_deferred(w, sched, deferred_reductions(sched), names, count)
 
 
 def _emit_deferred(w: Writer, sched: Schedule, nodes: list[Node], names: SourceNames,
-                   count: str, whole: bool) -> None:
-    """The first `count` buffered terms (`whole`: all of the buffer, flattened when the
-    kernel has several inner axes) into their accumulators: sums by `fm.block_sum`,
-    extrema by a loop."""
+                   count: str) -> None:
+    """The first `count` buffered terms (flattened when the kernel has several inner
+    axes) into their accumulators, by `fm.block_sum`, `fm.block_max`, `fm.block_min`."""
     flat = ".ravel()" if sched.rank - sched.outer > 1 else ""
     for node in nodes:
         name = names(node.out)
@@ -118,9 +105,8 @@ def _emit_deferred(w: Writer, sched: Schedule, nodes: list[Node], names: SourceN
             update = "=" if row_reduction(node, sched.kernel) else "+="
             w.line(f"{name}_acc {update} fm.block_sum({name}_red{flat}, {count})")
         else:
-            terms = f"{name}_red{flat}" if whole else f"{name}_red[:{count}]"
-            with w.block(f"for term in {terms}:"):
-                accumulate(w, node, name + "_acc", "term")
+            kind = "max" if node.primitive is P.reduce_max else "min"
+            w.line(f"{name}_acc = fm.block_{kind}({name}_red{flat}, {count}, {name}_acc)")
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -228,7 +214,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
     w.depth = depth
     if deferred and sched.outer < sched.rank:
         count = " * ".join(f"n{a}" for a in range(sched.outer, sched.rank))
-        _emit_deferred(w, sched, deferred, names, count, whole=True)
+        _emit_deferred(w, sched, deferred, names, count)
 
 
 def _sincos_pairs(cone: list[Node], stored: set[Value]) -> dict[Node, tuple[Node, Node]]:

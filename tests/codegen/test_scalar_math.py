@@ -173,3 +173,31 @@ def test_block_sum_integers_and_specials():
     assert np.isnan(block_sum(np.array([1.0, np.nan, 2.0], np.float32), 3))
     assert block_sum(np.array([np.inf, 1.0], np.float32), 2) == np.inf
     assert np.isnan(block_sum(np.array([np.inf, -np.inf], np.float32), 2))
+
+
+@njit
+def block_extrema(terms, count, start):
+    return fm.block_max(terms, count, start), fm.block_min(terms, count, start)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_block_max_and_min(dtype):
+    terms = (np.random.default_rng(2).standard_normal(1031) * 100).astype(dtype)
+    high, low = block_extrema(terms, 1000, dtype(0))  # only the first `count` terms
+    assert high == max(terms[:1000].max(), 0) and low == min(terms[:1000].min(), 0)
+    assert block_extrema(terms, 0, dtype(7)) == (7, 7)  # the start alone
+
+
+def test_block_extrema_nan_wins_as_in_numpy():
+    terms = np.array([1.0, np.nan, 3.0, -np.inf], np.float32)
+    for count in (2, 4):
+        assert all(np.isnan(v) for v in block_extrema(terms, count, np.float32(0)))
+    assert np.isnan(block_extrema(terms, 1, np.float32(np.nan))).all()
+    assert block_extrema(terms, 1, np.float32(-np.inf)) == (1.0, -np.inf)
+
+
+def test_block_extrema_vectorize():
+    block_extrema(np.ones(4, np.float32), 4, np.float32(0))
+    llvm = block_extrema.inspect_llvm(block_extrema.signatures[0])
+    assert re.search(r"llvm\.maximum\.v(8|16)f32", llvm)
+    assert re.search(r"llvm\.minimum\.v(8|16)f32", llvm)

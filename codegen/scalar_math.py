@@ -198,7 +198,7 @@ _WORDS = _two_over_pi_words()
 # Word pairs: _TWO_OVER_PI_PAIRS[w] is words w and w + 1 as one 64-bit number, so that
 # the 128 bits a window can touch take two loads per element (gathers, when vectorized).
 _TWO_OVER_PI_PAIRS = np.array([(a << 32) | b for a, b in zip(_WORDS, _WORDS[1:])], np.uint64)
-U = np.uint64
+_U = np.uint64  # the Payne-Hanek arithmetic is unsigned 64-bit throughout
 _TWO_OVER_PI = 2 / math.pi
 _PIO2_HI = float.fromhex("0x1.921fb54400000p+0")  # pi/2 to 33 bits: n * _PIO2_HI is exact
 _PIO2_LO = float.fromhex("0x1.0b4611a626331p-34")  # pi/2 - _PIO2_HI
@@ -226,20 +226,20 @@ def _reduce_pio2(x):
     # Payne-Hanek: |x| = m 2^k with a 24-bit m; bits of x 2/pi above 2^1 are multiples
     # of 4 (whole turns) and drop out, so only a 96-bit window of 2/pi starting at bit
     # k - 1 matters. q = (m * window) mod 2^96, top 64 bits: quadrant and fraction.
-    bits = U(_bits_of(xd))
+    bits = _U(_bits_of(xd))
     # float64's exponent, kept to float32's finite range (|x| < 1/2 takes the other
     # path; inf and NaN give NaN at the end) so the table reads stay inside it.
-    exponent = min(max((bits >> U(52)) & U(0x7FF), U(1022)), U(1150))
-    m = ((bits >> U(29)) & U(0x7FFFFF)) | U(0x800000)
-    start = exponent - U(1016)  # k - 2 + one word of leading zeros, in bits
-    word, shift = start >> U(5), start & U(31)
+    exponent = min(max((bits >> _U(52)) & _U(0x7FF), _U(1022)), _U(1150))
+    m = ((bits >> _U(29)) & _U(0x7FFFFF)) | _U(0x800000)
+    start = exponent - _U(1016)  # k - 2 + one word of leading zeros, in bits
+    word, shift = start >> _U(5), start & _U(31)
     pairs = _TWO_OVER_PI_PAIRS  # a constant; word + 2 <= 6 (start <= 134)
-    first, second = pairs[word], pairs[word + U(2)]
-    high = (first << shift) | _pick(shift != U(0), second >> (U(64) - shift), U(0))
-    low = (second << shift) >> U(32)
-    q = m * high + ((m * low) >> U(32))
-    n_far = (q + (U(1) << U(61))) >> U(62)
-    r_far = np.float64(np.int64(q - (n_far << U(62)))) * _PIO2_BY_2_62
+    first, second = pairs[word], pairs[word + _U(2)]
+    high = (first << shift) | _pick(shift != _U(0), second >> (_U(64) - shift), _U(0))
+    low = (second << shift) >> _U(32)
+    q = m * high + ((m * low) >> _U(32))
+    n_far = (q + (_U(1) << _U(61))) >> _U(62)
+    r_far = np.float64(np.int64(q - (n_far << _U(62)))) * _PIO2_BY_2_62
     near = abs(xd) < 1048576.0
     flip = (not near) & (xd < 0.0)
     r = _pick(near, r_near, r_far)

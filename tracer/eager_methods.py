@@ -71,20 +71,6 @@ class EagerMethodsMixin:
     def bool(self): return self._cast(np.bool_)
     def half(self): return self._cast(np.float16)
 
-    # PyTorch's == is elementwise. Traced tensors keep identity equality (the tracer
-    # keeps them in dictionaries); both stay hashable by identity, as in PyTorch.
-    def __eq__(self, other):
-        if self._value is not None or getattr(other, "_value", None) is not None:
-            return self is other
-        return F.eq(self, other)
-
-    def __ne__(self, other):
-        if self._value is not None or getattr(other, "_value", None) is not None:
-            return self is not other
-        return F.ne(self, other)
-
-    __hash__ = object.__hash__
-
     def all(self):
         from fusegrad.tracer.eager import wrap
         return wrap(np.asarray(self._eager_data().all()))

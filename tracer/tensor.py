@@ -6,6 +6,7 @@ grad, grad_fn) and the autograd methods live in `tracer.eager`.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -102,7 +103,16 @@ class Tensor(EagerTensorMixin):
     def __le__(self, other): return F.le(self, other)
     def __gt__(self, other): return F.gt(self, other)
     def __ge__(self, other): return F.ge(self, other)
-    # == and != stay identity-based, as a dictionary key needs (PyTorch's eq is .eq()).
+    # Elementwise, traced and eager alike, as in NumPy, JAX and PyTorch: identity
+    # equality made `x * (tokens != 0)` trace as `x * True`. Hashing stays by
+    # identity (as torch's), so tensors remain usable as dictionary keys; code that
+    # looks tensors up in lists must compare with `is`.
+    def __eq__(self, other):
+        return F.eq(self, other) if _comparable(other) else NotImplemented
+
+    def __ne__(self, other):
+        return F.ne(self, other) if _comparable(other) else NotImplemented
+
     __hash__ = object.__hash__
 
     def eq(self, other): return F.eq(self, other)
@@ -181,3 +191,9 @@ class Tensor(EagerTensorMixin):
 
     def _cast(self, dtype):
         return F.apply(ops.cast, self, dtype=np.dtype(dtype), grad_fn="ToCopyBackward0")
+
+
+def _comparable(other: Any) -> bool:
+    """What `==` compares elementwise; anything else (None, a string) falls back to
+    Python's identity comparison, so `t == None` is False, as in PyTorch."""
+    return isinstance(other, (Tensor, np.ndarray, np.generic, numbers.Number, list, tuple))

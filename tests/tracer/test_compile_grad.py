@@ -462,6 +462,38 @@ def test_python_lists_are_accepted_as_arrays():
     np.testing.assert_allclose(gy, reference[2], rtol=1e-12)
 
 
+# ---------------------------------------------------------------- comparisons
+
+def test_eq_and_ne_trace_elementwise_in_both_operand_orders():
+    # Identity equality traced `x * (tokens != 0)` as `x * True`: a wrong loss and
+    # wrong gradients, silently. Each term puts a different operand on the left.
+    @fg.compile_grad(wrt=0)
+    def loss(z, tokens, labels):
+        onehot = np.arange(3)[None, :] == labels[:, None]           # ndarray == tensor
+        return ((z * onehot).sum()
+                + (z * (tokens != 0)[:, None]).mean()                # tensor != int
+                + (z * (0.0 == tokens)[:, None]).sum()               # float == tensor
+                + 0.5 * (z * (labels[:, None] != np.arange(3))).sum()   # tensor != ndarray
+                + (z * (np.int64(1) == labels)[:, None]).sum()       # NumPy scalar == tensor
+                + (z * (labels == labels)[:, None]).sum())           # tensor == tensor
+
+    z = np.arange(12.0).reshape(4, 3) - 5
+    tokens, labels = np.array([0, 7, 0, 2]), np.array([2, 0, 1, 1])
+    onehot = np.arange(3)[None, :] == labels[:, None]
+    expected = (onehot + (tokens != 0)[:, None] / 12 + (tokens == 0)[:, None]
+                + 0.5 * ~onehot + (labels == 1)[:, None] + 1)
+    value, grad = loss(z, tokens, labels)
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
+    np.testing.assert_allclose(value, (z * expected).sum(), rtol=1e-12)
+
+
+def test_branching_on_a_traced_equality_is_a_trace_error():
+    def branchy(x, y):
+        return x.sum() if x == y else y.sum()
+    with pytest.raises(fg.TraceError, match="truth value"):
+        fg.compile_grad(branchy)(X3, Y3)
+
+
 # ---------------------------------------------------------------- no aliasing
 
 def test_gradient_equal_to_an_input_is_a_copy():

@@ -480,6 +480,24 @@ def test_cuda_tensors_when_cuda_is_available(monkeypatch):
     assert m.cpu().device == "cpu" and values(m.cpu()) == [[1, 2, 3], [4, 5, 6]]
 
 
+# ---------------------------------------------------------------- comparisons
+
+def test_eq_and_ne_are_elementwise_and_hashing_is_by_identity():
+    t = fg.tensor([1.0, 2.0, 0.0])
+    a = np.array([1.0, 0.0, 0.0])
+    for result, expected in [(t == a, [True, False, True]), (a == t, [True, False, True]),
+                             (t != a, [False, True, False]), (a != t, [False, True, False]),
+                             (t != 0, [True, True, False]), (0 == t, [False, False, True]),
+                             (np.float64(2.0) == t, [False, True, False]),
+                             ([1.0, 1.0, 1.0] == t, [True, False, False])]:
+        assert isinstance(result, fg.Tensor) and values(result) == expected
+    # Neither a number nor an array: Python's identity fallback, as in PyTorch.
+    assert (t == None) is False and (t != None) is True  # noqa: E711
+    assert (t == "t") is False
+    u = fg.tensor([1.0, 2.0, 0.0])
+    assert {t: "t", u: "u"}[u] == "u" and len({t, u}) == 2
+
+
 # ---------------------------------------------------------------- with the compiled path
 
 def test_eager_tensors_as_compile_grad_arguments():

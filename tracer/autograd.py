@@ -166,7 +166,8 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
             edges.append((recorded.functions[where[0]], where[1], None))
         elif kind == "seed":
             array, tensor = seeds[where]
-            edges.append(tensor._edge() if tensor is not None else (Constant(array), 0, None))
+            # A seed given as an ndarray is copied: the recorded gradient outlives the call.
+            edges.append(tensor._edge() if tensor is not None else (Constant(np.array(array)), 0, None))
         else:
             edges.append((Constant(np.zeros(value.shape, value.dtype)), 0, None))
     tensors = [wrap(a, device=d) for a, d in zip(arrays, devices)]

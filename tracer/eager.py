@@ -353,8 +353,12 @@ def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> Non
     for arg in args:
         if isinstance(arg, EagerTensorMixin):
             edges.append(arg._edge())
-        elif isinstance(arg, (np.ndarray, list, tuple)):
-            edges.append((Constant(arrays[len(edges)]), 0, None))
+        elif isinstance(arg, np.ndarray):
+            # A copy, as PyTorch turns an ndarray operand into a tensor: the caller may
+            # change the array before backward(), and the gradient needs it as it was.
+            edges.append((Constant(np.array(arrays[len(edges)])), 0, None))
+        elif isinstance(arg, (list, tuple)):
+            edges.append((Constant(arrays[len(edges)]), 0, None))   # np.asarray made it
     function = function_class(name)(graph, tuple(edges),
                                     [(t._data, t._box, t._box[0]) for t in outputs])
     for index, (value, tensor) in enumerate(zip(graph.outputs, outputs)):

@@ -325,6 +325,22 @@ def test_in_place_on_a_recorded_tensor_is_recorded():
     assert values(x.grad) == [5.0, 9.0]          # d/dx (2x + 1) x = 4x + 1
 
 
+def test_numpy_operands_are_copied_when_recorded():
+    # The recorded op kept the caller's array by reference: changing it before
+    # backward() changed the gradient (grad [0, 0] instead of [3, 4]).
+    x = fg.tensor([1.0, 2.0], requires_grad=True)
+    a = np.array([3.0, 4.0])
+    y = (x * a).sum()
+    a[:] = 0
+    y.backward()
+    assert values(x.grad) == [3.0, 4.0]
+    seed = np.array([1.0, 1.0])
+    (g,) = fg.autograd.grad(x * x, x, grad_outputs=seed, create_graph=True)
+    seed[:] = 0
+    g.sum().backward()
+    assert values(x.grad) == [5.0, 6.0]   # 3, 4 plus d(2 x * seed)/dx = 2 * seed
+
+
 def test_modified_input_is_detected():
     a = fg.tensor([1.0, 2.0], requires_grad=True)
     b = fg.tensor([3.0, 4.0])

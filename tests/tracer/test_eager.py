@@ -334,7 +334,7 @@ def test_numpy_operands_are_copied_when_recorded():
     a[:] = 0
     y.backward()
     assert values(x.grad) == [3.0, 4.0]
-    seed = np.array([1.0, 1.0])
+    seed = np.array([1.0, 1.0], np.float32)   # x.dtype: no conversion copies it
     (g,) = fg.autograd.grad(x * x, x, grad_outputs=seed, create_graph=True)
     seed[:] = 0
     g.sum().backward()

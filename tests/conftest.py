@@ -16,24 +16,20 @@ import numpy as np
 import pytest
 
 from fusegrad import ir
-from fusegrad.tracer.compile import CompiledGrad, Traced, _signature
+from fusegrad.tracer.compile import CompiledGrad, Traced
 
 
 def traced_for(f: CompiledGrad, *args: Any) -> Traced:
-    """What `f` traced and compiled for these arguments (tracing them if needed,
-    through `dump`, which builds the kernels without running them)."""
-    _, key = _signature(args)
-    if key not in f._cache:
-        f.dump(*args)
-    return f._cache[key]
+    """What `f` traced and planned for these arguments (tracing them if needed;
+    kernels compile on their first run, so this compiles nothing)."""
+    return f.trace(*args)
 
 
 def interpret(f: CompiledGrad, *args: Any) -> list[np.ndarray]:
     """[value, *grads] of `f` at `args` from the NumPy interpreter of its joint graph:
     the oracle for everything the planner, the emitter and the runtime do."""
     traced = traced_for(f, *args)
-    arrays, _ = _signature(args)
-    return ir.evaluate(traced.joint, [arrays[i] for i in traced.array_positions])
+    return ir.evaluate(traced.joint, f.leaves(*args))
 
 
 def tolerance(dtype: Any) -> dict[str, float]:

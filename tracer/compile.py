@@ -5,6 +5,7 @@ import functools
 import inspect
 import numbers
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -12,9 +13,12 @@ import numpy as np
 
 from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
-from fusegrad.ir.graph import FLOATING, Graph, Node, Value, first_backward_node
+from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
+from fusegrad.tracer import pytree
+from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
+from fusegrad.tracer.pytree import ArgumentError
 from fusegrad.tracer.tensor import Tensor
 
 
@@ -25,8 +29,20 @@ class Traced:
     forward: Graph          # the function as traced
     joint: Graph            # forward + backward, optimised
     executable: Executable
-    array_positions: tuple[int, ...]  # which arguments are graph inputs
-    single_grad: bool       # wrt=k returns one array instead of a tuple
+    wrt_leaves: tuple[int, ...]     # the array leaves (graph inputs) differentiated, in order
+    leaf_labels: tuple[str, ...]    # per array leaf, for messages: "argument 1 (params['w'])"
+    grad_keys: tuple | None  # per differentiated argument its pytree key; None: all plain arrays
+    single_grad: bool       # wrt=k returns one gradient instead of a tuple
+    captured: Captured | None       # closure cells and globals read (rebinding them retraces)
+
+
+# Rebinding a name the function reads retraces it; this many times, and the user is
+# told once that passing the value as an argument would avoid it (torch.compile warns
+# at its recompile limit, also 8).
+REBIND_WARNING = 8
+
+# Tags the cache key of a call with keyword arguments (that binding left as keywords).
+KEYWORDS = "keywords"
 
 
 class CompiledGrad:
@@ -44,54 +60,108 @@ class CompiledGrad:
         self.fuse = fuse
         self._cache: dict[tuple, Traced] = {}
         self._names = _parameter_names(fn)
+        self._rebinds = 0
+        self._call_signature: inspect.Signature | None = None
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any):
-        arrays, key = _signature(args)
-        traced = self._cache.get(key)
-        if traced is None:
-            traced = self._cache[key] = self._trace(args, arrays)
-        outputs = traced.executable([arrays[i] for i in traced.array_positions])
+    def __call__(self, *args: Any, **kwargs: Any):
+        traced, leaves = self._lookup(args, kwargs)
+        outputs = traced.executable(leaves)
         value, grads = outputs[0], tuple(outputs[1:])
+        if traced.grad_keys is not None:
+            grads = _assemble(traced.grad_keys, grads)
         return value, (grads[0] if traced.single_grad else grads)
 
-    def dump(self, *args: Any) -> str:
+    def dump(self, *args: Any, **kwargs: Any) -> str:
         """Forward IR, backward IR, kernel plan and generated source for these arguments."""
-        return _dump_text(self.fn, self.trace(*args))
+        return _dump_text(self.fn, self.trace(*args, **kwargs))
 
-    def trace(self, *args: Any) -> Traced:
+    def trace(self, *args: Any, **kwargs: Any) -> Traced:
         """What these arguments compile to (traced and planned; kernels compile on use)."""
-        arrays, key = _signature(args)
+        return self._lookup(args, kwargs)[0]
+
+    def leaves(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        """The arrays these arguments hand the compiled graph, in its input order."""
+        return self._lookup(args, kwargs)[1]
+
+    def _lookup(self, args: tuple, kwargs: dict) -> tuple[Traced, list]:
+        """The trace for these arguments (made on a miss, or when a name the function
+        reads was rebound since) and the arrays to run it on. The per-call path."""
+        kwnames = ()
+        if kwargs:
+            args, kwnames = self._bind(args, kwargs)
+        leaves, key = _signature(args, self._names)
+        if kwnames:
+            key += ((KEYWORDS, kwnames),)
         traced = self._cache.get(key)
-        if traced is None:
-            traced = self._cache[key] = self._trace(args, arrays)
-        return traced
-
-    def wrt_positions(self, *args: Any) -> tuple[int, ...]:
-        """The argument positions gradients are returned for, with these arguments."""
-        arrays, _ = _signature(args)
-        return _resolve_wrt(self.wrt, arrays, self._names, _where(self.fn))[0]
-
-    def argument_name(self, position: int) -> str:
-        return self._name(position)
+        if traced is None or (traced.captured is not None and traced.captured.rebound()):
+            traced = self._retrace(key, args, kwnames, leaves, traced)
+        return traced, leaves
 
     # ------------------------------------------------------------ tracing
 
-    def _trace(self, args: Sequence[Any], arrays: list) -> Traced:
-        positions = tuple(i for i, a in enumerate(arrays) if a is not None)
-        wrt, single = _resolve_wrt(self.wrt, arrays, self._names, _where(self.fn))
-        inputs = {i: Value(arrays[i].shape, arrays[i].dtype, name=self._name(i)) for i in positions}
+    def _retrace(self, key: tuple, args: Sequence[Any], kwnames: tuple, leaves: list,
+                 stale: Traced | None) -> Traced:
+        if stale is not None:
+            self._rebinds += 1
+            if self._rebinds == REBIND_WARNING:
+                warnings.warn(f"{_where(self.fn)} was traced again {REBIND_WARNING} times because "
+                              f"a name it reads from outside ({stale.captured.rebound()!r}) was "
+                              f"rebound between calls; pass that value as an argument instead",
+                              stacklevel=3)
+        traced = self._cache[key] = self._trace(args, kwnames, leaves)
+        return traced
+
+    def _trace(self, args: Sequence[Any], kwnames: tuple, leaves: list) -> Traced:
+        labels = self._labels(len(args), kwnames)
+        keys, ranges = _argument_leaves(args)
+        paths = [p for k, label in zip(keys, labels) for p in pytree.leaf_paths(k, label)]
+        owner = [i for i, r in enumerate(ranges) for _ in r]
+        wrt, single = _resolve_wrt(self.wrt, leaves, ranges, labels,
+                                   self._parameter_positions(len(args), kwnames), _where(self.fn))
+        wrt_leaves = tuple(j for i in wrt for j in ranges[i] if leaves[j].dtype.kind == "f")
+        names = _unique([pytree.identifier(p) for p in paths])
+        inputs = tuple(Value(a.shape, a.dtype, name=n) for a, n in zip(leaves, names))
+        captured = capture(self.fn)
         with Tracing() as builder:
-            traced_args = [Tensor._traced(inputs[i]) if i in inputs else a for i, a in enumerate(args)]
-            result = self.fn(*traced_args)
+            tensors = iter([Tensor._traced(v) for v in inputs])
+            traced_args = [pytree.substitute(a, lambda _: next(tensors)) for a in args]
+            positional = len(args) - len(kwnames)
+            result = self.fn(*traced_args[:positional],
+                             **dict(zip(kwnames, traced_args[positional:])))
         out = _check_result(result, self.fn, builder.nodes)
-        forward = builder.finish(tuple(inputs[i] for i in positions), (out,))
-        joint = ir.optimize(ir.vjp_graph(forward, [positions.index(i) for i in wrt]))
+        forward = builder.finish(inputs, (out,))
+        joint = ir.optimize(ir.vjp_graph(forward, list(wrt_leaves)))
         executable = compile_graph(joint, device=self.device, fuse=self.fuse)
-        traced = Traced(forward, joint, executable, positions, single)
+        plain = all(not isinstance(keys[i][0], str) for i in wrt)
+        traced = Traced(forward, joint, executable, wrt_leaves,
+                        tuple(f"argument {i} ({p})" for i, p in zip(owner, paths)),
+                        None if plain else tuple(keys[i] for i in wrt), single, captured)
         if os.environ.get("FUSEGRAD_DUMP", "") not in ("", "0"):
             print(_dump_text(self.fn, traced), flush=True)
         return traced
+
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, tuple]:
+        """Keyword arguments bound to positions where the signature allows (so that
+        f(x, w=w) and f(x, w) share a trace); the rest stay keywords, named. A call
+        that does not fit the signature raises Python's TypeError here."""
+        if self._call_signature is None:
+            try:
+                self._call_signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):  # no signature to bind with
+                return args + tuple(kwargs.values()), tuple(kwargs)
+        bound = self._call_signature.bind(*args, **kwargs)
+        return bound.args + tuple(bound.kwargs.values()), tuple(bound.kwargs)
+
+    def _labels(self, count: int, kwnames: tuple) -> list[str]:
+        positional = count - len(kwnames)
+        return [self._name(i) for i in range(positional)] + list(kwnames)
+
+    def _parameter_positions(self, count: int, kwnames: tuple) -> list:
+        """Per argument, its position in the signature (what wrt=k counts)."""
+        positional = count - len(kwnames)
+        return list(range(positional)) + [self._names.index(n) if n in self._names else None
+                                          for n in kwnames]
 
     def _name(self, i: int) -> str:
         return self._names[i] if i < len(self._names) else f"arg{i}"
@@ -101,7 +171,23 @@ class CompiledGrad:
 
 
 def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", fuse: bool = True):
-    """Compile `fn` (a scalar-valued function of arrays) to return ``(value, grads)``."""
+    """Compile `fn` (a scalar-valued function of arrays) to return ``(value, grads)``.
+
+    Arguments may be arrays (NumPy arrays, eager tensors, nested lists of numbers),
+    pytrees of them (nested dicts, lists, tuples and NamedTuples: every array leaf is
+    an input of the graph, and its gradient comes back in the same structure, None
+    at leaves without one), or anything else hashable, which is a constant of the
+    trace. ``wrt=None`` differentiates every argument holding a floating-point
+    array; ``wrt=k`` (position or name) one, returned bare; ``wrt=(i, j)`` several,
+    as a tuple. Keyword arguments work at call time.
+
+    One trace and compilation per distinct structure, shapes, dtypes and constants.
+    Arrays the function reads from outside (closed over, or module globals) are
+    constants of the trace, as in `jax.jit`: changing one in place is seen by later
+    calls; rebinding the name to another object makes the next call trace again
+    (only names read by `fn` itself; not attributes, nor names read by functions it
+    calls). Values that change from call to call belong in the arguments.
+    """
     if fn is None:
         return lambda f: CompiledGrad(f, wrt, device, fuse)
     return CompiledGrad(fn, wrt, device, fuse)
@@ -109,89 +195,104 @@ def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", f
 
 # ---------------------------------------------------------------- signatures
 
-def _signature(args: Sequence[Any]) -> tuple[list, tuple]:
-    """Arrays for the graph (None for trace constants) and the cache key.
+def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tuple]:
+    """The array leaves of the arguments (the graph's inputs) and the cache key.
 
-    An array argument is made C-contiguous and native-endian here (the kernels read
-    plain strided memory); the caller's array is never written to.
-    """
-    arrays: list = []
+    A plain array, the common case, is handled here without the pytree walk."""
+    leaves: list[np.ndarray] = []
     key: list = []
-    for arg in args:
-        array = _as_array(arg)
-        arrays.append(array)
-        if array is None:
-            key.append(("const", type(arg), _const_key(arg)))
-        else:
-            key.append((array.shape, array.dtype.str))
-    return arrays, tuple(key)
-
-
-def _as_array(arg: Any) -> np.ndarray | None:
-    if isinstance(arg, np.ndarray):
-        array = arg
-    elif isinstance(arg, Tensor):
-        array = arg.detach().numpy()
-    elif isinstance(arg, (list, tuple)) and _is_numeric_sequence(arg):
-        array = np.asarray(arg)  # accepted like NumPy does (documented in the README)
-    else:
-        return None
-    # float16 and long double pass NumPy's checks but Numba has no CPU arrays of
-    # them: refuse here rather than fail with a Numba traceback at the first call.
-    dtype = array.dtype
-    if dtype.kind not in "biu" and dtype not in FLOATING and dtype.newbyteorder("=") not in FLOATING:
-        raise DTypeError(f"unsupported array dtype {array.dtype}: arrays must be float32 or "
-                         f"float64 (or bool or integer, which get no gradient); "
-                         f"convert with .astype(np.float32)")
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    # Not np.ascontiguousarray: it returns 0-d arrays as shape (1,), which made a
-    # scalar argument trace as a vector (and its gradient come back 1-d).
-    return np.asarray(array, order="C")
-
-
-def _is_numeric_sequence(seq) -> bool:
-    first = seq
-    while isinstance(first, (list, tuple)) and first:
-        first = first[0]
-    return isinstance(first, numbers.Number) and not isinstance(seq, str)
-
-
-def _const_key(arg: Any) -> Any:
     try:
-        hash(arg)
-    except TypeError:
-        return repr(arg)
-    # 0.0 == -0.0 (and they hash alike), yet x / 0.0 and x / -0.0 differ in sign; and
-    # nan != nan would retrace on every call. repr tells floats apart exactly.
-    if isinstance(arg, (float, complex, np.floating, np.complexfloating)):
-        return repr(arg)
-    return arg
+        for arg in args:
+            if type(arg) is np.ndarray:
+                array = pytree.checked_array(arg)
+                leaves.append(array)
+                key.append((array.shape, array.dtype.str))
+            else:
+                key.append(pytree.flatten(arg, leaves))
+    except pytree.UnhashableConstant as error:
+        raise _unhashable(args, names, error.args[0]) from None
+    return leaves, tuple(key)
 
 
-def _resolve_wrt(wrt, arrays: list, names: list[str],
+def _unhashable(args: Sequence[Any], names: Sequence[str], leaf: Any) -> FusegradError:
+    for i, arg in enumerate(args):
+        label = names[i] if i < len(names) else f"arg{i}"
+        path = pytree.find_path(arg, leaf, label)
+        if path is not None:
+            return ArgumentError(
+                f"argument {i} ({path}) is a {type(leaf).__name__}: compile_grad takes arrays, "
+                f"nested dicts, lists and tuples of them, and hashable constants (the trace is "
+                f"cached by their value); pass it as an array or make it hashable")
+    return ArgumentError(f"an argument holds an unhashable {type(leaf).__name__}")
+
+
+def _argument_leaves(args: Sequence[Any]) -> tuple[list[tuple], list[range]]:
+    """Per argument, its pytree key and which of the flat leaves are its own."""
+    keys, ranges, flat = [], [], []
+    for arg in args:
+        start = len(flat)
+        keys.append(pytree.flatten(arg, flat))
+        ranges.append(range(start, len(flat)))
+    return keys, ranges
+
+
+def _assemble(grad_keys: tuple, grads: tuple) -> tuple:
+    """The flat gradients as trees shaped like the differentiated arguments."""
+    flat = iter(grads)
+    return tuple(pytree.gradients(key, flat) for key in grad_keys)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names of the graph's inputs, made distinct (``a['b_c']`` and ``a['b']['c']``)."""
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}_{n}"
+        seen.add(unique)
+        result.append(unique)
+    return result
+
+
+def _resolve_wrt(wrt, leaves: list, ranges: list[range], labels: list[str], positions: list,
                  where: str) -> tuple[tuple[int, ...], bool]:
-    """The differentiated positions and whether one gradient is returned bare. Errors
+    """The differentiated arguments and whether one gradient is returned bare. Errors
     name `where` (the function and its line): wrt is an option of that function."""
-    count = len(arrays)
+    count = len(ranges)
+    floating = [any(leaves[j].dtype.kind == "f" for j in r) for r in ranges]
     if wrt is None:
-        return tuple(i for i, a in enumerate(arrays) if a is not None and a.dtype.kind == "f"), False
-    single = isinstance(wrt, numbers.Integral)
-    positions = (int(wrt),) if single else tuple(int(i) for i in wrt)
-    for i in positions:
-        if not -count <= i < count:
-            raise FusegradError(f"{where}: wrt={wrt!r}: argument {i} is out of range for "
-                                f"{count} arguments")
-        array = arrays[i]
-        if array is None:
-            raise DTypeError(f"{where}: wrt={wrt!r}: argument {i} is not an array, it has no "
-                             f"gradient")
-        if array.dtype.kind != "f":
-            label = names[i] if i < len(names) else f"arg{i}"
+        return tuple(i for i in range(count) if floating[i]), False
+    single = isinstance(wrt, (numbers.Integral, str))
+    chosen = tuple(_argument_index(w, wrt, labels, positions, where)
+                   for w in ((wrt,) if single else wrt))
+    for i in chosen:
+        if not ranges[i]:
+            raise DTypeError(f"{where}: wrt={wrt!r}: argument {i} ({labels[i]}) is not an array, "
+                             f"it has no gradient")
+        if not floating[i]:
+            dtypes = ", ".join(sorted({str(leaves[j].dtype) for j in ranges[i]}))
             raise DTypeError(f"{where}: cannot differentiate with respect to argument {i} "
-                             f"({label}), an array of {array.dtype}: only floating-point arrays "
+                             f"({labels[i]}), an array of {dtypes}: only floating-point arrays "
                              f"have gradients")
-    return tuple(i % count for i in positions), single
+    return chosen, single
+
+
+def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -> int:
+    count = len(labels)
+    if isinstance(spec, str):
+        if spec not in labels:
+            raise FusegradError(f"{where}: wrt={wrt!r}: no argument named {spec!r} in this call "
+                                f"(the arguments are {', '.join(labels)})")
+        return labels.index(spec)
+    position = int(spec)
+    if -count <= position < 0:
+        position += count
+    if position in positions:
+        return positions.index(position)
+    raise FusegradError(f"{where}: wrt={wrt!r}: argument {int(spec)} is out of range for "
+                        f"{count} arguments")
 
 
 def _check_result(result: Any, fn: Callable, nodes: Sequence[Node]) -> Value:

@@ -7,6 +7,7 @@ import numpy as np
 
 from fusegrad import ir
 from fusegrad.ir.errors import FusegradError
+from fusegrad.tracer import pytree
 from fusegrad.tracer.compile import CompiledGrad, compile_grad
 
 
@@ -20,20 +21,18 @@ def gradcheck(fn: Callable | CompiledGrad, *args: Any, eps: float | None = None,
     finite differences of `fn` evaluated in float64; otherwise raise GradcheckError
     naming the argument, the worst element and both values."""
     compiled = fn if isinstance(fn, CompiledGrad) else compile_grad(fn)
-    _, grads = compiled(*args)
-    grads = (grads,) if isinstance(grads, np.ndarray) else grads
-    wrt = compiled.wrt_positions(*args)
+    traced = compiled.trace(*args)
+    leaves = compiled.leaves(*args)
+    grads = traced.executable(leaves)[1:]   # flat, one per differentiated leaf
     # The forward graph, traced again in float64, is run by the NumPy interpreter:
     # thousands of perturbed evaluations and no compilation.
-    wide = [a.astype(np.float64) if _floating_array(a) else a for a in map(_array_or_self, args)]
-    traced = compiled.trace(*wide)
-    inputs = [np.array(wide[i], dtype=np.float64 if _floating_array(wide[i]) else None)
-              for i in traced.array_positions]
-    for position, grad in zip(wrt, grads):
-        slot = traced.array_positions.index(position)
-        numeric = _finite_differences(traced.forward, inputs, slot, eps or 1e-6)
-        single = np.asarray(args[position]).dtype == np.float32
-        _compare(compiled, position, grad, numeric,
+    wide_args = [pytree.substitute(a, _widen) for a in args]
+    wide = compiled.trace(*wide_args)
+    inputs = [np.array(a) for a in compiled.leaves(*wide_args)]   # written to below
+    for leaf, grad in zip(traced.wrt_leaves, grads):
+        numeric = _finite_differences(wide.forward, inputs, leaf, eps or 1e-6)
+        single = leaves[leaf].dtype == np.float32
+        _compare(traced.leaf_labels[leaf], grad, numeric,
                  atol if atol is not None else (1e-3 if single else 1e-5),
                  rtol if rtol is not None else (1e-2 if single else 1e-3))
     return True
@@ -54,25 +53,18 @@ def _finite_differences(graph: ir.Graph, inputs: list[np.ndarray], slot: int,
     return result
 
 
-def _compare(compiled: CompiledGrad, position: int, grad: np.ndarray, numeric: np.ndarray,
-             atol: float, rtol: float) -> None:
+def _compare(label: str, grad: np.ndarray, numeric: np.ndarray, atol: float,
+             rtol: float) -> None:
     error = np.abs(grad - numeric) - (atol + rtol * np.abs(numeric))
     if error.size == 0 or not (np.nanmax(error) > 0 or np.isnan(error).any()):
         return
     worst = np.unravel_index(np.nanargmax(np.where(np.isnan(error), np.inf, error)), error.shape)
-    name = compiled.argument_name(position)
     raise GradcheckError(
-        f"gradcheck: the gradient with respect to argument {position} ({name}) differs from "
+        f"gradcheck: the gradient with respect to {label} differs from "
         f"central finite differences at element {tuple(int(i) for i in worst)}: compiled "
         f"{float(grad[worst]):.8g}, finite differences {float(numeric[worst]):.8g} "
         f"(atol={atol}, rtol={rtol})")
 
 
-def _array_or_self(arg: Any) -> Any:
-    if isinstance(arg, (list, tuple)):
-        return np.asarray(arg)
-    return arg
-
-
-def _floating_array(arg: Any) -> bool:
-    return isinstance(arg, np.ndarray) and arg.dtype.kind == "f"
+def _widen(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float64) if array.dtype.kind == "f" else array

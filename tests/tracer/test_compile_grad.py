@@ -494,6 +494,67 @@ def test_branching_on_a_traced_equality_is_a_trace_error():
         fg.compile_grad(branchy)(X3, Y3)
 
 
+# ---------------------------------------------------------------- names read from outside
+
+OFFSET = np.array([1.0, 2.0, 3.0])   # a module global that a traced function reads
+
+
+def _offset_loss(x):
+    return (x * OFFSET).sum()
+
+
+def test_a_rebound_closed_over_array_or_number_retraces():
+    w, k = np.array([1.0, 2.0, 3.0]), 1.0
+    f = fg.compile_grad(lambda x: (x * w).sum() * k, wrt=0)
+    assert f(X3)[0] == 14.0
+    w[0] = 10.0                      # in place: the trace holds w itself and sees it
+    assert f(X3)[0] == 23.0
+    w = np.array([0.0, 0.0, 1.0])    # rebound: the trace held the old array (gave 23)
+    value, grad = f(X3)
+    assert value == 3.0 and grad.tolist() == [0.0, 0.0, 1.0]
+    k = 2.0                          # a rebound number: a constant of the old trace
+    assert f(X3)[0] == 6.0
+
+
+def test_a_rebound_global_array_retraces():
+    global OFFSET
+    f = fg.compile_grad(_offset_loss, wrt=0)
+    saved = OFFSET
+    try:
+        assert f(X3)[0] == 14.0
+        OFFSET = np.ones(3)
+        value, grad = f(X3)
+        assert value == 6.0 and grad.tolist() == [1.0, 1.0, 1.0]
+    finally:
+        OFFSET = saved
+
+
+def test_names_the_function_assigns_do_not_retrace():
+    traces, calls = [], 0
+
+    def counting(x):
+        nonlocal calls
+        calls += 1                   # rebinds `calls` on every call, by design
+        traces.append(1)
+        return x.sum()
+
+    f = fg.compile_grad(counting)
+    for _ in range(3):
+        f(X3)
+    assert len(traces) == 1
+
+
+def test_rebinding_on_every_call_warns_once(recwarn):
+    from fusegrad.tracer.compile import REBIND_WARNING
+    w = np.zeros(3)
+    f = fg.compile_grad(lambda x: (x * w).sum(), wrt=0)
+    for i in range(REBIND_WARNING + 3):
+        w = np.full(3, float(i))
+        assert f(X3)[0] == 6.0 * i
+    messages = [str(w.message) for w in recwarn.list if "rebound" in str(w.message)]
+    assert len(messages) == 1 and "'w'" in messages[0] and "as an argument" in messages[0]
+
+
 # ---------------------------------------------------------------- no aliasing
 
 def test_gradient_equal_to_an_input_is_a_copy():

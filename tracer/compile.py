@@ -211,7 +211,19 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
                 key.append(pytree.flatten(arg, leaves))
     except pytree.UnhashableConstant as error:
         raise _unhashable(args, names, error.args[0]) from None
+    except (DTypeError, ShapeError) as error:   # a float16 array, a ragged list
+        raise type(error)(f"{_culprit(args, names)}: {error}") from None
     return leaves, tuple(key)
+
+
+def _culprit(args: Sequence[Any], names: Sequence[str]) -> str:
+    """'argument 1 (w)': the first argument that does not flatten (on errors only)."""
+    for i, arg in enumerate(args):
+        try:
+            pytree.flatten(arg, [])
+        except (FusegradError, pytree.UnhashableConstant):
+            return f"argument {i} ({names[i] if i < len(names) else f'arg{i}'})"
+    return "an argument"
 
 
 def _unhashable(args: Sequence[Any], names: Sequence[str], leaf: Any) -> FusegradError:

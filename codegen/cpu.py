@@ -40,7 +40,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fusegrad.codegen import scalar_math as fm  # version {_scalar_math_digest()}
+from fusegrad.codegen import scalar_math  # version {_scalar_math_digest()}
 """
 
 SERIAL_SUFFIX = "_serial"

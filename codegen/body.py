@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from fusegrad.codegen.loops import (Schedule, column_reduction, expression, index, ir_comment,
-                                    operand, row_reduction, store_index)
+                                    open_loop, operand, row_reduction, store_index)
 from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
@@ -174,8 +174,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
-        w.line(f"for i{axis} in range(n{axis}):")
-        w.depth += 1
+        open_loop(w, sched, axis)
     cell = "[" + ", ".join(f"i{a}" for a in range(sched.outer, sched.rank)) + "]"
     kept = []
     cone = _inner_cone(sinks, sched, stored)

@@ -313,3 +313,28 @@ def test_generated_names_are_the_vocabulary(device):
                 source = emit(step, names, plan, device)
                 stray = {n for n in _names_used(source) if n not in values and not is_generated(n)}
                 assert not stray, f"{stray} in\n{source}"
+
+
+def _deep(rank: int, dtype=F64):
+    """Elementwise work, a row, a column and a full reduction on a (1,) * k + (2, 3)
+    domain: NumPy's many-axes arrays are mostly size 1 beyond a few."""
+    x = Value((1,) * (rank - 2) + (2, 3), dtype, "x")
+    with ir.building() as builder:
+        y = ops.mul(ops.tanh(x), ops.reduce_sum(x, rank - 1, keepdims=True))
+        columns = ops.reduce_max(y, tuple(range(rank - 1)))
+        total = ops.reduce_sum(ops.mul(y, y))
+    return builder.finish((x,), (y, columns, total))
+
+
+@pytest.mark.parametrize("rank", [20, 32])
+def test_many_axes_of_size_one_need_no_loops(rank, assert_all_close):
+    """Python nests at most 20 blocks; an axis of size 1 is index 0, not a loop."""
+    graph = _deep(rank)
+    plan = plan_kernels(graph)
+    assert not [s for s in plan.steps if not hasattr(s, "domain")], "all fused"
+    names = SourceNames(graph)
+    sources = [emit(step, names, plan) for step in plan.steps]
+    assert all("i5 = 0" in source for source in sources)
+    args = [np.arange(6.0).reshape(graph.inputs[0].shape) / 7 - 0.3]
+    assert_all_close(Executable(plan)(args), ir.evaluate(graph, args), F64,
+                     what=f"{rank} axes")

@@ -6,6 +6,7 @@ that a change in the passes cannot change these kernels.
 """
 from __future__ import annotations
 
+import ast
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ import fusegrad as fg
 from fusegrad import ir
 from fusegrad.codegen import SourceNames, emit, plan_kernels
 from fusegrad.codegen.cpu import SERIAL_SUFFIX
+from fusegrad.codegen.source import is_generated
 from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
 from fusegrad.runtime import Executable
@@ -286,7 +288,6 @@ def _vocabulary_graphs():
 
 
 def _names_used(source: str) -> set[str]:
-    import ast
     tree = ast.parse(source)
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     used |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args}
@@ -299,7 +300,6 @@ def test_generated_names_are_the_vocabulary(device):
     templates keep for themselves (`is_generated`), and those two never meet: an
     emitter that starts using a new name of its own fails here until the vocabulary
     in codegen/source.py has it."""
-    from fusegrad.codegen.source import is_generated
     for graph in _vocabulary_graphs():
         names = SourceNames(graph)
         plan = plan_kernels(graph)
@@ -335,6 +335,8 @@ def test_many_axes_of_size_one_need_no_loops(rank, assert_all_close):
     names = SourceNames(graph)
     sources = [emit(step, names, plan) for step in plan.steps]
     assert all("i5 = 0" in source for source in sources)
+    for step in plan.steps:  # the CUDA template nests no deeper (a syntax check)
+        compile(emit(step, names, plan, "cuda"), "<cuda kernel>", "exec")
     args = [np.arange(6.0).reshape(graph.inputs[0].shape) / 7 - 0.3]
     assert_all_close(Executable(plan)(args), ir.evaluate(graph, args), F64,
                      what=f"{rank} axes")

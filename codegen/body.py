@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from fusegrad.codegen.loops import (Schedule, column_reduction, expression, index, ir_comment,
-                                    operand, row_reduction, store_index)
+                                    open_loop, operand, row_reduction, store_index)
 from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
@@ -35,13 +35,13 @@ class Dialect:
     # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
     row_buffers: bool = False
     # Whether sums and extrema are split out of the loop that computes their terms:
-    # the terms go to an L1 buffer, reduced by `fm.block_sum`, `fm.block_max` or
-    # `fm.block_min` (vectorized, see scalar_math.py). A loop carrying an accumulator
+    # the terms go to an L1 buffer, reduced by `scalar_math.block_sum`, `.block_max` or
+    # `.block_min` (vectorized, see scalar_math.py). A loop carrying an accumulator
     # cannot be vectorized (that would reorder the additions); without one, LLVM
     # vectorizes the elementwise work (1.65x on the W2 chain).
     split_reductions: bool = False
     # Whether a float32 sin and cos of the same value are computed by one call to
-    # `fm.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
+    # `scalar_math.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
     sincos: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).
@@ -96,17 +96,17 @@ def emit_block_sums(w: Writer, sched: Schedule, names: SourceNames, count: str) 
 def _emit_deferred(w: Writer, sched: Schedule, nodes: list[Node], names: SourceNames,
                    count: str) -> None:
     """The first `count` buffered terms (flattened when the kernel has several inner
-    axes) into their accumulators, by `fm.block_sum`, `fm.block_max`, `fm.block_min`."""
+    axes) into their accumulators, by `scalar_math.block_sum`, `.block_max`, `.block_min`."""
     flat = ".ravel()" if sched.rank - sched.outer > 1 else ""
     for node in nodes:
         name = names(node.out)
         if _summed(node):
             # A row sum is this one block; a full sum adds the blocks up.
             update = "=" if row_reduction(node, sched.kernel) else "+="
-            w.line(f"{name}_acc {update} fm.block_sum({name}_red{flat}, {count})")
+            w.line(f"{name}_acc {update} scalar_math.block_sum({name}_red{flat}, {count})")
         else:
             kind = "max" if node.primitive is P.reduce_max else "min"
-            w.line(f"{name}_acc = fm.block_{kind}({name}_red{flat}, {count}, {name}_acc)")
+            w.line(f"{name}_acc = scalar_math.block_{kind}({name}_red{flat}, {count}, {name}_acc)")
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -174,8 +174,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
-        w.line(f"for i{axis} in range(n{axis}):")
-        w.depth += 1
+        open_loop(w, sched, axis)
     cell = "[" + ", ".join(f"i{a}" for a in range(sched.outer, sched.rank)) + "]"
     kept = []
     cone = _inner_cone(sinks, sched, stored)
@@ -189,7 +188,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         if node in pairs:
             sin, cos = pairs[node]
             argument = operand(sin.inputs[0], sin, sched, names)
-            w.line(f"{names(sin.out)}, {names(cos.out)} = fm.sincos({argument})",
+            w.line(f"{names(sin.out)}, {names(cos.out)} = scalar_math.sincos({argument})",
                    f"{ir_comment(sin, sched, names)}; {ir_comment(cos, sched, names)}")
         elif node not in paired:
             w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))

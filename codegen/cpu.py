@@ -18,7 +18,8 @@ from fusegrad.codegen.body import (BLOCK, Dialect, accumulate, deferred_reductio
                                    emit_point, full_reductions, identity, kernel_parameters,
                                    partial_nodes, reduction_buffer_declarations,
                                    row_buffer_declarations)
-from fusegrad.codegen.loops import Schedule, column_reduction, schedule
+from fusegrad.codegen.loops import (Schedule, column_reduction, looped, open_loop, schedule,
+                                    unit_index)
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
@@ -40,7 +41,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fusegrad.codegen import scalar_math as fm  # version {_scalar_math_digest()}
+from fusegrad.codegen import scalar_math  # version {_scalar_math_digest()}
 """
 
 SERIAL_SUFFIX = "_serial"
@@ -98,8 +99,13 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
     if axis == sched.outer:
         emit_point(w, sched, names, CPU)
         return
+    if axis > 0 and not looped(sched, axis):  # axis 0 always loops: chunks split it
+        unit_index(w, axis)
+        _emit_outer_loop(w, sched, names, axis + 1)
+        return
     low, high = ("start", "stop") if axis == 0 else ("0", f"n{axis}")
-    if axis < sched.outer - 1 or sched.outer < sched.rank:
+    later = [a for a in range(axis + 1, sched.outer) if looped(sched, a)]
+    if later or sched.outer < sched.rank:
         with w.block(f"for i{axis} in range({low}, {high}):"):
             _emit_outer_loop(w, sched, names, axis + 1)
         return
@@ -110,7 +116,7 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
     if not deferred_reductions(sched):
         bounds = f"np.uint64({low}), np.uint64({high})" if axis == 0 else high
         with w.block(f"for i{axis} in range({bounds}):"):
-            emit_point(w, sched, names, CPU)
+            _emit_outer_loop(w, sched, names, axis + 1)
         return
     # Sums to split out and no inner loops to split: split this one in blocks
     # (see Dialect.split_reductions).
@@ -118,6 +124,8 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
         w.line(f"count = min({high} - base, {BLOCK})")
         with w.block("for lane in range(count):"):
             w.line(f"i{axis} = np.uint64(base + lane)")
+            for unit in range(axis + 1, sched.outer):
+                unit_index(w, unit)
             emit_point(w, sched, names, CPU, block_cell="lane")
         emit_block_sums(w, sched, names, "count")
 
@@ -133,7 +141,6 @@ def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:
             continue
         depth = w.depth
         for axis in range(sched.outer, sched.rank):
-            w.line(f"for i{axis} in range(n{axis}):")
-            w.depth += 1
+            open_loop(w, sched, axis)
         emit_column_result(w, node, sched, names)
         w.depth = depth

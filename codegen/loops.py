@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel, is_unit_reshape, reduction_kind
-from fusegrad.codegen.source import SourceNames
+from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value, dtype_str
 from fusegrad.ir.primitive import REDUCTION, literal
@@ -28,6 +28,28 @@ class Schedule:
 
     def level(self, value: Value) -> str | None:
         return self.kernel.levels.get(value)
+
+
+def looped(sched: Schedule, axis: int) -> bool:
+    """Whether `axis` gets a loop. One of size 1 does not, its index is 0: that loop
+    would run once, and Python nests at most 20 blocks while NumPy allows 64 axes,
+    which beyond a few are mostly of size 1 (see plan.MAX_LOOPED_AXES)."""
+    return sched.kernel.domain[axis] != 1
+
+
+def open_loop(w: Writer, sched: Schedule, axis: int) -> None:
+    """`for i<axis> in range(n<axis>):`, the writer one level deeper; for an axis of
+    size 1, `i<axis> = 0` at this level instead. The caller restores the depth."""
+    if looped(sched, axis):
+        w.line(f"for i{axis} in range(n{axis}):")
+        w.depth += 1
+    else:
+        unit_index(w, axis)
+
+
+def unit_index(w: Writer, axis: int) -> None:
+    w.line(f"i{axis} = 0", "size 1: no loop")
+
 
 def schedule(kernel: Kernel, consts: dict[Value, Node]) -> Schedule:
     ready: dict[Value, int] = {}

@@ -114,6 +114,17 @@ def row_shapes(domain: Shape, outer: int) -> tuple[Shape, Shape]:
     return domain[:outer] + (1,) * (len(domain) - outer), domain[:outer]
 
 
+# Python compiles at most 20 nested blocks (CO_MAXBLOCKS). A kernel nests one loop per
+# axis larger than 1 (and axis 0, which the CPU's chunks split; see loops.looped) and
+# two of its own: the chunk loop and the blocks of a split loop (cpu.py). NumPy allows
+# 64 axes; work on a domain with more large axes than this is left to NumPy.
+MAX_LOOPED_AXES = 18
+
+
+def looped_axes(domain: Shape) -> int:
+    return sum(1 for axis, size in enumerate(domain) if axis == 0 or size != 1)
+
+
 def is_scalar_shape(shape: Shape) -> bool:
     return all(d == 1 for d in shape)
 
@@ -165,6 +176,9 @@ def fusable(node: Node) -> str | None:
 def place(node: Node, kernel: Kernel) -> tuple[str, int | None] | str:
     """(level, outer) for `node` inside `kernel`, or the reason it cannot go there."""
     domain, outer = kernel.domain, kernel.outer
+    if looped_axes(domain) > MAX_LOOPED_AXES:
+        return (f"{looped_axes(domain)} axes larger than 1 in {domain}: more nested loops "
+                f"than Python compiles")
     internal = [kernel.levels[v] for v in node.inputs if v in kernel.levels]
     if node.primitive.kind == REDUCTION:
         return _place_reduction(node, kernel)

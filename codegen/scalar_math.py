@@ -1,4 +1,4 @@
-"""Helpers that CPU kernels call through `fm`: float32 exp, log and tanh that vectorize,
+"""Helpers that CPU kernels call through `scalar_math`: float32 exp, log and tanh that vectorize,
 and sums that vectorize.
 
 `exp`, `log`, `tanh`: `math.exp(x)` in a kernel is a call to glibc's scalar expf, and
@@ -39,7 +39,7 @@ Tests in tests/codegen/test_scalar_math.py.
 
 float64 (and any other type) calls `math` unchanged.
 
-Kernels call `fm.exp(x)`; the CUDA target binds `fm` to `math` instead, where the
+Kernels call `scalar_math.exp(x)`; the CUDA target binds `scalar_math` to `math`, where the
 device library is already fast.
 
 `block_sum`: a loop `acc += t[i]` is one chain of dependent additions, one every 3

@@ -38,28 +38,28 @@ neg = primitive(
 exp = primitive(
     "exp", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp,
     vjp=lambda g, x, y: [g * y],
-    # `fm`: each target's math namespace (codegen/scalar_math.py on the CPU).
-    scalar="fm.exp({0})", grad_fn="ExpBackward0", cost=COSTLY,
+    # `scalar_math`: each target's math namespace (codegen/scalar_math.py on the CPU).
+    scalar="scalar_math.exp({0})", grad_fn="ExpBackward0", cost=COSTLY,
 )
 log = primitive(
     "log", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.log,
     vjp=lambda g, x, y: [g / x],
-    scalar="fm.log({0})", grad_fn="LogBackward0", cost=COSTLY,
+    scalar="scalar_math.log({0})", grad_fn="LogBackward0", cost=COSTLY,
 )
 sin = primitive(
     "sin", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sin,
     vjp=lambda g, x, y: [g * ops.cos(x)],
-    scalar="fm.sin({0})", grad_fn="SinBackward0", cost=COSTLY,
+    scalar="scalar_math.sin({0})", grad_fn="SinBackward0", cost=COSTLY,
 )
 cos = primitive(
     "cos", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.cos,
     vjp=lambda g, x, y: [-(g * ops.sin(x))],
-    scalar="fm.cos({0})", grad_fn="CosBackward0", cost=COSTLY,
+    scalar="scalar_math.cos({0})", grad_fn="CosBackward0", cost=COSTLY,
 )
 tanh = primitive(
     "tanh", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.tanh,
     vjp=lambda g, x, y: [g * (1 - y * y)],
-    scalar="fm.tanh({0})", grad_fn="TanhBackward0", cost=COSTLY,
+    scalar="scalar_math.tanh({0})", grad_fn="TanhBackward0", cost=COSTLY,
 )
 sqrt = primitive(
     "sqrt", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.sqrt,
@@ -89,7 +89,7 @@ def _sigmoid_impl(x: np.ndarray) -> np.ndarray:
 sigmoid = primitive(
     "sigmoid", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=_sigmoid_impl,
     vjp=lambda g, x, y: [g * (y * (1 - y))],
-    scalar="{one} / ({one} + fm.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
+    scalar="{one} / ({one} + scalar_math.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
 )
 # `x <= 0` rather than `x > 0` so that NaN passes through, as in NumPy and PyTorch.
 relu = primitive(

@@ -6,6 +6,7 @@ that a change in the passes cannot change these kernels.
 """
 from __future__ import annotations
 
+import ast
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ import fusegrad as fg
 from fusegrad import ir
 from fusegrad.codegen import SourceNames, emit, plan_kernels
 from fusegrad.codegen.cpu import SERIAL_SUFFIX
+from fusegrad.codegen.source import is_generated
 from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
 from fusegrad.runtime import Executable
@@ -52,19 +54,19 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1):  # a c d e
         for i0 in range(start, stop):
             for i1 in range(n1):
                 a = x[i0, i1] + b[i1]     # a = add x b
-                c = fm.tanh(a)            # c = tanh a
+                c = scalar_math.tanh(a)   # c = tanh a
                 c_row[i1] = c
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 d_out[i0, i1] = d
                 e_red[i1] = d
-            e_acc = fm.block_sum(e_red, n1)
+            e_acc = scalar_math.block_sum(e_red, n1)
             e = np.float32(e_acc)         # e = reduce_sum d
             for i1 in range(n1):
                 c = c_row[i1]             # c, kept from a pass before
                 d = c * np.float32(0.5)   # d = mul c 0.5:f32
                 f = d / e                 # f = div d e
                 g_red[i1] = f
-            g_acc += fm.block_sum(g_red, n1)
+            g_acc += scalar_math.block_sum(g_red, n1)
         g_part[chunk] = g_acc
     g_total = 0.0
     for chunk in range(nchunks):
@@ -198,15 +200,143 @@ def test_sums_over_several_inner_axes(assert_all_close):
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_sin_and_cos_of_one_value_share_a_call(dtype, assert_all_close):
-    """float32 sin x and cos x in one loop are one fm.sincos call (one argument
+    """float32 sin x and cos x in one loop are one scalar_math.sincos call (one argument
     reduction); float64 keeps libm's two."""
     x = Value((5,), dtype, "x")
     with ir.building() as builder:
         total = ops.reduce_sum(ops.add(ops.mul(ops.cos(x), x), ops.sin(x)))
     graph = builder.finish((x,), (total,))
     source = source_of(graph)
-    shared = re.search(r"(\w+), (\w+) = fm\.sincos\(x\[i0\]\) +# \1 = sin x; \2 = cos x", source)
+    shared = re.search(r"(\w+), (\w+) = scalar_math\.sincos\(x\[i0\]\) +# \1 = sin x; \2 = cos x", source)
     assert bool(shared) == (dtype == F32), source
     args = [np.linspace(-4, 4, 5).astype(dtype)]
     assert_all_close(Executable(plan_kernels(graph))(args), ir.evaluate(graph, args), dtype,
                      what="sin and cos")
+
+
+def _recurrence(h, w, b):
+    """An unrolled recurrence, as an RNN or an ODE solver writes it: 10 IR values a step
+    in the joint graph, so the IR letters run past `fm` (the 169th) and `np` (380th)."""
+    for _ in range(40):
+        h = fg.tanh(h * w + b)
+    return (h * h).sum()
+
+
+def test_long_unrolled_graph_compiles_and_matches_the_interpreter(traced_for, interpret,
+                                                                   assert_all_close, flatten):
+    f = fg.compile_grad(_recurrence, wrt=(0, 1, 2))
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal(4) * 0.5 for _ in range(3)]
+    assert len(traced_for(f, *args).joint.nodes) > 400
+    dump = f.dump(*args)
+    source = dump[dump.index("# generated source"):]
+    # IR letters stay as the dump prints them, except where they are the template's.
+    assert re.search(r"^ +fm = .*# fm = ", source, re.MULTILINE)
+    assert re.search(r"^ +np_v = .*# np = ", source, re.MULTILINE)
+    assert_all_close(flatten(f(*args)), interpret(f, *args), F64, what="40 unrolled steps")
+
+
+# Every name the generated code uses for itself, and some it could.
+GENERATED = ("fm", "count", "np", "math", "prange", "i0", "n1", "chunk", "nchunks", "start",
+             "stop", "BLOCK", "base", "lane", "point", "step", "range", "abs", "min", "x_total",
+             "x_out", "x_acc", "x", "scalar_math", "cuda", "njit", "np_v")
+
+
+def test_argument_names_from_the_kernel_vocabulary():
+    """Arguments named like the kernel's modules, helpers, loop variables and derived
+    buffers are renamed in the source; the kernel still computes the right thing."""
+    params = ", ".join(GENERATED)
+    namespace: dict = {"fg": fg}
+    exec(f"def f({params}):\n"
+         f"    terms = [v * (k + 1) for k, v in enumerate(({params},))]\n"
+         f"    return fg.tanh(sum(terms[1:], terms[0])).sum()", namespace)
+    f = fg.compile_grad(namespace["f"], wrt=tuple(range(len(GENERATED))))
+    args = [np.linspace(-1, 1, 5) * k / len(GENERATED) for k in range(len(GENERATED))]
+    value, grads = f(*args)
+    total = sum(v * (k + 1) for k, v in enumerate(args))
+    np.testing.assert_allclose(value, np.tanh(total).sum())
+    for k, grad in enumerate(grads):
+        np.testing.assert_allclose(grad, (k + 1) * (1 - np.tanh(total) ** 2))
+
+
+def _vocabulary_graphs():
+    """Kernels that use every part of both templates: split 1-D loops, row, column and
+    full reductions, row buffers, several inner axes, sincos, an epilogue; with
+    arguments named like the templates' own names, twice over, and not identifiers."""
+    def build(inputs, body):
+        with ir.building() as builder:
+            outputs = body(*inputs)
+        return builder.finish(tuple(inputs), outputs)
+
+    def rows(x, y):
+        s = ops.reduce_sum(ops.mul(x, y), (1, 2), keepdims=True)
+        m = ops.reduce_max(ops.mul(ops.exp(x), s), (1, 2), keepdims=True)
+        return (ops.reduce_sum(ops.sub(ops.mul(ops.sin(x), s), m)),)
+
+    def columns(x, y):
+        z = ops.add(ops.sin(x), ops.cos(x))
+        return (ops.reduce_sum(ops.mul(z, y), 0), ops.reduce_max(z, 0), ops.mul(z, y))
+
+    def flat(x, y):
+        e = ops.exp(ops.add(x, y))
+        return e, ops.reduce_sum(ops.mul(e, e)), ops.reduce_min(e)
+
+    yield normalised_rows(F32)
+    yield build([Value((3, 4, 5), F64, "np"), Value((3, 4, 5), F64, "np")], rows)
+    yield build([Value((6, 4), F32, "x_out"), Value((6, 4), F32, "a.b")], columns)
+    yield build([Value((5,), F32, "count"), Value((5,), F32, "np_v")], flat)
+
+
+def _names_used(source: str) -> set[str]:
+    tree = ast.parse(source)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    used |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args}
+    return used
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_generated_names_are_the_vocabulary(device):
+    """Every name in an emitted kernel is a value's (from SourceNames) or one the
+    templates keep for themselves (`is_generated`), and those two never meet: an
+    emitter that starts using a new name of its own fails here until the vocabulary
+    in codegen/source.py has it."""
+    for graph in _vocabulary_graphs():
+        names = SourceNames(graph)
+        plan = plan_kernels(graph)
+        values = {names(v) for v in graph.all_inputs}
+        values |= {names(n.out) for n in graph.nodes if n.primitive.name != "const"}
+        assert len(values) == len(graph.all_inputs) + sum(
+            n.primitive.name != "const" for n in graph.nodes), "two values share a name"
+        assert all(v.isidentifier() and not is_generated(v) for v in values), values
+        for step in plan.steps:
+            if hasattr(step, "domain"):
+                source = emit(step, names, plan, device)
+                stray = {n for n in _names_used(source) if n not in values and not is_generated(n)}
+                assert not stray, f"{stray} in\n{source}"
+
+
+def _deep(rank: int, dtype=F64):
+    """Elementwise work, a row, a column and a full reduction on a (1,) * k + (2, 3)
+    domain: NumPy's many-axes arrays are mostly size 1 beyond a few."""
+    x = Value((1,) * (rank - 2) + (2, 3), dtype, "x")
+    with ir.building() as builder:
+        y = ops.mul(ops.tanh(x), ops.reduce_sum(x, rank - 1, keepdims=True))
+        columns = ops.reduce_max(y, tuple(range(rank - 1)))
+        total = ops.reduce_sum(ops.mul(y, y))
+    return builder.finish((x,), (y, columns, total))
+
+
+@pytest.mark.parametrize("rank", [20, 32])
+def test_many_axes_of_size_one_need_no_loops(rank, assert_all_close):
+    """Python nests at most 20 blocks; an axis of size 1 is index 0, not a loop."""
+    graph = _deep(rank)
+    plan = plan_kernels(graph)
+    assert not [s for s in plan.steps if not hasattr(s, "domain")], "all fused"
+    names = SourceNames(graph)
+    sources = [emit(step, names, plan) for step in plan.steps]
+    assert all("i5 = 0" in source for source in sources)
+    for step in plan.steps:  # the CUDA template nests no deeper (a syntax check)
+        compile(emit(step, names, plan, "cuda"), "<cuda kernel>", "exec")
+    args = [np.arange(6.0).reshape(graph.inputs[0].shape) / 7 - 0.3]
+    assert_all_close(Executable(plan)(args), ir.evaluate(graph, args), F64,
+                     what=f"{rank} axes")

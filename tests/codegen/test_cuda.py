@@ -331,7 +331,7 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, h_out, g_part, h_part, nchunks, n0, 
         e_acc = 0.0
         for i1 in range(n1):
             a = x[i0, i1] + b[i1]         # a = add x b
-            c = fm.tanh(a)                # c = tanh a
+            c = scalar_math.tanh(a)       # c = tanh a
             d = c * np.float32(0.5)       # d = mul c 0.5:f32
             d_out[i0, i1] = d
             e_acc += d
@@ -339,7 +339,7 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, h_out, g_part, h_part, nchunks, n0, 
         e = np.float32(e_acc)             # e = reduce_sum d
         for i1 in range(n1):
             a = x[i0, i1] + b[i1]         # a = add x b
-            c = fm.tanh(a)                # c = tanh a
+            c = scalar_math.tanh(a)       # c = tanh a
             d = c * np.float32(0.5)       # d = mul c 0.5:f32
             f = d / e                     # f = div d e
             g_acc += f

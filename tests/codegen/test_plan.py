@@ -220,3 +220,26 @@ def test_plans_are_deterministic(traced_for):
     f, args = WORKLOADS["W3"]
     again = fg.compile_grad(f.fn, wrt=f.wrt)
     assert _plan_section(again.dump(*args)) == _plan_section(f.dump(*args))
+
+
+def test_domains_with_too_many_large_axes_are_left_to_numpy(assert_all_close):
+    """19 axes of size 2: kernels would nest loops deeper than Python compiles (20
+    blocks), so NumPy runs that work, and the plan says why; nothing is generated."""
+    from fusegrad import ir
+    from fusegrad.ir import ops
+    from fusegrad.ir.graph import Value
+    from fusegrad.runtime import Executable
+
+    shape = (1, 1) + (2,) * 19
+    x = Value(shape, np.dtype(np.float32), "x")
+    with ir.building() as builder:
+        y = ops.mul(ops.tanh(x), ops.reduce_sum(x, len(shape) - 1, keepdims=True))
+        total = ops.reduce_sum(ops.mul(y, y))
+    graph = builder.finish((x,), (y, total))
+    plan = plan_kernels(graph)
+    assert plan.steps and all(isinstance(s, LibraryCall) for s in plan.steps)
+    assert all("more nested loops than Python compiles" in s.reason for s in plan.steps)
+    executable = Executable(plan)
+    assert executable.kernel_count == 0
+    args = [np.random.default_rng(0).standard_normal(shape).astype(np.float32)]
+    assert_all_close(executable(args), ir.evaluate(graph, args), np.float32, what="19 axes")

@@ -125,7 +125,7 @@ def entries(directory: Path) -> dict[str, Entry]:
             continue
         for name in names:
             match = _KERNEL_FILE.match(name)
-            if match is None or name.endswith(".tmp"):
+            if match is None or ".tmp" in name:  # being written, or left by a dead process
                 continue
             path = folder / name
             try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from fusegrad.runtime import cache, numba_cache, stats
+from fusegrad.runtime import cache, numba_cache, stats, threads
 from fusegrad.runtime.threads import launch_lock
 
 _modules: dict[str, ModuleType] = {}
@@ -108,19 +108,26 @@ def _run(source: str, filename: str, on_disk: bool) -> ModuleType:
 
 class Launcher:
     """Calls a Numba dispatcher, timing the first call (compile or cache load).
-    Threaded kernels launch under `launch_lock` (see runtime/threads.py)."""
 
-    __slots__ = ("function", "ready", "lock")
+    A threaded kernel comes with its single-threaded variant, `serial`: it launches
+    under `launch_lock` where the layer needs it, and runs `serial` where the pool
+    cannot run (runtime/threads.py says why)."""
 
-    def __init__(self, function: Callable, threaded: bool) -> None:
+    __slots__ = ("function", "ready", "lock", "serial")
+
+    def __init__(self, function: Callable, serial: Launcher | None = None) -> None:
         self.function = function
         # Not ready merely because the dispatcher has compiled before: one kernel
         # source serves several argument types (an int32 and an int64 array are
         # cast alike), and each new type is a new compilation to count.
         self.ready = False
-        self.lock = launch_lock if threaded else contextlib.nullcontext()
+        self.serial = serial
+        self.lock = launch_lock if serial is not None else contextlib.nullcontext()
 
     def __call__(self, *args) -> None:
+        if self.serial is not None and threads.forked_from_gnu_openmp:
+            self.serial(*args)
+            return
         with self.lock:
             if self.ready:
                 self.function(*args)
@@ -129,6 +136,8 @@ class Launcher:
         stats.count("kernels_launched")
 
     def _first_call(self, args) -> None:
+        if self.serial is not None and not threads.needs_launch_lock():
+            self.lock = contextlib.nullcontext()  # the pool is thread-safe
         signatures = getattr(self.function, "signatures", None)
         known = None if signatures is None else len(signatures)
         before = self.function.stats.cache_hits.copy() if hasattr(self.function, "stats") else None

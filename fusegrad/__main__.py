@@ -1,4 +1,4 @@
-"""The command line: `python -m fusegrad bench` and `python -m fusegrad info`.
+"""The command line: `python -m fusegrad bench`, `info` and `cache info|clear`.
 
 Nothing is imported from numpy at module level here: `bench` has to change the environment
 before OpenBLAS is loaded, and the benchmark modules are imported only once it has.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
     commands.add_parser("info", help="versions, CUDA, the kernel cache")
+    cache = commands.add_parser("cache", help="the kernel cache: info or clear",
+                                description="The on-disk kernel cache (FUSEGRAD_CACHE_DIR, "
+                                            "at most FUSEGRAD_CACHE_MAX_BYTES).")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("info", help="where the cache is, how big, its limit")
+    actions.add_parser("clear", help="remove every cached kernel")
     return parser
 
 
@@ -63,11 +68,13 @@ def _count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `fusegrad bench` or `fusegrad info` with `argv` (default: the command line)."""
+    """Run a fusegrad command with `argv` (default: the command line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
         return show_info()
+    if args.command == "cache":
+        return clear_cache() if args.action == "clear" else show_cache_info()
     notes = [] if args.keep_blas_env else unset_slow_blas()
     return run_bench(args, parser, notes)
 
@@ -327,12 +334,7 @@ def show_info() -> int:
             ("python", platform.python_version()),
             ("numba threads", f"{numba.get_num_threads()} ({threading_layer()} layer)"),
             ("CUDA", cuda_status())]
-    cache = kernel_cache_dir()
-    if cache is None:
-        rows.append(("kernel cache", "off (FUSEGRAD_CACHE_DIR is off or 0)"))
-    else:
-        rows += [("kernel cache", str(cache)), ("cache size", disk_usage(cache)),
-                 ("clear it with", f"rm -rf {shlex.quote(str(cache))}")]
+    rows += cache_rows()
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -351,35 +353,60 @@ def cuda_status() -> str:
         return f"no ({type(error).__name__}: {error})"
 
 
-def kernel_cache_dir() -> Path | None:
-    """The runtime's disk cache directory, or None when the disk cache is off."""
-    try:
-        from fusegrad.runtime.cache import cache_dir
-    except ImportError:
-        return _default_cache_dir()
-    return cache_dir()
+# --- cache -------------------------------------------------------------------------------
+
+def cache_rows() -> list[tuple[str, str]]:
+    from fusegrad.runtime import cache
+
+    directory = cache.cache_dir()
+    if directory is None:
+        return [("kernel cache", "off (FUSEGRAD_CACHE_DIR is off or 0)")]
+    limit = cache.max_bytes()
+    return [("kernel cache", cache.describe(directory)),
+            ("cache size", disk_usage(directory)),
+            ("cache limit", "none (FUSEGRAD_CACHE_MAX_BYTES=off)" if limit is None
+             else f"{_bytes(limit)} (FUSEGRAD_CACHE_MAX_BYTES; least recently used "
+                  "kernels go first)"),
+            ("clear it with", "python -m fusegrad cache clear")]
 
 
-def _default_cache_dir() -> Path | None:
-    # The rule of API.md, for when the runtime is not importable.
-    override = os.environ.get("FUSEGRAD_CACHE_DIR", "").strip()
-    if override.lower() in ("off", "0"):
-        return None
-    if override:
-        return Path(override).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "fusegrad"
+def show_cache_info() -> int:
+    rows = cache_rows()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def clear_cache() -> int:
+    from fusegrad.runtime import cache
+
+    directory = cache.cache_dir()
+    if directory is None:
+        print("the kernel cache is off (FUSEGRAD_CACHE_DIR): nothing to clear")
+    elif not directory.is_dir():
+        print(f"no kernel cache at {cache.describe(directory)}: nothing to clear")
+    else:
+        freed = cache.clear(directory)
+        print(f"removed {_bytes(freed)} of kernels from {directory}")
+    return 0
 
 
 def disk_usage(path: Path) -> str:
+    from fusegrad.runtime import cache
+
     if not path.exists():
         return "0 B (not created yet)"
-    sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
-    total = float(sum(sizes))
+    kernels = cache.entries(path).values()
+    return f"{_bytes(sum(k.size for k in kernels))} in {len(kernels)} kernels"
+
+
+def _bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if total < 1024 or unit == "GiB":
+        if count < 1024 or unit == "GiB":
             break
-        total /= 1024
-    return f"{total:.3g} {unit} in {len(sizes)} files"
+        count /= 1024
+    return f"{count:.3g} {unit}"
 
 
 def _importable(module: str) -> bool:

@@ -82,7 +82,7 @@ class Executable:
         roots = _view_roots(plan)
         owners = [roots.get(v, v) for v in graph.outputs]
         self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
-        choose_threading_layer()
+        choose_threading_layer()  # before get_num_threads, which starts the pool
         self._threads = numba.get_num_threads()
 
     def _compile(self, step):
@@ -92,8 +92,10 @@ class Executable:
         # Shapes are static, so the threaded-or-not choice is made once, here.
         size = int(np.prod(step.domain, dtype=np.int64))
         threaded = bool(step.domain) and size >= PARALLEL_MIN_SIZE
-        entry = step.name if threaded or not step.domain else step.name + SERIAL_SUFFIX
-        return KernelStep(step, source, Launcher(load(source, entry), threaded))
+        serial = Launcher(load(source, step.name + SERIAL_SUFFIX)) if step.domain else None
+        if not threaded:
+            return KernelStep(step, source, serial or Launcher(load(source, step.name)))
+        return KernelStep(step, source, Launcher(load(source, step.name), serial))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)

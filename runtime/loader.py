@@ -1,74 +1,133 @@
-"""Turning generated source into callables: write the file once, import it, and let
-Numba compile it (or load it from its on-disk cache, next to the file)."""
+"""Turning generated source into callables: write the file once, run it, and let
+Numba compile it (or load it from its on-disk cache, next to the file).
+
+The module is run from the source text in memory (never imported from the file, so
+neither a damaged file nor a stale .pyc can change what runs); the file exists for
+Numba's cache, which is keyed by it, and for tracebacks. When the cache directory
+cannot be used, kernels are compiled in memory (runtime/cache.py says when).
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
+import linecache
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
-from fusegrad.runtime import stats
-from fusegrad.runtime.cache import source_dir
+from fusegrad.runtime import cache, numba_cache, stats, threads
 from fusegrad.runtime.threads import launch_lock
 
-_loaded: dict[str, Callable] = {}
+_modules: dict[str, ModuleType] = {}
 _lock = threading.Lock()
+# The file name of kernels compiled in memory: Numba and tracebacks see it, linecache
+# holds its lines.
+MEMORY_DIR = "<fusegrad memory>"
+
+numba_cache.install()
+
+
+def file_name(source: str) -> str:
+    return f"k_{hashlib.sha256(source.encode()).hexdigest()[:20]}.py"
 
 
 def source_path(source: str) -> Path:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    return source_dir() / f"k_{digest}.py"
+    """Where the kernel's file is (or would be, with the disk cache on)."""
+    return (cache.cache_dir() or Path(MEMORY_DIR)) / file_name(source)
 
 
 def load(source: str, entry: str) -> Callable:
-    """The function `entry` of `source`, compiled lazily by Numba on first call.
-
-    Files are named by the hash of their text and never rewritten: Numba's cache
-    is keyed by the file's path and modification time, so rewriting identical
-    text would throw the compiled code away.
-    """
+    """The function `entry` of `source`, compiled lazily by Numba on first call."""
     with _lock:
-        key = f"{source_path(source)}:{entry}"
-        function = _loaded.get(key)
-        if function is None:
-            function = _loaded[key] = _import(source, entry)
-        return function
+        name = file_name(source)
+        module = _modules.get(name)
+        if module is None:
+            module = _modules[name] = _import(source, name)
+        return getattr(module, entry)
 
 
-def _import(source: str, entry: str) -> Callable:
-    path = source_path(source)
-    if not path.exists():
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(source)
+def _import(source: str, name: str) -> ModuleType:
+    directory = cache.disk_dir()
+    if directory is not None:
+        path = directory / name
+        try:
+            if _write_checked(path, source):
+                cache.note_new_kernel(directory)
+            return _run(source, str(path), on_disk=True)
+        except OSError as error:  # read-only, full, removed meanwhile
+            cache.give_up_disk(f"cannot write kernels to {cache.describe(directory)}: {error}")
+    filename = f"{MEMORY_DIR}/{name}"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return _run(source, filename, on_disk=False)
+
+
+def _write_checked(path: Path, source: str) -> bool:
+    """Make `path` hold `source`; True when it had to be written. A file is named by
+    the hash of its text, so one that does not hold that text is damaged: rewritten."""
+    text = source.encode()
+    try:
+        if path.read_bytes() == text:
+            _touch(path)
+            return False
+        cache.warn_once("kernel-file", f"the cached kernel file {path} did not hold the "
+                                       "source its name is the hash of (truncated or "
+                                       "edited); rewrote it")
+    except FileNotFoundError:
+        pass
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(text)
         os.replace(temporary, path)  # atomic: concurrent processes see whole files only
-    name = f"fusegrad_kernels.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, entry)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()  # a full disk left it empty or partial
+        raise
+    return True
+
+
+def _touch(path: Path) -> None:
+    # The cache evicts the least recently used kernels, by modification time: a load
+    # counts as a use (once per kernel and process, not per call).
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _run(source: str, filename: str, on_disk: bool) -> ModuleType:
+    numba_cache.register(filename, source)
+    module = ModuleType(f"fusegrad_kernels.{Path(filename).stem}")
+    module.__file__ = filename
+    sys.modules[module.__name__] = module
+    exec(compile(source, filename, "exec"), module.__dict__)
+    numba_cache.attach(module, on_disk)
+    return module
 
 
 class Launcher:
     """Calls a Numba dispatcher, timing the first call (compile or cache load).
-    Threaded kernels launch under `launch_lock` (see runtime/threads.py)."""
 
-    __slots__ = ("function", "ready", "lock")
+    A threaded kernel comes with its single-threaded variant, `serial`: it launches
+    under `launch_lock` where the layer needs it, and runs `serial` where the pool
+    cannot run (runtime/threads.py says why)."""
 
-    def __init__(self, function: Callable, threaded: bool) -> None:
+    __slots__ = ("function", "ready", "lock", "serial")
+
+    def __init__(self, function: Callable, serial: Launcher | None = None) -> None:
         self.function = function
         # Not ready merely because the dispatcher has compiled before: one kernel
         # source serves several argument types (an int32 and an int64 array are
         # cast alike), and each new type is a new compilation to count.
         self.ready = False
-        self.lock = launch_lock if threaded else contextlib.nullcontext()
+        self.serial = serial
+        self.lock = launch_lock if serial is not None else contextlib.nullcontext()
 
     def __call__(self, *args) -> None:
+        if self.serial is not None and threads.forked_from_gnu_openmp:
+            self.serial(*args)
+            return
         with self.lock:
             if self.ready:
                 self.function(*args)
@@ -77,6 +136,8 @@ class Launcher:
         stats.count("kernels_launched")
 
     def _first_call(self, args) -> None:
+        if self.serial is not None and not threads.needs_launch_lock():
+            self.lock = contextlib.nullcontext()  # the pool is thread-safe
         signatures = getattr(self.function, "signatures", None)
         known = None if signatures is None else len(signatures)
         before = self.function.stats.cache_hits.copy() if hasattr(self.function, "stats") else None

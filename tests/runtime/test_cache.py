@@ -1,5 +1,6 @@
 """The on-disk kernel cache: where it lives, that a second process loads instead of
-compiling, and that FUSEGRAD_CACHE_DIR=off leaves nothing behind.
+compiling, that FUSEGRAD_CACHE_DIR=off leaves nothing behind, its size limit and the
+`fusegrad cache` command. Faults of the cache: test_cache_faults.py.
 
 The cross-process tests run a small script in a fresh interpreter, with the cache
 and home directories pointed into tmp_path.
@@ -11,10 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from fusegrad.__main__ import main
+from fusegrad.runtime import cache
 from fusegrad.runtime.cache import cache_dir
 
 SCRIPT = textwrap.dedent("""
@@ -104,3 +108,88 @@ def test_fusegrad_cache_dir_wins_over_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("FUSEGRAD_CACHE_DIR", "~/kernels")
     assert cache_dir() == tmp_path / "kernels"
+
+
+# --- size limit and eviction ---------------------------------------------------------------
+
+def fake_kernel(directory: Path, digest: str, size: int, age: float) -> list[Path]:
+    """A kernel's source and Numba files, `size` bytes each, last used `age` seconds ago."""
+    (directory / "__pycache__").mkdir(parents=True, exist_ok=True)
+    name = f"k_{digest * 20}"
+    paths = [directory / f"{name}.py", directory / "__pycache__" / f"{name}.k1-4.py311.nbi",
+             directory / "__pycache__" / f"{name}.k1-4.py311.1.nbc"]
+    when = time.time() - age
+    for path in paths:
+        path.write_bytes(b"x" * size)
+        os.utime(path, (when, when))
+    return paths
+
+
+def test_eviction_removes_least_recently_used_kernels_whole(tmp_path):
+    old, middle, new = (fake_kernel(tmp_path, d, 1000, age) for d, age in
+                        (("a", 300), ("b", 200), ("c", 100)))
+    os.utime(middle[0])  # loading a kernel touches its source: now the newest
+    other = tmp_path / "notes.txt"
+    other.write_text("not fusegrad's")  # a shared directory keeps what is not a kernel
+    assert cache.cache_size(tmp_path) == 9000
+    assert cache.evict(tmp_path, 6500) == 3000
+    assert not any(p.exists() for p in old)
+    assert all(p.exists() for p in middle + new) and other.exists()
+    assert cache.evict(tmp_path, 3000) == 3000
+    assert not any(p.exists() for p in new) and all(p.exists() for p in middle)
+
+
+def test_eviction_removes_temporaries_of_dead_processes(tmp_path):
+    stale, fresh = tmp_path / "k_1.123.tmp", tmp_path / "k_2.456.tmp"
+    for path in (stale, fresh):
+        path.write_text("")
+    long_ago = time.time() - 2 * cache.STALE_TEMPORARY_SECONDS
+    os.utime(stale, (long_ago, long_ago))
+    cache.evict(tmp_path, None)
+    assert not stale.exists() and fresh.exists()  # fresh: another process is writing it
+
+
+def test_the_cache_is_checked_on_the_first_new_kernel_and_then_every_interval(
+        tmp_path, monkeypatch):
+    checks = []
+    monkeypatch.setattr(cache, "evict", lambda directory, limit: checks.append(limit))
+    monkeypatch.setattr(cache, "_written", 0)
+    monkeypatch.setenv("FUSEGRAD_CACHE_MAX_BYTES", "2M")
+    for _ in range(cache.EVICTION_INTERVAL + 1):
+        cache.note_new_kernel(tmp_path)
+    assert checks == [2 << 20, 2 << 20]
+
+
+@pytest.mark.parametrize("setting, limit", [(None, 1 << 30), ("5000", 5000), ("1e6", 10**6),
+                                            ("512K", 512 << 10), ("2G", 2 << 30),
+                                            ("off", None), ("0", None)])
+def test_max_bytes(setting, limit, monkeypatch):
+    if setting is None:
+        monkeypatch.delenv("FUSEGRAD_CACHE_MAX_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("FUSEGRAD_CACHE_MAX_BYTES", setting)
+    assert cache.max_bytes() == limit
+
+
+# --- the command line ----------------------------------------------------------------------
+
+def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FUSEGRAD_CACHE_MAX_BYTES", "1M")
+    kernels = fake_kernel(tmp_path, "a", 1024, 0) + fake_kernel(tmp_path, "b", 1024, 0)
+    other = tmp_path / "notes.txt"
+    other.write_text("not fusegrad's")
+    assert main(["cache", "info"]) == 0
+    shown = capsys.readouterr().out
+    assert str(tmp_path) in shown and "6 KiB in 2 kernels" in shown and "1 MiB" in shown
+    assert "python -m fusegrad cache clear" in shown
+    assert main(["cache", "clear"]) == 0
+    assert "removed 6 KiB" in capsys.readouterr().out
+    assert not any(p.exists() for p in kernels) and other.exists()
+
+
+def test_info_suggests_cache_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "kernels"))
+    assert main(["info"]) == 0
+    shown = capsys.readouterr().out
+    assert "python -m fusegrad cache clear" in shown and "rm -rf" not in shown

@@ -92,7 +92,10 @@ def power(a: Operand, b: Operand) -> Value:
     """``a ** b``: an integer exponent becomes integer_pow (x*x, not powf)."""
     if isinstance(a, Value) and isinstance(b, numbers.Integral) and not isinstance(b, bool):
         return integer_pow(a, int(b))
-    if isinstance(a, Value) and isinstance(b, float) and b.is_integer() and abs(b) <= 64:
+    # A whole float exponent (2.0, np.float32(2)) is the same integer power of a
+    # floating base. (Not `abs(b)`: this module's `abs` is the traced op.)
+    if (isinstance(a, Value) and isinstance(b, numbers.Real) and float(b).is_integer()
+            and -64 <= float(b) <= 64):
         return integer_pow(_floating(a), int(b))
     a, b = _operands(a, b)
     return P.pow_.bind(_floating(a), _floating(b))

@@ -163,10 +163,18 @@ div = primitive(
 
 
 def _pow_vjp(g, a, b, y):
-    # d(a**b)/db = a**b * log(a); PyTorch defines it as 0 where a == 0 (the limit
-    # for b > 0), rather than the 0 * -inf = NaN that the formula gives.
-    safe_log = ops.where(ops.eq(a, 0), 0, ops.log(ops.where(ops.eq(a, 0), 1, a)))
-    return [g * (b * a ** (b - 1)), g * (y * safe_log)]
+    # The rules of PyTorch's pow_backward_self and pow_backward_exponent (JAX agrees
+    # wherever its result is finite).
+    # d/da = b * a**(b-1), but 0 where b == 0: a**0 is constant, and the formula
+    # gives 0 * 0**-1 = NaN at a = 0 (x[:, None] ** np.arange(n), polynomial features).
+    da = ops.where(ops.eq(b, 0), 0, g * (b * a ** (b - 1)))
+    # d/db = a**b * log(a), but 0 where a == 0 and b >= 0 (0**b is constant there,
+    # and the formula gives 0 * -inf = NaN); for b < 0 it stays inf * -inf = -inf.
+    # The masked base is replaced by 1 before the log so that the masked branch
+    # stays finite, and so do second derivatives (0 * inf would be NaN).
+    flat = ops.eq(ops.where(ops.ge(b, 0), a, 1), 0)
+    db = ops.where(flat, 0, g * (y * ops.log(ops.where(flat, 1, a))))
+    return [da, db]
 
 
 pow_ = primitive(

@@ -176,3 +176,12 @@ def test_integer_to_negative_power_is_refused():
     i = Value((3,), np.dtype(np.int32), "i")
     with ir.building(), pytest.raises(ir.DTypeError, match="negative integer powers"):
         ops.power(i, -1)
+
+
+def test_compile_grad_sees_the_wrapped_value():
+    """The issue's report: `(u - 1)` at u = 0 (uint8) is 255 for what reads it, not 2**64 - 1."""
+    u = np.array([0, 1, 200], np.uint8)
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    value, grad = fg.compile_grad(lambda u, x: ((u - 1).float() * x).sum(), wrt=1)(u, x)
+    np.testing.assert_array_equal(grad, (u - 1).astype(np.float32))
+    assert value == np.float32(255 * 1 + 0 * 2 + 199 * 3)

@@ -277,14 +277,14 @@ def _reduced_operand(node: Node, sched: Schedule, names: SourceNames) -> str:
 def identity(node: Node) -> str:
     dtype = node.out.dtype
     if node.primitive is P.reduce_sum:
-        return "0.0" if dtype.kind == "f" else "0"
+        return "0.0" if dtype.kind == "f" else literal(0, accumulator_dtype(node))
     bound = float("-inf") if node.primitive is P.reduce_max else float("inf")
     return literal(bound, dtype)
 
 
 def accumulate(w: Writer, node: Node, target: str, value: str) -> None:
     if node.primitive is P.reduce_sum:
-        w.line(f"{target} += {value}")
+        w.line(f"{target} += {accumulated(node, value)}")
         return
     better = ">" if node.primitive is P.reduce_max else "<"
     # NaN wins, as in NumPy: once the accumulator is NaN no comparison replaces it.
@@ -292,11 +292,22 @@ def accumulate(w: Writer, node: Node, target: str, value: str) -> None:
 
 
 def accumulator_dtype(node: Node) -> np.dtype:
-    """The dtype `identity` and `accumulate` work in: sums in 64 bits (see cpu.py)."""
+    """The dtype `identity` and `accumulate` work in: sums in 64 bits (see cpu.py),
+    integer sums in uint64, which wraps (Numba's signed additions may not: they are
+    `nsw`); `finish` casts to the node's dtype, keeping the low bits, which are
+    those of NumPy's sum wrapped in that dtype."""
     dtype = node.out.dtype
     if node.primitive is P.reduce_sum:
-        return np.dtype(np.float64) if dtype.kind == "f" else np.dtype(np.int64)
+        return np.dtype(np.float64 if dtype.kind == "f" else np.uint64)
     return dtype
+
+
+def accumulated(node: Node, value: str) -> str:
+    """A term of the reduction `node` in its accumulator's dtype: an integer term as a
+    uint64 (uint64 + int64 would be a float64 in Numba)."""
+    if node.primitive is P.reduce_sum and node.out.dtype.kind != "f":
+        return f"np.uint64({value})"
+    return value
 
 
 def finish(node: Node, accumulator: str) -> str:

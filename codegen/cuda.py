@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusegrad.codegen.body import (Dialect, accumulate, accumulator_dtype, emit_column_result,
-                                   emit_final_scalar, emit_point, finish, full_reductions,
-                                   identity, kernel_parameters, partial_nodes, store)
+from fusegrad.codegen.body import (Dialect, accumulate, accumulated, accumulator_dtype,
+                                   emit_column_result, emit_final_scalar, emit_point, finish,
+                                   full_reductions, identity, kernel_parameters,
+                                   partial_nodes, store)
 from fusegrad.codegen.loops import Schedule, column_reduction, ir_comment, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
@@ -138,7 +139,7 @@ def _emit_block_tree(w: Writer, fulls: list[Node], names: SourceNames) -> None:
 
 def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> None:
     if node.primitive is P.reduce_sum:
-        w.line(f"cuda.atomic.add({array}, ({cell}), {value})")
+        w.line(f"cuda.atomic.add({array}, ({cell}), {accumulated(node, value)})")
         return
     function = "max" if node.primitive is P.reduce_max else "min"
     # NaN wins, as in NumPy. cuda.atomic.max ignores a NaN value but keeps a NaN

@@ -107,7 +107,28 @@ def expression(node: Node, sched: Schedule, names: SourceNames) -> str:
     args = [operand(v, node, sched, names) for v in node.inputs]
     if node.primitive is P.reshape and is_unit_reshape(node):
         return args[0]
-    return node.primitive.spell(args, node.out.dtype, node.attrs)
+    if node.out.dtype.kind == "i" and node.primitive.modular:
+        # Numba's signed arithmetic is `nsw` (overflow is undefined, and LLVM
+        # optimizes as if it never happened); unsigned arithmetic wraps, and has the
+        # same low bits.
+        args = [f"np.uint64({a})" for a in args]
+    return _wrapped(node.primitive.spell(args, node.out.dtype, node.attrs), args, node)
+
+
+def _wrapped(text: str, args: list[str], node: Node) -> str:
+    """`text` cast back to the node's dtype where Numba would widen it. Numba computes
+    integer arithmetic in 64 bits (uint8 - uint8 is a uint64, int8 * int8 an int64,
+    True + True the int64 2) where NumPy wraps around in the array's dtype, so
+    `u - 1` at u = 0 would be 2**64 - 1 for what follows instead of 255; the cast
+    keeps the low bits, as NumPy does. Float arithmetic stays as written (Numba
+    keeps float32 in float32), so float kernels do not change."""
+    dtype = node.out.dtype
+    widens = dtype.kind in "iu" or (dtype.kind == "b" and any(v.dtype.kind == "b"
+                                                              for v in node.inputs))
+    # A bare operand or a typed constructor (cast, const) already has the dtype.
+    if not widens or text in args or node.primitive in (P.cast, P.const):
+        return text
+    return f"np.{dtype.name}({text})"
 
 
 def ir_comment(node: Node, sched: Schedule, names: SourceNames) -> str:

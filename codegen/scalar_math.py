@@ -335,17 +335,27 @@ overload(block_min)(_block_extremum(_minimum, min))
 
 
 def block_sum(terms, count):
-    """The sum of terms[:count], float in float64, integers in int64."""
-    return terms[:count].sum(dtype=np.float64 if terms.dtype.kind == "f" else np.int64)
+    """The sum of terms[:count], float in float64, integers in uint64 (wrapping)."""
+    if terms.dtype.kind == "f":
+        return terms[:count].sum(dtype=np.float64)
+    return terms[:count].astype(np.uint64).sum()
 
 
 @overload(block_sum, jit_options={"fastmath": {"reassoc"}})
 def _block_sum(terms, count):
-    zero = 0.0 if isinstance(terms.dtype, types.Float) else 0
+    if isinstance(terms.dtype, types.Float):
+        def sum_block(terms, count):
+            acc = 0.0
+            for i in range(count):
+                acc += terms[i]
+            return acc
+        return sum_block
 
-    def sum_block(terms, count):
-        acc = zero
+    # Integers add in uint64, which wraps: Numba's signed additions are `nsw`
+    # (overflow undefined), and uint64 + int64 would be a float64.
+    def sum_integers(terms, count):
+        acc = np.uint64(0)
         for i in range(count):
-            acc += terms[i]
+            acc += np.uint64(terms[i])
         return acc
-    return sum_block
+    return sum_integers

@@ -15,7 +15,7 @@ import numpy as np
 from fusegrad.ir import primitives as P
 from fusegrad.ir import shapes as S
 from fusegrad.ir.builder import current_source
-from fusegrad.ir.errors import ShapeError, located
+from fusegrad.ir.errors import DTypeError, ShapeError, located
 from fusegrad.ir.graph import Shape, Value
 
 DEFAULT_FLOAT = np.dtype(np.float32)
@@ -32,6 +32,11 @@ def _python_number(value, dtype: np.dtype):
     if dtype.kind == "b":
         return bool(value)
     if dtype.kind in "iu":
+        # NumPy 2 refuses too (NEP 50): a kernel would silently wrap 300 to 44 for uint8.
+        info = np.iinfo(dtype)
+        if not info.min <= int(value) <= info.max:
+            raise DTypeError(located(f"Python integer {int(value)} out of bounds for "
+                                     f"{dtype.name}", current_source()))
         return int(value)
     return float(value)
 
@@ -92,13 +97,20 @@ def power(a: Operand, b: Operand) -> Value:
     """``a ** b``: an integer exponent becomes integer_pow (x*x, not powf)."""
     if isinstance(a, Value) and isinstance(b, numbers.Integral) and not isinstance(b, bool):
         return integer_pow(a, int(b))
-    if isinstance(a, Value) and isinstance(b, float) and b.is_integer() and abs(b) <= 64:
+    # A whole float exponent (2.0, np.float32(2)) is the same integer power of a
+    # floating base. (Not `abs(b)`: this module's `abs` is the traced op.)
+    if (isinstance(a, Value) and isinstance(b, numbers.Real) and float(b).is_integer()
+            and -64 <= float(b) <= 64):
         return integer_pow(_floating(a), int(b))
     a, b = _operands(a, b)
     return P.pow_.bind(_floating(a), _floating(b))
 
 
 def integer_pow(x: Value, n: int) -> Value:
+    if n < 0 and x.dtype.kind in "iub":
+        raise DTypeError(located(f"integer_pow: integers to negative integer powers are not "
+                                 f"allowed ({x.type_str} ** {n}), as in NumPy",
+                                 current_source()))
     if n == 1:
         return x
     return P.integer_pow.bind(x, n=int(n))

@@ -5,6 +5,7 @@ Each pass is a pure function: it builds a new graph and never edits its input
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -30,17 +31,27 @@ def _const_value(value: Value, producers: dict[Value, Node]):
 
 
 def _is_const(value: Value, producers: dict[Value, Node], number: float) -> bool:
+    """Whether `value` is the constant `number`, the sign of a zero included: 0.0 and
+    -0.0 compare equal but are different identities (x + -0.0 is x, x + 0.0 is not)."""
     found = _const_value(value, producers)
-    return found is not None and found == number
+    return (found is not None and found == number
+            and math.copysign(1, found) == math.copysign(1, number))
 
 
 def _identity_operand(node: Node, producers) -> Value | None:
-    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1 -> x, when that keeps shape and dtype."""
+    """x + -0.0, -0.0 + x, x - 0.0, x * 1, 1 * x, x / 1 -> x, when that keeps shape and
+    dtype: identities in IEEE arithmetic, NaN, inf and -0.0 included. `x + 0.0` is not
+    one (-0.0 + 0.0 is +0.0), nor is `x - -0.0`; for integers every zero is."""
     name = node.primitive.name
     if name not in ("add", "sub", "mul", "div"):
         return None
     a, b = node.inputs
-    unit = 1.0 if name in ("mul", "div") else 0.0
+    if name in ("mul", "div"):
+        unit = 1.0
+    elif node.out.dtype.kind == "f":
+        unit = -0.0 if name == "add" else 0.0
+    else:
+        unit = 0
     candidates = [(a, b)] + ([(b, a)] if name in ("add", "mul") else [])
     for keep, drop in candidates:
         if (_is_const(drop, producers, unit) and keep.shape == node.out.shape
@@ -138,16 +149,6 @@ def _rewrite(graph: Graph, visit: Callable[[Node, dict, dict], "Node | list | Va
     return graph.replace(nodes=tuple(nodes), outputs=outputs)
 
 
-def _double(node: Node) -> "list[Node] | None":
-    """x + x -> 2 * x (exact in floating point), a form `factor_reductions` can move."""
-    if node.primitive is not P.add or node.inputs[0] is not node.inputs[1]:
-        return None
-    builder = Builder()
-    with building(builder), source_line(node.source):
-        doubled = ops.mul(2, node.inputs[0])
-    return _defining(builder.nodes, doubled, node)
-
-
 def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
     """The replacement nodes, the one computing `result` now defining `original`'s
     output, so that a value keeps its identity (and its name) through a rewrite."""
@@ -157,17 +158,25 @@ def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
 
 
 def _reciprocal(node: Node, producers) -> "list[Node] | None":
-    """a / b -> a * (1 / b) when b is broadcast (a per-row scale, say): one division
-    per element of b instead of per element of a, as XLA's simplifier does. Within an
-    ulp of the quotient; constant divisors (a mean's count) are left exact."""
+    """a / c -> a * (1 / c) for a constant c whose reciprocal is exact (a power of two
+    such as a mean's count of 256): both round the same real number, so the result is
+    the same, and a multiply is cheaper than a divide. Other divisors stay divisions:
+    a * (1 / b) can be an ulp off, and is inf where 1 / b overflows (b subnormal)."""
     if node.primitive is not P.div or node.out.dtype.kind != "f":
         return None
     a, b = node.inputs
-    if b.size >= node.out.size or _const_value(b, producers) is not None:
+    c = _const_value(b, producers)
+    if c is None or not np.isfinite(c) or abs(math.frexp(c)[0]) != 0.5:
+        return None
+    # The reciprocal of a power of two is one too, exact unless it overflows (inf)
+    # or falls below the subnormals (0).
+    with np.errstate(all="ignore"):
+        inverse = node.out.dtype.type(1) / node.out.dtype.type(c)
+    if not np.isfinite(inverse) or inverse == 0:
         return None
     builder = Builder()
     with building(builder), source_line(node.source):
-        product = ops.mul(a, ops.div(1, b))
+        product = ops.mul(a, float(inverse))
     return _defining(builder.nodes, product, node)
 
 
@@ -176,8 +185,7 @@ def simplify(graph: Graph) -> Graph:
         node = _chain_layout(_absorb_broadcasts(node, producers), producers)
         node = _reshape_splat(node, producers)
         return (_identity_operand(node, producers) or _fold_layout(node, producers)
-                or _negation(node, producers) or _double(node)
-                or _reciprocal(node, producers) or node)
+                or _negation(node, producers) or _reciprocal(node, producers) or node)
     return _rewrite(graph, visit)
 
 
@@ -236,69 +244,13 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     return graph.replace(nodes=nodes, constants=constants)
 
 
-def _constant_along(value: Value, shape: tuple, axes: tuple) -> bool:
-    """Whether `value`, broadcast to `shape`, is the same along every axis in `axes`."""
-    lead = len(shape) - value.ndim
-    return lead >= 0 and all(a < lead or value.shape[a - lead] == 1 for a in axes)
-
-
-def _factor_out(node: Node, producers) -> "list[Node] | None":
-    """sum(-x) -> -sum(x); sum(a * b), sum(a / b) -> sum(a) * b, sum(a) / b when b is
-    constant along the summed axes. Moving a per-row factor out of a row sum saves a
-    multiply per element, and can free the sum from a value only known later (the
-    backward of layernorm then needs one pass over each row fewer)."""
-    if node.primitive is not P.reduce_sum:
-        return None
-    inner = producers.get(node.inputs[0])
-    if inner is None or inner.primitive not in (P.neg, P.mul, P.div):
-        return None
-    x = node.inputs[0]
-    axes, keepdims = node.param("axes"), node.param("keepdims")
-    if _column_result(x.shape, axes):
-        return None
-    builder = Builder()
-    with building(builder), source_line(node.source):
-        if inner.primitive is P.neg:
-            result = ops.neg(ops.reduce_sum(inner.inputs[0], axes, keepdims))
-        else:
-            pairs = [inner.inputs] + ([inner.inputs[::-1]] if inner.primitive is P.mul else [])
-            for a, b in pairs:
-                if a.shape == x.shape and _constant_along(b, x.shape, axes):
-                    break
-            else:
-                return None
-            if b.ndim:  # a scalar broadcasts as it is; arrays drop or keep the summed axes
-                kept = tuple(1 if i in axes else d
-                             for i, d in enumerate((1,) * (x.ndim - b.ndim) + b.shape))
-                b = ops.reshape(b, kept if keepdims else tuple(
-                    d for i, d in enumerate(kept) if i not in axes))
-            combine = ops.mul if inner.primitive is P.mul else ops.div
-            result = combine(ops.reduce_sum(a, axes, keepdims), b)
-    return _defining(builder.nodes, result, node)
-
-
-def _column_result(shape: tuple, axes: tuple) -> bool:
-    """A sum over leading axes that keeps a vector of columns. Applying a factor to
-    that vector would need a pass of its own after the loop, which costs more than
-    the multiply per element it saves, so such sums keep their factors."""
-    kept = [d for i, d in enumerate(shape) if i not in axes]
-    return axes == tuple(range(len(axes))) and any(d != 1 for d in kept)
-
-
-def factor_reductions(graph: Graph) -> Graph:
-    """Apply `_factor_out` until nothing changes (each round moves factors one level)."""
-    for _ in range(16):
-        rewritten = _rewrite(graph, lambda node, producers, _: _factor_out(node, producers) or node)
-        if len(rewritten.nodes) == len(graph.nodes) and all(
-                a is b for a, b in zip(rewritten.nodes, graph.nodes)):
-            return rewritten
-        graph = rewritten
-    return graph
-
-
-# CSE runs before factoring: merging equal terms is what makes `x + x` visible.
+# Every rewrite gives the same result as the graph it replaces, bit for bit, NaN, inf,
+# -0.0, overflow and subnormals included (tests/ir/test_passes.py tries the extremes).
+# Rewrites that were not exact are gone: sum(x * w) -> sum(x) * w (rounds and can
+# overflow where the true value does not), a / b -> a * (1 / b) for any b (an ulp off;
+# inf for a subnormal b) and x + 0.0 -> x (-0.0 + 0.0 is +0.0).
 PIPELINE = [simplify, fold_constants, eliminate_common_subexpressions, simplify,
-            factor_reductions, simplify, eliminate_common_subexpressions, eliminate_dead_code]
+            eliminate_dead_code]
 
 
 def optimize(graph: Graph, pipeline=PIPELINE) -> Graph:

@@ -39,6 +39,9 @@ class Primitive:
     # Rough cost of one element relative to an add: codegen stores a value for a later
     # pass over the same row instead of recomputing it when this is high.
     cost: int = 1
+    # Whether the integer result depends on the operands only modulo 2**64 (add, sub,
+    # mul, neg, integer_pow): kernels may then compute it in uint64, which wraps.
+    modular: bool = False
 
     def bind(self, *inputs: Value, **params: Any) -> Value:
         """Append ``self(*inputs, **params)`` to the current graph; return its value."""

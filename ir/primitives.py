@@ -33,7 +33,7 @@ const = primitive(
 neg = primitive(
     "neg", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=np.negative,
     vjp=lambda g, x, y: [-g],
-    scalar="-{0}", grad_fn="NegBackward0",
+    scalar="-{0}", grad_fn="NegBackward0", modular=True,
 )
 exp = primitive(
     "exp", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp,
@@ -106,7 +106,18 @@ def _integer_pow_scalar(x: str, *, dtype: np.dtype, n: int) -> str:
         return " * ".join([x] * n)
     if -4 <= n < 0:
         return f"{literal(1, dtype)} / ({' * '.join([x] * -n)})"
-    return f"{x} ** {literal(n, dtype)}"
+    # An integer base has an unsigned 64-bit exponent (np.uint8(300) would be 44), so
+    # that the power is unsigned arithmetic, which wraps (see codegen.loops._wrapped).
+    return f"{x} ** {literal(n, dtype if dtype.kind == 'f' else np.uint64)}"
+
+
+def _integer_pow_impl(x: np.ndarray, *, n: int) -> np.ndarray:
+    if x.dtype.kind in "iub":
+        # In 64 bits, whose low bits are those of the power in x's dtype (the
+        # interpreter casts back, wrapping as NumPy would); NumPy 2 refuses
+        # uint8 ** 300, since 300 is no uint8.
+        return np.power(x.astype(np.uint64 if x.dtype.kind == "u" else np.int64), n)
+    return np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype)
 
 
 def _integer_pow_vjp(g, x, y, *, n):
@@ -118,9 +129,9 @@ def _integer_pow_vjp(g, x, y, *, n):
 
 integer_pow = primitive(
     "integer_pow", kind=ELEMENTWISE, infer=lambda x, *, n: S.elementwise(x),
-    impl=lambda x, *, n: np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype),
+    impl=_integer_pow_impl,
     vjp=_integer_pow_vjp,
-    scalar=_integer_pow_scalar, grad_fn="PowBackward0",
+    scalar=_integer_pow_scalar, grad_fn="PowBackward0", modular=True,
 )
 cast = primitive(
     "cast", kind=ELEMENTWISE,
@@ -143,17 +154,17 @@ stop_gradient = primitive(
 add = primitive(
     "add", kind=ELEMENTWISE, infer=S.elementwise, impl=np.add,
     vjp=lambda g, a, b, y: [g, g],
-    scalar="{0} + {1}", grad_fn="AddBackward0",
+    scalar="{0} + {1}", grad_fn="AddBackward0", modular=True,
 )
 sub = primitive(
     "sub", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=np.subtract,
     vjp=lambda g, a, b, y: [g, -g],
-    scalar="{0} - {1}", grad_fn="SubBackward0",
+    scalar="{0} - {1}", grad_fn="SubBackward0", modular=True,
 )
 mul = primitive(
     "mul", kind=ELEMENTWISE, infer=S.elementwise, impl=np.multiply,
     vjp=lambda g, a, b, y: [g * b, g * a],
-    scalar="{0} * {1}", grad_fn="MulBackward0",
+    scalar="{0} * {1}", grad_fn="MulBackward0", modular=True,
 )
 div = primitive(
     "div", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.true_divide,
@@ -163,10 +174,18 @@ div = primitive(
 
 
 def _pow_vjp(g, a, b, y):
-    # d(a**b)/db = a**b * log(a); PyTorch defines it as 0 where a == 0 (the limit
-    # for b > 0), rather than the 0 * -inf = NaN that the formula gives.
-    safe_log = ops.where(ops.eq(a, 0), 0, ops.log(ops.where(ops.eq(a, 0), 1, a)))
-    return [g * (b * a ** (b - 1)), g * (y * safe_log)]
+    # The rules of PyTorch's pow_backward_self and pow_backward_exponent (JAX agrees
+    # wherever its result is finite).
+    # d/da = b * a**(b-1), but 0 where b == 0: a**0 is constant, and the formula
+    # gives 0 * 0**-1 = NaN at a = 0 (x[:, None] ** np.arange(n), polynomial features).
+    da = ops.where(ops.eq(b, 0), 0, g * (b * a ** (b - 1)))
+    # d/db = a**b * log(a), but 0 where a == 0 and b >= 0 (0**b is constant there,
+    # and the formula gives 0 * -inf = NaN); for b < 0 it stays inf * -inf = -inf.
+    # The masked base is replaced by 1 before the log so that the masked branch
+    # stays finite, and so do second derivatives (0 * inf would be NaN).
+    flat = ops.eq(ops.where(ops.ge(b, 0), a, 1), 0)
+    db = ops.where(flat, 0, g * (y * ops.log(ops.where(flat, 1, a))))
+    return [da, db]
 
 
 pow_ = primitive(

@@ -36,8 +36,8 @@ COMPILE_MIN_ELEMENTS = int(os.environ.get("FUSEGRAD_EAGER_COMPILE_MIN", 100_000)
 # it writes. Compiled kernels run the same work 8-9x faster (154 ms against 20 ms
 # for 253 nodes over 200k float64), so nearly all of a run's interpreter time is
 # what compiling gains per run.
-INTERPRET_NODE_SECONDS = 5e-6
-INTERPRET_ELEMENT_SECONDS = 4e-9
+INTERPRET_NODE_SECONDS = 6e-6
+INTERPRET_ELEMENT_SECONDS = 3e-9
 
 # A reference to a value of the joined program: an int is a leaf or constant (its
 # position among the inputs), a pair (op position, output number) an op's result.

@@ -24,6 +24,14 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env[value] = np.asarray(array)
     for value, array in graph.constants:
         env[value] = array
-    for node in graph.nodes:
+    # Each intermediate is dropped after the last node that reads it: a deep graph
+    # over large arrays (thousands of nodes, 200k elements each) would otherwise
+    # hold all of them at once, gigabytes, and run slower for the page faults.
+    last_use = {v: i for i, node in enumerate(graph.nodes) for v in node.inputs}
+    keep = set(graph.outputs)
+    for index, node in enumerate(graph.nodes):
         env[node.out] = run_node(node, [env[v] for v in node.inputs])
+        for value in node.inputs:
+            if last_use[value] == index and value not in keep:
+                env.pop(value, None)
     return [env[v] for v in graph.outputs]

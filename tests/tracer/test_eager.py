@@ -542,14 +542,24 @@ def test_eager_tensors_inside_traced_code_are_constants():
     assert float(value) == 6.0 and g.tolist() == [1.0, 2.0, 3.0]
 
 
-def test_large_backward_is_compiled():
+def test_large_backward_is_compiled_once_it_pays(monkeypatch):
+    import fusegrad.runtime
+    # A cheaper compiler than Numba's, so that a few repeats make compiling pay.
+    monkeypatch.setattr(fusegrad.runtime, "COMPILE_KERNEL_SECONDS", 0.01)
     n = engine.COMPILE_MIN_ELEMENTS
     data = np.linspace(-2, 2, n, dtype=np.float32)
     x = fg.from_numpy(data.copy()).requires_grad_()
-    y = (x.tanh() * x + x ** 2).sum()
-    y.backward()
-    plans = [p for p in engine._cache.values() if p.executable is not None]
-    assert plans, "a backward over large tensors should run compiled kernels"
+    for run in range(1, 100):
+        y = (x.tanh() * x + x ** 2).sum()
+        y.backward()
+        plan = next(p for p in reversed(engine._cache.values()) if p.runs)
+        if plan.executable is not None:
+            break
+        assert plan.runs * plan.interpret_seconds < plan.compile_seconds
+    assert plan.runs == run > 1, "a repeated backward over large tensors should compile"
+    assert (run - 1) * plan.interpret_seconds < plan.compile_seconds <= run * plan.interpret_seconds
+    x.grad = None
+    (x.tanh() * x + x ** 2).sum().backward()
     d = data.astype(np.float64)
     expected = (1 - np.tanh(d) ** 2) * d + np.tanh(d) + 2 * d
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -49,6 +49,10 @@ def _lift(x: Operand, like: Value) -> Value:
     dtype = like.dtype
     if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral) and dtype.kind != "f":
         dtype = DEFAULT_FLOAT
+    elif dtype.kind == "b" and not isinstance(x, (bool, np.bool_)):
+        # A number is weak only within its own kind: `mask * 2` is 2 where the mask is
+        # set (int64, as in NumPy 2 and PyTorch), not a bool constant True.
+        dtype = np.dtype(np.int64)
     return const(x, dtype)
 
 
@@ -247,8 +251,10 @@ def _axes(op: str, x: Value, axes) -> tuple[int, ...]:
 
 def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
     # A sum of booleans counts them, as in NumPy and PyTorch (int64); summed in
-    # bool it would be `any`.
-    if x.dtype.kind == "b":
+    # bool it would be `any`. Narrower integers are summed in int64 too, as in
+    # PyTorch (NumPy: int64, or uint64 for unsigned; the same numbers): a sum of 40
+    # int8 fives is 200, not -56.
+    if x.dtype.kind in "biu" and x.dtype.itemsize < 8:
         x = cast(x, np.int64)
     axes = _axes("reduce_sum", x, axes)
     if not axes:

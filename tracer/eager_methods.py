@@ -305,10 +305,12 @@ def _replace(x, value):
 
 
 def _clamp(x, *, low, high):
+    # Selects, not maximum/minimum: those split the gradient of a tie in two, and
+    # PyTorch's clamp passes it whole to x at its bounds (NaN stays NaN).
     if low is not None:
-        x = ops.maximum(x, low)
+        x = ops.where(ops.lt(x, low), low, x)
     if high is not None:
-        x = ops.minimum(x, high)
+        x = ops.where(ops.gt(x, high), high, x)
     return x
 
 

@@ -16,6 +16,7 @@ import fusegrad as fg
 from fusegrad import ir
 from fusegrad.codegen import SourceNames, emit, plan_kernels
 from fusegrad.ir import ops
+from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
 from fusegrad.runtime import compile_graph
 
@@ -78,7 +79,7 @@ def grid(dtype) -> list[np.ndarray]:
 
 def table_graph(dtype, names=tuple(TABLE)):
     """The ops `names` of TABLE on x and y, each with its float64 cast, and integer
-    sums of x * y over rows and over everything."""
+    sums of x * y over rows and over everything, in x's dtype."""
     size = len(extremes(dtype))
     x, y = (Value((size, size), np.dtype(dtype), name) for name in "xy")
     outputs = []
@@ -87,7 +88,10 @@ def table_graph(dtype, names=tuple(TABLE)):
             result = TABLE[name][0](x, y)
             outputs += [result, ops.cast(result, F64)]
         product = ops.mul(x, y)
-        outputs += [ops.reduce_sum(product, 1), ops.reduce_sum(product)]
+        # The primitive itself, in the IR's dtype: ops.reduce_sum widens narrow
+        # integers first, as NumPy does, and the kernels must still wrap without it.
+        outputs += [P.reduce_sum.bind(product, axes=(1,), keepdims=False),
+                    P.reduce_sum.bind(product, axes=(0, 1), keepdims=False)]
     return builder.finish((x, y), tuple(outputs))
 
 

@@ -581,3 +581,24 @@ def test_assignment_into_a_recorded_tensor_is_refused():
     with fg.no_grad():
         x[0] = 2.0
     assert x.tolist() == [2.0, 1.0, 1.0]
+
+
+def test_clamp_passes_the_whole_gradient_at_its_bounds():
+    # PyTorch's clamp: the gradient reaches x wherever min <= x <= max (maximum and
+    # minimum would split a tie in two); NaN stays NaN.
+    x = fg.tensor([0.6, -0.7, 0.0, 1.0, -2.0], requires_grad=True)
+    y = x.clamp(-0.7, 0.6)
+    y.sum().backward()
+    assert y.tolist() == pytest.approx([0.6, -0.7, 0.0, 0.6, -0.7])
+    assert x.grad.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert np.isnan(fg.tensor([float("nan")]).clamp(0.0, 1.0).numpy()).all()
+
+
+def test_numbers_with_masks_and_sums_of_small_integers_promote_as_numpy():
+    mask = np.array([True, False, True])
+    doubled = fg.tensor(mask) * 2
+    assert doubled.dtype == fg.int64 and doubled.tolist() == [2, 0, 2]
+    small = np.full((40, 2), 5, np.int8)
+    total = fg.tensor(small).sum(0)
+    assert total.dtype == fg.int64 and total.tolist() == small.sum(0).tolist() == [200, 200]
+    assert fg.tensor(small.astype(np.uint8)).sum().item() == 400

@@ -10,7 +10,8 @@ checks fusegrad's answer against independent oracles:
 - fusegrad's NumPy interpreter on the joint graph before and after optimisation
   (which separates the VJP rules from the optimizer),
 - the fused kernels, and (every `--unfused-every` graphs) the `fuse=False` kernels,
-  against the interpreter of the same graph.
+  against the interpreter of the same graph, called twice,
+- the eager API (the same program on tensors that require grad, and backward()).
 
 A failing program is minimized (loss terms first, then statements are cut into new
 inputs holding the values they had) and written to `--out` as a runnable reproducer.
@@ -82,6 +83,18 @@ def autograd_results(program: fp.Program) -> list[np.ndarray]:
     return [np.asarray(value), *map(np.asarray, grads)]
 
 
+def eager_results(program: fp.Program) -> list[np.ndarray]:
+    """[value, *grads] from the eager, PyTorch-style API: leaves that require grad, and
+    backward() (the same program, run op by op)."""
+    import fusegrad as fg
+    leaves = {n: fg.tensor(a, requires_grad=a.dtype.kind == "f") for n, a in program.inputs.items()}
+    loss = program.function()(FG, program.weights, *leaves.values())
+    loss.backward()
+    grads = [leaves[n].grad for n in program.float_inputs]
+    return [loss.detach().numpy(), *(np.zeros_like(program.inputs[n]) if g is None else g.numpy()
+                                     for n, g in zip(program.float_inputs, grads))]
+
+
 def compiled(program: fp.Program, fuse: bool):
     import fusegrad as fg
     from fusegrad.runtime import executable
@@ -130,8 +143,8 @@ def error(actual: np.ndarray, expected: np.ndarray, tol: float) -> tuple[float, 
 
 def compare(kind: str, actual, expected, program, level: str, stats) -> list[Finding]:
     """Element by element, [value, *grads] against [value, *grads]."""
-    dtype = "float32" if any(a.dtype == np.float32 for a in inputs_of(program)) or \
-        program.float_dtype == "float32" else "float64"
+    dtypes = {str(a.dtype) for a in inputs_of(program)} | {s.dtype for s in program.stmts}
+    dtype = "float32" if "float32" in dtypes else "float64"
     tol = TOLERANCE[(level, dtype)]
     labels = ["value"] + [f"d/d{n}" for n in program.float_inputs]
     findings = []
@@ -176,17 +189,36 @@ def check(program: fp.Program, stages: frozenset, stats: dict | None = None) -> 
     if not wrong:
         findings += compare("optimized-vs-unoptimized (optimizer)", optimized, raw, program,
                             "graph", stats)
-    for stage, fuse in (("fused", True), ("unfused", False)):
-        if stage not in stages:
-            continue
+    if "eager" in stages:
         try:
-            results = flatten((f if fuse else compiled(program, fuse=False))(*inputs_of(program)))
+            findings += compare("eager-vs-oracle (eager API)", eager_results(program), expected,
+                                program, "oracle", stats)
         except Exception as e:  # noqa: BLE001
-            findings.append(crash(stage, e))
-            continue
-        findings += compare(f"{stage}-vs-interpreter (codegen)", results, optimized, program,
-                            "graph", stats)
-        findings += check_types(stage, results, expected_value, program)
+            findings.append(crash("eager", e))
+    for stage, fuse in (("fused", True), ("unfused", False)):
+        if stage in stages:
+            findings += run_kernels(stage, f if fuse else compiled(program, fuse=False),
+                                    program, optimized, expected_value, stats)
+    return findings
+
+
+def run_kernels(stage: str, f, program: fp.Program, optimized, expected_value,
+                stats) -> list[Finding]:
+    """Two calls: the second runs cached kernels on pooled buffers, and must neither
+    differ nor change what the first returned."""
+    try:
+        first = flatten(f(*inputs_of(program)))
+        kept = [a.copy() for a in first]
+        second = flatten(f(*inputs_of(program)))
+    except Exception as e:  # noqa: BLE001
+        return [crash(stage, e)]
+    findings = compare(f"{stage}-vs-interpreter (codegen)", first, optimized, program,
+                       "graph", stats)
+    findings += check_types(stage, first, expected_value, program)
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(kept, first)):
+        findings.append(Finding(f"{stage}: a second call changed the first call's results", ""))
+    if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(kept, second)):
+        findings.append(Finding(f"{stage}: a second call gave other results", ""))
     return findings
 
 
@@ -326,6 +358,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fused-every", type=int, default=1,
                         help="compile and run the fused kernels every N graphs (0: never; "
                         "the others are checked in the interpreter only, which is fast)")
+    parser.add_argument("--eager-every", type=int, default=3,
+                        help="run the eager API every N graphs (0: never; it compiles "
+                        "kernels for large graphs)")
     parser.add_argument("--unfused-every", type=int, default=4,
                         help="every N graphs, a small one also compiled fuse=False (0: never)")
     parser.add_argument("--unfused-size", type=int, default=25,
@@ -347,7 +382,9 @@ def main(argv=None) -> int:
                               args.include_known)
         ops.update(s.op for s in program.stmts)
         fused = args.fused_every and seed % args.fused_every == 0
-        stages = frozenset(({"fused"} if fused else set()) | ({"unfused"} if unfused else set()))
+        eager = args.eager_every and seed % args.eager_every == 0
+        stages = frozenset(name for name, on in
+                           (("fused", fused), ("unfused", unfused), ("eager", eager)) if on)
         try:
             findings = check(program, stages, stats)
         except Exception as e:  # noqa: BLE001  (the oracles themselves failed)

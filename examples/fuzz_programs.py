@@ -25,6 +25,7 @@ import numpy as np
 
 LIMIT = 4.0        # floats beyond this magnitude are squashed before further use
 INT_LIMIT = 60     # integers beyond this are only compared or cast, never grown
+MAX_ELEMENTS = 25_000
 FLOATS = ("float32", "float64")
 INTS = ("int8", "uint8", "int16", "int32", "int64")
 
@@ -48,7 +49,8 @@ def _numpy_namespace(xp) -> types.SimpleNamespace:
         return e / xp.sum(e, axis=axis, keepdims=True)
 
     return _namespace(
-        xp, sigmoid=lambda x: 0.5 * xp.tanh(0.5 * x) + 0.5, relu=lambda x: xp.where(x > 0, x, 0),
+        # exp(-log(1 + exp(-x))): no overflow, and no underflow to 0 far below 1e-38.
+        xp, sigmoid=lambda x: xp.exp(-xp.logaddexp(0, -x)), relu=lambda x: xp.where(x > 0, x, 0),
         logsumexp=logsumexp, softmax=softmax, permute=lambda x, perm: xp.transpose(x, perm),
         clip=xp.clip, eq=xp.equal, ne=xp.not_equal)
 
@@ -186,6 +188,7 @@ class Generator:
         # Sometimes rows longer than the kernels' block of 1024 (codegen/body.py: BLOCK),
         # and kernels run threaded however small (runtime/executable.py).
         self.threaded = bool(self.rng.random() < 0.3)
+        self.small_dims = (a, b, c)
         if self.rng.random() < 0.2:
             b = int(self.rng.choice([1031, 2053]))
         self.dims = (a, b, c)
@@ -215,6 +218,8 @@ class Generator:
             name = f"i{len(self.inputs)}"
             low = 0 if kind == "u" else -3
             array = self.rng.integers(low, 5, shape).astype(dtype)
+        if array.ndim >= 2 and self.rng.random() < 0.2:
+            array = np.asfortranarray(array)   # compile_grad copies it to C order
         self.inputs[name] = array
         self.env[name] = array
         return name
@@ -239,9 +244,11 @@ class Generator:
         try:
             with np.errstate(all="ignore"):
                 value = np.asarray(eval(expr, {"xp": NP}, self.env))
-        except (ValueError, TypeError, IndexError) as error:
+        except ValueError:   # NumPy refuses it too: the maximum of an empty slice
+            return None
+        except (TypeError, IndexError) as error:
             raise AssertionError(f"generator wrote an invalid statement {expr!r}: {error}")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
+        if value.size > MAX_ELEMENTS or value.dtype.kind == "f" and not np.isfinite(value).all():
             return None
         if value.dtype.kind in "iu" and not self.include_known and not self._exact(expr, value):
             return None
@@ -281,12 +288,16 @@ class Generator:
         while len(self.stmts) < self.size:
             family = families[int(self.rng.choice(len(families), p=weights / weights.sum()))]
             FAMILIES[family][1](self)
+        return self.finish()
+
+    def finish(self) -> Program:
+        """The program whose loss sums every value no statement reads, each weighted."""
         used = {a for s in self.stmts for a in s.args}
         terms = [s.out for s in self.stmts if s.out not in used]
-        dtype = {s.out: self.env[s.out].dtype for s in self.stmts}
-        weights_ = [self.rng.standard_normal(self.env[t].shape).astype(
-            dtype[t] if dtype[t].kind == "f" else self.float) for t in terms]
-        return Program(self.seed, self.inputs, self.stmts, terms, weights_, self.float,
+        dtypes = [self.env[t].dtype for t in terms]
+        weights = [self.rng.standard_normal(self.env[t].shape).astype(
+            dtype if dtype.kind == "f" else self.float) for t, dtype in zip(terms, dtypes)]
+        return Program(self.seed, self.inputs, self.stmts, terms, weights, self.float,
                        self.threaded)
 
     # ------------------------------------------------------------ helpers for families
@@ -390,6 +401,8 @@ def select(g: Generator) -> None:
     if c is None:
         return compare(g)
     a = g.broadcastable(c, lambda v: v.dtype.kind in "fiu")
+    if a is None:
+        return None
     form = int(g.rng.integers(4))
     if form == 0:
         constant = "0.0" if g.env[a].dtype.kind == "f" else "0"
@@ -413,6 +426,17 @@ def _broadcasts(*shapes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def casts(g: Generator) -> None:
+    """Between the float precisions, and booleans counted (a sum of bools is an int64)."""
+    if g.rng.random() < 0.6:
+        a = g.pick(g.is_float)
+        g.emit("cast_float", f"{{0}}.astype('{g.choice(FLOATS)}')", a)
+        return
+    m = g.pick(lambda v: v.dtype == np.bool_ and v.ndim >= 1)
+    if m is not None:
+        g.emit("count", f"{{0}}.sum(axis={g.axis_choice(g.env[m].ndim)!r})", m)
 
 
 def integers(g: Generator) -> None:
@@ -505,7 +529,7 @@ def _reshape_target(g: Generator, shape) -> tuple:
 def _broadcast_target(g: Generator, shape) -> tuple:
     target = [g.choice(g.dims) if d == 1 else d for d in shape]
     if g.rng.random() < 0.5 or not target:
-        target = [g.choice(g.dims)] + target
+        target = [g.choice(g.small_dims)] + target
     return tuple(target)
 
 
@@ -516,6 +540,8 @@ def _index(g: Generator, shape) -> str:
         items.append([":", "1:", ":-1", "::2", "::-1", f"{int(g.rng.integers(size))}",
                       f"{int(g.rng.integers(size))}:", "-1:"][form] if size > 1 else
                      g.choice([":", "0", "-1:"]))
+        if g.rng.random() < 0.02:   # empty
+            items[-1] = g.choice([f"{size}:", ":0", "1:1"])
     if g.rng.random() < 0.3:
         items.insert(int(g.rng.integers(len(items) + 1)), "None")
     if len(items) > 1 and g.rng.random() < 0.3:
@@ -530,7 +556,7 @@ def matmul(g: Generator) -> None:
     k = g.env[a].shape[-1]
     b = g.pick(lambda v: v.dtype.kind == "f" and v.ndim in (1, 2) and v.shape[0] == k)
     if b is None or g.rng.random() < 0.3:
-        shape = (k,) if g.rng.random() < 0.3 else (k, g.choice(g.dims))
+        shape = (k,) if g.rng.random() < 0.3 else (k, g.choice(g.small_dims))
         b = g.new_input(shape)
     g.emit("matmul", "{0} @ {1}", a, b)
 
@@ -538,7 +564,25 @@ def matmul(g: Generator) -> None:
 # name -> (weight, family)
 FAMILIES = {"unary": (6, unary), "binary": (6, binary), "compare": (1.5, compare),
             "select": (2, select), "integers": (1, integers), "reduce": (2.5, reduce),
-            "layout": (2, layout), "matmul": (1, matmul)}
+            "layout": (2, layout), "matmul": (1, matmul), "casts": (0.7, casts)}
+
+
+def handwritten(inputs: dict[str, np.ndarray], lines: list[tuple[str, ...]],
+                threaded: bool = False) -> Program:
+    """A program of the given statements, each (op label, template, *operand names),
+    over `inputs`; statements are named v0, v1, ... (no squashing, no dropping)."""
+    g = Generator(0, len(lines), include_known=True)
+    g.float = next(str(a.dtype) for a in inputs.values() if a.dtype.kind == "f")
+    g.threaded = threaded
+    g.inputs, g.env = dict(inputs), dict(inputs)
+    for op, template, *args in lines:
+        expr = template.format(*args)
+        with np.errstate(all="ignore"):
+            value = np.asarray(eval(expr, {"xp": NP}, g.env))
+        name = next(g.names)
+        g.env[name] = value
+        g.stmts.append(Stmt(name, expr, tuple(args), op, str(value.dtype)))
+    return g.finish()
 
 
 def generate(seed: int, size: int = 120, include_known: bool = False) -> Program:

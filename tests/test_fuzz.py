@@ -136,3 +136,32 @@ def test_integer_wrap_in_kernels(fuzz):
         [("int_sub", "{0} - 1", "i1"), ("cast", "{0}.astype('float32')", "v0"),
          ("mul", "{0} * {1}", "v1", "x0")])
     assert findings(fuzz, program, frozenset({"fused"})) == []
+
+
+MASKS = {"x0": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
+         "m1": np.array([True, False, True, True]), "m2": np.array([True, True, False, False])}
+
+
+@_known("item 3: kernels compute in wider types than the IR says (here bool + bool = 2)")
+def test_or_of_masks_in_a_fused_kernel(fuzz):
+    # Found by the fuzzer: NumPy's bool + bool is `or`; the fused kernel's scalar
+    # `m1 + m2` is an int (2), multiplied as such; unfused it is stored as a bool.
+    program = fuzz.fp.handwritten(MASKS, [("or", "{0} + {1}", "m1", "m2"),
+                                          ("mask", "{0} * {1}", "v0", "x0")])
+    assert findings(fuzz, program, frozenset({"fused"})) == []
+
+
+@pytest.mark.xfail(strict=True, reason="found by the fuzzer, not in issue 9: a Python int "
+                   "with a bool array is made a bool constant (m * 2 is m, not 2 * m)")
+def test_bool_array_times_a_python_int(fuzz):
+    program = fuzz.fp.handwritten(MASKS, [("bool_times_int", "{0} * 2", "m1"),
+                                          ("mul", "{0} * {1}", "v0", "x0")])
+    assert findings(fuzz, program, frozenset({"eager"})) == []
+
+
+@pytest.mark.xfail(strict=True, reason="found by the fuzzer, not in issue 9: clamp halves the "
+                   "gradient at its bounds (maximum/minimum split ties); PyTorch passes it whole")
+def test_clamp_gradient_at_its_bounds(fuzz):
+    x = np.array([0.6, -0.7, 0.0, 1.0], np.float32)
+    program = fuzz.fp.handwritten({"x0": x}, [("clip", "xp.clip({0}, -0.7, 0.6)", "x0")])
+    assert findings(fuzz, program) == []

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fuzz_generator as gen  # noqa: E402
 import fuzz_programs as fp  # noqa: E402
 
 # rtol = atol (relative to the largest expected magnitude) per comparison and dtype:
@@ -386,7 +387,7 @@ def main(argv=None) -> int:
     while seed < args.seed + args.graphs and time.monotonic() - began < args.time:
         unfused = args.unfused_every and seed % args.unfused_every == 0
         try:
-            program = fp.generate(seed, args.unfused_size if unfused else args.size,
+            program = gen.generate(seed, args.unfused_size if unfused else args.size,
                                   args.include_known)
         except AssertionError as e:   # a defect of the generator, not of fusegrad
             print(f"seed {seed}: {e}", flush=True)

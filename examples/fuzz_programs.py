@@ -85,8 +85,8 @@ def autograd_namespace() -> types.SimpleNamespace:
 def _dense_indexing_gradients() -> None:
     """autograd adds the gradient of `x[index]` sparsely, with np.add.at, which fails
     ("first operand must be array") when the other term is a NumPy scalar, as the
-    gradient of a 0-d value can be. Basic indexing never repeats an element, so a
-    dense scatter is the same gradient."""
+    gradient of a 0-d value can be. The same sum, into a fresh dense array, is the same
+    gradient (for any index, repeated elements included)."""
     from autograd.extend import defvjp, primitive
     from autograd.numpy.numpy_boxes import ArrayBox
     from autograd.util import func
@@ -94,7 +94,7 @@ def _dense_indexing_gradients() -> None:
     @primitive
     def scatter(g, index, shape, dtype):
         out = np.zeros(shape, dtype)
-        out[index] = g
+        np.add.at(out, index, g)
         return out
 
     defvjp(scatter, lambda ans, g, index, shape, dtype: lambda h: h[index])

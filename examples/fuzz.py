@@ -116,9 +116,8 @@ def interpreted(f, program: fp.Program) -> tuple[list[np.ndarray], list[np.ndarr
     from fusegrad import ir
     args = inputs_of(program)
     traced = f.trace(*args)
-    arrays = [args[i] for i in traced.array_positions]
-    wrt = [traced.array_positions.index(i) for i in f.wrt_positions(*args)]
-    raw = ir.vjp_graph(traced.forward, wrt)
+    arrays = f.leaves(*args)
+    raw = ir.vjp_graph(traced.forward, list(traced.wrt_leaves))
     return ir.evaluate(traced.joint, arrays), ir.evaluate(raw, arrays)
 
 
@@ -350,11 +349,6 @@ def setup(dodge_known: bool) -> None:
     from fusegrad.runtime import executable
     FG, ANP = fp.fusegrad_namespace(), fp.autograd_namespace()
     DEFAULT_PARALLEL_MIN_SIZE = executable.PARALLEL_MIN_SIZE
-    if dodge_known:
-        # Issue 9 item 8: a generated value named `fm` shadows the kernels' math module.
-        # Reserving the name lets large graphs compile until that is fixed (a no-op after).
-        from fusegrad.codegen import source
-        source.RESERVED.add("fm")
 
 
 def main(argv=None) -> int:

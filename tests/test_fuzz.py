@@ -2,8 +2,8 @@
 
 Large programs (hundreds of IR values) are checked in the interpreter, against NumPy
 and HIPS autograd, which compiles nothing and is fast; a few small ones are compiled,
-fused and unfused, since each new graph is a new Numba compilation. Open defects the
-fuzzer finds are strict xfails naming their issue item, so they flip when fixed.
+fused and unfused, since each new graph is a new Numba compilation. Each defect the
+fuzzer found stays a test of its own, with the smallest program that showed it.
 """
 from __future__ import annotations
 
@@ -88,14 +88,10 @@ def test_minimizing_keeps_the_finding_and_cuts_the_rest(fuzz):
     assert len(small.stmts) <= 2 and any("sin" in s.expr for s in small.stmts)
 
 
-# ---------------------------------------------------------------- open defects it finds
+# ---------------------------------------------------------------- defects it found (fixed)
 
-def _known(item: str):
-    return pytest.mark.xfail(strict=True, reason=f"issue 9 {item}")
-
-
-@_known("item 1: == and != trace as a Python bool")
 def test_equality_operator_is_elementwise(fuzz):
+    """Issue 9 item 1: == and != trace as a Python bool."""
     x = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 0.0]])
     program = fuzz.gen.handwritten({"x0": x, "x1": x[::-1].copy()}, [
         ("equal_operator", "({0} == {1})", "x0", "x1"),
@@ -103,23 +99,23 @@ def test_equality_operator_is_elementwise(fuzz):
     assert findings(fuzz, program) == []
 
 
-@_known("item 4: x ** integer array has a NaN gradient at x = 0")
 def test_power_of_an_integer_array_at_zero(fuzz):
+    """Issue 9 item 4: x ** integer array has a NaN gradient at x = 0."""
     program = fuzz.gen.handwritten(
         {"x0": np.array([0.0, 0.5, -1.0]), "i1": np.array([0, 1, 2])},
         [("pow_int_array", "{0} ** {1}", "x0", "i1")])
     assert findings(fuzz, program) == []
 
 
-@_known("item 9: x ** 2.0 crashes")
 def test_power_of_a_whole_float(fuzz):
+    """Issue 9 item 9: x ** 2.0 crashes."""
     program = fuzz.gen.handwritten({"x0": np.array([0.5, -1.5], np.float32)},
                                   [("pow_whole_float", "{0} ** 2.0", "x0")])
     assert findings(fuzz, program) == []
 
 
-@_known("item 3: integer results must agree with NumPy (sums of int8 wrap in int8)")
 def test_sum_of_small_integers(fuzz):
+    """Issue 9 item 3: integer results must agree with NumPy (sums of int8 wrap in int8)."""
     # Found by the fuzzer: reduce_sum keeps int8 (the IR's dtype, so the interpreter
     # too), where NumPy and PyTorch sum int8, int16 and int32 in int64.
     program = fuzz.gen.handwritten(
@@ -129,8 +125,8 @@ def test_sum_of_small_integers(fuzz):
     assert findings(fuzz, program) == []
 
 
-@_known("item 3: integer arithmetic in kernels widens instead of wrapping")
 def test_integer_wrap_in_kernels(fuzz):
+    """Issue 9 item 3: integer arithmetic in kernels widens instead of wrapping."""
     program = fuzz.gen.handwritten(
         {"x0": np.ones(3, np.float32), "i1": np.array([0, 1, 2], np.uint8)},
         [("int_sub", "{0} - 1", "i1"), ("cast", "{0}.astype('float32')", "v0"),
@@ -142,8 +138,8 @@ MASKS = {"x0": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
          "m1": np.array([True, False, True, True]), "m2": np.array([True, True, False, False])}
 
 
-@_known("item 3: kernels compute in wider types than the IR says (here bool + bool = 2)")
 def test_or_of_masks_in_a_fused_kernel(fuzz):
+    """Issue 9 item 3: kernels compute in wider types than the IR says (here bool + bool = 2)."""
     # Found by the fuzzer: NumPy's bool + bool is `or`; the fused kernel's scalar
     # `m1 + m2` is an int (2), multiplied as such; unfused it is stored as a bool.
     program = fuzz.gen.handwritten(MASKS, [("or", "{0} + {1}", "m1", "m2"),
@@ -151,17 +147,15 @@ def test_or_of_masks_in_a_fused_kernel(fuzz):
     assert findings(fuzz, program, frozenset({"fused"})) == []
 
 
-@pytest.mark.xfail(strict=True, reason="found by the fuzzer, not in issue 9: a Python int "
-                   "with a bool array is made a bool constant (m * 2 is m, not 2 * m)")
 def test_bool_array_times_a_python_int(fuzz):
+    """Found by the fuzzer: a Python int with a bool array is made a bool constant (m * 2 is m, not 2 * m)."""
     program = fuzz.gen.handwritten(MASKS, [("bool_times_int", "{0} * 2", "m1"),
                                           ("mul", "{0} * {1}", "v0", "x0")])
     assert findings(fuzz, program, frozenset({"eager"})) == []
 
 
-@pytest.mark.xfail(strict=True, reason="found by the fuzzer, not in issue 9: clamp halves the "
-                   "gradient at its bounds (maximum/minimum split ties); PyTorch passes it whole")
 def test_clamp_gradient_at_its_bounds(fuzz):
+    """Found by the fuzzer: clamp halves the gradient at its bounds (maximum/minimum split ties); PyTorch passes it whole."""
     x = np.array([0.6, -0.7, 0.0, 1.0], np.float32)
     program = fuzz.gen.handwritten({"x0": x}, [("clip", "xp.clip({0}, -0.7, 0.6)", "x0")])
     assert findings(fuzz, program) == []

@@ -35,8 +35,8 @@ class Dialect:
     # later stage (the CPU allocates one per chunk; a CUDA thread has no such memory).
     row_buffers: bool = False
     # Whether sums and extrema are split out of the loop that computes their terms:
-    # the terms go to an L1 buffer, reduced by `scalar_math.block_sum`, `.block_max` or
-    # `.block_min` (vectorized, see scalar_math.py). A loop carrying an accumulator
+    # the terms go to an L1 buffer, reduced by their monoid's `scalar_math` block
+    # helper (`block_sum`, `block_max`, ...: vectorized, see scalar_math.py). A loop carrying an accumulator
     # cannot be vectorized (that would reorder the additions); without one, LLVM
     # vectorizes the elementwise work (1.65x on the W2 chain).
     split_reductions: bool = False
@@ -73,8 +73,10 @@ def deferred_reductions(sched: Schedule, stage: int | None = None) -> list[Node]
             if n.primitive.kind == REDUCTION and not column_reduction(n, sched.kernel)]
 
 
-def _summed(node: Node) -> bool:
-    return node.primitive is P.reduce_sum
+def _block_total(node: Node) -> bool:
+    """Whether a deferred reduction's block helper returns the block's own total
+    (rather than continuing the accumulator): a row's then needs no start."""
+    return not node.primitive.monoid.block_continues
 
 
 def reduction_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
@@ -96,17 +98,18 @@ def emit_block_sums(w: Writer, sched: Schedule, names: SourceNames, count: str) 
 def _emit_deferred(w: Writer, sched: Schedule, nodes: list[Node], names: SourceNames,
                    count: str) -> None:
     """The first `count` buffered terms (flattened when the kernel has several inner
-    axes) into their accumulators, by `scalar_math.block_sum`, `.block_max`, `.block_min`."""
+    axes) into their accumulators, by their monoid's `scalar_math` block helper."""
     flat = ".ravel()" if sched.rank - sched.outer > 1 else ""
     for node in nodes:
         name = names(node.out)
-        if _summed(node):
-            # A row sum is this one block; a full sum adds the blocks up.
-            update = "=" if row_reduction(node, sched.kernel) else "+="
-            w.line(f"{name}_acc {update} scalar_math.block_sum({name}_red{flat}, {count})")
+        monoid = node.primitive.monoid
+        call = f"scalar_math.{monoid.block}({name}_red{flat}, {count}"
+        if monoid.block_continues:
+            w.line(f"{name}_acc = {call}, {name}_acc)")
+        elif row_reduction(node, sched.kernel):
+            w.line(f"{name}_acc = {call})")   # a row's total is this one block
         else:
-            kind = "max" if node.primitive is P.reduce_max else "min"
-            w.line(f"{name}_acc = scalar_math.block_{kind}({name}_red{flat}, {count}, {name}_acc)")
+            w.line(monoid.update.format(acc=f"{name}_acc", x=call + ")"))
 
 
 def kernel_parameters(kernel: Kernel, names: SourceNames) -> list[str]:
@@ -170,7 +173,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         return
     deferred = deferred_reductions(sched, stage) if dialect.split_reductions else []
     for node in sinks:
-        if row_reduction(node, kernel) and not (node in deferred and _summed(node)):
+        if row_reduction(node, kernel) and not (node in deferred and _block_total(node)):
             w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
@@ -275,29 +278,25 @@ def _reduced_operand(node: Node, sched: Schedule, names: SourceNames) -> str:
 # ---------------------------------------------------------------- reductions
 
 def identity(node: Node) -> str:
-    dtype = node.out.dtype
-    if node.primitive is P.reduce_sum:
-        return "0.0" if dtype.kind == "f" else literal(0, accumulator_dtype(node))
-    bound = float("-inf") if node.primitive is P.reduce_max else float("inf")
-    return literal(bound, dtype)
+    """The accumulator's start, spelled in its dtype; a 64-bit float one as a Python
+    float, which is a float64 already."""
+    dtype = accumulator_dtype(node)
+    start = node.primitive.monoid.identity
+    if node.primitive.monoid.widen and dtype.kind == "f":
+        return repr(float(start))
+    return literal(start, dtype)
 
 
 def accumulate(w: Writer, node: Node, target: str, value: str) -> None:
-    if node.primitive is P.reduce_sum:
-        w.line(f"{target} += {accumulated(node, value)}")
-        return
-    better = ">" if node.primitive is P.reduce_max else "<"
-    # NaN wins, as in NumPy: once the accumulator is NaN no comparison replaces it.
-    w.line(f"{target} = {value} if {value} {better} {target} or {value} != {value} else {target}")
+    w.line(node.primitive.monoid.update.format(acc=target, x=accumulated(node, value)))
 
 
 def accumulator_dtype(node: Node) -> np.dtype:
-    """The dtype `identity` and `accumulate` work in: sums in 64 bits (see cpu.py),
-    integer sums in uint64, which wraps (Numba's signed additions may not: they are
-    `nsw`); `finish` casts to the node's dtype, keeping the low bits, which are
-    those of NumPy's sum wrapped in that dtype."""
+    """The dtype `identity` and `accumulate` work in: the node's, or 64 bits for a
+    monoid that widens (integers in uint64, which wraps; see `Monoid.widen`); `finish`
+    casts back to the node's dtype."""
     dtype = node.out.dtype
-    if node.primitive is P.reduce_sum:
+    if node.primitive.monoid.widen:
         return np.dtype(np.float64 if dtype.kind == "f" else np.uint64)
     return dtype
 
@@ -305,14 +304,14 @@ def accumulator_dtype(node: Node) -> np.dtype:
 def accumulated(node: Node, value: str) -> str:
     """A term of the reduction `node` in its accumulator's dtype: an integer term as a
     uint64 (uint64 + int64 would be a float64 in Numba)."""
-    if node.primitive is P.reduce_sum and node.out.dtype.kind != "f":
+    if node.primitive.monoid.widen and node.out.dtype.kind != "f":
         return f"np.uint64({value})"
     return value
 
 
 def finish(node: Node, accumulator: str) -> str:
     """The accumulator as a value of the node's dtype."""
-    if node.primitive is P.reduce_sum:
+    if node.primitive.monoid.widen:
         return f"np.{node.out.dtype.name}({accumulator})"
     return accumulator
 

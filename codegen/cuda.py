@@ -30,7 +30,6 @@ from fusegrad.codegen.body import (Dialect, accumulate, accumulated, accumulator
 from fusegrad.codegen.loops import Schedule, column_reduction, ir_comment, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
-from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value
 from fusegrad.ir.primitive import REDUCTION
 
@@ -138,16 +137,17 @@ def _emit_block_tree(w: Writer, fulls: list[Node], names: SourceNames) -> None:
 
 
 def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> None:
-    if node.primitive is P.reduce_sum:
-        w.line(f"cuda.atomic.add({array}, ({cell}), {accumulated(node, value)})")
+    monoid = node.primitive.monoid
+    atomic = f"cuda.atomic.{monoid.atomic}({array}, ({cell}), {accumulated(node, value)})"
+    if not monoid.nan_wins:
+        w.line(atomic)
         return
-    function = "max" if node.primitive is P.reduce_max else "min"
     # NaN wins, as in NumPy. cuda.atomic.max ignores a NaN value but keeps a NaN
     # already stored, so a NaN is stored plainly and nothing replaces it after.
     with w.block(f"if {value} != {value}:"):
         w.line(f"{array}[{cell}] = {value}")
     with w.block("else:"):
-        w.line(f"cuda.atomic.{function}({array}, ({cell}), {value})")
+        w.line(atomic)
 
 
 CUDA = Dialect(update_column=_update_column)

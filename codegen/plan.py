@@ -157,9 +157,7 @@ def reduction_kind(node: Node, domain: Shape) -> tuple[str, int] | None:
 
 
 def fusable_reduction(node: Node) -> bool:
-    if node.primitive is P.reduce_sum:
-        return node.inputs[0].dtype.kind in "fiu"
-    return node.primitive in (P.reduce_max, P.reduce_min) and node.inputs[0].dtype.kind == "f"
+    return node.inputs[0].dtype.kind in node.primitive.monoid.kinds
 
 
 def is_unit_reshape(node: Node) -> bool:

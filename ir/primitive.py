@@ -3,7 +3,8 @@
 A primitive is declared once (in `ir/primitives.py`) with everything the compiler
 knows about it: its kind, its shape/dtype rule, its NumPy meaning (the reference
 interpreter), its vector-Jacobian rule written with graph operations, and how a
-kernel spells one element of it.
+kernel spells one element of it; a reduction also its `Monoid`, which codegen reads
+as data (a new reduction is one record, not a branch in each target).
 """
 from __future__ import annotations
 
@@ -27,6 +28,34 @@ OutType = tuple[tuple[int, ...], np.dtype]
 COSTLY = 10  # Primitive.cost of a libm call: worth storing rather than recomputing
 
 
+@dataclass(frozen=True)
+class Monoid:
+    """How kernels reduce: the accumulator's start, how a term joins it, and each
+    target's bulk form. Templates name the accumulator `{acc}` and the term `{x}`."""
+
+    identity: float                  # the start: joining it changes no term
+    update: str                      # statement joining term {x} into {acc}
+    # `scalar_math.<block>`: the first `count` terms of an L1 buffer reduced by one
+    # vectorizable call (see codegen.body.Dialect.split_reductions).
+    block: str
+    # Whether the block helper continues the accumulator, `block(terms, count, acc)`;
+    # else it returns the block's own total, `block(terms, count)`, which `update`
+    # joins (a row reduction's one block is its whole total: no start needed).
+    block_continues: bool
+    # `cuda.atomic.<atomic>(array, cell, x)`: a column reduction's partial cell
+    # shared by the threads of a block. The tree step across a block is `update`.
+    atomic: str
+    # Whether a NaN term is the result (NumPy's max and min). The CUDA atomics
+    # ignore a NaN term, so the target stores one plainly instead.
+    nan_wins: bool = False
+    # Accumulate in 64 bits, floats in float64 and integers in uint64 (which wraps:
+    # Numba's signed additions are `nsw`), cast back to the result's dtype at the
+    # end (its low bits are NumPy's result wrapped in that dtype).
+    widen: bool = False
+    # Input dtype kinds the kernels reduce; others are library calls (NumPy).
+    kinds: str = "f"
+
+
 @dataclass(frozen=True, eq=False)
 class Primitive:
     name: str
@@ -42,6 +71,11 @@ class Primitive:
     # Whether the integer result depends on the operands only modulo 2**64 (add, sub,
     # mul, neg, integer_pow): kernels may then compute it in uint64, which wraps.
     modular: bool = False
+    monoid: Monoid | None = None            # how a REDUCTION reduces, in kernels
+    # Whether CUDA runs it on the host (copied over, run by NumPy, copied back): a
+    # primitive neither elementwise, a reduction, nor given a device kernel by
+    # runtime/cuda.py says so here (tests/ir/test_registry.py checks).
+    host_only: bool = False
 
     def bind(self, *inputs: Value, **params: Any) -> Value:
         """Append ``self(*inputs, **params)`` to the current graph; return its value."""

@@ -15,8 +15,8 @@ import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import shapes as S
-from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, literal,
-                                   primitive)
+from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, Monoid,
+                                   literal, primitive)
 
 
 # ---------------------------------------------------------------- constants
@@ -267,12 +267,13 @@ slice_ = primitive(
     "slice", kind=LAYOUT, infer=S.slice_shape,
     impl=lambda x, *, index: x[_slices(index)],
     vjp=lambda g, x, y, *, index: [ops.scatter_slice(g, x.shape, index)],
-    grad_fn="SliceBackward0",
+    grad_fn="SliceBackward0", host_only=True,
 )
 scatter_slice = primitive(
     "scatter_slice", kind=LAYOUT, infer=S.scatter_shape,
     impl=lambda g, *, shape, index: _scatter(g, shape, index),
     vjp=lambda g, x, y, *, shape, index: [ops.slice_array(g, index)],
+    grad_fn="SliceBackwardBackward0", host_only=True,   # PyTorch's slice_backward
 )
 
 
@@ -293,6 +294,9 @@ reduce_sum = primitive(
     "reduce_sum", kind=REDUCTION, infer=S.reduction, impl=_sum_impl,
     vjp=lambda g, x, y, *, axes, keepdims: [ops.expand_reduced(g, x.shape, axes, keepdims)],
     grad_fn="SumBackward1",
+    # In 64 bits: a sequential float32 sum of 10^7 terms would lose about three digits.
+    monoid=Monoid(identity=0, update="{acc} += {x}", block="block_sum", block_continues=False,
+                  atomic="add", widen=True, kinds="fiu"),
 )
 
 
@@ -309,19 +313,26 @@ reduce_max = primitive(
     "reduce_max", kind=REDUCTION, infer=S.nonempty_reduction,
     impl=lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
     vjp=_chooser_vjp, grad_fn="MaxBackward1",
+    # Once the accumulator is NaN no comparison replaces it.
+    monoid=Monoid(identity=float("-inf"),
+                  update="{acc} = {x} if {x} > {acc} or {x} != {x} else {acc}",
+                  block="block_max", block_continues=True, atomic="max", nan_wins=True),
 )
 reduce_min = primitive(
     "reduce_min", kind=REDUCTION, infer=S.nonempty_reduction,
     impl=lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
     vjp=_chooser_vjp, grad_fn="MinBackward1",
+    monoid=Monoid(identity=float("inf"),
+                  update="{acc} = {x} if {x} < {acc} or {x} != {x} else {acc}",
+                  block="block_min", block_continues=True, atomic="min", nan_wins=True),
 )
 argmax = primitive(
     "argmax", kind=INDEX, infer=S.index_reduction,
-    impl=lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims),
+    impl=lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims), host_only=True,
 )
 argmin = primitive(
     "argmin", kind=INDEX, infer=S.index_reduction,
-    impl=lambda x, *, axis, keepdims: np.argmin(x, axis=axis, keepdims=keepdims),
+    impl=lambda x, *, axis, keepdims: np.argmin(x, axis=axis, keepdims=keepdims), host_only=True,
 )
 
 # ---------------------------------------------------------------- matmul

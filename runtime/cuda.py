@@ -121,20 +121,27 @@ class CudaLibraryStep:
         self.inputs = call.inputs
         self.outputs = call.outputs
         self.run_call: Callable[[list], object] = self._host
-        node = call.node
-        if node.primitive is P.matmul:
-            self.kernel = CudaLauncher(load(emit_cuda_matmul(node.out.dtype),
-                                            f"matmul_{node.out.dtype.name}"))
-            self.run_call, how = self._matmul, "a tiled shared-memory CUDA kernel"
-        elif node.primitive is P.reshape:
-            self.run_call, how = self._reshape, "a view of the device array"
-        elif node.primitive is P.transpose and node.out.shape:
-            perm = tuple(node.param("perm"))
-            self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
-            self.run_call, how = self._transpose, "a CUDA copy kernel"
-        else:
-            how = None
+        lower = DEVICE_LOWERINGS.get(call.node.primitive)
+        how = lower(self) if lower is not None else None
         call.reason = _cuda_reason(call.reason, how)
+
+    def _lower_matmul(self) -> str:
+        dtype = self.node.out.dtype
+        self.kernel = CudaLauncher(load(emit_cuda_matmul(dtype), f"matmul_{dtype.name}"))
+        self.run_call = self._matmul
+        return "a tiled shared-memory CUDA kernel"
+
+    def _lower_reshape(self) -> str:
+        self.run_call = self._reshape
+        return "a view of the device array"
+
+    def _lower_transpose(self) -> str | None:
+        if not self.node.out.shape:
+            return None   # a 0-d transpose: nothing to launch threads over
+        perm = tuple(self.node.param("perm"))
+        self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
+        self.run_call = self._transpose
+        return "a CUDA copy kernel"
 
     def run(self, env: dict, threads: int = 0) -> None:
         env[self.node.out] = self.run_call([env[v] for v in self.inputs])
@@ -160,6 +167,16 @@ class CudaLibraryStep:
     def _host(self, args: list):
         arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(args, self.inputs)]
         return _to_device(run_node(self.node, arrays))
+
+
+# The library calls the device runs itself: each sets up its step and says how (None:
+# on the host after all). The other primitives that can be library calls are
+# `host_only` in their record (tests/ir/test_registry.py checks).
+DEVICE_LOWERINGS: dict = {
+    P.matmul: CudaLibraryStep._lower_matmul,
+    P.reshape: CudaLibraryStep._lower_reshape,
+    P.transpose: CudaLibraryStep._lower_transpose,
+}
 
 
 def _cuda_reason(reason: str, how: str | None) -> str:

@@ -34,7 +34,7 @@ class KernelStep:
         self.inputs = kernel.inputs
         self.outputs = kernel.outputs
         self.out_shapes = [v.shape or (1,) for v in kernel.outputs]
-        self.partials = [(_partial_shape(n, kernel), accumulator_dtype(n), _identity(n))
+        self.partials = [(_partial_shape(n, kernel), accumulator_dtype(n), n.primitive.monoid.identity)
                          for n in partial_nodes(kernel)]
 
     def run(self, env: dict, threads: int) -> None:
@@ -143,8 +143,3 @@ def _partial_shape(node: Node, kernel: Kernel) -> tuple[int, ...]:
         return ()
     return tuple(kernel.domain[kernel.outer_axes:])
 
-
-def _identity(node: Node):
-    if node.primitive is P.reduce_sum:
-        return 0
-    return -np.inf if node.primitive is P.reduce_max else np.inf

@@ -2,7 +2,9 @@
 
 Each is one `ir.ops` builder applied through `dispatch.apply`, so the same call
 traces inside `compile_grad` and runs eagerly outside. `grad_fn` names the node
-PyTorch would show for the result.
+PyTorch would show for the result: the primitive record's (`P.<op>.grad_fn`) where
+the function is its primitive, spelled here only where PyTorch names overloads apart
+(``sum()`` vs ``sum(dim)``, ``mv`` vs ``mm``, ``transpose`` vs ``permute``).
 """
 from __future__ import annotations
 
@@ -10,24 +12,25 @@ from collections import namedtuple
 from typing import Any
 
 from fusegrad.ir import ops
+from fusegrad.ir import primitives as P
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer.dispatch import apply
 
 
 def add(a, b):
-    return apply(ops.add, a, b, grad_fn="AddBackward0")
+    return apply(ops.add, a, b, grad_fn=P.add.grad_fn)
 
 
 def sub(a, b):
-    return apply(ops.sub, a, b, grad_fn="SubBackward0")
+    return apply(ops.sub, a, b, grad_fn=P.sub.grad_fn)
 
 
 def mul(a, b):
-    return apply(ops.mul, a, b, grad_fn="MulBackward0")
+    return apply(ops.mul, a, b, grad_fn=P.mul.grad_fn)
 
 
 def div(a, b):
-    return apply(ops.div, a, b, grad_fn="DivBackward0")
+    return apply(ops.div, a, b, grad_fn=P.div.grad_fn)
 
 
 def pow(a, b):  # noqa: A001  (the public name is PyTorch's)
@@ -37,39 +40,39 @@ def pow(a, b):  # noqa: A001  (the public name is PyTorch's)
 
 
 def neg(x):
-    return apply(ops.neg, x, grad_fn="NegBackward0")
+    return apply(ops.neg, x, grad_fn=P.neg.grad_fn)
 
 
-def _unary(op, grad_fn: str):
+def _unary(op, primitive):
     def function(x):
-        return apply(op, x, grad_fn=grad_fn)
+        return apply(op, x, grad_fn=primitive.grad_fn)
     function.__name__ = op.__name__
     function.__doc__ = f"Elementwise {op.__name__}."
     return function
 
 
-exp = _unary(ops.exp, "ExpBackward0")
-log = _unary(ops.log, "LogBackward0")
-sin = _unary(ops.sin, "SinBackward0")
-cos = _unary(ops.cos, "CosBackward0")
-tanh = _unary(ops.tanh, "TanhBackward0")
-sqrt = _unary(ops.sqrt, "SqrtBackward0")
-abs = _unary(ops.abs, "AbsBackward0")  # noqa: A001
-sign = _unary(ops.sign, "SignBackward0")
-sigmoid = _unary(ops.sigmoid, "SigmoidBackward0")
-relu = _unary(ops.relu, "ReluBackward0")
+exp = _unary(ops.exp, P.exp)
+log = _unary(ops.log, P.log)
+sin = _unary(ops.sin, P.sin)
+cos = _unary(ops.cos, P.cos)
+tanh = _unary(ops.tanh, P.tanh)
+sqrt = _unary(ops.sqrt, P.sqrt)
+abs = _unary(ops.abs, P.abs_)  # noqa: A001
+sign = _unary(ops.sign, P.sign)
+sigmoid = _unary(ops.sigmoid, P.sigmoid)
+relu = _unary(ops.relu, P.relu)
 
 
 def maximum(a, b):
-    return apply(ops.maximum, a, b, grad_fn="MaximumBackward0")
+    return apply(ops.maximum, a, b, grad_fn=P.maximum.grad_fn)
 
 
 def minimum(a, b):
-    return apply(ops.minimum, a, b, grad_fn="MinimumBackward0")
+    return apply(ops.minimum, a, b, grad_fn=P.minimum.grad_fn)
 
 
 def where(cond, a, b):
-    return apply(ops.where, cond, a, b, grad_fn="WhereBackward0")
+    return apply(ops.where, cond, a, b, grad_fn=P.where.grad_fn)
 
 
 lt = lambda a, b: apply(ops.lt, a, b)  # noqa: E731
@@ -106,7 +109,7 @@ def dot(a, b):
 # ---------------------------------------------------------------- layout
 
 def reshape(x, *shape):
-    return apply(ops.reshape, x, shape=_sizes(shape), grad_fn="ViewBackward0")
+    return apply(ops.reshape, x, shape=_sizes(shape), grad_fn=P.reshape.grad_fn)
 
 
 def getitem(x, index):
@@ -147,11 +150,11 @@ def transpose(x, dim0: int | None = None, dim1: int | None = None):
 
 
 def permute(x, *dims):
-    return apply(ops.transpose, x, perm=_sizes(dims), grad_fn="PermuteBackward0")
+    return apply(ops.transpose, x, perm=_sizes(dims), grad_fn=P.transpose.grad_fn)
 
 
 def broadcast_to(x, shape):
-    return apply(ops.broadcast_to, x, shape=tuple(shape), grad_fn="ExpandBackward0")
+    return apply(ops.broadcast_to, x, shape=tuple(shape), grad_fn=P.broadcast_to.grad_fn)
 
 
 # ---------------------------------------------------------------- reductions

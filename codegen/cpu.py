@@ -18,13 +18,14 @@ from fusegrad.codegen.body import (BLOCK, Dialect, accumulate, deferred_reductio
                                    emit_point, full_reductions, identity, kernel_parameters,
                                    partial_nodes, reduction_buffer_declarations,
                                    row_buffer_declarations)
+from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
 from fusegrad.codegen.loops import (Schedule, column_reduction, looped, open_loop, schedule,
                                     unit_index)
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
 
-__all__ = ["emit_cpu", "kernel_parameters", "partial_nodes", "SERIAL_SUFFIX"]
+__all__ = ["compile_cpu", "emit_cpu", "kernel_parameters", "partial_nodes", "SERIAL_SUFFIX"]
 
 
 def _scalar_math_digest() -> str:
@@ -45,6 +46,17 @@ from fusegrad.codegen import scalar_math  # version {_scalar_math_digest()}
 """
 
 SERIAL_SUFFIX = "_serial"
+
+
+def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> KernelSource:
+    """The kernel's source (see `emit_cpu`) and how to launch it. Every partial starts
+    at its identity: a kernel without a domain combines partials it never wrote."""
+    return KernelSource(
+        name=kernel.name, text=emit_cpu(kernel, names, consts), entry=kernel.name,
+        serial=kernel.name + SERIAL_SUFFIX if kernel.domain else None, epilogue=None,
+        inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
+        buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=True),
+        domain=tuple(kernel.domain), outer_points=0)
 
 
 def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> str:

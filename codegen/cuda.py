@@ -27,6 +27,7 @@ from fusegrad.codegen.body import (Dialect, accumulate, accumulated, accumulator
                                    emit_column_result, emit_final_scalar, emit_point, finish,
                                    full_reductions, identity, kernel_parameters,
                                    partial_nodes, store)
+from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
 from fusegrad.codegen.loops import Schedule, column_reduction, ir_comment, schedule
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
@@ -47,6 +48,20 @@ from numba import cuda
 
 BLOCK = {BLOCK}  # threads per block; the runtime launches with the same
 """
+
+def compile_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> KernelSource:
+    """The kernel's source (see `emit_cuda`) and how to launch it. A full reduction's
+    partial cell is written by its block's thread 0 before the epilogue reads it:
+    no fill; column partials, updated by atomics, start at the identity."""
+    threads = epilogue_threads(kernel)
+    return KernelSource(
+        name=kernel.name, text=emit_cuda(kernel, names, consts), entry=kernel.name,
+        serial=None, epilogue=kernel.name + EPILOGUE_SUFFIX if threads else None,
+        inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
+        buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=False),
+        domain=tuple(kernel.domain), outer_points=outer_points(kernel),
+        epilogue_threads=threads)
+
 
 def emit_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> str:
     """Source defining the kernel `kernel.name` and, when the kernel has values known

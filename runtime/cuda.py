@@ -9,15 +9,15 @@ reason for the call says which.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
-from fusegrad.codegen import Kernel, LibraryCall, Plan, emit
-from fusegrad.codegen.cuda import (BLOCK, EPILOGUE_SUFFIX, MATMUL_TILE, emit_cuda_matmul,
-                                   emit_cuda_transpose, epilogue_threads, outer_points,
+from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, compile_kernel
+from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, emit_cuda_matmul, emit_cuda_transpose,
                                    transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.errors import FusegradError
@@ -86,31 +86,26 @@ class CudaKernelStep(KernelStep):
     """One loop kernel: the main kernel, one thread per outer point, then its
     epilogue kernel (partials combined, scalars, column results) when it has one."""
 
-    def __init__(self, kernel: Kernel, source: str) -> None:
-        super().__init__(kernel, source, CudaLauncher(load(source, kernel.name)))
-        self.blocks = min(_blocks(outer_points(kernel), BLOCK), MAX_BLOCKS)
-        self.epilogue_threads = epilogue_threads(kernel)
-        self.epilogue = (CudaLauncher(load(source, kernel.name + EPILOGUE_SUFFIX))
-                         if self.epilogue_threads else None)
+    def __init__(self, kernel: Kernel, compiled: KernelSource) -> None:
+        super().__init__(kernel, compiled, CudaLauncher(load(compiled.text, compiled.entry)))
+        self.blocks = min(_blocks(compiled.outer_points, BLOCK), MAX_BLOCKS)
+        self.epilogue = (CudaLauncher(load(compiled.text, compiled.epilogue))
+                         if compiled.epilogue else None)
 
     def run(self, env: dict, threads: int = 0) -> None:
         args = [env[v] for v in self.inputs]
-        outs = [cuda.device_array(shape, v.dtype)
-                for shape, v in zip(self.out_shapes, self.outputs)]
-        parts = [self._partial(shape, dtype, identity)
-                 for shape, dtype, identity in self.partials]
-        arguments = (*args, *outs, *parts, self.blocks, *self.kernel.domain)
+        arrays = [self._allocate(b) for b in self.compiled.buffers]
+        arguments = (*args, *arrays, self.blocks, *self.compiled.domain)
         self.launch(self.blocks, BLOCK, *arguments)
         if self.epilogue is not None:
-            self.epilogue(_blocks(self.epilogue_threads, BLOCK), BLOCK, *arguments)
-        env.update(zip(self.outputs, outs))
+            self.epilogue(_blocks(self.compiled.epilogue_threads, BLOCK), BLOCK, *arguments)
+        env.update(zip(self.outputs, arrays))
 
-    def _partial(self, shape: tuple[int, ...], dtype: np.dtype, identity):
-        if not shape:
-            # One cell per block, written by the block's thread 0: no fill needed.
-            return cuda.device_array((self.blocks,), dtype)
-        # Column partials are updated with atomics, so they start at the identity.
-        return cuda.to_device(np.full((self.blocks,) + shape, identity, dtype))
+    def _allocate(self, buffer: Buffer):
+        shape = (self.blocks,) + buffer.shape if buffer.chunked else buffer.shape
+        if buffer.fill is None:
+            return cuda.device_array(shape, buffer.dtype)
+        return cuda.to_device(np.full(shape, buffer.fill, buffer.dtype))
 
 
 class CudaLibraryStep:
@@ -123,7 +118,7 @@ class CudaLibraryStep:
         self.run_call: Callable[[list], object] = self._host
         lower = DEVICE_LOWERINGS.get(call.node.primitive)
         how = lower(self) if lower is not None else None
-        call.reason = _cuda_reason(call.reason, how)
+        self.call = dataclasses.replace(call, reason=_cuda_reason(call.reason, how))
 
     def _lower_matmul(self) -> str:
         dtype = self.node.out.dtype
@@ -199,13 +194,17 @@ class CudaExecutable(Executable):
     def __init__(self, plan: Plan) -> None:
         require_cuda()
         super().__init__(plan, device="cuda")
+        # The plan as CUDA runs it: library calls say how (the planner's plan, shared
+        # with whoever planned it, is left as it is).
+        steps = [s.call if isinstance(s, CudaLibraryStep) else s.kernel for s in self.steps]
+        self.plan = dataclasses.replace(plan, steps=steps)
         # Constants go to the device once, with the executable.
         self.constants = {v: _to_device(a) for v, a in self.constants.items()}
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):
             return CudaLibraryStep(step)
-        return CudaKernelStep(step, emit(step, self.names, self.plan, "cuda"))
+        return CudaKernelStep(step, compile_kernel(step, self.names, self.plan, "cuda"))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict = dict(self.constants)

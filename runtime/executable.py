@@ -6,12 +6,9 @@ from typing import Callable, Sequence
 import numba
 import numpy as np
 
-from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, partial_nodes
-from fusegrad.codegen.body import accumulator_dtype
-from fusegrad.codegen.cpu import SERIAL_SUFFIX
-from fusegrad.codegen.plan import is_scalar_shape
+from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
 from fusegrad.ir import primitives as P
-from fusegrad.ir.graph import Node, Value
+from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.runtime import buffers, stats
 from fusegrad.runtime.loader import Launcher, load, source_path
@@ -27,26 +24,29 @@ PARALLEL_MIN_SIZE = 1 << 15
 class KernelStep:
     """One compiled loop kernel and how to call it."""
 
-    def __init__(self, kernel: Kernel, source: str, launch: Callable) -> None:
-        self.kernel = kernel
-        self.source = source
+    def __init__(self, kernel: Kernel, compiled: KernelSource, launch: Callable) -> None:
+        self.kernel = kernel          # the plan's, for descriptions; launches read `compiled`
+        self.compiled = compiled
+        self.source = compiled.text
         self.launch = launch
-        self.inputs = kernel.inputs
-        self.outputs = kernel.outputs
-        self.out_shapes = [v.shape or (1,) for v in kernel.outputs]
-        self.partials = [(_partial_shape(n, kernel), accumulator_dtype(n), n.primitive.monoid.identity)
-                         for n in partial_nodes(kernel)]
+        self.inputs = compiled.inputs
+        self.outputs = compiled.outputs
 
     def run(self, env: dict, threads: int) -> None:
-        domain = self.kernel.domain
+        domain = self.compiled.domain
         nchunks = max(1, min(threads, domain[0])) if domain else 1
         args = [_kernel_array(env[v]) for v in self.inputs]
-        outs = [buffers.empty(shape, v.dtype)
-                for shape, v in zip(self.out_shapes, self.outputs)]
-        parts = [np.full((nchunks,) + shape, identity, dtype) for shape, dtype, identity in self.partials]
-        self.launch(*args, *outs, *parts, nchunks, *domain)
-        for value, array in zip(self.outputs, outs):
+        arrays = [_allocate(b, nchunks) for b in self.compiled.buffers]
+        self.launch(*args, *arrays, nchunks, *domain)
+        for value, array in zip(self.outputs, arrays):
             env[value] = array.reshape(value.shape)
+
+
+def _allocate(buffer: Buffer, nchunks: int) -> np.ndarray:
+    shape = (nchunks,) + buffer.shape if buffer.chunked else buffer.shape
+    if buffer.fill is None:
+        return buffers.empty(shape, buffer.dtype)
+    return np.full(shape, buffer.fill, buffer.dtype)
 
 
 class LibraryStep:
@@ -88,14 +88,13 @@ class Executable:
     def _compile(self, step):
         if isinstance(step, LibraryCall):
             return LibraryStep(step)
-        source = emit(step, self.names, self.plan, self.device)
+        compiled = compile_kernel(step, self.names, self.plan, self.device)
         # Shapes are static, so the threaded-or-not choice is made once, here.
-        size = int(np.prod(step.domain, dtype=np.int64))
-        threaded = bool(step.domain) and size >= PARALLEL_MIN_SIZE
-        serial = Launcher(load(source, step.name + SERIAL_SUFFIX)) if step.domain else None
+        threaded = bool(compiled.domain) and compiled.size >= PARALLEL_MIN_SIZE
+        serial = Launcher(load(compiled.text, compiled.serial)) if compiled.serial else None
         if not threaded:
-            return KernelStep(step, source, serial or Launcher(load(source, step.name)))
-        return KernelStep(step, source, Launcher(load(source, step.name), serial))
+            return KernelStep(step, compiled, serial or Launcher(load(compiled.text, compiled.entry)))
+        return KernelStep(step, compiled, Launcher(load(compiled.text, compiled.entry), serial))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)
@@ -136,10 +135,3 @@ def _kernel_array(array: np.ndarray) -> np.ndarray:
     if not (array.flags.c_contiguous and array.flags.writeable):
         array = np.array(array, order="C")
     return array.reshape(1) if array.ndim == 0 else array
-
-
-def _partial_shape(node: Node, kernel: Kernel) -> tuple[int, ...]:
-    if is_scalar_shape(node.out.shape):
-        return ()
-    return tuple(kernel.domain[kernel.outer_axes:])
-

@@ -171,7 +171,7 @@ def _axes(axis, dim, keepdims, keepdim):
 
 def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=False):  # noqa: A001
     axes, keep = _axes(axis, dim, keepdims, keepdim)
-    return apply(ops.reduce_sum, x, axes=axes, keepdims=keep, grad_fn="SumBackward0" if axes is None else "SumBackward1")
+    return apply(ops.reduce_sum, x, axes=axes, keepdims=keep, grad_fn="SumBackward0" if axes is None else P.reduce_sum.grad_fn)
 
 
 def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=False):

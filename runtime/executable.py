@@ -9,6 +9,7 @@ import numpy as np
 from fusegrad.codegen import Kernel, LibraryCall, Plan, SourceNames, emit, partial_nodes
 from fusegrad.codegen.body import accumulator_dtype
 from fusegrad.codegen.cpu import SERIAL_SUFFIX
+from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.codegen.plan import is_scalar_shape
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Node, Value
@@ -36,6 +37,24 @@ class KernelStep:
         self.out_shapes = [v.shape or (1,) for v in kernel.outputs]
         self.partials = [(_partial_shape(n, kernel), accumulator_dtype(n), _identity(n))
                          for n in partial_nodes(kernel)]
+        # The function of the source that runs: _compile names the serial one where
+        # the kernel is too small to thread.
+        self.entry = kernel.name
+
+    def twin(self) -> str | None:
+        """The function of the source that does not run (the other CPU variant)."""
+        other = (self.kernel.name if self.entry.endswith(SERIAL_SUFFIX)
+                 else self.kernel.name + SERIAL_SUFFIX)
+        return other if f"def {other}(" in self.source else None
+
+    def note(self) -> str:
+        """For the dump: which variant runs, and why."""
+        if self.twin() is None:
+            return ""
+        size = int(np.prod(self.kernel.domain, dtype=np.int64))
+        if self.entry.endswith(SERIAL_SUFFIX):
+            return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
+        return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
 
     def run(self, env: dict, threads: int) -> None:
         domain = self.kernel.domain
@@ -94,7 +113,9 @@ class Executable:
         threaded = bool(step.domain) and size >= PARALLEL_MIN_SIZE
         serial = Launcher(load(source, step.name + SERIAL_SUFFIX)) if step.domain else None
         if not threaded:
-            return KernelStep(step, source, serial or Launcher(load(source, step.name)))
+            compiled = KernelStep(step, source, serial or Launcher(load(source, step.name)))
+            compiled.entry = step.name + SERIAL_SUFFIX if serial else step.name
+            return compiled
         return KernelStep(step, source, Launcher(load(source, step.name), serial))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -109,12 +130,30 @@ class Executable:
     def kernel_count(self) -> int:
         return sum(isinstance(s, KernelStep) for s in self.steps)
 
-    def describe(self) -> str:
-        """The kernel plan and the generated source, for dumps."""
+    def describe(self, variants: str = "running") -> str:
+        """The kernel plan and the generated source, for dumps. Of a kernel's
+        functions, `variants="running"` shows those that run at these shapes (a CPU
+        loop kernel's file also has its threaded or single-threaded twin), "all" all;
+        the header the kernel files share is shown once."""
+        if variants not in ("running", "all"):
+            raise ValueError(f'variants must be "running" or "all", not {variants!r}')
         from fusegrad.codegen import describe_plan
-        sources = [f"# ---- {s.kernel.name}  ({source_path(s.source).name})\n{s.source}"
-                   for s in self.steps if isinstance(s, KernelStep)]
-        return describe_plan(self.plan, self.names) + "\n\n# generated source\n" + "\n".join(sources)
+        title = "# generated source" + ("" if variants == "all" else
+                                        " (the variants that run; FUSEGRAD_DUMP=all: all)")
+        lines = [describe_plan(self.plan, self.names), "", title]
+        shown_header = None
+        for step in self.steps:
+            if not isinstance(step, KernelStep):
+                continue
+            header, functions = split_source(step.source)
+            if header != shown_header:
+                lines.append(header)
+                shown_header = header
+            hidden = None if variants == "all" else step.twin()
+            lines.append(f"\n# ---- {step.kernel.name}  ({source_path(step.source).name}{step.note()})")
+            lines.append("\n\n".join(annotate(text, step.kernel, self.names)
+                                     for name, text in functions.items() if name != hidden))
+        return "\n".join(lines) + "\n"
 
 
 # Library calls whose NumPy result is a view of their first input.

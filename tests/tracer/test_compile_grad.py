@@ -1,5 +1,5 @@
 """`fg.compile_grad` end to end: values and gradients against HIPS autograd and the
-NumPy interpreter of the joint graph, the call conventions of API.md §1, caching,
+NumPy interpreter of the joint graph, the call conventions of compile_grad, caching,
 and awkward inputs.
 
 Numba compilation dominates the run time, so every workload is compiled once per

@@ -1,4 +1,4 @@
-"""Fused vs unfused vs the field, at the full sizes of BENCHMARKS.md.
+"""Fused vs unfused vs the field, at the full sizes of the README's benchmarks.
 
     python examples/fused_vs_unfused.py [--json FILE] [--plot FILE.png] [--workload W2] ...
 

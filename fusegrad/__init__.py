@@ -29,7 +29,7 @@ from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, bro
 
 __version__ = "0.1.0"
 
-# ---- the eager, PyTorch-style autograd API (API.md section 2) ----
+# ---- the eager, PyTorch-style autograd API ----
 # `float`, `int`, `bool` and `sum`-like names shadow builtins in this namespace on
 # purpose, as in torch; nothing below this point may use those builtins.
 from fusegrad import autograd, cuda

@@ -22,12 +22,9 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from fusegrad.bench_workloads import WORKLOADS, Arrays, ValueAndGrads, Workload
+import fusegrad as fg
+from fusegrad.runtime import stats
 from fusegrad.runtime.threads import choose_threading_layer, threading_layer
-
-try:
-    from fusegrad.runtime import stats
-except ImportError:  # the runtime has not landed: no kernel counts or compile times
-    stats = None
 
 SystemFn = Callable[..., ValueAndGrads]
 
@@ -102,24 +99,15 @@ def find_systems(device: str, notes: list[str]) -> list[System]:
         System("numba-1pass", "cpu", lambda w: w.numba_grad,
                covers=lambda w: w.numba_grad is not None),
     ]
-    return (_fusegrad_systems(device, notes) + baselines
+    return (_fusegrad_systems(device) + baselines
             + _torch_systems(device, notes) + _jax_systems(notes))
 
 
-def _fusegrad_systems(device: str, notes: list[str]) -> list[System]:
-    try:
-        import fusegrad as fg
-        from fusegrad import compile_grad
-    except ImportError as error:
-        notes.append(f"fusegrad and fusegrad-unfused skipped: {error}")
-        return []
-    if stats is None:
-        notes.append("fusegrad.runtime.stats missing: no kernel counts or compile times")
-
+def _fusegrad_systems(device: str) -> list[System]:
     def builder(fuse: bool) -> Callable[[Workload], SystemFn]:
         def build(workload: Workload) -> SystemFn:
-            compiled = compile_grad(workload.loss(fg), wrt=workload.wrt, device=device,
-                                    fuse=fuse)
+            compiled = fg.compile_grad(workload.loss(fg), wrt=workload.wrt, device=device,
+                                       fuse=fuse)
 
             def run(*inputs: np.ndarray) -> ValueAndGrads:
                 value, grads = compiled(*inputs)
@@ -253,7 +241,7 @@ def relative_error(result: ValueAndGrads, reference: ValueAndGrads) -> float:
 def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGrads,
             record: Record, options: Options) -> None:
     """Fill `record` with first-call latency, error, kernel counts and repeated timings."""
-    counted = system.counted and stats is not None
+    counted = system.counted
     if counted:
         stats.reset()
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The benchmark workloads W1..W5 of BENCHMARKS.md and their hand-written baselines.
+"""The benchmark workloads W1..W5 (the README's benchmarks) and their hand-written baselines.
 
 Each loss is written once, against a namespace `fg` that provides `tanh`, `exp`, `sin`,
 `sqrt`, `abs` and `logsumexp(x, axis)`: fusegrad itself, or torch, jax.numpy or

@@ -94,13 +94,6 @@ class Graph:
     def producers(self) -> dict[Value, Node]:
         return {out: node for node in self.nodes for out in node.outputs}
 
-    def users(self) -> dict[Value, list[Node]]:
-        result: dict[Value, list[Node]] = {}
-        for node in self.nodes:
-            for value in node.inputs:
-                result.setdefault(value, []).append(node)
-        return result
-
     @property
     def all_inputs(self) -> tuple[Value, ...]:
         return self.inputs + tuple(v for v, _ in self.constants)

@@ -18,11 +18,6 @@ from fusegrad.ir.interpreter import run_node
 from fusegrad.ir.primitive import ELEMENTWISE
 from fusegrad.ir.shapes import broadcast_shapes
 
-# A rewrite looks at one node (inputs already rewritten) and returns a value that
-# replaces its output, or None to keep the node.
-Rewrite = Callable[[Node, dict[Value, Node]], "Value | None"]
-
-
 def _const_value(value: Value, producers: dict[Value, Node]):
     node = producers.get(value)
     if node is not None and node.primitive is P.const:

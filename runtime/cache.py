@@ -1,4 +1,4 @@
-"""Where compiled kernels live on disk (API.md: ~/.cache/fusegrad, FUSEGRAD_CACHE_DIR),
+"""Where compiled kernels live on disk (~/.cache/fusegrad, FUSEGRAD_CACHE_DIR: the README),
 what happens when that place cannot be used, and how big it may grow.
 
 A disk cache is an optimisation, never a requirement: when the directory is a file,
@@ -137,13 +137,6 @@ def entries(directory: Path) -> dict[str, Entry]:
             entry.size += status.st_size
             entry.last_used = max(entry.last_used, status.st_mtime)
     return found
-
-
-def cache_size(directory: Path | None = None) -> int:
-    directory = directory or cache_dir()
-    if directory is None or not directory.is_dir():
-        return 0
-    return sum(entry.size for entry in entries(directory).values())
 
 
 def _remove(paths: list[Path]) -> None:

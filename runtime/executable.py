@@ -7,6 +7,7 @@ import numba
 import numpy as np
 
 from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
+from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
@@ -24,13 +25,32 @@ PARALLEL_MIN_SIZE = 1 << 15
 class KernelStep:
     """One compiled loop kernel and how to call it."""
 
-    def __init__(self, kernel: Kernel, compiled: KernelSource, launch: Callable) -> None:
+    def __init__(self, kernel: Kernel, compiled: KernelSource, launch: Callable,
+                 entry: str | None = None) -> None:
         self.kernel = kernel          # the plan's, for descriptions; launches read `compiled`
         self.compiled = compiled
         self.source = compiled.text
         self.launch = launch
         self.inputs = compiled.inputs
         self.outputs = compiled.outputs
+        # The function of the source that runs: _compile names the serial one where
+        # the kernel is too small to thread.
+        self.entry = entry or compiled.entry
+
+    def twin(self) -> str | None:
+        """The function of the source that does not run (the other CPU variant)."""
+        if self.compiled.serial is None:
+            return None
+        return self.compiled.entry if self.entry == self.compiled.serial else self.compiled.serial
+
+    def note(self) -> str:
+        """For the dump: which variant runs, and why."""
+        if self.twin() is None:
+            return ""
+        size = self.compiled.size
+        if self.entry == self.compiled.serial:
+            return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
+        return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
 
     def run(self, env: dict, threads: int) -> None:
         domain = self.compiled.domain
@@ -93,7 +113,8 @@ class Executable:
         threaded = bool(compiled.domain) and compiled.size >= PARALLEL_MIN_SIZE
         serial = Launcher(load(compiled.text, compiled.serial)) if compiled.serial else None
         if not threaded:
-            return KernelStep(step, compiled, serial or Launcher(load(compiled.text, compiled.entry)))
+            return KernelStep(step, compiled, serial or Launcher(load(compiled.text, compiled.entry)),
+                              entry=compiled.serial or compiled.entry)
         return KernelStep(step, compiled, Launcher(load(compiled.text, compiled.entry), serial))
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -108,12 +129,30 @@ class Executable:
     def kernel_count(self) -> int:
         return sum(isinstance(s, KernelStep) for s in self.steps)
 
-    def describe(self) -> str:
-        """The kernel plan and the generated source, for dumps."""
+    def describe(self, variants: str = "running") -> str:
+        """The kernel plan and the generated source, for dumps. Of a kernel's
+        functions, `variants="running"` shows those that run at these shapes (a CPU
+        loop kernel's file also has its threaded or single-threaded twin), "all" all;
+        the header the kernel files share is shown once."""
+        if variants not in ("running", "all"):
+            raise ValueError(f'variants must be "running" or "all", not {variants!r}')
         from fusegrad.codegen import describe_plan
-        sources = [f"# ---- {s.kernel.name}  ({source_path(s.source).name})\n{s.source}"
-                   for s in self.steps if isinstance(s, KernelStep)]
-        return describe_plan(self.plan, self.names) + "\n\n# generated source\n" + "\n".join(sources)
+        title = "# generated source" + ("" if variants == "all" else
+                                        " (the variants that run; FUSEGRAD_DUMP=all: all)")
+        lines = [describe_plan(self.plan, self.names), "", title]
+        shown_header = None
+        for step in self.steps:
+            if not isinstance(step, KernelStep):
+                continue
+            header, functions = split_source(step.source)
+            if header != shown_header:
+                lines.append(header)
+                shown_header = header
+            hidden = None if variants == "all" else step.twin()
+            lines.append(f"\n# ---- {step.kernel.name}  ({source_path(step.source).name}{step.note()})")
+            lines.append("\n\n".join(annotate(text, step.kernel, self.names)
+                                     for name, text in functions.items() if name != hidden))
+        return "\n".join(lines) + "\n"
 
 
 # Library calls whose NumPy result is a view of their first input.

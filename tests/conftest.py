@@ -10,10 +10,12 @@ NumPy interpreter on it.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from fusegrad import ir
 from fusegrad.tracer.compile import CompiledGrad, Traced
@@ -97,3 +99,76 @@ def _assert_all_close_fixture():
 @pytest.fixture(name="flatten", scope="session")
 def _flatten_fixture():
     return flatten
+
+
+@dataclass(frozen=True)
+class Expressions:
+    """Random expression trees over a few inputs of broadcast-compatible shapes, for
+    the property tests of the IR (tests/ir/test_random_graphs.py) and of fusion
+    (tests/codegen/test_random_fusion.py). A tree is nested tuples:
+    ("input", k), ("unary", name, a), ("binary", name, a, b),
+    ("reduce", name, axis, keepdims, a); `evaluate` gives the names their meaning."""
+
+    unary: Mapping[str, Callable]
+    binary: Mapping[str, Callable]
+    reduce: Mapping[str, Callable]    # (x, axis, keepdims) -> the reduction
+    total: str                        # the reduce name that sums everything
+    depth: int
+    leaf_odds: int                    # below the root, a leaf 1 time in `leaf_odds`
+    axes: Callable[[int], list]       # the reduction axes to draw from, by rank
+
+    def shape_of(self, expr: tuple, shapes: Sequence[tuple]) -> tuple[int, ...]:
+        kind = expr[0]
+        if kind == "input":
+            return shapes[expr[1]]
+        if kind == "unary":
+            return self.shape_of(expr[2], shapes)
+        if kind == "binary":
+            return np.broadcast_shapes(self.shape_of(expr[2], shapes),
+                                       self.shape_of(expr[3], shapes))
+        _, _, axis, keepdims, operand = expr
+        return np.sum(np.zeros(self.shape_of(operand, shapes)), axis=axis,
+                      keepdims=keepdims).shape
+
+    def trees(self, shapes: Sequence[tuple]) -> st.SearchStrategy:
+        """Trees over inputs of these shapes, never deeper than `depth`."""
+        return self._tree(shapes, self.depth, root=True)
+
+    @st.composite
+    def _tree(draw, self, shapes, depth, root=False):
+        if depth == 0 or (not root and draw(st.integers(0, self.leaf_odds - 1)) == 0):
+            return ("input", draw(st.integers(0, len(shapes) - 1)))
+        kind = draw(st.sampled_from(["unary", "binary", "binary", "reduce"]))
+        if kind == "unary":
+            return ("unary", draw(st.sampled_from(sorted(self.unary))),
+                    draw(self._tree(shapes, depth - 1)))
+        if kind == "binary":
+            a = draw(self._tree(shapes, depth - 1))
+            b = draw(self._tree(shapes, depth - 1))
+            try:
+                np.broadcast_shapes(self.shape_of(a, shapes), self.shape_of(b, shapes))
+            except ValueError:  # e.g. (3,) with (3, 4): b becomes a sum, no deeper than before
+                b = ("reduce", self.total, None, False,
+                     draw(self._tree(shapes, max(depth - 2, 0))))
+            return ("binary", draw(st.sampled_from(sorted(self.binary))), a, b)
+        operand = draw(self._tree(shapes, depth - 1))
+        axis = draw(st.sampled_from(self.axes(len(self.shape_of(operand, shapes)))))
+        return ("reduce", draw(st.sampled_from(sorted(self.reduce))), axis, draw(st.booleans()),
+                operand)
+
+    def evaluate(self, expr: tuple, inputs: Sequence[Any]) -> Any:
+        kind = expr[0]
+        if kind == "input":
+            return inputs[expr[1]]
+        if kind == "unary":
+            return self.unary[expr[1]](self.evaluate(expr[2], inputs))
+        if kind == "binary":
+            return self.binary[expr[1]](self.evaluate(expr[2], inputs),
+                                        self.evaluate(expr[3], inputs))
+        _, name, axis, keepdims, operand = expr
+        return self.reduce[name](self.evaluate(operand, inputs), axis, keepdims)
+
+
+@pytest.fixture(name="expression_trees", scope="session")
+def _expressions_fixture():
+    return Expressions

@@ -137,7 +137,7 @@ class CompiledGrad:
         traced = Traced(forward, joint, executable, wrt_leaves,
                         tuple(f"argument {i} ({p})" for i, p in zip(owner, paths)),
                         None if plain else tuple(keys[i] for i in wrt), single, captured)
-        if os.environ.get("FUSEGRAD_DUMP", "") not in ("", "0"):
+        if os.environ.get("FUSEGRAD_DUMP", "").lower() not in ("", "0"):
             print(_dump_text(self.fn, traced), flush=True)
         return traced
 
@@ -353,6 +353,8 @@ def _dump_text(fn: Callable, traced: Traced) -> str:
         ir.pretty(traced.forward, title=f"forward IR of {name}"),
         ir.pretty(traced.joint, title="forward + backward IR (symbolic backward, after optimisation)",
                   mark_from=first_backward_node(traced.joint, len(traced.forward.outputs))),
-        traced.executable.describe(),
+        # FUSEGRAD_DUMP=all: each kernel's every variant, not just the one that runs.
+        traced.executable.describe(
+            "all" if os.environ.get("FUSEGRAD_DUMP", "").lower() == "all" else "running"),
     ]
     return "\n\n".join(parts)

@@ -1,4 +1,4 @@
-"""The CPU emitter: the generated Numba source is for people (STYLE.md §4), stable,
+"""The CPU emitter: the generated Numba source is for people, stable,
 typed, and means what the IR means.
 
 Graphs here are built directly with `ir.ops`, without the optimisation passes, so

@@ -146,7 +146,6 @@ def compile_ptx() -> dict:
     from fusegrad.codegen.cuda import (EPILOGUE_SUFFIX, emit_cuda_matmul, emit_cuda_transpose,
                                        transpose_entry)
     from fusegrad.runtime.loader import load
-    from fusegrad.tracer.compile import _signature
 
     def array(dtype, ndim):
         return types.Array(numba.from_dtype(np.dtype(dtype)), max(ndim, 1), "C")
@@ -166,8 +165,7 @@ def compile_ptx() -> dict:
             function, _ = WORKLOADS[name]
             f = fg.compile_grad(function, fuse=fuse)
             args = inputs(name, dtype)
-            f.dump(*args)  # traces and plans; compiles nothing
-            plan = f._cache[_signature(args)[1]].executable.plan
+            plan = f.trace(*args).executable.plan  # traced and planned; compiles nothing
             names = SourceNames(plan.graph)
             for kernel in (s for s in plan.steps if isinstance(s, Kernel)):
                 source = emit(kernel, names, plan, "cuda")

@@ -60,80 +60,36 @@ REDUCE = {
 }
 
 
-def shape_of(expr, input_shapes):
-    kind = expr[0]
-    if kind == "input":
-        return input_shapes[expr[1]]
-    if kind == "unary":
-        return shape_of(expr[2], input_shapes)
-    if kind == "binary":
-        return np.broadcast_shapes(shape_of(expr[2], input_shapes),
-                                   shape_of(expr[3], input_shapes))
-    _, _, axis, keepdims, operand = expr
-    return np.sum(np.zeros(shape_of(operand, input_shapes)), axis=axis, keepdims=keepdims).shape
+def spaces(expression_trees) -> tuple:
+    """The same trees read two ways: built as IR with fusegrad ops, and computed by
+    autograd.numpy."""
+    def space(which: int):
+        return expression_trees(
+            unary={k: v[which] for k, v in UNARY.items()},
+            binary={k: v[which] for k, v in BINARY.items()},
+            reduce={k: v[which] for k, v in REDUCE.items()}, total="reduce_sum",
+            depth=4, leaf_odds=5, axes=lambda ndim: [None, *range(ndim)])
+    return space(0), space(1)
 
 
-@st.composite
-def expressions(draw, input_shapes, depth=4, root=False):
-    if depth == 0 or (not root and draw(st.integers(0, 4)) == 0):
-        return ("input", draw(st.integers(0, len(input_shapes) - 1)))
-    kind = draw(st.sampled_from(["unary", "binary", "binary", "reduce"]))
-    if kind == "unary":
-        return ("unary", draw(st.sampled_from(sorted(UNARY))),
-                draw(expressions(input_shapes, depth - 1)))
-    if kind == "binary":
-        a = draw(expressions(input_shapes, depth - 1))
-        b = draw(expressions(input_shapes, depth - 1))
-        try:
-            np.broadcast_shapes(shape_of(a, input_shapes), shape_of(b, input_shapes))
-        except ValueError:  # e.g. (3,) with (3, 4): b becomes a sum, no deeper than before
-            operand = draw(expressions(input_shapes, max(depth - 2, 0)))
-            b = ("reduce", "reduce_sum", None, False, operand)
-        return ("binary", draw(st.sampled_from(sorted(BINARY))), a, b)
-    operand = draw(expressions(input_shapes, depth - 1))
-    ndim = len(shape_of(operand, input_shapes))
-    axis = draw(st.sampled_from([None, *range(ndim)]))
-    return ("reduce", draw(st.sampled_from(sorted(REDUCE))), axis, draw(st.booleans()), operand)
-
-
-def evaluate_expression(expr, inputs, which: int):
-    """`which` 0 builds IR with fusegrad ops, 1 computes with autograd.numpy."""
-    kind = expr[0]
-    if kind == "input":
-        return inputs[expr[1]]
-    if kind == "unary":
-        return UNARY[expr[1]][which](evaluate_expression(expr[2], inputs, which))
-    if kind == "binary":
-        return BINARY[expr[1]][which](evaluate_expression(expr[2], inputs, which),
-                                      evaluate_expression(expr[3], inputs, which))
-    _, name, axis, keepdims, operand = expr
-    value = evaluate_expression(operand, inputs, which)
-    return REDUCE[name][which](value, axis, keepdims=keepdims)
-
-
-@st.composite
-def problems(draw):
-    input_shapes = draw(st.lists(st.sampled_from(INPUT_SHAPES), min_size=2, max_size=3))
-    expr = draw(expressions(input_shapes, root=True))
-    return input_shapes, expr, draw(st.integers(0, 2 ** 32 - 1))
-
-
-@given(problem=problems())
+@given(data=st.data())
 @settings(max_examples=50, deadline=None)
-def test_random_expression_gradients_match_autograd(problem, optimize_verified):
-    input_shapes, expr, seed = problem
-    rng = np.random.default_rng(seed)
+def test_random_expression_gradients_match_autograd(data, expression_trees, optimize_verified):
+    ir_space, reference = spaces(expression_trees)
+    input_shapes = data.draw(st.lists(st.sampled_from(INPUT_SHAPES), min_size=2, max_size=3))
+    expr = data.draw(ir_space.trees(input_shapes))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
     args = [rng.uniform(-1.5, 1.5, shape) for shape in input_shapes]
     inputs = tuple(Value(shape, F64, name) for shape, name in zip(input_shapes, "xyz"))
     with ir.building() as builder:
-        out = evaluate_expression(expr, inputs, 0)
+        out = ir_space.evaluate(expr, inputs)
         weights = rng.standard_normal(out.shape)
         loss = ops.reduce_sum(out * builder.capture(weights))
     joint = ir.vjp_graph(builder.finish(inputs, (loss,)), range(len(inputs)))
     value, *grads = ir.evaluate(optimize_verified(joint), args)
 
     def reference_loss(*xs):
-        return anp.sum(evaluate_expression(expr, xs, 1) * weights)
+        return anp.sum(reference.evaluate(expr, xs) * weights)
 
     np.testing.assert_allclose(value, reference_loss(*args), rtol=1e-10, atol=1e-10)
     for i, grad in enumerate(grads):

@@ -31,8 +31,9 @@ def test_broadcast_shapes_agrees_with_numpy(shapes):
     try:
         expected = np.broadcast_shapes(*shapes)
     except ValueError:
-        with pytest.raises(ir.ShapeError):
+        with pytest.raises(ir.ShapeError, match="cannot be broadcast together") as error:
             S.broadcast_shapes(*shapes)
+        assert all(str(shape) in str(error.value) for shape in shapes), str(error.value)
     else:
         assert S.broadcast_shapes(*shapes) == expected
 

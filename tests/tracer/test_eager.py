@@ -1,4 +1,4 @@
-"""The eager autograd API: PyTorch's semantics (API.md section 2).
+"""The eager autograd API: PyTorch's semantics.
 
 Everything here runs on the NumPy interpreter except `test_large_backward_is_compiled`,
 the one test that compiles (a small fused kernel, once).

@@ -1,4 +1,4 @@
-"""Pytree arguments of `compile_grad` (API.md §1): nested dicts, lists, tuples and
+"""Pytree arguments of `compile_grad`: nested dicts, lists, tuples and
 NamedTuples of arrays are traced leaf by leaf, their gradients come back in the same
 structure, and the cache key is the structure plus the leaves' shapes and dtypes,
 never a `repr`. Also wrt= by name and keyword arguments at call time.

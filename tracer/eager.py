@@ -26,8 +26,8 @@ from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.eager_methods import EagerMethodsMixin
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Function, OpGraph, _grad_state,
-                                         function_class)
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, Function, OpGraph, Saved,
+                                         Version, _grad_state, function_class)
 from fusegrad.tracer.source import user_line
 
 __all__ = ["EagerTensorMixin", "Size", "apply", "wrap"]
@@ -46,7 +46,7 @@ class EagerTensorMixin(EagerMethodsMixin):
     _value: Value | None = None
     # Eager mode.
     _data: np.ndarray | None = None     # the storage; views share it
-    _box: list | None = None            # [version]: bumped by in-place ops, shared by views
+    _version_counter: Version | None = None   # bumped by in-place ops, shared by views
     _requires_grad = False
     _grad = None
     _grad_fn: Function | None = None
@@ -65,9 +65,9 @@ class EagerTensorMixin(EagerMethodsMixin):
     def _init_traced(self, value: Value) -> None:
         self._value = value
 
-    def _init_eager(self, data: np.ndarray, box: list | None = None, device: Any = None) -> None:
+    def _init_eager(self, data: np.ndarray, device: Any = None) -> None:
         self._data = data
-        self._box = box if box is not None else [0]
+        self._version_counter = Version()
         if device is not None:
             self._device = _checked_device(device)
 
@@ -183,7 +183,7 @@ class EagerTensorMixin(EagerMethodsMixin):
 
     def detach(self):
         self._check_eager("detach")
-        return wrap(self._data, box=self._box, device=self._device)
+        return wrap(self._data, version=self._version_counter, device=self._device)
 
     def detach_(self):
         self._check_eager("detach_")
@@ -193,17 +193,22 @@ class EagerTensorMixin(EagerMethodsMixin):
 
     @property
     def _version(self) -> int:
-        return self._box[0]
+        return self._version_counter.value
 
     # ------------------------------------------------------------ recorded-op plumbing
 
-    def _edge(self) -> tuple:
+    def _edge(self) -> Edge:
         """Where an op that reads this tensor finds its value (see graph_nodes)."""
         if self._grad_fn is not None:
-            return (self._grad_fn, self._output_nr, None)
+            return Edge(self._grad_fn, self._output_nr, None)
+        version = self._version_counter.value
         if self._requires_grad:
-            return (self._accumulator(), 0, self._box[0])
-        return (Constant(self._data, self._box), 0, self._box[0])
+            return Edge(self._accumulator(), 0, version)
+        return Edge(Constant(self._data, self._version_counter), 0, version)
+
+    def _saved(self) -> Saved:
+        """This tensor's data as a recorded op's result, at its current version."""
+        return Saved(self._data, self._version_counter, self._version_counter.value)
 
     def _accumulator(self) -> AccumulateGrad:
         # Cached weakly so that next_functions shows one object per leaf, without a
@@ -233,12 +238,12 @@ def tensor_class():
     return _tensor_class
 
 
-def wrap(data: np.ndarray, *, requires_grad: bool = False, box: list | None = None,
+def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | None = None,
          device: Any = None):
-    """A leaf tensor over `data` (no copy)."""
+    """A leaf tensor over `data` (no copy); `version`: the counter of the storage it views."""
     tensor = tensor_class().__new__(tensor_class())
     tensor._data = data
-    tensor._box = box if box is not None else [0]
+    tensor._version_counter = version if version is not None else Version()
     if device is not None and device != CPU:
         tensor._device = _checked_device(device)
     if requires_grad:
@@ -325,24 +330,24 @@ def _trace_op(build, args, params: dict) -> OpGraph:
 
 
 def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, device):
-    box = None
+    version = None
     alias = graph.aliases[index]
     if alias is not None:
         # The op returned its argument (a reshape to the same shape, a cast to the
         # same dtype): a new tensor over the same storage, as a PyTorch view.
         data = data.view()
         argument = [a for a in args if isinstance(a, (EagerTensorMixin, np.ndarray, list, tuple))][alias]
-        box = argument._box if isinstance(argument, EagerTensorMixin) else None
+        version = argument._version_counter if isinstance(argument, EagerTensorMixin) else None
     elif graph.outputs[index] in graph.fixed:
         data = np.array(data)   # a constant of the op graph: shared, never handed out
     else:
         for arg in args:
             if isinstance(arg, EagerTensorMixin) and np.may_share_memory(data, arg._data):
-                box = arg._box   # a view (reshape, transpose) shares its base's version
+                version = arg._version_counter   # a view (reshape, transpose) shares its base's
                 break
     tensor = tensor_class().__new__(tensor_class())
     tensor._data = data
-    tensor._box = box if box is not None else [0]
+    tensor._version_counter = version if version is not None else Version()
     if device is not CPU:
         tensor._device = device
     return tensor
@@ -356,11 +361,11 @@ def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> Non
         elif isinstance(arg, np.ndarray):
             # A copy, as PyTorch turns an ndarray operand into a tensor: the caller may
             # change the array before backward(), and the gradient needs it as it was.
-            edges.append((Constant(np.array(arrays[len(edges)])), 0, None))
+            edges.append(Edge(Constant(np.array(arrays[len(edges)])), 0, None))
         elif isinstance(arg, (list, tuple)):
-            edges.append((Constant(arrays[len(edges)]), 0, None))   # np.asarray made it
+            edges.append(Edge(Constant(arrays[len(edges)]), 0, None))   # np.asarray made it
     function = function_class(name)(graph, tuple(edges),
-                                    [(t._data, t._box, t._box[0]) for t in outputs])
+                                    [t._saved() for t in outputs])
     for index, (value, tensor) in enumerate(zip(graph.outputs, outputs)):
         if value.dtype.kind == "f":
             tensor._grad_fn = function

@@ -15,7 +15,7 @@ from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.dispatch import apply
-from fusegrad.tracer.graph_nodes import _grad_state
+from fusegrad.tracer.graph_nodes import Version, _grad_state
 
 
 class EagerMethodsMixin:
@@ -101,9 +101,9 @@ class EagerMethodsMixin:
         """A copy that stays connected to the graph (CloneBackward0)."""
         result = apply(_identity, self, grad_fn="CloneBackward0")
         result._data = np.array(self._data)
-        result._box = [0]
+        result._version_counter = Version()
         if result._grad_fn is not None:
-            result._grad_fn.saved = [(result._data, result._box, 0)]
+            result._grad_fn.saved = [result._saved()]
         return result
 
     # ------------------------------------------------------------ devices
@@ -145,10 +145,10 @@ class EagerMethodsMixin:
         # Storage stays in host memory; the device is where compiled kernels run.
         moved = apply(_identity, result, grad_fn="ToCopyBackward0")
         moved._data = np.array(result._data)
-        moved._box = [0]
+        moved._version_counter = Version()
         moved._device = device
         if moved._grad_fn is not None:
-            moved._grad_fn.saved = [(moved._data, moved._box, 0)]
+            moved._grad_fn.saved = [moved._saved()]
         return moved
 
     # ------------------------------------------------------------ shape helpers
@@ -206,7 +206,7 @@ class EagerMethodsMixin:
         data = self._data[_plain_index(index)]
         from fusegrad.tracer.eager import wrap
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
-            return wrap(data, box=self._box, device=self._device)
+            return wrap(data, version=self._version_counter, device=self._device)
         return wrap(np.asarray(data), device=self._device)
 
     def __setitem__(self, index, value) -> None:
@@ -219,7 +219,7 @@ class EagerMethodsMixin:
         if isinstance(value, EagerMethodsMixin):
             value = value._data
         self._data[_plain_index(index)] = value
-        self._box[0] += 1
+        self._version_counter.bump()
 
     def __iter__(self):
         if self.ndim == 0:
@@ -244,9 +244,9 @@ class EagerMethodsMixin:
             raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
                                f"output type {self.dtype}")
         np.copyto(self._data, result._data, casting="unsafe")
-        self._box[0] += 1
+        self._version_counter.bump()
         if result._grad_fn is not None:
-            result._grad_fn.saved = [(self._data, self._box, self._box[0])]
+            result._grad_fn.saved = [self._saved()]
             self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
             self._requires_grad = True
         return self

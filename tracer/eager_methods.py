@@ -58,10 +58,9 @@ class EagerMethodsMixin:
     def type(self, dtype: Any = None):
         """With no argument the legacy type name (``fusegrad.FloatTensor``); else a cast."""
         if dtype is None:
-            from fusegrad.tracer.engine import _type_name
-            return _type_name(self._eager_data())
+            return dtypes.legacy_type_name(self._eager_data().dtype)
         if isinstance(dtype, str) and dtype.endswith("Tensor"):
-            dtype = _LEGACY_TYPES[dtype.rsplit(".", 1)[-1]]
+            dtype = dtypes.LEGACY_TYPES[dtype.rsplit(".", 1)[-1]]
         elif isinstance(dtype, type) and isinstance(getattr(dtype, "dtype", None), dtypes.dtype):
             dtype = dtype.dtype   # a legacy type: x.type(fusegrad.DoubleTensor)
         return self._cast(dtypes.numpy_dtype(dtype))
@@ -287,10 +286,6 @@ class EagerMethodsMixin:
     def normal_(self, mean: float = 0.0, std: float = 1.0):
         from fusegrad.tracer.creation import random_array
         return self.copy_(random_array(self.shape, "normal", mean, std, self._data.dtype))
-
-
-_LEGACY_TYPES = {"FloatTensor": np.float32, "DoubleTensor": np.float64, "LongTensor": np.int64,
-                 "IntTensor": np.int32, "BoolTensor": np.bool_, "HalfTensor": np.float16}
 
 
 def _identity(x):

@@ -25,6 +25,7 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
@@ -323,19 +324,8 @@ def _input_data(edge: Edge) -> np.ndarray:
     if counter is not None and version is not None and counter.value != version:
         raise RuntimeError(
             "one of the variables needed for gradient computation has been modified by an "
-            f"inplace operation: [{_type_name(data)} {list(data.shape)}] is at version {counter.value}; "
+            f"inplace operation: [{legacy_type_name(data.dtype)} {list(data.shape)}] is at version {counter.value}; "
             f"expected version {version} instead.")
     return data
 
 
-def _type_name(data: np.ndarray) -> str:
-    from fusegrad.tracer.dtypes import as_dtype
-    try:
-        return _LEGACY.get(as_dtype(data.dtype).name, "fusegrad.Tensor")
-    except TypeError:
-        return "fusegrad.Tensor"
-
-
-_LEGACY = {"float32": "fusegrad.FloatTensor", "float64": "fusegrad.DoubleTensor",
-           "int64": "fusegrad.LongTensor", "int32": "fusegrad.IntTensor",
-           "bool": "fusegrad.BoolTensor", "float16": "fusegrad.HalfTensor"}

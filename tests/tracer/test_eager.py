@@ -420,6 +420,25 @@ def test_creation_functions():
     assert fg.randn(2, 2, requires_grad=True).requires_grad
 
 
+@pytest.mark.parametrize("call", [
+    lambda: fg.ones(2, out=fg.zeros(2)),
+    lambda: fg.zeros(2, out=fg.zeros(2)),
+    lambda: fg.empty(2, out=fg.zeros(2)),
+    lambda: fg.rand(2, generator=fg.manual_seed(1)),
+    lambda: fg.randn(2, generator=fg.manual_seed(1)),
+], ids=["ones", "zeros", "empty", "rand", "randn"])
+def test_out_and_generator_raise_instead_of_being_ignored(call):
+    with pytest.raises(fg.FusegradError, match=r"(out|generator)= is not supported"):
+        call()
+
+
+def test_legacy_type_names_come_from_one_table():
+    assert fg.ones(2).type() == "fusegrad.FloatTensor"
+    assert fg.ones(2, dtype=fg.uint8).type() == "fusegrad.ByteTensor"
+    assert fg.ones(2).type("fusegrad.ByteTensor").dtype == fg.uint8
+    assert isinstance(fg.ones(2, dtype=fg.uint8), fg.ByteTensor)
+
+
 def test_size():
     t = fg.ones(5, 3)
     assert repr(t.size()) == "fusegrad.Size([5, 3])" == str(t.shape)

@@ -15,7 +15,7 @@ from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
-from fusegrad.tracer import pytree
+from fusegrad.tracer import devices, pytree
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.pytree import ArgumentError
@@ -52,8 +52,7 @@ class CompiledGrad:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
-            from fusegrad.runtime.cuda import require_cuda
-            require_cuda()  # a clear error now, not a Numba traceback at the first call
+            devices.require_cuda()
         self.fn = fn
         self.wrt = wrt
         self.device = device

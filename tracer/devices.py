@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 
+from fusegrad.ir.errors import FusegradError
+
 
 @functools.cache
 def cuda_available() -> bool:
@@ -20,9 +22,15 @@ def device_count() -> int:
     return len(cuda.gpus)
 
 
+class CudaUnavailable(FusegradError, AssertionError):
+    """No usable CUDA: a FusegradError, and the AssertionError PyTorch raises there."""
+
+
 def require_cuda() -> None:
-    """PyTorch's error when a CUDA tensor is asked for without CUDA."""
+    """The one check before anything is put on 'cuda': a CUDA tensor or compile_grad's
+    device="cuda" (a clear error now, not a Numba traceback at the first launch)."""
     if not cuda_available():
-        raise AssertionError("fusegrad: CUDA is not available (numba.cuda found no usable GPU "
-                             "and driver), so tensors cannot be moved to 'cuda'. Check "
-                             "fusegrad.cuda.is_available() first and stay on the CPU otherwise.")
+        raise CudaUnavailable("fusegrad: CUDA is not available (numba.cuda found no usable GPU "
+                              "and driver; without Numba's CUDA target: pip install numba-cuda), "
+                              "so nothing can run on 'cuda'. Check fusegrad.cuda.is_available() "
+                              "first and stay on the CPU otherwise.")

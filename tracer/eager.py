@@ -23,7 +23,7 @@ from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.errors import FusegradError, TraceError, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
-from fusegrad.tracer import dtypes
+from fusegrad.tracer import devices, dtypes
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.eager_methods import EagerMethodsMixin
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, Function, OpGraph, Saved,
@@ -387,8 +387,7 @@ def _common_device(tensors: list) -> Any:
 def _checked_device(spec: Any) -> dtypes.device:
     device = dtypes.device(spec)
     if device.type == "cuda":
-        from fusegrad.tracer.devices import require_cuda
-        require_cuda()
+        devices.require_cuda()
         if device.index is None:
             device = dtypes.device("cuda", 0)
     return device

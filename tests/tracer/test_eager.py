@@ -497,6 +497,15 @@ def test_cuda_unavailable_raises_like_pytorch():
     assert t.to(fg.float64).dtype == fg.float64
 
 
+def test_one_cuda_check_for_eager_tensors_and_compile_grad(monkeypatch):
+    from fusegrad.tracer import devices
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    for attempt in (lambda: fg.ones(2).cuda(), lambda: fg.compile_grad(lambda x: x, device="cuda")):
+        with pytest.raises(AssertionError, match="fusegrad: CUDA is not available") as caught:
+            attempt()
+        assert isinstance(caught.value, fg.FusegradError)
+
+
 def test_cuda_tensors_when_cuda_is_available(monkeypatch):
     # No GPU here: pretend numba.cuda found one, to check what the eager API shows.
     from fusegrad.tracer import devices

@@ -13,7 +13,9 @@ import numpy as np
 
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import engine
-from fusegrad.tracer.eager import EagerTensorMixin, wrap
+from fusegrad.tracer.dtypes import Size
+from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
                                          enable_grad, function_class, is_grad_enabled, no_grad,
                                          set_grad_enabled)
@@ -109,7 +111,6 @@ def _seeds(outputs: list, grad_tensors) -> list:
         tensor = g if isinstance(g, EagerTensorMixin) else None
         array = g._data if tensor is not None else np.asarray(g)
         if array.shape != out._data.shape:
-            from fusegrad.tracer.dtypes import Size
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
                                f"{Size(array.shape)} and output[{i}] has a shape of "
                                f"{Size(out._data.shape)}.")

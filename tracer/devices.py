@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from fusegrad.ir.errors import FusegradError
+from fusegrad.tracer import dtypes
+
+CPU = dtypes.device("cpu")
 
 
 @functools.cache
@@ -34,3 +38,13 @@ def require_cuda() -> None:
                               "and driver; without Numba's CUDA target: pip install numba-cuda), "
                               "so nothing can run on 'cuda'. Check fusegrad.cuda.is_available() "
                               "first and stay on the CPU otherwise.")
+
+
+def checked_device(spec: Any) -> dtypes.device:
+    """The device `spec` names, CUDA checked to be usable (index 0 when none is given)."""
+    device = dtypes.device(spec)
+    if device.type == "cuda":
+        require_cuda()
+        if device.index is None:
+            device = dtypes.device("cuda", 0)
+    return device

@@ -15,6 +15,8 @@ from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
 from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
+from fusegrad.tracer import executor
+from fusegrad.tracer.eager import EagerTensorMixin
 from fusegrad.tracer.source import user_line
 
 class Tracing:
@@ -34,15 +36,12 @@ class Tracing:
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
     """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
-    from fusegrad.tracer.tensor import Tensor
-    if any(isinstance(a, Tensor) and a._value is not None for a in args):
+    if any(isinstance(a, EagerTensorMixin) and a._value is not None for a in args):
         return _apply_traced(build, args, params)
-    from fusegrad.tracer import eager
-    return eager.apply(build, args, params, grad_fn)
+    return executor.apply(build, args, params, grad_fn)
 
 
 def _apply_traced(build, args, params):
-    from fusegrad.tracer.tensor import Tensor
     builder = current_builder()
     # Keep an enclosing caller's line (a composite like logsumexp traces many ops);
     # otherwise name the user's own line.
@@ -50,19 +49,18 @@ def _apply_traced(build, args, params):
         values = [_traced_operand(a, builder) for a in args]
         result = build(*values, **params)
     if isinstance(result, tuple):
-        return tuple(Tensor._traced(v) for v in result)
-    return Tensor._traced(result)
+        return tuple(EagerTensorMixin._traced(v) for v in result)
+    return EagerTensorMixin._traced(result)
 
 
 def _traced_operand(arg: Any, builder: Builder) -> Any:
-    from fusegrad.tracer.tensor import Tensor
-    if isinstance(arg, Tensor):
+    if isinstance(arg, EagerTensorMixin):
         if arg._value is not None:
             return arg._value
         return builder.capture(arg.detach().numpy())
     if isinstance(arg, np.ndarray):
         return builder.capture(arg)
-    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (Tensor, Value)):
+    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (EagerTensorMixin, Value)):
         return builder.capture(np.asarray(arg))
     return arg
 

@@ -1,15 +1,9 @@
-"""Eager tensors: PyTorch-style autograd recorded into the same IR.
+"""The state of a Tensor: traced (an IR value) or eager (data, version, autograd state).
 
-Outside `compile_grad` every op goes through `apply`. The op's `ir.ops` builder
-emits its IR nodes into a small builder, over placeholder values for the array
-arguments (an `OpGraph`, built once per op, params and argument types); the
-reference interpreter computes the result from the arguments' data; and when an
-argument requires grad, the result's ``grad_fn`` (`graph_nodes.Function`) keeps
-the OpGraph and where each argument came from. ``backward()`` joins the recorded
-OpGraphs into one graph and differentiates it with the same symbolic pass as
-`compile_grad` (see `tracer.engine` and `tracer.autograd`).
-
-`EagerTensorMixin` is the eager state and the eager-only methods of `Tensor`.
+`EagerTensorMixin` holds what every layer of the tracer reads and writes: the
+executor that runs eager ops (`tracer.executor`), the autograd entry points, the
+creation functions. It sits below them all, so none of them imports `Tensor`;
+`tracer.tensor` defines the methods and operators on top of it.
 """
 from __future__ import annotations
 
@@ -19,20 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from fusegrad.ir.builder import Builder, building
-from fusegrad.ir.errors import FusegradError, TraceError, located
+from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
-from fusegrad.ir.interpreter import run_node
-from fusegrad.tracer import devices, dtypes
+from fusegrad.tracer import dtypes
+from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.dtypes import Size
-from fusegrad.tracer.eager_methods import EagerMethodsMixin
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, Function, OpGraph, Saved,
-                                         Version, _grad_state, function_class)
-from fusegrad.tracer.source import user_line
+from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function, Saved, Version
 
-__all__ = ["EagerTensorMixin", "Size", "apply", "wrap"]
-
-CPU = dtypes.device("cpu")
+__all__ = ["EagerTensorMixin"]
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -41,7 +29,7 @@ _NON_LEAF_GRAD = (
     "If you access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead.")
 
 
-class EagerTensorMixin(EagerMethodsMixin):
+class EagerTensorMixin:
     # Traced mode: the IR value inside compile_grad (None for an eager tensor).
     _value: Value | None = None
     # Eager mode.
@@ -54,13 +42,24 @@ class EagerTensorMixin(EagerMethodsMixin):
     _accumulator_ref = None
     _device = CPU
 
-    def __init__(self, *args: Any, dtype: Any = None, device: Any = None,
-                 requires_grad: bool = False) -> None:
-        """The legacy constructor: ``Tensor([1, 2])`` (data) or ``Tensor(2, 3)`` (sizes)."""
-        from fusegrad.tracer.creation import legacy_array
-        self._init_eager(legacy_array(args, dtype or dtypes.float32), device=device)
-        if requires_grad:
-            self.requires_grad_(True)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The one subclass, Tensor, is what ops return: the executor, below the module
+        # that defines Tensor's methods, makes its results through `_blank`.
+        super().__init_subclass__(**kwargs)
+        EagerTensorMixin._concrete = cls
+
+    @staticmethod
+    def _blank() -> "EagerTensorMixin":
+        """A Tensor with no state yet (the caller sets it)."""
+        cls = EagerTensorMixin._concrete
+        return cls.__new__(cls)
+
+    @staticmethod
+    def _traced(value: Value) -> "EagerTensorMixin":
+        """A Tensor for the IR value `value` of the trace being built."""
+        tensor = EagerTensorMixin._blank()
+        tensor._init_traced(value)
+        return tensor
 
     def _init_traced(self, value: Value) -> None:
         self._value = value
@@ -69,7 +68,7 @@ class EagerTensorMixin(EagerMethodsMixin):
         self._data = data
         self._version_counter = Version()
         if device is not None:
-            self._device = _checked_device(device)
+            self._device = checked_device(device)
 
     def _eager_data(self) -> np.ndarray:
         if self._value is not None:
@@ -166,31 +165,6 @@ class EagerTensorMixin(EagerMethodsMixin):
         retained = self._grad_fn.retained if self._grad_fn is not None else None
         return bool(retained) and self._output_nr in retained
 
-    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
-                 inputs=None) -> None:
-        from fusegrad.tracer.autograd import backward
-        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
-
-    @property
-    def data(self):
-        self._check_eager("data")
-        return wrap(self._data, device=self._device)
-
-    @data.setter
-    def data(self, other) -> None:
-        self._check_eager("data")
-        self._data = other._data if isinstance(other, EagerTensorMixin) else np.asarray(other)
-
-    def detach(self):
-        self._check_eager("detach")
-        return wrap(self._data, version=self._version_counter, device=self._device)
-
-    def detach_(self):
-        self._check_eager("detach_")
-        self._grad_fn = None
-        self._requires_grad = False
-        return self
-
     @property
     def _version(self) -> int:
         return self._version_counter.value
@@ -223,171 +197,3 @@ class EagerTensorMixin(EagerMethodsMixin):
         if self._value is not None:
             raise TraceError(f"{what} is not available on a traced tensor inside compile_grad "
                              "(the function is traced into a graph; gradients are its outputs)")
-
-
-# ---------------------------------------------------------------- apply
-
-_tensor_class = None
-
-
-def tensor_class():
-    global _tensor_class
-    if _tensor_class is None:
-        from fusegrad.tracer.tensor import Tensor
-        _tensor_class = Tensor
-    return _tensor_class
-
-
-def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | None = None,
-         device: Any = None):
-    """A leaf tensor over `data` (no copy); `version`: the counter of the storage it views."""
-    tensor = tensor_class().__new__(tensor_class())
-    tensor._data = data
-    tensor._version_counter = version if version is not None else Version()
-    if device is not None and device != CPU:
-        tensor._device = _checked_device(device)
-    if requires_grad:
-        tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
-                                        "require gradients")
-    return tensor
-
-
-def apply(build, args, params, grad_fn: str | None):
-    """Run the ir.ops builder `build` on eager tensors, numbers and arrays."""
-    arrays: list[np.ndarray] = []
-    tensors: list[EagerTensorMixin] = []
-    signature: list[tuple] = []
-    for arg in args:
-        if isinstance(arg, EagerTensorMixin):
-            data = arg._data
-            tensors.append(arg)
-        elif isinstance(arg, (np.ndarray, list, tuple)):
-            data = np.asarray(arg)
-        else:
-            signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
-            continue
-        arrays.append(data)
-        signature.append((data.shape, data.dtype.str))
-    device = _common_device(tensors)
-    graph = op_graph(build, args, params, tuple(signature))
-    env = dict(graph.fixed)
-    env.update(zip(graph.inputs, arrays))
-    for node in graph.steps:
-        env[node.out] = run_node(node, [env[v] for v in node.inputs])
-    outputs = [_output(env[value], graph, i, args, arrays, device)
-               for i, value in enumerate(graph.outputs)]
-    if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
-        _record(grad_fn, graph, args, arrays, outputs)
-    return tuple(outputs) if graph.tuple_result else outputs[0]
-
-
-# OpGraphs by (builder, argument types and numbers, params). Bounded: a program that
-# feeds ever new numbers (x * i in a loop) must not grow it without end.
-_op_graphs: dict[tuple, OpGraph] = {}
-MAX_OP_GRAPHS = 4096
-
-
-def op_graph(build, args, params: dict, signature: tuple) -> OpGraph:
-    try:
-        key = (build, signature, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
-        graph = _op_graphs.get(key)
-    except TypeError:   # unhashable params: trace every time
-        key, graph = None, None
-    if graph is None:
-        graph = _trace_op(build, args, params)
-        if key is not None:
-            if len(_op_graphs) >= MAX_OP_GRAPHS:
-                _op_graphs.clear()
-            _op_graphs[key] = graph
-    return graph
-
-
-def _hashable(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _trace_op(build, args, params: dict) -> OpGraph:
-    inputs: list[Value] = []
-    values: list[Any] = []
-    for arg in args:
-        if isinstance(arg, (EagerTensorMixin, np.ndarray, list, tuple)):
-            data = arg._data if isinstance(arg, EagerTensorMixin) else np.asarray(arg)
-            value = Value(data.shape, data.dtype)
-            inputs.append(value)
-            values.append(value)
-        else:
-            values.append(arg)
-    builder = Builder()
-    try:
-        with building(builder):
-            result = build(*values, **params)
-    except FusegradError as error:
-        raise type(error)(located(str(error), user_line())) from None
-    outputs = result if isinstance(result, tuple) else (result,)
-    fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
-    return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,
-                   tuple_result=isinstance(result, tuple))
-
-
-def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, device):
-    version = None
-    alias = graph.aliases[index]
-    if alias is not None:
-        # The op returned its argument (a reshape to the same shape, a cast to the
-        # same dtype): a new tensor over the same storage, as a PyTorch view.
-        data = data.view()
-        argument = [a for a in args if isinstance(a, (EagerTensorMixin, np.ndarray, list, tuple))][alias]
-        version = argument._version_counter if isinstance(argument, EagerTensorMixin) else None
-    elif graph.outputs[index] in graph.fixed:
-        data = np.array(data)   # a constant of the op graph: shared, never handed out
-    else:
-        for arg in args:
-            if isinstance(arg, EagerTensorMixin) and np.may_share_memory(data, arg._data):
-                version = arg._version_counter   # a view (reshape, transpose) shares its base's
-                break
-    tensor = tensor_class().__new__(tensor_class())
-    tensor._data = data
-    tensor._version_counter = version if version is not None else Version()
-    if device is not CPU:
-        tensor._device = device
-    return tensor
-
-
-def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:
-    edges = []
-    for arg in args:
-        if isinstance(arg, EagerTensorMixin):
-            edges.append(arg._edge())
-        elif isinstance(arg, np.ndarray):
-            # A copy, as PyTorch turns an ndarray operand into a tensor: the caller may
-            # change the array before backward(), and the gradient needs it as it was.
-            edges.append(Edge(Constant(np.array(arrays[len(edges)])), 0, None))
-        elif isinstance(arg, (list, tuple)):
-            edges.append(Edge(Constant(arrays[len(edges)]), 0, None))   # np.asarray made it
-    function = function_class(name)(graph, tuple(edges),
-                                    [t._saved() for t in outputs])
-    for index, (value, tensor) in enumerate(zip(graph.outputs, outputs)):
-        if value.dtype.kind == "f":
-            tensor._grad_fn = function
-            tensor._output_nr = index
-            tensor._requires_grad = True
-
-
-def _common_device(tensors: list) -> Any:
-    if not tensors:
-        return CPU
-    device = tensors[0]._device
-    for tensor in tensors[1:]:
-        if tensor._device != device:
-            raise RuntimeError("Expected all tensors to be on the same device, but found at "
-                               f"least two devices, {device} and {tensor._device}!")
-    return device
-
-
-def _checked_device(spec: Any) -> dtypes.device:
-    device = dtypes.device(spec)
-    if device.type == "cuda":
-        devices.require_cuda()
-        if device.index is None:
-            device = dtypes.device("cuda", 0)
-    return device

@@ -12,13 +12,42 @@ import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir.errors import FusegradError
-from fusegrad.tracer import dtypes
+from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import functions as F
+from fusegrad.tracer.devices import checked_device
 from fusegrad.tracer.dispatch import apply
+from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
+from fusegrad.tracer.printing import tensor_repr
 
 
 class EagerMethodsMixin:
+
+    # ------------------------------------------------------------ autograd
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs=None) -> None:
+        autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    @property
+    def data(self):
+        self._check_eager("data")
+        return wrap(self._data, device=self._device)
+
+    @data.setter
+    def data(self, other) -> None:
+        self._check_eager("data")
+        self._data = other._data if isinstance(other, EagerMethodsMixin) else np.asarray(other)
+
+    def detach(self):
+        self._check_eager("detach")
+        return wrap(self._data, version=self._version_counter, device=self._device)
+
+    def detach_(self):
+        self._check_eager("detach_")
+        self._grad_fn = None
+        self._requires_grad = False
+        return self
 
     # ------------------------------------------------------------ conversions
 
@@ -47,7 +76,6 @@ class EagerMethodsMixin:
         return self._eager_data().tolist()
 
     def __repr__(self) -> str:
-        from fusegrad.tracer.printing import tensor_repr
         return tensor_repr(self)
 
     def __format__(self, spec: str) -> str:
@@ -71,11 +99,9 @@ class EagerMethodsMixin:
     def half(self): return self._cast(np.float16)
 
     def all(self):
-        from fusegrad.tracer.eager import wrap
         return wrap(np.asarray(self._eager_data().all()))
 
     def any(self):
-        from fusegrad.tracer.eager import wrap
         return wrap(np.asarray(self._eager_data().any()))
 
     def equal(self, other) -> bool:
@@ -137,8 +163,7 @@ class EagerMethodsMixin:
         result = self if dtype is None else self._cast(dtypes.numpy_dtype(dtype))
         if device is None:
             return result
-        from fusegrad.tracer.eager import _checked_device
-        device = _checked_device(device)
+        device = checked_device(device)
         if device == self._device:
             return result
         # Storage stays in host memory; the device is where compiled kernels run.
@@ -179,20 +204,16 @@ class EagerMethodsMixin:
         return apply(_clamp, self, low=min, high=max, grad_fn="ClampBackward1")
 
     def new_tensor(self, data):
-        from fusegrad.tracer.creation import tensor
-        return tensor(data, dtype=self.dtype)
+        return creation.tensor(data, dtype=self.dtype)
 
     def new_ones(self, *size, dtype=None):
-        from fusegrad.tracer.creation import ones
-        return ones(*size, dtype=dtype or self.dtype)
+        return creation.ones(*size, dtype=dtype or self.dtype)
 
     def new_zeros(self, *size, dtype=None):
-        from fusegrad.tracer.creation import zeros
-        return zeros(*size, dtype=dtype or self.dtype)
+        return creation.zeros(*size, dtype=dtype or self.dtype)
 
     def new_full(self, size, fill_value, dtype=None):
-        from fusegrad.tracer.creation import full
-        return full(size, fill_value, dtype=dtype or self.dtype)
+        return creation.full(size, fill_value, dtype=dtype or self.dtype)
 
     # ------------------------------------------------------------ indexing
 
@@ -203,7 +224,6 @@ class EagerMethodsMixin:
         if self._requires_grad and _grad_state.enabled:
             return F.getitem(self, index)
         data = self._data[_plain_index(index)]
-        from fusegrad.tracer.eager import wrap
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
             return wrap(data, version=self._version_counter, device=self._device)
         return wrap(np.asarray(data), device=self._device)
@@ -280,12 +300,10 @@ class EagerMethodsMixin:
         return self.fill_(0)
 
     def uniform_(self, a: float = 0.0, b: float = 1.0):
-        from fusegrad.tracer.creation import random_array
-        return self.copy_(random_array(self.shape, "uniform", a, b, self._data.dtype))
+        return self.copy_(creation.random_array(self.shape, "uniform", a, b, self._data.dtype))
 
     def normal_(self, mean: float = 0.0, std: float = 1.0):
-        from fusegrad.tracer.creation import random_array
-        return self.copy_(random_array(self.shape, "normal", mean, std, self._data.dtype))
+        return self.copy_(creation.random_array(self.shape, "normal", mean, std, self._data.dtype))
 
 
 def _identity(x):

@@ -25,6 +25,7 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
@@ -147,7 +148,6 @@ def should_compile(plan: BackwardPlan) -> bool:
     if not plan.graph.nodes or plan.largest < COMPILE_MIN_ELEMENTS:
         return False
     if plan.compile_seconds is None:
-        from fusegrad.runtime import compile_seconds
         plan.compile_seconds = compile_seconds(plan.graph)
     return plan.runs * plan.interpret_seconds >= plan.compile_seconds
 
@@ -294,7 +294,6 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
     plan.runs += 1
     if should_compile(plan):
         if plan.executable is None:
-            from fusegrad.runtime import compile_graph
             plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:

@@ -6,6 +6,7 @@ PyTorch would show for the result.
 """
 from __future__ import annotations
 
+import numbers
 from collections import namedtuple
 from typing import Any
 
@@ -253,7 +254,6 @@ def _variance(x, *, axes, keepdims, correction):
 # ---------------------------------------------------------------- helpers
 
 def _is_number(x: Any) -> bool:
-    import numbers
     return isinstance(x, numbers.Number)
 
 

@@ -17,6 +17,7 @@ Function source), so a backward can tell whether data it needs has changed since
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import weakref
@@ -228,8 +229,6 @@ class enable_grad(no_grad):  # noqa: N801
 
 
 def _decorate(context: type, function: Callable, *args) -> Callable:
-    import functools
-
     @functools.wraps(function)
     def wrapper(*call_args, **kwargs):
         saved = _grad_state.enabled

@@ -12,22 +12,26 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.graph import Value
+from fusegrad.tracer import dtypes
 from fusegrad.tracer import functions as F
+from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.dispatch import data_dependent_error
+from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.eager_methods import EagerMethodsMixin
 
 
-class Tensor(EagerTensorMixin):
+class Tensor(EagerMethodsMixin, EagerTensorMixin):
     """An n-dimensional array that records the operations applied to it."""
 
     __array_priority__ = 1000  # so `ndarray * tensor` defers to Tensor.__rmul__
 
-    @classmethod
-    def _traced(cls, value: Value) -> "Tensor":
-        tensor = cls.__new__(cls)
-        tensor._init_traced(value)
-        return tensor
+    def __init__(self, *args: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> None:
+        """The legacy constructor: ``Tensor([1, 2])`` (data) or ``Tensor(2, 3)`` (sizes)."""
+        self._init_eager(legacy_array(args, dtype or dtypes.float32), device=device)
+        if requires_grad:
+            self.requires_grad_(True)
 
     # ------------------------------------------------------------ shape and type
 
@@ -46,7 +50,6 @@ class Tensor(EagerTensorMixin):
         return int(np.prod(self._shape(), dtype=np.int64))
 
     def size(self, dim: int | None = None):
-        from fusegrad.tracer.eager import Size
         shape = Size(self._shape())
         return shape if dim is None else shape[dim]
 

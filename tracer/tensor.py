@@ -11,8 +11,9 @@ new ``grad_fn``; each bumps the version that a later backward checks.
 """
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -87,27 +88,13 @@ class Tensor(EagerTensorMixin):
     def __index__(self) -> int:
         return self.__int__()
 
-    # ------------------------------------------------------------ operators
+    # ------------------------------------------------------------ operators and methods
+    # Those that are one function of `tracer.functions` come from `_TABLE` (below the
+    # class); here are the ones with more to do.
 
-    def __add__(self, other): return F.add(self, other)
-    def __radd__(self, other): return F.add(other, self)
-    def __sub__(self, other): return F.sub(self, other)
-    def __rsub__(self, other): return F.sub(other, self)
-    def __mul__(self, other): return F.mul(self, other)
-    def __rmul__(self, other): return F.mul(other, self)
-    def __truediv__(self, other): return F.div(self, other)
-    def __rtruediv__(self, other): return F.div(other, self)
-    def __pow__(self, other): return F.pow(self, other)
-    def __rpow__(self, other): return F.pow(other, self)
-    def __matmul__(self, other): return F.matmul(self, other)
-    def __rmatmul__(self, other): return F.matmul(other, self)
-    def __neg__(self): return F.neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return F.abs(self)
-    def __lt__(self, other): return F.lt(self, other)
-    def __le__(self, other): return F.le(self, other)
-    def __gt__(self, other): return F.gt(self, other)
-    def __ge__(self, other): return F.ge(self, other)
+    def __pos__(self):
+        return self
+
     # Elementwise, traced and eager alike, as in NumPy, JAX and PyTorch: identity
     # equality made `x * (tokens != 0)` trace as `x * True`. Hashing stays by
     # identity (as torch's), so tensors remain usable as dictionary keys; code that
@@ -120,64 +107,8 @@ class Tensor(EagerTensorMixin):
 
     __hash__ = object.__hash__
 
-    def eq(self, other): return F.eq(self, other)
-    def ne(self, other): return F.ne(self, other)
-
-    # ------------------------------------------------------------ methods
-
-    def add(self, other): return F.add(self, other)
-    def sub(self, other): return F.sub(self, other)
-    def mul(self, other): return F.mul(self, other)
-    def div(self, other): return F.div(self, other)
-    def pow(self, other): return F.pow(self, other)
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def sin(self): return F.sin(self)
-    def cos(self): return F.cos(self)
-    def tanh(self): return F.tanh(self)
-    def sqrt(self): return F.sqrt(self)
-    def abs(self): return F.abs(self)
-    def sign(self): return F.sign(self)
-    def sigmoid(self): return F.sigmoid(self)
-    def relu(self): return F.relu(self)
-    def maximum(self, other): return F.maximum(self, other)
-    def minimum(self, other): return F.minimum(self, other)
-    def mm(self, other): return F.mm(self, other)
-    def mv(self, other): return F.mv(self, other)
-    def dot(self, other): return F.dot(self, other)
-    def matmul(self, other): return F.matmul(self, other)
-
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.min(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def var(self, axis=None, keepdims=False, **kwargs):
-        return F.var(self, axis, keepdims, **kwargs)
-
-    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.logsumexp(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def softmax(self, axis=-1, *, dim=None):
-        return F.softmax(self, axis, dim=dim)
-
-    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.argmax(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def reshape(self, *shape): return F.reshape(self, *shape)
-    def view(self, *shape): return F.reshape(self, *shape)
-    def permute(self, *dims): return F.permute(self, *dims)
-    def expand(self, *shape): return F.broadcast_to(self, F._sizes(shape))
-
-    def transpose(self, dim0: int | None = None, dim1: int | None = None):
-        return F.transpose(self, dim0, dim1)
+    def expand(self, *shape):
+        return F.broadcast_to(self, F._sizes(shape))
 
     def t(self):
         if self.ndim > 2:
@@ -196,7 +127,6 @@ class Tensor(EagerTensorMixin):
 
     def _cast(self, dtype):
         return F.apply(ops.cast, self, dtype=np.dtype(dtype), grad_fn="ToCopyBackward0")
-
 
     # ------------------------------------------------------------ autograd
 
@@ -478,6 +408,91 @@ class Tensor(EagerTensorMixin):
 
     def normal_(self, mean: float = 0.0, std: float = 1.0):
         return self.copy_(creation.random_array(self.shape, "normal", mean, std, self._data.dtype))
+
+
+class _Row(NamedTuple):
+    function: Callable
+    methods: tuple[str, ...]      # its method names: PyTorch's and NumPy's spellings
+    operator: str | None = None   # t OP other: function(t, other)
+    reflected: str | None = None  # other OP t: function(other, t)
+
+
+# Tensor's operators and methods that apply one function of `tracer.functions` to the
+# tensor: adding an op to Tensor is one row.
+_TABLE = (
+    _Row(F.add, ("add",), "__add__", "__radd__"),
+    _Row(F.sub, ("sub",), "__sub__", "__rsub__"),
+    _Row(F.mul, ("mul",), "__mul__", "__rmul__"),
+    _Row(F.div, ("div",), "__truediv__", "__rtruediv__"),
+    _Row(F.pow, ("pow",), "__pow__", "__rpow__"),
+    _Row(F.matmul, ("matmul",), "__matmul__", "__rmatmul__"),
+    _Row(F.neg, (), "__neg__"),
+    _Row(F.abs, ("abs",), "__abs__"),
+    _Row(F.lt, (), "__lt__"),
+    _Row(F.le, (), "__le__"),
+    _Row(F.gt, (), "__gt__"),
+    _Row(F.ge, (), "__ge__"),
+    _Row(F.eq, ("eq",)),          # == and != are in the class: they also compare with None
+    _Row(F.ne, ("ne",)),
+    _Row(F.exp, ("exp",)),
+    _Row(F.log, ("log",)),
+    _Row(F.sin, ("sin",)),
+    _Row(F.cos, ("cos",)),
+    _Row(F.tanh, ("tanh",)),
+    _Row(F.sqrt, ("sqrt",)),
+    _Row(F.sign, ("sign",)),
+    _Row(F.sigmoid, ("sigmoid",)),
+    _Row(F.relu, ("relu",)),
+    _Row(F.maximum, ("maximum",)),
+    _Row(F.minimum, ("minimum",)),
+    _Row(F.mm, ("mm",)),
+    _Row(F.mv, ("mv",)),
+    _Row(F.dot, ("dot",)),
+    _Row(F.sum, ("sum",)),
+    _Row(F.mean, ("mean",)),
+    _Row(F.max, ("max",)),
+    _Row(F.min, ("min",)),
+    _Row(F.var, ("var",)),
+    _Row(F.logsumexp, ("logsumexp",)),
+    _Row(F.softmax, ("softmax",)),
+    _Row(F.argmax, ("argmax",)),
+    _Row(F.reshape, ("reshape", "view")),
+    _Row(F.permute, ("permute",)),
+    _Row(F.transpose, ("transpose",)),
+)
+
+
+def _install(cls: type, table: tuple[_Row, ...]) -> None:
+    for row in table:
+        for name in row.methods + ((row.operator,) if row.operator else ()):
+            _define(cls, name, _forward(row.function))
+        if row.reflected:
+            _define(cls, row.reflected, _reflect(row.function))
+
+
+def _forward(function: Callable) -> Callable:
+    @functools.wraps(function)   # help() shows the function's signature and doc
+    def method(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+    return method
+
+
+def _reflect(function: Callable) -> Callable:
+    @functools.wraps(function)
+    def method(self, other):
+        return function(other, self)
+    return method
+
+
+def _define(cls: type, name: str, method: Callable) -> None:
+    if name in vars(cls):
+        raise TypeError(f"{cls.__name__}.{name} is both defined in the class and in _TABLE")
+    method.__name__ = name
+    method.__qualname__ = f"{cls.__name__}.{name}"
+    setattr(cls, name, method)
+
+
+_install(Tensor, _TABLE)
 
 
 def _comparable(other: Any) -> bool:

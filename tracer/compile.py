@@ -307,10 +307,10 @@ def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -
 
 
 def _check_result(result: Any, fn: Callable, nodes: Sequence[Node]) -> Value:
-    if not isinstance(result, Tensor) or result._value is None:
+    if not isinstance(result, Tensor) or not result._mode.traced:
         raise TraceError(f"{_where(fn)} must return a traced scalar tensor computed from its "
                          f"array arguments, got {type(result).__name__}")
-    value = result._value
+    value = result._mode.value
     if value.shape != ():
         raise ShapeError(f"{_where(fn)} must return a scalar (0-d) value to be differentiated, "
                          f"got shape {value.shape}{_computed_by(value, nodes)}; reduce it first "

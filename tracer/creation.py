@@ -278,7 +278,7 @@ class _LegacyTensorType(type):
         return wrap(legacy_array(args, cls.dtype), device=device)
 
     def __instancecheck__(cls, obj: Any) -> bool:
-        return isinstance(obj, EagerTensorMixin) and obj._value is None and obj.dtype == cls.dtype
+        return isinstance(obj, EagerTensorMixin) and not obj._mode.traced and obj.dtype == cls.dtype
 
     def __repr__(cls) -> str:
         return f"<class 'fusegrad.{cls.__name__}'>"

@@ -13,7 +13,6 @@ import numpy as np
 
 from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
-from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
 from fusegrad.tracer import executor
 from fusegrad.tracer.eager import EagerTensorMixin
@@ -36,7 +35,7 @@ class Tracing:
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
     """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
-    if any(isinstance(a, EagerTensorMixin) and a._value is not None for a in args):
+    if any(isinstance(a, EagerTensorMixin) and a._mode.traced for a in args):
         return _apply_traced(build, args, params)
     return executor.apply(build, args, params, grad_fn)
 
@@ -55,8 +54,8 @@ def _apply_traced(build, args, params):
 
 def _traced_operand(arg: Any, builder: Builder) -> Any:
     if isinstance(arg, EagerTensorMixin):
-        if arg._value is not None:
-            return arg._value
+        if arg._mode.traced:
+            return arg._mode.value
         return builder.capture(arg.detach().numpy())
     if isinstance(arg, np.ndarray):
         return builder.capture(arg)
@@ -64,11 +63,3 @@ def _traced_operand(arg: Any, builder: Builder) -> Any:
         return builder.capture(np.asarray(arg))
     return arg
 
-
-def data_dependent_error(what: str) -> TraceError:
-    return TraceError(
-        f"{what} of a traced tensor is not known while tracing: compile_grad traces the "
-        "function once into a static graph, so Python control flow cannot depend on array "
-        "values. Use fg.where(cond, a, b) for a data-dependent choice, or pass the value "
-        "as a non-array argument (it then becomes a constant of the trace)."
-        + (f"\n  at {user_line()}" if user_line() else ""))

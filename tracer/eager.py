@@ -19,8 +19,73 @@ from fusegrad.tracer import dtypes
 from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function, Saved, Version
+from fusegrad.tracer.source import user_line
 
-__all__ = ["EagerTensorMixin"]
+__all__ = ["EAGER", "EagerTensorMixin", "Traced", "data_dependent_error"]
+
+
+# ---------------------------------------------------------------- modes
+# A tensor's mode is one object that answers what differs between tracing and eager
+# execution, so the rest of Tensor asks it instead of testing for a traced value.
+
+class Eager:
+    """The mode of a tensor outside compile_grad: its data is in the tensor."""
+
+    traced = False
+
+    def shape(self, tensor) -> tuple:
+        return tensor._data.shape
+
+    def dtype(self, tensor):
+        return dtypes.as_dtype(tensor._data.dtype)
+
+    def check_eager(self, what: str) -> None:
+        """`what` (an eager-only operation) may run."""
+
+    def check_known(self, what: str) -> None:
+        """`what` (a value Python needs now: bool(t), float(t)) is known."""
+
+    def check_data(self) -> None:
+        """The tensor has data."""
+
+
+EAGER = Eager()
+
+
+class Traced:
+    """The mode of a tensor inside compile_grad: an IR value of the trace being built,
+    with a shape and a dtype but no data."""
+
+    __slots__ = ("value",)
+    traced = True
+
+    def __init__(self, value: Value) -> None:
+        self.value = value
+
+    def shape(self, tensor) -> tuple:
+        return self.value.shape
+
+    def dtype(self, tensor):
+        return self.value.dtype   # traced code works with NumPy dtypes
+
+    def check_eager(self, what: str) -> None:
+        raise TraceError(f"{what} is not available on a traced tensor inside compile_grad "
+                         "(the function is traced into a graph; gradients are its outputs)")
+
+    def check_known(self, what: str) -> None:
+        raise data_dependent_error(what)
+
+    def check_data(self) -> None:
+        raise TraceError("a traced tensor has no data while tracing")
+
+
+def data_dependent_error(what: str) -> TraceError:
+    return TraceError(
+        f"{what} of a traced tensor is not known while tracing: compile_grad traces the "
+        "function once into a static graph, so Python control flow cannot depend on array "
+        "values. Use fg.where(cond, a, b) for a data-dependent choice, or pass the value "
+        "as a non-array argument (it then becomes a constant of the trace)."
+        + (f"\n  at {user_line()}" if user_line() else ""))
 
 _NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
@@ -30,8 +95,7 @@ _NON_LEAF_GRAD = (
 
 
 class EagerTensorMixin:
-    # Traced mode: the IR value inside compile_grad (None for an eager tensor).
-    _value: Value | None = None
+    _mode: Eager | Traced = EAGER
     # Eager mode.
     _data: np.ndarray | None = None     # the storage; views share it
     _version_counter: Version | None = None   # bumped by in-place ops, shared by views
@@ -62,7 +126,7 @@ class EagerTensorMixin:
         return tensor
 
     def _init_traced(self, value: Value) -> None:
-        self._value = value
+        self._mode = Traced(value)
 
     def _init_eager(self, data: np.ndarray, device: Any = None) -> None:
         self._data = data
@@ -71,18 +135,15 @@ class EagerTensorMixin:
             self._device = checked_device(device)
 
     def _eager_data(self) -> np.ndarray:
-        if self._value is not None:
-            raise TraceError("a traced tensor has no data while tracing")
+        self._mode.check_data()
         return self._data
 
     def _shape(self) -> Size:
-        return Size(self._value.shape if self._value is not None else self._data.shape)
+        return Size(self._mode.shape(self))
 
     @property
     def dtype(self):
-        if self._value is not None:
-            return self._value.dtype   # traced code works with NumPy dtypes
-        return dtypes.as_dtype(self._data.dtype)
+        return self._mode.dtype(self)
 
     # ------------------------------------------------------------ autograd state
 
@@ -194,6 +255,4 @@ class EagerTensorMixin:
         return accumulator
 
     def _check_eager(self, what: str) -> None:
-        if self._value is not None:
-            raise TraceError(f"{what} is not available on a traced tensor inside compile_grad "
-                             "(the function is traced into a graph; gradients are its outputs)")
+        self._mode.check_eager(what)

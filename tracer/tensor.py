@@ -23,7 +23,7 @@ from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
-from fusegrad.tracer.dispatch import apply, data_dependent_error
+from fusegrad.tracer.dispatch import apply
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.eager import EagerTensorMixin
 from fusegrad.tracer.executor import wrap
@@ -71,18 +71,15 @@ class Tensor(EagerTensorMixin):
     # ------------------------------------------------------------ data-dependent Python
 
     def __bool__(self) -> bool:
-        if self._value is not None:
-            raise data_dependent_error("the truth value")
+        self._mode.check_known("the truth value")
         return bool(self._eager_data())
 
     def __float__(self) -> float:
-        if self._value is not None:
-            raise data_dependent_error("the float value")
+        self._mode.check_known("the float value")
         return float(self._python_scalar())   # any one-element tensor, as in PyTorch
 
     def __int__(self) -> int:
-        if self._value is not None:
-            raise data_dependent_error("the int value")
+        self._mode.check_known("the int value")
         return int(self._python_scalar())
 
     def __index__(self) -> int:
@@ -184,7 +181,7 @@ class Tensor(EagerTensorMixin):
         return tensor_repr(self)
 
     def __format__(self, spec: str) -> str:
-        if self._value is None and self._data.ndim == 0 and spec:
+        if not self._mode.traced and self._data.ndim == 0 and spec:
             return format(self.item(), spec)
         return format(repr(self), spec)
 
@@ -325,7 +322,7 @@ class Tensor(EagerTensorMixin):
     def __getitem__(self, index):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
-        if self._value is not None or (self._requires_grad and _grad_state.enabled):
+        if self._mode.traced or (self._requires_grad and _grad_state.enabled):
             return F.getitem(self, index)
         data = self._data[_plain_index(index)]
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):

@@ -14,7 +14,7 @@ import numpy as np
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import engine
 from fusegrad.tracer.dtypes import Size
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
                                          enable_grad, function_class, is_grad_enabled, no_grad,
@@ -80,11 +80,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
 # ---------------------------------------------------------------- helpers
 
 def _tensors(value, what: str) -> list:
-    if isinstance(value, EagerTensorMixin):
+    if isinstance(value, TensorState):
         value = [value]
     items = list(value)
     for item in items:
-        if not isinstance(item, EagerTensorMixin):
+        if not isinstance(item, TensorState):
             raise TypeError(f"{what} must be Tensors, got {type(item).__name__}")
         item._check_eager("backward")
     return items
@@ -92,7 +92,7 @@ def _tensors(value, what: str) -> list:
 
 def _seeds(outputs: list, grad_tensors) -> list:
     """The output cotangents as (array, tensor or None), PyTorch's checks and messages."""
-    if grad_tensors is None or isinstance(grad_tensors, (EagerTensorMixin, np.ndarray, float, int)):
+    if grad_tensors is None or isinstance(grad_tensors, (TensorState, np.ndarray, float, int)):
         grad_tensors = [grad_tensors] * (1 if grad_tensors is not None else len(outputs))
     grad_tensors = list(grad_tensors)
     if len(grad_tensors) != len(outputs):
@@ -108,7 +108,7 @@ def _seeds(outputs: list, grad_tensors) -> list:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
             seeds.append((np.ones(out._data.shape, out._data.dtype), None))
             continue
-        tensor = g if isinstance(g, EagerTensorMixin) else None
+        tensor = g if isinstance(g, TensorState) else None
         array = g._data if tensor is not None else np.asarray(g)
         if array.shape != out._data.shape:
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "

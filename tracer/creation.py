@@ -15,7 +15,7 @@ import numpy as np
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size, numpy_dtype
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
 
 DEFAULT_SEED = 67280421310721   # PyTorch's default seed: unseeded programs repeat run to run
@@ -63,7 +63,7 @@ def _python_dtype(data: Any) -> np.dtype:
 
 def _from_data(data: Any, dtype: Any) -> np.ndarray:
     wanted = numpy_dtype(dtype)
-    if isinstance(data, EagerTensorMixin):
+    if isinstance(data, TensorState):
         array = data._eager_data()
         return np.array(array, dtype=wanted or array.dtype)
     if isinstance(data, (np.ndarray, np.generic)):
@@ -74,7 +74,7 @@ def _from_data(data: Any, dtype: Any) -> np.ndarray:
 
 
 def _plain(item: Any) -> Any:
-    if isinstance(item, EagerTensorMixin):
+    if isinstance(item, TensorState):
         return item._eager_data().tolist()
     if isinstance(item, (list, tuple)):
         return [_plain(i) for i in item]
@@ -90,7 +90,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None):
-    if isinstance(data, EagerTensorMixin) and (dtype is None or data.dtype == dtype):
+    if isinstance(data, TensorState) and (dtype is None or data.dtype == dtype):
         return data
     if isinstance(data, np.ndarray) and (dtype is None or data.dtype == numpy_dtype(dtype)):
         return from_numpy(data)
@@ -112,7 +112,7 @@ def legacy_array(args: tuple, dtype: Any) -> np.ndarray:
         return np.empty((0,), wanted)
     if len(args) == 1 and not isinstance(args[0], (Size, numbers.Integral)):
         data = args[0]
-        if isinstance(data, EagerTensorMixin):
+        if isinstance(data, TensorState):
             array = data._eager_data()
             return array if array.dtype == wanted else array.astype(wanted)
         return np.array(_plain(data) if isinstance(data, (list, tuple)) else data, dtype=wanted)
@@ -278,7 +278,7 @@ class _LegacyTensorType(type):
         return wrap(legacy_array(args, cls.dtype), device=device)
 
     def __instancecheck__(cls, obj: Any) -> bool:
-        return isinstance(obj, EagerTensorMixin) and not obj._mode.traced and obj.dtype == cls.dtype
+        return isinstance(obj, TensorState) and not obj._mode.traced and obj.dtype == cls.dtype
 
     def __repr__(cls) -> str:
         return f"<class 'fusegrad.{cls.__name__}'>"
@@ -297,7 +297,7 @@ BoolTensor, ByteTensor = _LEGACY["BoolTensor"], _LEGACY["ByteTensor"]
 # ---------------------------------------------------------------- misc
 
 def is_tensor(obj: Any) -> bool:
-    return isinstance(obj, EagerTensorMixin)
+    return isinstance(obj, TensorState)
 
 
 def numel(t) -> int:

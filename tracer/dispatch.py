@@ -15,7 +15,7 @@ from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
 from fusegrad.ir.graph import Value
 from fusegrad.tracer import executor
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.source import user_line
 
 class Tracing:
@@ -35,7 +35,7 @@ class Tracing:
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
     """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
-    if any(isinstance(a, EagerTensorMixin) and a._mode.traced for a in args):
+    if any(isinstance(a, TensorState) and a._mode.traced for a in args):
         return _apply_traced(build, args, params)
     return executor.apply(build, args, params, grad_fn)
 
@@ -48,18 +48,18 @@ def _apply_traced(build, args, params):
         values = [_traced_operand(a, builder) for a in args]
         result = build(*values, **params)
     if isinstance(result, tuple):
-        return tuple(EagerTensorMixin._traced(v) for v in result)
-    return EagerTensorMixin._traced(result)
+        return tuple(TensorState._traced(v) for v in result)
+    return TensorState._traced(result)
 
 
 def _traced_operand(arg: Any, builder: Builder) -> Any:
-    if isinstance(arg, EagerTensorMixin):
+    if isinstance(arg, TensorState):
         if arg._mode.traced:
             return arg._mode.value
         return builder.capture(arg.detach().numpy())
     if isinstance(arg, np.ndarray):
         return builder.capture(arg)
-    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (EagerTensorMixin, Value)):
+    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (TensorState, Value)):
         return builder.capture(np.asarray(arg))
     return arg
 

@@ -20,7 +20,7 @@ from fusegrad.ir.errors import FusegradError, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer.source import user_line
@@ -31,7 +31,7 @@ __all__ = ["apply", "wrap"]
 def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | None = None,
          device: Any = None):
     """A leaf tensor over `data` (no copy); `version`: the counter of the storage it views."""
-    tensor = EagerTensorMixin._blank()
+    tensor = TensorState._blank()
     tensor._data = data
     tensor._version_counter = version if version is not None else Version()
     if device is not None and device != CPU:
@@ -45,10 +45,10 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | No
 def apply(build, args, params, grad_fn: str | None):
     """Run the ir.ops builder `build` on eager tensors, numbers and arrays."""
     arrays: list[np.ndarray] = []
-    tensors: list[EagerTensorMixin] = []
+    tensors: list[TensorState] = []
     signature: list[tuple] = []
     for arg in args:
-        if isinstance(arg, EagerTensorMixin):
+        if isinstance(arg, TensorState):
             data = arg._data
             tensors.append(arg)
         elif isinstance(arg, (np.ndarray, list, tuple)):
@@ -100,8 +100,8 @@ def _trace_op(build, args, params: dict) -> OpGraph:
     inputs: list[Value] = []
     values: list[Any] = []
     for arg in args:
-        if isinstance(arg, (EagerTensorMixin, np.ndarray, list, tuple)):
-            data = arg._data if isinstance(arg, EagerTensorMixin) else np.asarray(arg)
+        if isinstance(arg, (TensorState, np.ndarray, list, tuple)):
+            data = arg._data if isinstance(arg, TensorState) else np.asarray(arg)
             value = Value(data.shape, data.dtype)
             inputs.append(value)
             values.append(value)
@@ -126,16 +126,16 @@ def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, de
         # The op returned its argument (a reshape to the same shape, a cast to the
         # same dtype): a new tensor over the same storage, as a PyTorch view.
         data = data.view()
-        argument = [a for a in args if isinstance(a, (EagerTensorMixin, np.ndarray, list, tuple))][alias]
-        version = argument._version_counter if isinstance(argument, EagerTensorMixin) else None
+        argument = [a for a in args if isinstance(a, (TensorState, np.ndarray, list, tuple))][alias]
+        version = argument._version_counter if isinstance(argument, TensorState) else None
     elif graph.outputs[index] in graph.fixed:
         data = np.array(data)   # a constant of the op graph: shared, never handed out
     else:
         for arg in args:
-            if isinstance(arg, EagerTensorMixin) and np.may_share_memory(data, arg._data):
+            if isinstance(arg, TensorState) and np.may_share_memory(data, arg._data):
                 version = arg._version_counter   # a view (reshape, transpose) shares its base's
                 break
-    tensor = EagerTensorMixin._blank()
+    tensor = TensorState._blank()
     tensor._data = data
     tensor._version_counter = version if version is not None else Version()
     if device is not CPU:
@@ -146,7 +146,7 @@ def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, de
 def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:
     edges = []
     for arg in args:
-        if isinstance(arg, EagerTensorMixin):
+        if isinstance(arg, TensorState):
             edges.append(arg._edge())
         elif isinstance(arg, np.ndarray):
             # A copy, as PyTorch turns an ndarray operand into a tensor: the caller may

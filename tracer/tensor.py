@@ -2,7 +2,7 @@
 
 Math methods and operators all go through `tracer.functions`, so there is one
 implementation of each op for both modes. The state (the traced value; the eager
-data, version and autograd state) lives in `tracer.eager`, below every module that
+data, version and autograd state) lives in `tracer.state`, below every module that
 reads it; eager ops run in `tracer.executor`.
 
 In-place ops follow PyTorch: on a leaf that requires grad they raise (outside
@@ -25,13 +25,13 @@ from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
 from fusegrad.tracer.dispatch import apply
 from fusegrad.tracer.dtypes import Size
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
 
 
-class Tensor(EagerTensorMixin):
+class Tensor(TensorState):
     """An n-dimensional array that records the operations applied to it."""
 
     __array_priority__ = 1000  # so `ndarray * tensor` defers to Tensor.__rmul__

@@ -1,6 +1,6 @@
 """The state of a Tensor: traced (an IR value) or eager (data, version, autograd state).
 
-`EagerTensorMixin` holds what every layer of the tracer reads and writes: the
+`TensorState` holds what every layer of the tracer reads and writes: the
 executor that runs eager ops (`tracer.executor`), the autograd entry points, the
 creation functions. It sits below them all, so none of them imports `Tensor`;
 `tracer.tensor` defines the methods and operators on top of it.
@@ -21,7 +21,7 @@ from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function, Saved, Version
 from fusegrad.tracer.source import user_line
 
-__all__ = ["EAGER", "EagerTensorMixin", "Traced", "data_dependent_error"]
+__all__ = ["EAGER", "TensorState", "Traced", "data_dependent_error"]
 
 
 # ---------------------------------------------------------------- modes
@@ -94,7 +94,7 @@ _NON_LEAF_GRAD = (
     "If you access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead.")
 
 
-class EagerTensorMixin:
+class TensorState:
     _mode: Eager | Traced = EAGER
     # Eager mode.
     _data: np.ndarray | None = None     # the storage; views share it
@@ -110,18 +110,18 @@ class EagerTensorMixin:
         # The one subclass, Tensor, is what ops return: the executor, below the module
         # that defines Tensor's methods, makes its results through `_blank`.
         super().__init_subclass__(**kwargs)
-        EagerTensorMixin._concrete = cls
+        TensorState._concrete = cls
 
     @staticmethod
-    def _blank() -> "EagerTensorMixin":
+    def _blank() -> "TensorState":
         """A Tensor with no state yet (the caller sets it)."""
-        cls = EagerTensorMixin._concrete
+        cls = TensorState._concrete
         return cls.__new__(cls)
 
     @staticmethod
-    def _traced(value: Value) -> "EagerTensorMixin":
+    def _traced(value: Value) -> "TensorState":
         """A Tensor for the IR value `value` of the trace being built."""
-        tensor = EagerTensorMixin._blank()
+        tensor = TensorState._blank()
         tensor._init_traced(value)
         return tensor
 
@@ -200,7 +200,7 @@ class EagerTensorMixin:
     @grad.setter
     def grad(self, value) -> None:
         if value is not None:
-            if not isinstance(value, EagerTensorMixin):
+            if not isinstance(value, TensorState):
                 raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of "
                                 f"type {type(value).__name__}")
             if value.shape != self.shape:

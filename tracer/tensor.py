@@ -226,7 +226,11 @@ class Tensor(TensorState):
 
     def clone(self):
         """A copy that stays connected to the graph (CloneBackward0)."""
-        result = apply(_identity, self, grad_fn="CloneBackward0")
+        return self._copy("CloneBackward0")
+
+    def _copy(self, grad_fn: str):
+        """A recorded copy with storage (and a version) of its own."""
+        result = apply(_identity, self, grad_fn=grad_fn)
         result._data = np.array(self._data)
         result._version_counter = Version()
         if result._grad_fn is not None:
@@ -269,12 +273,8 @@ class Tensor(TensorState):
         if device == self._device:
             return result
         # Storage stays in host memory; the device is where compiled kernels run.
-        moved = apply(_identity, result, grad_fn="ToCopyBackward0")
-        moved._data = np.array(result._data)
-        moved._version_counter = Version()
+        moved = result._copy("ToCopyBackward0")
         moved._device = device
-        if moved._grad_fn is not None:
-            moved._grad_fn.saved = [moved._saved()]
         return moved
 
     # ------------------------------------------------------------ shape helpers

@@ -34,10 +34,13 @@ def require_cuda() -> None:
     """The one check before anything is put on 'cuda': a CUDA tensor or compile_grad's
     device="cuda" (a clear error now, not a Numba traceback at the first launch)."""
     if not cuda_available():
-        raise CudaUnavailable("fusegrad: CUDA is not available (numba.cuda found no usable GPU "
-                              "and driver; without Numba's CUDA target: pip install numba-cuda), "
-                              "so nothing can run on 'cuda'. Check fusegrad.cuda.is_available() "
-                              "first and stay on the CPU otherwise.")
+        raise CudaUnavailable(
+            "fusegrad: CUDA is not available, so nothing can run on 'cuda': "
+            "numba.cuda.is_available() is False (CUDA is unavailable without a CUDA GPU and "
+            "driver, and without Numba's CUDA target: pip install numba-cuda). Check "
+            "fusegrad.cuda.is_available() first and stay on the CPU otherwise, or set "
+            "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA kernels on "
+            "Numba's simulator.")
 
 
 def checked_device(spec: Any) -> dtypes.device:

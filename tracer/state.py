@@ -106,16 +106,16 @@ class TensorState:
     _accumulator_ref = None
     _device = CPU
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # The one subclass, Tensor, is what ops return: the executor, below the module
-        # that defines Tensor's methods, makes its results through `_blank`.
-        super().__init_subclass__(**kwargs)
-        TensorState._concrete = cls
+    # The class of the tensors ops return: Tensor, bound by `tracer.tensor`, which
+    # defines it on top of this one. The executor, below that module, makes its
+    # results through `_blank`. (Not the last subclass defined: a user's subclass
+    # of Tensor must not change what every op returns.)
+    _result_type: type | None = None
 
     @staticmethod
     def _blank() -> "TensorState":
         """A Tensor with no state yet (the caller sets it)."""
-        cls = TensorState._concrete
+        cls = TensorState._result_type
         return cls.__new__(cls)
 
     @staticmethod

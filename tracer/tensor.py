@@ -490,6 +490,7 @@ def _define(cls: type, name: str, method: Callable) -> None:
 
 
 _install(Tensor, _TABLE)
+TensorState._result_type = Tensor
 
 
 def _comparable(other: Any) -> bool:

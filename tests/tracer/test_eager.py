@@ -439,6 +439,14 @@ def test_legacy_type_names_come_from_one_table():
     assert isinstance(fg.ones(2, dtype=fg.uint8), fg.ByteTensor)
 
 
+def test_a_subclass_of_tensor_does_not_change_what_ops_return():
+    class Mine(fg.Tensor):
+        pass
+
+    mine = Mine([1.0, 2.0])
+    assert type(mine) is Mine and type(fg.ones(2)) is fg.Tensor and type(mine + 1) is fg.Tensor
+
+
 def test_size():
     t = fg.ones(5, 3)
     assert repr(t.size()) == "fusegrad.Size([5, 3])" == str(t.shape)

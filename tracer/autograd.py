@@ -14,11 +14,11 @@ import numpy as np
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import engine
 from fusegrad.tracer.dtypes import Size
-from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
                                          enable_grad, function_class, is_grad_enabled, no_grad,
                                          set_grad_enabled)
+from fusegrad.tracer.state import TensorState
 
 __all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 

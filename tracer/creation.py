@@ -15,8 +15,8 @@ import numpy as np
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size, numpy_dtype
-from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
+from fusegrad.tracer.state import TensorState
 
 DEFAULT_SEED = 67280421310721   # PyTorch's default seed: unseeded programs repeat run to run
 _generator = np.random.default_rng(DEFAULT_SEED)

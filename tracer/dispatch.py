@@ -15,8 +15,8 @@ from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
 from fusegrad.ir.graph import Value
 from fusegrad.tracer import executor
-from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.source import user_line
+from fusegrad.tracer.state import TensorState
 
 class Tracing:
     """The context of one trace: ops on traced tensors append to `builder`."""

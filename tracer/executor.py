@@ -20,10 +20,10 @@ from fusegrad.ir.errors import FusegradError, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
-from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer.source import user_line
+from fusegrad.tracer.state import TensorState
 
 __all__ = ["apply", "wrap"]
 

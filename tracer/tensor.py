@@ -25,10 +25,10 @@ from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
 from fusegrad.tracer.dispatch import apply
 from fusegrad.tracer.dtypes import Size
-from fusegrad.tracer.state import TensorState
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
+from fusegrad.tracer.state import TensorState
 
 
 class Tensor(TensorState):

@@ -23,7 +23,7 @@ class Variable(metaclass=_VariableMeta):
     """
 
     def __new__(cls, data: Any = None, requires_grad: bool = False, volatile: bool = False):
-        from fusegrad.tracer.eager import wrap
+        from fusegrad.tracer.executor import wrap
         from fusegrad.tracer.tensor import Tensor
         import numpy as np
         if data is None:

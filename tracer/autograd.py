@@ -13,10 +13,12 @@ import numpy as np
 
 from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import engine
-from fusegrad.tracer.eager import EagerTensorMixin, wrap
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, OpGraph, enable_grad,
-                                         function_class, is_grad_enabled, no_grad,
+from fusegrad.tracer.dtypes import Size
+from fusegrad.tracer.executor import wrap
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
+                                         enable_grad, function_class, is_grad_enabled, no_grad,
                                          set_grad_enabled)
+from fusegrad.tracer.state import TensorState
 
 __all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 
@@ -78,11 +80,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
 # ---------------------------------------------------------------- helpers
 
 def _tensors(value, what: str) -> list:
-    if isinstance(value, EagerTensorMixin):
+    if isinstance(value, TensorState):
         value = [value]
     items = list(value)
     for item in items:
-        if not isinstance(item, EagerTensorMixin):
+        if not isinstance(item, TensorState):
             raise TypeError(f"{what} must be Tensors, got {type(item).__name__}")
         item._check_eager("backward")
     return items
@@ -90,7 +92,7 @@ def _tensors(value, what: str) -> list:
 
 def _seeds(outputs: list, grad_tensors) -> list:
     """The output cotangents as (array, tensor or None), PyTorch's checks and messages."""
-    if grad_tensors is None or isinstance(grad_tensors, (EagerTensorMixin, np.ndarray, float, int)):
+    if grad_tensors is None or isinstance(grad_tensors, (TensorState, np.ndarray, float, int)):
         grad_tensors = [grad_tensors] * (1 if grad_tensors is not None else len(outputs))
     grad_tensors = list(grad_tensors)
     if len(grad_tensors) != len(outputs):
@@ -106,10 +108,9 @@ def _seeds(outputs: list, grad_tensors) -> list:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
             seeds.append((np.ones(out._data.shape, out._data.dtype), None))
             continue
-        tensor = g if isinstance(g, EagerTensorMixin) else None
+        tensor = g if isinstance(g, TensorState) else None
         array = g._data if tensor is not None else np.asarray(g)
         if array.shape != out._data.shape:
-            from fusegrad.tracer.dtypes import Size
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
                                f"{Size(array.shape)} and output[{i}] has a shape of "
                                f"{Size(out._data.shape)}.")
@@ -118,7 +119,8 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = [edge[0].variable for edge in recorded.inputs if isinstance(edge[0], AccumulateGrad)]
+    targets = [edge.source.variable for edge in recorded.inputs
+               if isinstance(edge.source, AccumulateGrad)]
     for f in recorded.functions:
         for ref in (f.retained or {}).values():
             tensor = ref()
@@ -145,7 +147,7 @@ def _accumulate(tensor, g, create_graph: bool) -> None:
             tensor._grad = existing + g
     else:
         np.add(existing._data, g._data, out=existing._data, casting="unsafe")
-        existing._box[0] += 1
+        existing._version_counter.bump()
 
 
 def _release(recorded: engine.Recorded) -> None:
@@ -163,22 +165,22 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
         if kind == "input":
             edges.append(recorded.inputs[where])
         elif kind == "known":
-            edges.append((recorded.functions[where[0]], where[1], None))
+            edges.append(Edge(recorded.functions[where[0]], where[1], None))
         elif kind == "seed":
             array, tensor = seeds[where]
             # A seed given as an ndarray is copied: the recorded gradient outlives the call.
-            edges.append(tensor._edge() if tensor is not None else (Constant(np.array(array)), 0, None))
+            edges.append(tensor._edge() if tensor is not None else Edge(Constant(np.array(array)), 0, None))
         else:
-            edges.append((Constant(np.zeros(value.shape, value.dtype)), 0, None))
+            edges.append(Edge(Constant(np.zeros(value.shape, value.dtype)), 0, None))
     tensors = [wrap(a, device=d) for a, d in zip(arrays, devices)]
-    if all(isinstance(e[0], Constant) for e in edges):
+    if all(isinstance(e.source, Constant) for e in edges):
         return tensors   # the gradients depend on nothing that requires grad
     graph = OpGraph(plan.graph.inputs, plan.graph.nodes, plan.graph.outputs, {})
     producers = {v: n for n in graph.nodes for v in n.outputs}
     first = producers.get(graph.outputs[0]) if graph.outputs else None
     name = (first.primitive.grad_fn if first is not None else None) or "CloneBackward0"
     function = function_class(name)(graph, tuple(edges),
-                                    [(t._data, t._box, t._box[0]) for t in tensors])
+                                    [t._saved() for t in tensors])
     for index, tensor in enumerate(tensors):
         tensor._grad_fn, tensor._output_nr, tensor._requires_grad = function, index, True
     return tensors

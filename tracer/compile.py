@@ -15,7 +15,7 @@ from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
-from fusegrad.tracer import pytree
+from fusegrad.tracer import devices, pytree
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.pytree import ArgumentError
@@ -52,8 +52,7 @@ class CompiledGrad:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
-            from fusegrad.runtime.cuda import require_cuda
-            require_cuda()  # a clear error now, not a Numba traceback at the first call
+            devices.require_cuda()
         self.fn = fn
         self.wrt = wrt
         self.device = device
@@ -308,10 +307,10 @@ def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -
 
 
 def _check_result(result: Any, fn: Callable, nodes: Sequence[Node]) -> Value:
-    if not isinstance(result, Tensor) or result._value is None:
+    if not isinstance(result, Tensor) or not result._mode.traced:
         raise TraceError(f"{_where(fn)} must return a traced scalar tensor computed from its "
                          f"array arguments, got {type(result).__name__}")
-    value = result._value
+    value = result._mode.value
     if value.shape != ():
         raise ShapeError(f"{_where(fn)} must return a scalar (0-d) value to be differentiated, "
                          f"got shape {value.shape}{_computed_by(value, nodes)}; reduce it first "

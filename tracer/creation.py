@@ -12,13 +12,25 @@ from typing import Any
 
 import numpy as np
 
+from fusegrad.ir.errors import FusegradError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size, numpy_dtype
-from fusegrad.tracer.eager import EagerTensorMixin, wrap
+from fusegrad.tracer.executor import wrap
+from fusegrad.tracer.state import TensorState
 
 DEFAULT_SEED = 67280421310721   # PyTorch's default seed: unseeded programs repeat run to run
 _generator = np.random.default_rng(DEFAULT_SEED)
 _seed = DEFAULT_SEED
+
+
+def _unsupported(function: str, **given: Any) -> None:
+    """PyTorch's out= and generator= are accepted by name only to refuse them clearly:
+    ignoring them would leave `out` unwritten, or draw from the global stream."""
+    for name, value in given.items():
+        if value is not None:
+            raise FusegradError(f"{function}: {name}= is not supported by fusegrad; use the "
+                                "returned tensor" + (" (seed with fusegrad.manual_seed)"
+                                                      if name == "generator" else ""))
 
 
 def _make(array: np.ndarray, requires_grad: bool, device: Any):
@@ -51,7 +63,7 @@ def _python_dtype(data: Any) -> np.dtype:
 
 def _from_data(data: Any, dtype: Any) -> np.ndarray:
     wanted = numpy_dtype(dtype)
-    if isinstance(data, EagerTensorMixin):
+    if isinstance(data, TensorState):
         array = data._eager_data()
         return np.array(array, dtype=wanted or array.dtype)
     if isinstance(data, (np.ndarray, np.generic)):
@@ -62,7 +74,7 @@ def _from_data(data: Any, dtype: Any) -> np.ndarray:
 
 
 def _plain(item: Any) -> Any:
-    if isinstance(item, EagerTensorMixin):
+    if isinstance(item, TensorState):
         return item._eager_data().tolist()
     if isinstance(item, (list, tuple)):
         return [_plain(i) for i in item]
@@ -78,7 +90,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None):
-    if isinstance(data, EagerTensorMixin) and (dtype is None or data.dtype == dtype):
+    if isinstance(data, TensorState) and (dtype is None or data.dtype == dtype):
         return data
     if isinstance(data, np.ndarray) and (dtype is None or data.dtype == numpy_dtype(dtype)):
         return from_numpy(data)
@@ -100,7 +112,7 @@ def legacy_array(args: tuple, dtype: Any) -> np.ndarray:
         return np.empty((0,), wanted)
     if len(args) == 1 and not isinstance(args[0], (Size, numbers.Integral)):
         data = args[0]
-        if isinstance(data, EagerTensorMixin):
+        if isinstance(data, TensorState):
             array = data._eager_data()
             return array if array.dtype == wanted else array.astype(wanted)
         return np.array(_plain(data) if isinstance(data, (list, tuple)) else data, dtype=wanted)
@@ -115,14 +127,17 @@ def _filled(fill, size: tuple, dtype: Any, device: Any, requires_grad: bool):
 
 
 def ones(*size, dtype: Any = None, device: Any = None, requires_grad: bool = False, out=None):
+    _unsupported("ones", out=out)
     return _filled(1, size, dtype, device, requires_grad)
 
 
 def zeros(*size, dtype: Any = None, device: Any = None, requires_grad: bool = False, out=None):
+    _unsupported("zeros", out=out)
     return _filled(0, size, dtype, device, requires_grad)
 
 
 def empty(*size, dtype: Any = None, device: Any = None, requires_grad: bool = False, out=None):
+    _unsupported("empty", out=out)
     return _filled(0, size, dtype, device, requires_grad)   # zeros: deterministic "uninitialized"
 
 
@@ -215,6 +230,7 @@ def _generated(dtype: np.dtype) -> np.dtype:
 
 def rand(*size, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator=None):
     """Uniform on [0, 1)."""
+    _unsupported("rand", generator=generator)
     wanted = _random_dtype(dtype)
     array = _generator.random(_sizes(size), dtype=_generated(wanted)).astype(wanted, copy=False)
     return _make(array, requires_grad, device)
@@ -222,6 +238,7 @@ def rand(*size, dtype: Any = None, device: Any = None, requires_grad: bool = Fal
 
 def randn(*size, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator=None):
     """Standard normal."""
+    _unsupported("randn", generator=generator)
     wanted = _random_dtype(dtype)
     array = _generator.standard_normal(_sizes(size), dtype=_generated(wanted)).astype(wanted, copy=False)
     return _make(array, requires_grad, device)
@@ -261,7 +278,7 @@ class _LegacyTensorType(type):
         return wrap(legacy_array(args, cls.dtype), device=device)
 
     def __instancecheck__(cls, obj: Any) -> bool:
-        return isinstance(obj, EagerTensorMixin) and obj._value is None and obj.dtype == cls.dtype
+        return isinstance(obj, TensorState) and not obj._mode.traced and obj.dtype == cls.dtype
 
     def __repr__(cls) -> str:
         return f"<class 'fusegrad.{cls.__name__}'>"
@@ -271,19 +288,16 @@ def _legacy_type(name: str, dtype: dtypes.dtype) -> type:
     return _LegacyTensorType(name, (), {"dtype": dtype, "__module__": "fusegrad"})
 
 
-FloatTensor = _legacy_type("FloatTensor", dtypes.float32)
-DoubleTensor = _legacy_type("DoubleTensor", dtypes.float64)
-HalfTensor = _legacy_type("HalfTensor", dtypes.float16)
-LongTensor = _legacy_type("LongTensor", dtypes.int64)
-IntTensor = _legacy_type("IntTensor", dtypes.int32)
-BoolTensor = _legacy_type("BoolTensor", dtypes.bool)
-ByteTensor = _legacy_type("ByteTensor", dtypes.uint8)
+_LEGACY = {name: _legacy_type(name, d) for name, d in dtypes.LEGACY_TYPES.items()}
+FloatTensor, DoubleTensor, HalfTensor = _LEGACY["FloatTensor"], _LEGACY["DoubleTensor"], _LEGACY["HalfTensor"]
+LongTensor, IntTensor = _LEGACY["LongTensor"], _LEGACY["IntTensor"]
+BoolTensor, ByteTensor = _LEGACY["BoolTensor"], _LEGACY["ByteTensor"]
 
 
 # ---------------------------------------------------------------- misc
 
 def is_tensor(obj: Any) -> bool:
-    return isinstance(obj, EagerTensorMixin)
+    return isinstance(obj, TensorState)
 
 
 def numel(t) -> int:

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
+
+from fusegrad.ir.errors import FusegradError
+from fusegrad.tracer import dtypes
+
+CPU = dtypes.device("cpu")
 
 
 @functools.cache
@@ -20,9 +26,28 @@ def device_count() -> int:
     return len(cuda.gpus)
 
 
+class CudaUnavailable(FusegradError, AssertionError):
+    """No usable CUDA: a FusegradError, and the AssertionError PyTorch raises there."""
+
+
 def require_cuda() -> None:
-    """PyTorch's error when a CUDA tensor is asked for without CUDA."""
+    """The one check before anything is put on 'cuda': a CUDA tensor or compile_grad's
+    device="cuda" (a clear error now, not a Numba traceback at the first launch)."""
     if not cuda_available():
-        raise AssertionError("fusegrad: CUDA is not available (numba.cuda found no usable GPU "
-                             "and driver), so tensors cannot be moved to 'cuda'. Check "
-                             "fusegrad.cuda.is_available() first and stay on the CPU otherwise.")
+        raise CudaUnavailable(
+            "fusegrad: CUDA is not available, so nothing can run on 'cuda': "
+            "numba.cuda.is_available() is False (CUDA is unavailable without a CUDA GPU and "
+            "driver, and without Numba's CUDA target: pip install numba-cuda). Check "
+            "fusegrad.cuda.is_available() first and stay on the CPU otherwise, or set "
+            "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA kernels on "
+            "Numba's simulator.")
+
+
+def checked_device(spec: Any) -> dtypes.device:
+    """The device `spec` names, CUDA checked to be usable (index 0 when none is given)."""
+    device = dtypes.device(spec)
+    if device.type == "cuda":
+        require_cuda()
+        if device.index is None:
+            device = dtypes.device("cuda", 0)
+    return device

@@ -13,9 +13,10 @@ import numpy as np
 
 from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
-from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
+from fusegrad.tracer import executor
 from fusegrad.tracer.source import user_line
+from fusegrad.tracer.state import TensorState
 
 class Tracing:
     """The context of one trace: ops on traced tensors append to `builder`."""
@@ -34,15 +35,12 @@ class Tracing:
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
     """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
-    from fusegrad.tracer.tensor import Tensor
-    if any(isinstance(a, Tensor) and a._value is not None for a in args):
+    if any(isinstance(a, TensorState) and a._mode.traced for a in args):
         return _apply_traced(build, args, params)
-    from fusegrad.tracer import eager
-    return eager.apply(build, args, params, grad_fn)
+    return executor.apply(build, args, params, grad_fn)
 
 
 def _apply_traced(build, args, params):
-    from fusegrad.tracer.tensor import Tensor
     builder = current_builder()
     # Keep an enclosing caller's line (a composite like logsumexp traces many ops);
     # otherwise name the user's own line.
@@ -50,27 +48,18 @@ def _apply_traced(build, args, params):
         values = [_traced_operand(a, builder) for a in args]
         result = build(*values, **params)
     if isinstance(result, tuple):
-        return tuple(Tensor._traced(v) for v in result)
-    return Tensor._traced(result)
+        return tuple(TensorState._traced(v) for v in result)
+    return TensorState._traced(result)
 
 
 def _traced_operand(arg: Any, builder: Builder) -> Any:
-    from fusegrad.tracer.tensor import Tensor
-    if isinstance(arg, Tensor):
-        if arg._value is not None:
-            return arg._value
+    if isinstance(arg, TensorState):
+        if arg._mode.traced:
+            return arg._mode.value
         return builder.capture(arg.detach().numpy())
     if isinstance(arg, np.ndarray):
         return builder.capture(arg)
-    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (Tensor, Value)):
+    if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (TensorState, Value)):
         return builder.capture(np.asarray(arg))
     return arg
 
-
-def data_dependent_error(what: str) -> TraceError:
-    return TraceError(
-        f"{what} of a traced tensor is not known while tracing: compile_grad traces the "
-        "function once into a static graph, so Python control flow cannot depend on array "
-        "values. Use fg.where(cond, a, b) for a data-dependent choice, or pass the value "
-        "as a non-array argument (it then becomes a constant of the trace)."
-        + (f"\n  at {user_line()}" if user_line() else ""))

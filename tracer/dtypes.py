@@ -95,6 +95,18 @@ def numpy_dtype(spec: Any) -> np.dtype | None:
     return None if spec is None else as_dtype(spec).dtype
 
 
+# PyTorch's legacy tensor types (``fusegrad.FloatTensor``, ...), by name: the classes in
+# `creation`, ``x.type()``'s answer and the version error's name all come from here.
+LEGACY_TYPES = {"FloatTensor": float32, "DoubleTensor": float64, "HalfTensor": float16,
+                "LongTensor": int64, "IntTensor": int32, "BoolTensor": bool, "ByteTensor": uint8}
+_LEGACY_NAMES = {d: f"fusegrad.{name}" for name, d in LEGACY_TYPES.items()}
+
+
+def legacy_type_name(numpy_dtype: Any) -> str:
+    """``fusegrad.FloatTensor`` for float32 data; ``fusegrad.Tensor`` for a dtype without one."""
+    return _LEGACY_NAMES.get(_BY_NUMPY.get(np.dtype(numpy_dtype)), "fusegrad.Tensor")
+
+
 _NAMES = {"float": float32, "double": float64, "half": float16, "long": int64, "int": int32,
           "short": int16, **{d.name: d for d in _BY_NUMPY.values()}}
 

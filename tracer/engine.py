@@ -25,6 +25,8 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.runtime import compile_graph, compile_seconds
+from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
@@ -71,14 +73,15 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     """The program behind the edges `roots`, and the Ref of each root."""
     functions: list[Function] = []
     seen: set[int] = set()
-    stack = [e[0] for e in roots if isinstance(e[0], Function)]
+    stack = [e.source for e in roots if isinstance(e.source, Function)]
     while stack:
         f = stack.pop()
         if id(f) in seen:
             continue
         seen.add(id(f))
         functions.append(f)
-        stack.extend(e[0] for e in f.edges if isinstance(e[0], Function) and id(e[0]) not in seen)
+        stack.extend(e.source for e in f.edges
+                     if isinstance(e.source, Function) and id(e.source) not in seen)
     functions.sort(key=lambda f: f.seq)
     recorded = Recorded([], functions, [], {id(f): i for i, f in enumerate(functions)}, {})
 
@@ -97,13 +100,13 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
         recorded.wiring.append(tuple(ref(e) for e in f.edges))
         if f.saved is not None:
             for index, entry in enumerate(f.saved):
-                if entry is not None and entry[1][0] == entry[2]:   # not modified in place since
-                    recorded.saved[(position, index)] = entry[0]
+                if entry is not None and entry.current():
+                    recorded.saved[(position, index)] = entry.array
     return recorded, [ref(e) for e in roots]
 
 
 def _edge_data(edge: Edge) -> np.ndarray:
-    source = edge[0]
+    source = edge.source
     return source.variable._data if isinstance(source, AccumulateGrad) else source.array
 
 
@@ -145,7 +148,6 @@ def should_compile(plan: BackwardPlan) -> bool:
     if not plan.graph.nodes or plan.largest < COMPILE_MIN_ELEMENTS:
         return False
     if plan.compile_seconds is None:
-        from fusegrad.runtime import compile_seconds
         plan.compile_seconds = compile_seconds(plan.graph)
     return plan.runs * plan.interpret_seconds >= plan.compile_seconds
 
@@ -292,7 +294,6 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
     plan.runs += 1
     if should_compile(plan):
         if plan.executable is None:
-            from fusegrad.runtime import compile_graph
             plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
@@ -316,25 +317,14 @@ def _owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarr
 def _input_data(edge: Edge) -> np.ndarray:
     source, _, version = edge
     if isinstance(source, AccumulateGrad):
-        data, box = source.variable._data, source.variable._box
+        data, counter = source.variable._data, source.variable._version_counter
     else:
-        data, box = source.array, source.box
-    if box is not None and version is not None and box[0] != version:
+        data, counter = source.array, source.counter
+    if counter is not None and version is not None and counter.value != version:
         raise RuntimeError(
             "one of the variables needed for gradient computation has been modified by an "
-            f"inplace operation: [{_type_name(data)} {list(data.shape)}] is at version {box[0]}; "
+            f"inplace operation: [{legacy_type_name(data.dtype)} {list(data.shape)}] is at version {counter.value}; "
             f"expected version {version} instead.")
     return data
 
 
-def _type_name(data: np.ndarray) -> str:
-    from fusegrad.tracer.dtypes import as_dtype
-    try:
-        return _LEGACY.get(as_dtype(data.dtype).name, "fusegrad.Tensor")
-    except TypeError:
-        return "fusegrad.Tensor"
-
-
-_LEGACY = {"float32": "fusegrad.FloatTensor", "float64": "fusegrad.DoubleTensor",
-           "int64": "fusegrad.LongTensor", "int32": "fusegrad.IntTensor",
-           "bool": "fusegrad.BoolTensor", "float16": "fusegrad.HalfTensor"}

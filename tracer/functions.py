@@ -8,6 +8,7 @@ the function is its primitive, spelled here only where PyTorch names overloads a
 """
 from __future__ import annotations
 
+import numbers
 from collections import namedtuple
 from typing import Any
 
@@ -256,7 +257,6 @@ def _variance(x, *, axes, keepdims, correction):
 # ---------------------------------------------------------------- helpers
 
 def _is_number(x: Any) -> bool:
-    import numbers
     return isinstance(x, numbers.Number)
 
 

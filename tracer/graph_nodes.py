@@ -17,16 +17,49 @@ Function source), so a backward can tell whether data it needs has changed since
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from fusegrad.ir.graph import Node, Value
 
-Edge = tuple  # (Function | AccumulateGrad | Constant, int, int | None)
+
+
+class Version:
+    """The in-place version of a storage, shared by the tensors viewing it: each
+    in-place op bumps it, and a backward compares it with the version an op read."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
+
+
+class Edge(NamedTuple):
+    """Where a recorded op's argument comes from (see the module docstring)."""
+
+    source: Any            # Function | AccumulateGrad | Constant
+    index: int             # which output of a Function source
+    version: int | None    # the argument's Version when read; None for a Function source
+
+
+class Saved(NamedTuple):
+    """A recorded op's result as computed, kept so the backward need not recompute it."""
+
+    array: np.ndarray
+    counter: Version       # the storage's version counter
+    version: int           # its value when the result was computed
+
+    def current(self) -> bool:
+        """Not modified in place since it was computed."""
+        return self.counter.value == self.version
 
 _sequence = itertools.count()
 _serials = itertools.count()
@@ -57,11 +90,11 @@ class Function:
 
     __slots__ = ("graph", "edges", "saved", "seq", "retained", "__weakref__")
 
-    def __init__(self, graph: OpGraph, edges: tuple[Edge, ...], saved: list | None) -> None:
+    def __init__(self, graph: OpGraph, edges: tuple[Edge, ...], saved: list[Saved] | None) -> None:
         self.graph = graph
         self.edges = edges
-        # Per output: (array, version box, version) of the result as computed, so the
-        # backward can read it instead of recomputing it; None once released.
+        # Per output: the result as computed, so the backward can read it instead of
+        # recomputing it; None once released.
         self.saved = saved
         # Creation order is a topological order of the recorded graph.
         self.seq = next(_sequence)
@@ -118,11 +151,11 @@ class AccumulateGrad:
 class Constant:
     """Data an op read that needs no gradient."""
 
-    __slots__ = ("array", "box")
+    __slots__ = ("array", "counter")
 
-    def __init__(self, array: np.ndarray, box: list | None = None) -> None:
+    def __init__(self, array: np.ndarray, counter: Version | None = None) -> None:
         self.array = array
-        self.box = box
+        self.counter = counter   # the Version of a tensor's storage; None for a private copy
 
 
 # ---------------------------------------------------------------- grad mode
@@ -196,8 +229,6 @@ class enable_grad(no_grad):  # noqa: N801
 
 
 def _decorate(context: type, function: Callable, *args) -> Callable:
-    import functools
-
     @functools.wraps(function)
     def wrapper(*call_args, **kwargs):
         saved = _grad_state.enabled

@@ -132,8 +132,8 @@ def _add_suffixes(text: str, suffixes: list[str], indent: int) -> str:
 
 
 def tensor_repr(tensor) -> str:
-    if tensor._value is not None:
-        return f"Tensor(traced {tensor._value.type_str})"
+    if tensor._mode.traced:
+        return f"Tensor(traced {tensor._mode.value.type_str})"
     prefix = "tensor("
     indent = len(prefix)
     data = tensor._data

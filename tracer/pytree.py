@@ -27,7 +27,7 @@ import numpy as np
 
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError
 from fusegrad.ir.graph import FLOATING
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.state import TensorState
 
 CONST, SEQUENCE, MAPPING = "const", "sequence", "mapping"
 
@@ -103,7 +103,7 @@ def as_array(arg: Any) -> np.ndarray | None:
     written to), or None when it is not an array."""
     if isinstance(arg, np.ndarray):
         array = arg
-    elif isinstance(arg, EagerTensorMixin):
+    elif isinstance(arg, TensorState):
         array = arg.detach().numpy()
     elif isinstance(arg, (list, tuple)) and _is_array_literal(arg):
         try:

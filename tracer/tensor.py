@@ -1,33 +1,47 @@
 """The Tensor type: a traced IR value inside compile_grad, an eager array outside.
 
 Math methods and operators all go through `tracer.functions`, so there is one
-implementation of each op for both modes. The eager state (data, requires_grad,
-grad, grad_fn) and the autograd methods live in `tracer.eager`.
+implementation of each op for both modes. The state (the traced value; the eager
+data, version and autograd state) lives in `tracer.state`, below every module that
+reads it; eager ops run in `tracer.executor`.
+
+In-place ops follow PyTorch: on a leaf that requires grad they raise (outside
+``no_grad()``); on a recorded tensor they record the op and the tensor takes the
+new ``grad_fn``; each bumps the version that a later backward checks.
 """
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.graph import Value
+from fusegrad.ir.errors import FusegradError
+from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import functions as F
-from fusegrad.tracer.dispatch import data_dependent_error
-from fusegrad.tracer.eager import EagerTensorMixin
+from fusegrad.tracer.creation import legacy_array
+from fusegrad.tracer.devices import checked_device
+from fusegrad.tracer.dispatch import apply
+from fusegrad.tracer.dtypes import Size
+from fusegrad.tracer.executor import wrap
+from fusegrad.tracer.graph_nodes import Version, _grad_state
+from fusegrad.tracer.printing import tensor_repr
+from fusegrad.tracer.state import TensorState
 
 
-class Tensor(EagerTensorMixin):
+class Tensor(TensorState):
     """An n-dimensional array that records the operations applied to it."""
 
     __array_priority__ = 1000  # so `ndarray * tensor` defers to Tensor.__rmul__
 
-    @classmethod
-    def _traced(cls, value: Value) -> "Tensor":
-        tensor = cls.__new__(cls)
-        tensor._init_traced(value)
-        return tensor
+    def __init__(self, *args: Any, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> None:
+        """The legacy constructor: ``Tensor([1, 2])`` (data) or ``Tensor(2, 3)`` (sizes)."""
+        self._init_eager(legacy_array(args, dtype or dtypes.float32), device=device)
+        if requires_grad:
+            self.requires_grad_(True)
 
     # ------------------------------------------------------------ shape and type
 
@@ -46,7 +60,6 @@ class Tensor(EagerTensorMixin):
         return int(np.prod(self._shape(), dtype=np.int64))
 
     def size(self, dim: int | None = None):
-        from fusegrad.tracer.eager import Size
         shape = Size(self._shape())
         return shape if dim is None else shape[dim]
 
@@ -58,51 +71,27 @@ class Tensor(EagerTensorMixin):
     # ------------------------------------------------------------ data-dependent Python
 
     def __bool__(self) -> bool:
-        if self._value is not None:
-            raise data_dependent_error("the truth value")
+        self._mode.check_known("the truth value")
         return bool(self._eager_data())
 
     def __float__(self) -> float:
-        if self._value is not None:
-            raise data_dependent_error("the float value")
+        self._mode.check_known("the float value")
         return float(self._python_scalar())   # any one-element tensor, as in PyTorch
 
     def __int__(self) -> int:
-        if self._value is not None:
-            raise data_dependent_error("the int value")
+        self._mode.check_known("the int value")
         return int(self._python_scalar())
 
     def __index__(self) -> int:
         return self.__int__()
 
-    def __getitem__(self, index):
-        # Traced, or recorded for autograd: the IR's slice. Plain eager data keeps
-        # NumPy's view semantics (the eager mixin's __getitem__).
-        if self._value is not None:
-            return F.getitem(self, index)
-        return super().__getitem__(index)
+    # ------------------------------------------------------------ operators and methods
+    # Those that are one function of `tracer.functions` come from `_TABLE` (below the
+    # class); here are the ones with more to do.
 
-    # ------------------------------------------------------------ operators
+    def __pos__(self):
+        return self
 
-    def __add__(self, other): return F.add(self, other)
-    def __radd__(self, other): return F.add(other, self)
-    def __sub__(self, other): return F.sub(self, other)
-    def __rsub__(self, other): return F.sub(other, self)
-    def __mul__(self, other): return F.mul(self, other)
-    def __rmul__(self, other): return F.mul(other, self)
-    def __truediv__(self, other): return F.div(self, other)
-    def __rtruediv__(self, other): return F.div(other, self)
-    def __pow__(self, other): return F.pow(self, other)
-    def __rpow__(self, other): return F.pow(other, self)
-    def __matmul__(self, other): return F.matmul(self, other)
-    def __rmatmul__(self, other): return F.matmul(other, self)
-    def __neg__(self): return F.neg(self)
-    def __pos__(self): return self
-    def __abs__(self): return F.abs(self)
-    def __lt__(self, other): return F.lt(self, other)
-    def __le__(self, other): return F.le(self, other)
-    def __gt__(self, other): return F.gt(self, other)
-    def __ge__(self, other): return F.ge(self, other)
     # Elementwise, traced and eager alike, as in NumPy, JAX and PyTorch: identity
     # equality made `x * (tokens != 0)` trace as `x * True`. Hashing stays by
     # identity (as torch's), so tensors remain usable as dictionary keys; code that
@@ -115,64 +104,8 @@ class Tensor(EagerTensorMixin):
 
     __hash__ = object.__hash__
 
-    def eq(self, other): return F.eq(self, other)
-    def ne(self, other): return F.ne(self, other)
-
-    # ------------------------------------------------------------ methods
-
-    def add(self, other): return F.add(self, other)
-    def sub(self, other): return F.sub(self, other)
-    def mul(self, other): return F.mul(self, other)
-    def div(self, other): return F.div(self, other)
-    def pow(self, other): return F.pow(self, other)
-    def exp(self): return F.exp(self)
-    def log(self): return F.log(self)
-    def sin(self): return F.sin(self)
-    def cos(self): return F.cos(self)
-    def tanh(self): return F.tanh(self)
-    def sqrt(self): return F.sqrt(self)
-    def abs(self): return F.abs(self)
-    def sign(self): return F.sign(self)
-    def sigmoid(self): return F.sigmoid(self)
-    def relu(self): return F.relu(self)
-    def maximum(self, other): return F.maximum(self, other)
-    def minimum(self, other): return F.minimum(self, other)
-    def mm(self, other): return F.mm(self, other)
-    def mv(self, other): return F.mv(self, other)
-    def dot(self, other): return F.dot(self, other)
-    def matmul(self, other): return F.matmul(self, other)
-
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.min(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def var(self, axis=None, keepdims=False, **kwargs):
-        return F.var(self, axis, keepdims, **kwargs)
-
-    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.logsumexp(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def softmax(self, axis=-1, *, dim=None):
-        return F.softmax(self, axis, dim=dim)
-
-    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return F.argmax(self, axis, keepdims, dim=dim, keepdim=keepdim)
-
-    def reshape(self, *shape): return F.reshape(self, *shape)
-    def view(self, *shape): return F.reshape(self, *shape)
-    def permute(self, *dims): return F.permute(self, *dims)
-    def expand(self, *shape): return F.broadcast_to(self, F._sizes(shape))
-
-    def transpose(self, dim0: int | None = None, dim1: int | None = None):
-        return F.transpose(self, dim0, dim1)
+    def expand(self, *shape):
+        return F.broadcast_to(self, F._sizes(shape))
 
     def t(self):
         if self.ndim > 2:
@@ -192,8 +125,404 @@ class Tensor(EagerTensorMixin):
     def _cast(self, dtype):
         return F.apply(ops.cast, self, dtype=np.dtype(dtype), grad_fn="ToCopyBackward0")
 
+    # ------------------------------------------------------------ autograd
+
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs=None) -> None:
+        autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    @property
+    def data(self):
+        self._check_eager("data")
+        return wrap(self._data, device=self._device)
+
+    @data.setter
+    def data(self, other) -> None:
+        self._check_eager("data")
+        self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
+
+    def detach(self):
+        self._check_eager("detach")
+        return wrap(self._data, version=self._version_counter, device=self._device)
+
+    def detach_(self):
+        self._check_eager("detach_")
+        self._grad_fn = None
+        self._requires_grad = False
+        return self
+
+    # ------------------------------------------------------------ conversions
+
+    def numpy(self, force: bool = False) -> np.ndarray:
+        """The data as a NumPy array sharing memory with the tensor."""
+        self._check_eager("numpy()")
+        if self._requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        if self._device.type != "cpu" and not force:
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy. "
+                            "Use Tensor.cpu() to copy the tensor to host memory first.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def item(self):
+        data = self._eager_data()
+        if data.size != 1:
+            raise RuntimeError(f"a Tensor with {data.size} elements cannot be converted to Scalar")
+        return data.reshape(-1)[0].item()
+
+    def tolist(self):
+        return self._eager_data().tolist()
+
+    def __repr__(self) -> str:
+        return tensor_repr(self)
+
+    def __format__(self, spec: str) -> str:
+        if not self._mode.traced and self._data.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def type(self, dtype: Any = None):
+        """With no argument the legacy type name (``fusegrad.FloatTensor``); else a cast."""
+        if dtype is None:
+            return dtypes.legacy_type_name(self._eager_data().dtype)
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            dtype = dtypes.LEGACY_TYPES[dtype.rsplit(".", 1)[-1]]
+        elif isinstance(dtype, type) and isinstance(getattr(dtype, "dtype", None), dtypes.dtype):
+            dtype = dtype.dtype   # a legacy type: x.type(fusegrad.DoubleTensor)
+        return self._cast(dtypes.numpy_dtype(dtype))
+
+    def long(self): return self._cast(np.int64)
+    def int(self): return self._cast(np.int32)
+    def bool(self): return self._cast(np.bool_)
+    def half(self): return self._cast(np.float16)
+
+    def all(self):
+        return wrap(np.asarray(self._eager_data().all()))
+
+    def any(self):
+        return wrap(np.asarray(self._eager_data().any()))
+
+    def equal(self, other) -> bool:
+        return bool(np.array_equal(self._eager_data(), other._eager_data()))
+
+    def is_floating_point(self) -> bool:
+        return np.dtype(self.dtype).kind == "f"
+
+    def element_size(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    def contiguous(self):
+        return self
+
+    def is_contiguous(self) -> bool:
+        return bool(self._eager_data().flags.c_contiguous)
+
+    def clone(self):
+        """A copy that stays connected to the graph (CloneBackward0)."""
+        return self._copy("CloneBackward0")
+
+    def _copy(self, grad_fn: str):
+        """A recorded copy with storage (and a version) of its own."""
+        result = apply(_identity, self, grad_fn=grad_fn)
+        result._data = np.array(self._data)
+        result._version_counter = Version()
+        if result._grad_fn is not None:
+            result._grad_fn.saved = [result._saved()]
+        return result
+
+    # ------------------------------------------------------------ devices
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._device.type == "cuda"
+
+    def cuda(self, device: Any = None, non_blocking: bool = False, **kwargs):
+        target = dtypes.device("cuda" if device is None else
+                               (f"cuda:{device}" if isinstance(device, int) else device))
+        return self.to(target)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def to(self, *args, **kwargs):
+        """``to(device)``, ``to(dtype)``, ``to(other)`` or ``to(device, dtype)``."""
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg._device, arg.dtype
+            elif isinstance(arg, (str, dtypes.device)):
+                device = arg
+            elif arg is not None:
+                dtype = arg
+        result = self if dtype is None else self._cast(dtypes.numpy_dtype(dtype))
+        if device is None:
+            return result
+        device = checked_device(device)
+        if device == self._device:
+            return result
+        # Storage stays in host memory; the device is where compiled kernels run.
+        moved = result._copy("ToCopyBackward0")
+        moved._device = device
+        return moved
+
+    # ------------------------------------------------------------ shape helpers
+
+    def squeeze(self, dim: int | None = None):
+        shape = tuple(self.shape)
+        if dim is None:
+            shape = tuple(d for d in shape if d != 1)
+        elif shape and shape[dim % len(shape)] == 1:
+            dim = dim % len(shape)
+            shape = shape[:dim] + shape[dim + 1:]
+        return apply(ops.reshape, self, shape=shape, grad_fn="SqueezeBackward0")
+
+    def unsqueeze(self, dim: int):
+        shape = list(self.shape)
+        shape.insert(dim if dim >= 0 else dim + len(shape) + 1, 1)
+        return apply(ops.reshape, self, shape=tuple(shape), grad_fn="UnsqueezeBackward0")
+
+    def flatten(self):
+        return F.reshape(self, self.numel())
+
+    def view_as(self, other):
+        return F.reshape(self, tuple(other.shape))
+
+    def expand_as(self, other):
+        return F.broadcast_to(self, tuple(other.shape))
+
+    def clamp(self, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
+        return apply(_clamp, self, low=min, high=max, grad_fn="ClampBackward1")
+
+    def new_tensor(self, data):
+        return creation.tensor(data, dtype=self.dtype)
+
+    def new_ones(self, *size, dtype=None):
+        return creation.ones(*size, dtype=dtype or self.dtype)
+
+    def new_zeros(self, *size, dtype=None):
+        return creation.zeros(*size, dtype=dtype or self.dtype)
+
+    def new_full(self, size, fill_value, dtype=None):
+        return creation.full(size, fill_value, dtype=dtype or self.dtype)
+
+    # ------------------------------------------------------------ indexing
+
+    def __getitem__(self, index):
+        """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
+        indexing, a view sharing storage as in PyTorch."""
+        if self._mode.traced or (self._requires_grad and _grad_state.enabled):
+            return F.getitem(self, index)
+        data = self._data[_plain_index(index)]
+        if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
+            return wrap(data, version=self._version_counter, device=self._device)
+        return wrap(np.asarray(data), device=self._device)
+
+    def __setitem__(self, index, value) -> None:
+        self._check_inplace()
+        if self._requires_grad and _grad_state.enabled:
+            raise FusegradError(
+                "fusegrad's autograd does not record assignment into a tensor that requires "
+                "grad; assign under fusegrad.no_grad(), or build the value out of place "
+                "(fusegrad.where, slicing and arithmetic)")
+        if isinstance(value, Tensor):
+            value = value._data
+        self._data[_plain_index(index)] = value
+        self._version_counter.bump()
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    # ------------------------------------------------------------ in-place ops
+
+    def _check_inplace(self) -> None:
+        self._check_eager("an in-place operation")
+        if self._requires_grad and self._grad_fn is None and _grad_state.enabled:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+
+    def _assign(self, result) -> "Tensor":
+        """Write `result` (computed out of place) into this tensor's storage."""
+        self._check_inplace()
+        if tuple(result.shape) != tuple(self.shape):
+            raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
+                               f"broadcast shape {list(result.shape)}")
+        if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
+            raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
+                               f"output type {self.dtype}")
+        np.copyto(self._data, result._data, casting="unsafe")
+        self._version_counter.bump()
+        if result._grad_fn is not None:
+            result._grad_fn.saved = [self._saved()]
+            self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
+            self._requires_grad = True
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._assign(F.add(self, other if alpha == 1 else F.mul(other, alpha)))
+
+    def sub_(self, other, alpha=1):
+        return self._assign(F.sub(self, other if alpha == 1 else F.mul(other, alpha)))
+
+    def mul_(self, other):
+        return self._assign(F.mul(self, other))
+
+    def div_(self, other):
+        return self._assign(F.div(self, other))
+
+    def pow_(self, other):
+        return self._assign(F.pow(self, other))
+
+    def __iadd__(self, other): return self.add_(other)
+    def __isub__(self, other): return self.sub_(other)
+    def __imul__(self, other): return self.mul_(other)
+    def __itruediv__(self, other): return self.div_(other)
+
+    def copy_(self, source, non_blocking: bool = False):
+        return self._assign(apply(_replace, self, source, grad_fn="CopyBackwards"))
+
+    def fill_(self, value):
+        return self._assign(apply(_replace, self, value, grad_fn="FillBackward0"))
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0):
+        return self.copy_(creation.random_array(self.shape, "uniform", a, b, self._data.dtype))
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0):
+        return self.copy_(creation.random_array(self.shape, "normal", mean, std, self._data.dtype))
+
+
+class _Row(NamedTuple):
+    function: Callable
+    methods: tuple[str, ...]      # its method names: PyTorch's and NumPy's spellings
+    operator: str | None = None   # t OP other: function(t, other)
+    reflected: str | None = None  # other OP t: function(other, t)
+
+
+# Tensor's operators and methods that apply one function of `tracer.functions` to the
+# tensor: adding an op to Tensor is one row.
+_TABLE = (
+    _Row(F.add, ("add",), "__add__", "__radd__"),
+    _Row(F.sub, ("sub",), "__sub__", "__rsub__"),
+    _Row(F.mul, ("mul",), "__mul__", "__rmul__"),
+    _Row(F.div, ("div",), "__truediv__", "__rtruediv__"),
+    _Row(F.pow, ("pow",), "__pow__", "__rpow__"),
+    _Row(F.matmul, ("matmul",), "__matmul__", "__rmatmul__"),
+    _Row(F.neg, (), "__neg__"),
+    _Row(F.abs, ("abs",), "__abs__"),
+    _Row(F.lt, (), "__lt__"),
+    _Row(F.le, (), "__le__"),
+    _Row(F.gt, (), "__gt__"),
+    _Row(F.ge, (), "__ge__"),
+    _Row(F.eq, ("eq",)),          # == and != are in the class: they also compare with None
+    _Row(F.ne, ("ne",)),
+    _Row(F.exp, ("exp",)),
+    _Row(F.log, ("log",)),
+    _Row(F.sin, ("sin",)),
+    _Row(F.cos, ("cos",)),
+    _Row(F.tanh, ("tanh",)),
+    _Row(F.sqrt, ("sqrt",)),
+    _Row(F.sign, ("sign",)),
+    _Row(F.sigmoid, ("sigmoid",)),
+    _Row(F.relu, ("relu",)),
+    _Row(F.maximum, ("maximum",)),
+    _Row(F.minimum, ("minimum",)),
+    _Row(F.mm, ("mm",)),
+    _Row(F.mv, ("mv",)),
+    _Row(F.dot, ("dot",)),
+    _Row(F.sum, ("sum",)),
+    _Row(F.mean, ("mean",)),
+    _Row(F.max, ("max",)),
+    _Row(F.min, ("min",)),
+    _Row(F.var, ("var",)),
+    _Row(F.logsumexp, ("logsumexp",)),
+    _Row(F.softmax, ("softmax",)),
+    _Row(F.argmax, ("argmax",)),
+    _Row(F.reshape, ("reshape", "view")),
+    _Row(F.permute, ("permute",)),
+    _Row(F.transpose, ("transpose",)),
+)
+
+
+def _install(cls: type, table: tuple[_Row, ...]) -> None:
+    for row in table:
+        for name in row.methods + ((row.operator,) if row.operator else ()):
+            _define(cls, name, _forward(row.function))
+        if row.reflected:
+            _define(cls, row.reflected, _reflect(row.function))
+
+
+def _forward(function: Callable) -> Callable:
+    @functools.wraps(function)   # help() shows the function's signature and doc
+    def method(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+    return method
+
+
+def _reflect(function: Callable) -> Callable:
+    @functools.wraps(function)
+    def method(self, other):
+        return function(other, self)
+    return method
+
+
+def _define(cls: type, name: str, method: Callable) -> None:
+    if name in vars(cls):
+        raise TypeError(f"{cls.__name__}.{name} is both defined in the class and in _TABLE")
+    method.__name__ = name
+    method.__qualname__ = f"{cls.__name__}.{name}"
+    setattr(cls, name, method)
+
+
+_install(Tensor, _TABLE)
+TensorState._result_type = Tensor
+
 
 def _comparable(other: Any) -> bool:
     """What `==` compares elementwise; anything else (None, a string) falls back to
     Python's identity comparison, so `t == None` is False, as in PyTorch."""
     return isinstance(other, (Tensor, np.ndarray, np.generic, numbers.Number, list, tuple))
+
+
+def _identity(x):
+    return x
+
+
+def _replace(x, value):
+    """`value` broadcast over `x` (the value of fill_/copy_; no gradient reaches x)."""
+    if not hasattr(value, "shape"):
+        return ops.broadcast_to(ops.const(value, x.dtype), x.shape)
+    return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
+
+
+def _clamp(x, *, low, high):
+    # Selects, not maximum/minimum: those split the gradient of a tie in two, and
+    # PyTorch's clamp passes it whole to x at its bounds (NaN stays NaN).
+    if low is not None:
+        x = ops.where(ops.lt(x, low), low, x)
+    if high is not None:
+        x = ops.where(ops.gt(x, high), high, x)
+    return x
+
+
+def _plain_index(index):
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index._eager_data()
+    return index

@@ -420,6 +420,33 @@ def test_creation_functions():
     assert fg.randn(2, 2, requires_grad=True).requires_grad
 
 
+@pytest.mark.parametrize("call", [
+    lambda: fg.ones(2, out=fg.zeros(2)),
+    lambda: fg.zeros(2, out=fg.zeros(2)),
+    lambda: fg.empty(2, out=fg.zeros(2)),
+    lambda: fg.rand(2, generator=fg.manual_seed(1)),
+    lambda: fg.randn(2, generator=fg.manual_seed(1)),
+], ids=["ones", "zeros", "empty", "rand", "randn"])
+def test_out_and_generator_raise_instead_of_being_ignored(call):
+    with pytest.raises(fg.FusegradError, match=r"(out|generator)= is not supported"):
+        call()
+
+
+def test_legacy_type_names_come_from_one_table():
+    assert fg.ones(2).type() == "fusegrad.FloatTensor"
+    assert fg.ones(2, dtype=fg.uint8).type() == "fusegrad.ByteTensor"
+    assert fg.ones(2).type("fusegrad.ByteTensor").dtype == fg.uint8
+    assert isinstance(fg.ones(2, dtype=fg.uint8), fg.ByteTensor)
+
+
+def test_a_subclass_of_tensor_does_not_change_what_ops_return():
+    class Mine(fg.Tensor):
+        pass
+
+    mine = Mine([1.0, 2.0])
+    assert type(mine) is Mine and type(fg.ones(2)) is fg.Tensor and type(mine + 1) is fg.Tensor
+
+
 def test_size():
     t = fg.ones(5, 3)
     assert repr(t.size()) == "fusegrad.Size([5, 3])" == str(t.shape)
@@ -476,6 +503,15 @@ def test_cuda_unavailable_raises_like_pytorch():
         with pytest.raises(AssertionError, match="CUDA is not available"):
             t.to("cuda")
     assert t.to(fg.float64).dtype == fg.float64
+
+
+def test_one_cuda_check_for_eager_tensors_and_compile_grad(monkeypatch):
+    from fusegrad.tracer import devices
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    for attempt in (lambda: fg.ones(2).cuda(), lambda: fg.compile_grad(lambda x: x, device="cuda")):
+        with pytest.raises(AssertionError, match="fusegrad: CUDA is not available") as caught:
+            attempt()
+        assert isinstance(caught.value, fg.FusegradError)
 
 
 def test_cuda_tensors_when_cuda_is_available(monkeypatch):

@@ -1,0 +1,174 @@
+"""The eager executor: running one op of the public API on eager tensors.
+
+Outside `compile_grad` every op goes through `apply`. The op's `ir.ops` builder
+emits its IR nodes into a small builder, over placeholder values for the array
+arguments (an `OpGraph`, built once per op, params and argument types); the
+reference interpreter computes the result from the arguments' data; and when an
+argument requires grad, the result's ``grad_fn`` (`graph_nodes.Function`) keeps
+the OpGraph and where each argument came from. ``backward()`` joins the recorded
+OpGraphs into one graph and differentiates it with the same symbolic pass as
+`compile_grad` (see `tracer.engine` and `tracer.autograd`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fusegrad.ir.builder import Builder, building
+from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.graph import Value
+from fusegrad.ir.interpreter import run_node
+from fusegrad.tracer.devices import CPU, checked_device
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
+                                         function_class)
+from fusegrad.tracer.source import user_line
+from fusegrad.tracer.state import TensorState
+
+__all__ = ["apply", "wrap"]
+
+
+def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | None = None,
+         device: Any = None):
+    """A leaf tensor over `data` (no copy); `version`: the counter of the storage it views."""
+    tensor = TensorState._blank()
+    tensor._data = data
+    tensor._version_counter = version if version is not None else Version()
+    if device is not None and device != CPU:
+        tensor._device = checked_device(device)
+    if requires_grad:
+        tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
+                                        "require gradients")
+    return tensor
+
+
+def apply(build, args, params, grad_fn: str | None):
+    """Run the ir.ops builder `build` on eager tensors, numbers and arrays."""
+    arrays: list[np.ndarray] = []
+    tensors: list[TensorState] = []
+    signature: list[tuple] = []
+    for arg in args:
+        if isinstance(arg, TensorState):
+            data = arg._data
+            tensors.append(arg)
+        elif isinstance(arg, (np.ndarray, list, tuple)):
+            data = np.asarray(arg)
+        else:
+            signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
+            continue
+        arrays.append(data)
+        signature.append((data.shape, data.dtype.str))
+    device = _common_device(tensors)
+    graph = op_graph(build, args, params, tuple(signature))
+    env = dict(graph.fixed)
+    env.update(zip(graph.inputs, arrays))
+    for node in graph.steps:
+        env[node.out] = run_node(node, [env[v] for v in node.inputs])
+    outputs = [_output(env[value], graph, i, args, arrays, device)
+               for i, value in enumerate(graph.outputs)]
+    if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
+        _record(grad_fn, graph, args, arrays, outputs)
+    return tuple(outputs) if graph.tuple_result else outputs[0]
+
+
+# OpGraphs by (builder, argument types and numbers, params). Bounded: a program that
+# feeds ever new numbers (x * i in a loop) must not grow it without end.
+_op_graphs: dict[tuple, OpGraph] = {}
+MAX_OP_GRAPHS = 4096
+
+
+def op_graph(build, args, params: dict, signature: tuple) -> OpGraph:
+    try:
+        key = (build, signature, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
+        graph = _op_graphs.get(key)
+    except TypeError:   # unhashable params: trace every time
+        key, graph = None, None
+    if graph is None:
+        graph = _trace_op(build, args, params)
+        if key is not None:
+            if len(_op_graphs) >= MAX_OP_GRAPHS:
+                _op_graphs.clear()
+            _op_graphs[key] = graph
+    return graph
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _trace_op(build, args, params: dict) -> OpGraph:
+    inputs: list[Value] = []
+    values: list[Any] = []
+    for arg in args:
+        if isinstance(arg, (TensorState, np.ndarray, list, tuple)):
+            data = arg._data if isinstance(arg, TensorState) else np.asarray(arg)
+            value = Value(data.shape, data.dtype)
+            inputs.append(value)
+            values.append(value)
+        else:
+            values.append(arg)
+    builder = Builder()
+    try:
+        with building(builder):
+            result = build(*values, **params)
+    except FusegradError as error:
+        raise type(error)(located(str(error), user_line())) from None
+    outputs = result if isinstance(result, tuple) else (result,)
+    fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
+    return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,
+                   tuple_result=isinstance(result, tuple))
+
+
+def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, device):
+    version = None
+    alias = graph.aliases[index]
+    if alias is not None:
+        # The op returned its argument (a reshape to the same shape, a cast to the
+        # same dtype): a new tensor over the same storage, as a PyTorch view.
+        data = data.view()
+        argument = [a for a in args if isinstance(a, (TensorState, np.ndarray, list, tuple))][alias]
+        version = argument._version_counter if isinstance(argument, TensorState) else None
+    elif graph.outputs[index] in graph.fixed:
+        data = np.array(data)   # a constant of the op graph: shared, never handed out
+    else:
+        for arg in args:
+            if isinstance(arg, TensorState) and np.may_share_memory(data, arg._data):
+                version = arg._version_counter   # a view (reshape, transpose) shares its base's
+                break
+    tensor = TensorState._blank()
+    tensor._data = data
+    tensor._version_counter = version if version is not None else Version()
+    if device is not CPU:
+        tensor._device = device
+    return tensor
+
+
+def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:
+    edges = []
+    for arg in args:
+        if isinstance(arg, TensorState):
+            edges.append(arg._edge())
+        elif isinstance(arg, np.ndarray):
+            # A copy, as PyTorch turns an ndarray operand into a tensor: the caller may
+            # change the array before backward(), and the gradient needs it as it was.
+            edges.append(Edge(Constant(np.array(arrays[len(edges)])), 0, None))
+        elif isinstance(arg, (list, tuple)):
+            edges.append(Edge(Constant(arrays[len(edges)]), 0, None))   # np.asarray made it
+    function = function_class(name)(graph, tuple(edges),
+                                    [t._saved() for t in outputs])
+    for index, (value, tensor) in enumerate(zip(graph.outputs, outputs)):
+        if value.dtype.kind == "f":
+            tensor._grad_fn = function
+            tensor._output_nr = index
+            tensor._requires_grad = True
+
+
+def _common_device(tensors: list) -> Any:
+    if not tensors:
+        return CPU
+    device = tensors[0]._device
+    for tensor in tensors[1:]:
+        if tensor._device != device:
+            raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                               f"least two devices, {device} and {tensor._device}!")
+    return device

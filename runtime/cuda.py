@@ -20,9 +20,9 @@ from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, co
 from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, emit_cuda_matmul, emit_cuda_transpose,
                                    transpose_entry)
 from fusegrad.ir import primitives as P
-from fusegrad.ir.errors import FusegradError
 from fusegrad.ir.interpreter import run_node
 from fusegrad.runtime import stats
+from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
 from fusegrad.runtime.loader import load
 
@@ -35,18 +35,6 @@ except ImportError:  # a Numba whose CUDA target is a separate package (numba-cu
 # design, and small shapes are the caller's choice, not a mistake to report.
 warnings.filterwarnings("ignore",
                         message=r"Grid size \d+ will likely result in GPU under-utilization")
-
-
-def require_cuda() -> None:
-    """Raise a FusegradError unless numba.cuda can launch kernels in this process."""
-    if cuda is None:
-        raise FusegradError("device='cuda' needs Numba's CUDA target, which this Numba lacks: "
-                            "pip install numba-cuda (fusegrad's 'cuda' extra)")
-    if not cuda.is_available():
-        raise FusegradError("device='cuda': CUDA is unavailable (numba.cuda.is_available() is "
-                            "False: no CUDA GPU and driver were found). Use device='cpu', or set "
-                            "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA "
-                            "kernels on Numba's simulator.")
 
 
 class CudaLauncher:

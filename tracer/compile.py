@@ -15,7 +15,8 @@ from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
-from fusegrad.tracer import devices, pytree
+from fusegrad.runtime.devices import require_cuda
+from fusegrad.tracer import pytree
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.pytree import ArgumentError
@@ -52,7 +53,7 @@ class CompiledGrad:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
-            devices.require_cuda()
+            require_cuda()
         self.fn = fn
         self.wrt = wrt
         self.device = device

@@ -506,7 +506,7 @@ def test_cuda_unavailable_raises_like_pytorch():
 
 
 def test_one_cuda_check_for_eager_tensors_and_compile_grad(monkeypatch):
-    from fusegrad.tracer import devices
+    from fusegrad.runtime import devices
     monkeypatch.setattr(devices, "cuda_available", lambda: False)
     for attempt in (lambda: fg.ones(2).cuda(), lambda: fg.compile_grad(lambda x: x, device="cuda")):
         with pytest.raises(AssertionError, match="fusegrad: CUDA is not available") as caught:
@@ -516,7 +516,7 @@ def test_one_cuda_check_for_eager_tensors_and_compile_grad(monkeypatch):
 
 def test_cuda_tensors_when_cuda_is_available(monkeypatch):
     # No GPU here: pretend numba.cuda found one, to check what the eager API shows.
-    from fusegrad.tracer import devices
+    from fusegrad.runtime import devices
     monkeypatch.setattr(devices, "cuda_available", lambda: True)
     x = Variable((fg.ones(1) * 3).cuda(), requires_grad=True)
     y = Variable((fg.ones(1) * 4).cuda(), requires_grad=True)

@@ -158,6 +158,11 @@ _cache: OrderedDict[tuple, BackwardPlan] = OrderedDict()
 MAX_PLANS = 512
 
 
+def cached_plans() -> tuple[BackwardPlan, ...]:
+    """The backward plans kept for reuse, least recently used first."""
+    return tuple(_cache.values())
+
+
 def known_refs(recorded: Recorded) -> tuple:
     """Results the backward reads instead of recomputing: every one an op kept
     (except views of an argument, which are inputs already). Measured on W2 at 1e7

@@ -33,7 +33,7 @@ def chain_gradient(data: np.ndarray, steps: int) -> np.ndarray:
 
 
 def last_plan() -> engine.BackwardPlan:
-    return next(reversed(engine._cache.values()))
+    return engine.cached_plans()[-1]
 
 
 def test_a_deep_chain_over_small_tensors_is_interpreted_without_recursion():

@@ -26,6 +26,10 @@ from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, bro
                                        max, maximum, mean, min, minimum, mm, mul, mv, ne, neg,
                                        permute, pow, relu, reshape, sigmoid, sign, sin, softmax,
                                        sqrt, sub, sum, tanh, transpose, var, where)
+# more elementwise math (issue 11, item 6)
+from fusegrad.tracer.functions import (acos, arccos, arcsin, arctan, arctan2, asin, atan, atan2,
+                                       ceil, clamp, clip, cosh, exp2, expm1, floor, hypot, log1p,
+                                       log2, log10, round, rsqrt, sinh, softplus, square, tan)
 
 __version__ = "0.1.0"
 
@@ -63,5 +67,3 @@ def unsqueeze(x, dim):
     return x.unsqueeze(dim)
 
 
-def clamp(x, min=None, max=None):  # noqa: A002
-    return x.clamp(min, max)

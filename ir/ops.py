@@ -157,6 +157,52 @@ def _compare(prim):
 lt, le, gt, ge, eq, ne = map(_compare, (P.lt, P.le, P.gt, P.ge, P.eq, P.ne))
 
 
+# ---------------------------------------------------------------- more elementwise math
+# (issue 11, item 6.)
+
+log1p, expm1, tan, arctan, sinh, cosh = map(_unary, (P.log1p, P.expm1, P.tan, P.arctan, P.sinh,
+                                                     P.cosh))
+arcsin, arccos, log2, log10, exp2 = map(_unary, (P.arcsin, P.arccos, P.log2, P.log10, P.exp2))
+floor, ceil, round = map(_unary, (P.floor, P.ceil, P.round_))  # noqa: A001 (NumPy's name)
+
+
+def square(x: Value) -> Value:
+    return integer_pow(x, 2)
+
+
+def rsqrt(x: Value) -> Value:
+    return div(1, sqrt(x))
+
+
+def softplus(x: Value) -> Value:
+    """log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that exp cannot
+    overflow. Its gradient is sigmoid(x): maximum gives half at x = 0, where the
+    second term's (through sign) is 0."""
+    x = _floating(x)
+    return add(maximum(x, 0), log1p(exp(neg(abs(x)))))
+
+
+def arctan2(a: Operand, b: Operand) -> Value:
+    a, b = _operands(a, b)
+    return P.arctan2.bind(_floating(a), _floating(b))
+
+
+def hypot(a: Operand, b: Operand) -> Value:
+    a, b = _operands(a, b)
+    return P.hypot.bind(_floating(a), _floating(b))
+
+
+def clip(x: Value, low: Operand | None = None, high: Operand | None = None) -> Value:
+    """x limited to [low, high] (either may be None). Selects, not maximum/minimum:
+    those split the gradient of a tie in two, and PyTorch's clamp passes it whole to
+    x at its bounds (NaN stays NaN)."""
+    if low is not None:
+        x = where(lt(x, low), low, x)
+    if high is not None:
+        x = where(gt(x, high), high, x)
+    return x
+
+
 # ---------------------------------------------------------------- layout
 
 def broadcast_to(x: Value, shape: Shape) -> Value:

@@ -343,3 +343,75 @@ matmul = primitive(
                             ops.matmul(ops.transpose(a, (1, 0)), g)],
     grad_fn="MmBackward0",
 )
+
+# ---------------------------------------------------------------- more elementwise math
+# (issue 11, item 6.) Spelled with `math.*`, which Numba compiles for float32 and
+# float64 alike and CUDA provides; no vectorized scalar_math helpers (yet).
+
+
+def _unary_math(name: str, impl, vjp, function: str, grad_fn: str, cost: int = COSTLY):
+    return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_floating, impl=impl, vjp=vjp,
+                     scalar=f"math.{function}({{0}})", grad_fn=grad_fn, cost=cost)
+
+
+log1p = _unary_math("log1p", np.log1p, lambda g, x, y: [g / (1 + x)], "log1p", "Log1PBackward0")
+expm1 = _unary_math("expm1", np.expm1, lambda g, x, y: [g * (y + 1)], "expm1", "Expm1Backward0")
+tan = _unary_math("tan", np.tan, lambda g, x, y: [g * (1 + y * y)], "tan", "TanBackward0")
+arctan = _unary_math("arctan", np.arctan, lambda g, x, y: [g / (1 + x * x)], "atan",
+                     "AtanBackward0")
+sinh = _unary_math("sinh", np.sinh, lambda g, x, y: [g * ops.cosh(x)], "sinh", "SinhBackward0")
+cosh = _unary_math("cosh", np.cosh, lambda g, x, y: [g * ops.sinh(x)], "cosh", "CoshBackward0")
+arcsin = _unary_math("arcsin", np.arcsin, lambda g, x, y: [g / ops.sqrt(1 - x * x)], "asin",
+                     "AsinBackward0")
+arccos = _unary_math("arccos", np.arccos, lambda g, x, y: [-(g / ops.sqrt(1 - x * x))], "acos",
+                     "AcosBackward0")
+log2 = _unary_math("log2", np.log2, lambda g, x, y: [g / (x * float(np.log(2)))], "log2",
+                   "Log2Backward0")
+log10 = _unary_math("log10", np.log10, lambda g, x, y: [g / (x * float(np.log(10)))], "log10",
+                    "Log10Backward0")
+exp2 = primitive(
+    "exp2", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.exp2,
+    vjp=lambda g, x, y: [g * (y * float(np.log(2)))],
+    scalar=lambda x, *, dtype: f"{literal(2, dtype)} ** {x}", grad_fn="Exp2Backward0", cost=COSTLY,
+)
+
+# Rounding to an integral value. Numba's math.floor and math.ceil return an int64,
+# so each spelling keeps the argument itself where it is already integral, infinite
+# or NaN (|x| >= 2**52, or the comparison is false), and copysign restores the sign
+# of a zero result (np.ceil(-0.5) is -0.0). The gradient is zero almost everywhere.
+_INTEGRAL = 4503599627370496.0   # 2**52: every float64 (and float32) this large is whole
+
+
+def _rounding(name: str, impl, grad_fn: str, integral: str):
+    def scalar(x: str, *, dtype) -> str:
+        whole = integral.format(x=x)
+        return (f"(np.{np.dtype(dtype).name}(math.copysign({whole}, {x})) "
+                f"if abs({x}) < {_INTEGRAL!r} else {x})")
+    return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_floating, impl=impl,
+                     vjp=lambda g, x, y: [None], scalar=scalar, grad_fn=grad_fn)
+
+
+floor = _rounding("floor", np.floor, "FloorBackward0", "math.floor({x})")
+ceil = _rounding("ceil", np.ceil, "CeilBackward0", "math.ceil({x})")
+# Half to even, as np.round: the floor, plus one above the half and at an odd half.
+round_ = _rounding(
+    "round", np.round, "RoundBackward0",
+    "(math.floor({x}) + 1 if {x} - math.floor({x}) > 0.5 or "
+    "({x} - math.floor({x}) == 0.5 and math.floor({x}) % 2 == 1) else math.floor({x}))")
+
+
+def _arctan2_vjp(g, a, b, y):
+    # atan2(a, b) is the angle of the point (b, a).
+    radius2 = a * a + b * b
+    return [g * b / radius2, -(g * a) / radius2]
+
+
+arctan2 = primitive(
+    "arctan2", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.arctan2,
+    vjp=_arctan2_vjp, scalar="math.atan2({0}, {1})", grad_fn="Atan2Backward0", cost=COSTLY,
+)
+hypot = primitive(
+    "hypot", kind=ELEMENTWISE, infer=S.elementwise_floating, impl=np.hypot,
+    vjp=lambda g, a, b, y: [g * a / y, g * b / y],
+    scalar="math.hypot({0}, {1})", grad_fn="HypotBackward0", cost=COSTLY,
+)

@@ -84,6 +84,57 @@ eq = lambda a, b: apply(ops.eq, a, b)  # noqa: E731
 ne = lambda a, b: apply(ops.ne, a, b)  # noqa: E731
 
 
+# ---------------------------------------------------------------- more elementwise math
+# (issue 11, item 6.) NumPy's names, and PyTorch's where they differ.
+
+log1p = _unary(ops.log1p, P.log1p)
+expm1 = _unary(ops.expm1, P.expm1)
+tan = _unary(ops.tan, P.tan)
+arctan = atan = _unary(ops.arctan, P.arctan)
+sinh = _unary(ops.sinh, P.sinh)
+cosh = _unary(ops.cosh, P.cosh)
+arcsin = asin = _unary(ops.arcsin, P.arcsin)
+arccos = acos = _unary(ops.arccos, P.arccos)
+log2 = _unary(ops.log2, P.log2)
+log10 = _unary(ops.log10, P.log10)
+exp2 = _unary(ops.exp2, P.exp2)
+floor = _unary(ops.floor, P.floor)
+ceil = _unary(ops.ceil, P.ceil)
+round = _unary(ops.round, P.round_)  # noqa: A001
+
+
+def square(x):
+    return apply(ops.square, x, grad_fn=P.integer_pow.grad_fn)
+
+
+def rsqrt(x):
+    return apply(ops.rsqrt, x, grad_fn="RsqrtBackward0")
+
+
+def softplus(x):
+    return apply(ops.softplus, x, grad_fn="SoftplusBackward0")
+
+
+def arctan2(a, b):
+    return apply(ops.arctan2, a, b, grad_fn=P.arctan2.grad_fn)
+
+
+atan2 = arctan2
+
+
+def hypot(a, b):
+    return apply(ops.hypot, a, b, grad_fn=P.hypot.grad_fn)
+
+
+def clip(x, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
+    """``clip(x, lo, hi)`` (NumPy) or ``clamp(x, min=, max=)`` (PyTorch); the bounds may
+    be numbers or tensors. The gradient reaches x wherever lo <= x <= hi."""
+    return apply(ops.clip, x, min, max, grad_fn="ClampBackward1")
+
+
+clamp = clip
+
+
 # ---------------------------------------------------------------- matmul
 
 def matmul(a, b):

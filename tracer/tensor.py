@@ -302,9 +302,6 @@ class Tensor(TensorState):
     def expand_as(self, other):
         return F.broadcast_to(self, tuple(other.shape))
 
-    def clamp(self, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
-        return apply(_clamp, self, low=min, high=max, grad_fn="ClampBackward1")
-
     def new_tensor(self, data):
         return creation.tensor(data, dtype=self.dtype)
 
@@ -456,6 +453,27 @@ _TABLE = (
     _Row(F.reshape, ("reshape", "view")),
     _Row(F.permute, ("permute",)),
     _Row(F.transpose, ("transpose",)),
+    # more elementwise math (issue 11, item 6): NumPy's and PyTorch's names
+    _Row(F.log1p, ("log1p",)),
+    _Row(F.expm1, ("expm1",)),
+    _Row(F.square, ("square",)),
+    _Row(F.rsqrt, ("rsqrt",)),
+    _Row(F.tan, ("tan",)),
+    _Row(F.arctan, ("arctan", "atan")),
+    _Row(F.sinh, ("sinh",)),
+    _Row(F.cosh, ("cosh",)),
+    _Row(F.arcsin, ("arcsin", "asin")),
+    _Row(F.arccos, ("arccos", "acos")),
+    _Row(F.log2, ("log2",)),
+    _Row(F.log10, ("log10",)),
+    _Row(F.exp2, ("exp2",)),
+    _Row(F.floor, ("floor",)),
+    _Row(F.ceil, ("ceil",)),
+    _Row(F.round, ("round",)),
+    _Row(F.softplus, ("softplus",)),
+    _Row(F.arctan2, ("arctan2", "atan2")),
+    _Row(F.hypot, ("hypot",)),
+    _Row(F.clip, ("clip", "clamp")),
 )
 
 
@@ -508,16 +526,6 @@ def _replace(x, value):
     if not hasattr(value, "shape"):
         return ops.broadcast_to(ops.const(value, x.dtype), x.shape)
     return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
-
-
-def _clamp(x, *, low, high):
-    # Selects, not maximum/minimum: those split the gradient of a tie in two, and
-    # PyTorch's clamp passes it whole to x at its bounds (NaN stays NaN).
-    if low is not None:
-        x = ops.where(ops.lt(x, low), low, x)
-    if high is not None:
-        x = ops.where(ops.gt(x, high), high, x)
-    return x
 
 
 def _plain_index(index):

@@ -31,6 +31,7 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 # of maximum and reduce_max have measure zero), so finite differences are meaningful.
 REAL = "real"            # +-[0.2, 2]
 POSITIVE = "positive"    # [0.5, 2]: log, sqrt, the base of pow
+UNIT = "unit"            # +-[0.1, 0.9]: arcsin, arccos, tan (away from its poles)
 
 TOLERANCES = {  # (rtol, atol) of the value and of the gradients
     F64: dict(value=(1e-12, 1e-12), grad=(1e-9, 1e-11), finite=(1e-5, 1e-6)),
@@ -176,6 +177,28 @@ CASES = [
     layout("softmax(0)", lambda x: ops.softmax(x, 0), lambda x: reference_softmax(x, 0), (3, 4)),
     layout("softmax(1)", lambda x: ops.softmax(x, 1),
            lambda x: reference_softmax(x, 1), (2, 3, 4)),
+    # more elementwise math (issue 11, item 6)
+    *unary("log1p", ops.log1p, anp.log1p, POSITIVE),
+    *unary("expm1", ops.expm1, anp.expm1),
+    *unary("square", ops.square, anp.square),
+    *unary("rsqrt", ops.rsqrt, lambda x: 1 / anp.sqrt(x), POSITIVE),
+    *unary("tan", ops.tan, anp.tan, UNIT),
+    *unary("arctan", ops.arctan, anp.arctan),
+    *unary("sinh", ops.sinh, anp.sinh),
+    *unary("cosh", ops.cosh, anp.cosh),
+    *unary("arcsin", ops.arcsin, anp.arcsin, UNIT),
+    *unary("arccos", ops.arccos, anp.arccos, UNIT),
+    *unary("log2", ops.log2, anp.log2, POSITIVE),
+    *unary("log10", ops.log10, anp.log10, POSITIVE),
+    *unary("exp2", ops.exp2, anp.exp2),
+    *unary("floor", ops.floor, anp.floor),
+    *unary("ceil", ops.ceil, anp.ceil),
+    *unary("round", ops.round, anp.round),
+    *unary("softplus", ops.softplus, lambda x: anp.logaddexp(0.0, x)),
+    *unary("clip", lambda x: ops.clip(x, -0.5, 0.8), lambda x: anp.clip(x, -0.5, 0.8)),
+    *unary("clip_low", lambda x: ops.clip(x, 0.3), lambda x: anp.maximum(x, 0.3)),
+    *binary("arctan2", ops.arctan2, anp.arctan2),
+    *binary("hypot", ops.hypot, anp.hypot),
     *binary("matmul", ops.matmul, anp.matmul, pairs=[
         ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
 ]
@@ -184,6 +207,8 @@ CASES = [
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:
     if domain == POSITIVE:
         return rng.uniform(0.5, 2.0, shape)
+    if domain == UNIT:
+        return rng.uniform(0.1, 0.9, shape) * rng.choice([-1.0, 1.0], shape)
     return rng.uniform(0.2, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
 
 

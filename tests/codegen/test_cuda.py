@@ -72,12 +72,22 @@ def zoo(x, y):                       # most elementwise spellings, arguments kep
     return terms.sum()
 
 
+def more_math(x, y):                 # the elementwise math of issue 11 (item 6), in domain
+    u = fg.tanh(x) * 0.9             # |u| < 0.9: arcsin, arccos, tan
+    p = fg.abs(y) + 0.5              # p > 0: logs, rsqrt
+    terms = (fg.log1p(p) + fg.expm1(u) + fg.square(x) + fg.rsqrt(p) + fg.tan(u) + fg.atan(x)
+             + fg.sinh(u) * fg.cosh(y) + fg.asin(u) * fg.acos(u) + fg.log2(p) - fg.log10(p)
+             + fg.exp2(u) + fg.floor(3 * x) + fg.ceil(y) * x + fg.round(2 * y) + fg.softplus(x)
+             + fg.atan2(x, y) + fg.hypot(x, y) + x.clip(-0.5, 0.8) * y)
+    return terms.sum()
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
     def normal(*shape):
         return rng.standard_normal(shape).astype(dtype)
-    if name in ("poly", "chain", "zoo"):
+    if name in ("poly", "chain", "zoo", "more_math"):
         return [normal(300), normal(300)]
     if name in ("cross_entropy", "cross_entropy_unfused"):
         rows = 150 if name == "cross_entropy" else 12
@@ -101,6 +111,7 @@ WORKLOADS = {
     "poly": (poly, True), "chain": (chain, True), "cross_entropy": (cross_entropy, True),
     "cross_entropy_unfused": (cross_entropy, False), "layernorm": (layernorm, True),
     "mlp": (mlp, True), "extremes": (extremes, True), "layout": (layout, True), "zoo": (zoo, True),
+    "more_math": (more_math, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]

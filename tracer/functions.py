@@ -129,7 +129,9 @@ def hypot(a, b):
 def clip(x, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
     """``clip(x, lo, hi)`` (NumPy) or ``clamp(x, min=, max=)`` (PyTorch); the bounds may
     be numbers or tensors. The gradient reaches x wherever lo <= x <= hi."""
-    return apply(ops.clip, x, min, max, grad_fn="ClampBackward1")
+    # PyTorch names the overloads: bounds that are numbers (or None), or tensors.
+    numbers_only = all(b is None or _is_number(b) for b in (min, max))
+    return apply(ops.clip, x, min, max, grad_fn="ClampBackward1" if numbers_only else "ClampBackward0")
 
 
 clamp = clip

@@ -72,12 +72,17 @@ def zoo(x, y):                       # most elementwise spellings, arguments kep
     return terms.sum()
 
 
+def modular(x, y):                   # %, // and masks (issue 11, item 4)
+    mask = ((x < y) & (0 < y)) | ~(x > 1)
+    return ((x % (fg.abs(y) + 0.5)) * (x // 0.7) + fg.where(mask ^ (y > 0.5), 2.5 % x, y)).sum()
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
     def normal(*shape):
         return rng.standard_normal(shape).astype(dtype)
-    if name in ("poly", "chain", "zoo"):
+    if name in ("poly", "chain", "zoo", "modular"):
         return [normal(300), normal(300)]
     if name in ("cross_entropy", "cross_entropy_unfused"):
         rows = 150 if name == "cross_entropy" else 12
@@ -101,6 +106,7 @@ WORKLOADS = {
     "poly": (poly, True), "chain": (chain, True), "cross_entropy": (cross_entropy, True),
     "cross_entropy_unfused": (cross_entropy, False), "layernorm": (layernorm, True),
     "mlp": (mlp, True), "extremes": (extremes, True), "layout": (layout, True), "zoo": (zoo, True),
+    "modular": (modular, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]

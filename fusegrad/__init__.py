@@ -18,7 +18,7 @@ _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_os.path.join(_root, "ir")):
     __path__.append(_root)  # noqa: F821  (defined for packages)
 
-from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError, UnsupportedError
 from fusegrad.tracer import CompiledGrad, Tensor, compile_grad
 from fusegrad.tracer.gradcheck import GradcheckError, gradcheck
 from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, broadcast_to, cos,
@@ -30,6 +30,10 @@ from fusegrad.tracer.functions import (abs, add, amax, amin, argmax, argmin, bro
 from fusegrad.tracer.functions import (acos, arccos, arcsin, arctan, arctan2, asin, atan, atan2,
                                        ceil, clamp, clip, cosh, exp2, expm1, floor, hypot, log1p,
                                        log2, log10, round, rsqrt, sinh, softplus, square, tan)
+# logical, bitwise, modular (issue 11, item 4)
+from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor,
+                                       floor_divide, invert, logical_and, logical_not,
+                                       logical_or, logical_xor, mod, remainder)
 
 __version__ = "0.1.0"
 

@@ -203,6 +203,48 @@ def clip(x: Value, low: Operand | None = None, high: Operand | None = None) -> V
     return x
 
 
+# ---------------------------------------------------------------- logical, bitwise, modular
+# (issue 11, item 4)
+
+def _binary(prim):
+    def apply(a: Operand, b: Operand) -> Value:
+        return prim.bind(*_operands(a, b))
+    apply.__name__ = prim.name
+    return apply
+
+
+bitwise_and, bitwise_or, bitwise_xor = map(_binary, (P.bitwise_and, P.bitwise_or, P.bitwise_xor))
+floor_divide, remainder = map(_binary, (P.floor_divide, P.remainder))
+
+
+def invert(x: Value) -> Value:
+    """``~x``: logical not of a mask, bitwise not of integers."""
+    return P.invert.bind(x)
+
+
+def _truth(x: Operand) -> Operand:
+    """``x != 0`` as a mask (NumPy's truth of a number), a mask as it is."""
+    if isinstance(x, Value):
+        return x if x.dtype.kind == "b" else ne(x, 0)
+    return bool(x)
+
+
+def logical_and(a: Operand, b: Operand) -> Value:
+    return bitwise_and(_truth(a), _truth(b))
+
+
+def logical_or(a: Operand, b: Operand) -> Value:
+    return bitwise_or(_truth(a), _truth(b))
+
+
+def logical_xor(a: Operand, b: Operand) -> Value:
+    return bitwise_xor(_truth(a), _truth(b))
+
+
+def logical_not(x: Value) -> Value:
+    return invert(_truth(x))
+
+
 # ---------------------------------------------------------------- layout
 
 def broadcast_to(x: Value, shape: Shape) -> Value:

@@ -415,3 +415,69 @@ hypot = primitive(
     vjp=lambda g, a, b, y: [g * a / y, g * b / y],
     scalar="math.hypot({0}, {1})", grad_fn="HypotBackward0", cost=COSTLY,
 )
+
+
+# ---------------------------------------------------------------- logical, bitwise, modular
+# (issue 11, item 4) `&`, `|`, `^`, `~` are NumPy's: logical on bool masks, bitwise on
+# integers. `//` and `%` floor (the remainder has the divisor's sign), for integers
+# and floats, as NumPy and Python; an integer divisor of 0 gives 0 (Numba's
+# error_model="numpy", as NumPy without its warning).
+
+def _bitwise(name: str, impl, symbol: str):
+    return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_integral, impl=impl,
+                     vjp=lambda g, a, b, y: [None, None], scalar="{0} %s {1}" % symbol)
+
+
+bitwise_and = _bitwise("bitwise_and", np.bitwise_and, "&")
+bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "|")
+bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "^")
+
+
+def _invert_scalar(x: str, *, dtype: np.dtype) -> str:
+    # Python's `~True` is -2: a mask is negated logically.
+    return f"(not {x})" if dtype.kind == "b" else f"~{x}"
+
+
+invert = primitive(
+    "invert", kind=ELEMENTWISE, infer=S.elementwise_integral, impl=np.invert,
+    vjp=lambda g, x, y: [None], scalar=_invert_scalar,
+)
+
+
+def _int64_guarded(text: str, at_minus_one: str, dtype: np.dtype) -> str:
+    # int64 MIN // -1 and MIN % -1 trap on x86 (idiv overflows); narrower integers
+    # are computed in 64 bits by Numba and cannot overflow. NumPy gives MIN and 0.
+    if dtype == np.dtype(np.int64):
+        return f"({at_minus_one} if {{1}} == -1 else {text})"
+    return text
+
+
+def _floor_divide_scalar(a: str, b: str, *, dtype: np.dtype) -> str:
+    # Negation in uint64, which wraps (MIN stays MIN) where signed negation need not.
+    negated = "np.int64(np.uint64(0) - np.uint64({0}))"
+    return _int64_guarded("{0} // {1}", negated, dtype).format(a, b)
+
+
+def _remainder_scalar(a: str, b: str, *, dtype: np.dtype) -> str:
+    return _int64_guarded("{0} % {1}", "np.int64(0)", dtype).format(a, b)
+
+
+def _quiet(function):
+    def impl(a, b):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return function(a, b)
+    impl.__name__ = function.__name__
+    return impl
+
+
+floor_divide = primitive(
+    "floor_divide", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=_quiet(np.floor_divide),
+    # Piecewise constant: zero gradient, as PyTorch (which has none) and JAX.
+    vjp=lambda g, a, b, y: [None, None], scalar=_floor_divide_scalar,
+)
+remainder = primitive(
+    "remainder", kind=ELEMENTWISE, infer=S.elementwise_numeric, impl=_quiet(np.remainder),
+    # a - b * floor(a / b): PyTorch's remainder backward.
+    vjp=lambda g, a, b, y: [g, -(g * ops.floor_divide(a, b))],
+    scalar=_remainder_scalar, grad_fn="RemainderBackward0",
+)

@@ -53,6 +53,14 @@ def elementwise_floating(*inputs: Value) -> tuple[Shape, np.dtype]:
     return shape, dtype
 
 
+def elementwise_integral(*inputs: Value) -> tuple[Shape, np.dtype]:
+    """Bitwise ops: on bool masks (logical) and integers; NumPy refuses floats too."""
+    shape, dtype = elementwise(*inputs)
+    if dtype.kind not in "biu":
+        raise DTypeError(f"needs bool or integer inputs, got {describe(*inputs)}")
+    return shape, dtype
+
+
 def comparison(a: Value, b: Value) -> tuple[Shape, np.dtype]:
     return broadcast_shapes(a.shape, b.shape), BOOL
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import engine
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
@@ -52,7 +52,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph: bool | None = None,
          is_grads_batched: bool = False, materialize_grads: bool = False) -> tuple:
     """The gradients of `outputs` with respect to `inputs`, as a tuple; ``.grad`` is untouched."""
     if is_grads_batched:
-        raise FusegradError("autograd.grad: is_grads_batched=True is not supported by fusegrad")
+        raise UnsupportedError("autograd.grad: is_grads_batched=True is not supported by fusegrad")
     outputs = _tensors(outputs, "outputs")
     targets = _tensors(inputs, "inputs")
     for t in targets:

@@ -295,7 +295,7 @@ def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -
     count = len(labels)
     if isinstance(spec, str):
         if spec not in labels:
-            raise FusegradError(f"{where}: wrt={wrt!r}: no argument named {spec!r} in this call "
+            raise ArgumentError(f"{where}: wrt={wrt!r}: no argument named {spec!r} in this call "
                                 f"(the arguments are {', '.join(labels)})")
         return labels.index(spec)
     position = int(spec)
@@ -303,7 +303,7 @@ def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -
         position += count
     if position in positions:
         return positions.index(position)
-    raise FusegradError(f"{where}: wrt={wrt!r}: argument {int(spec)} is out of range for "
+    raise ArgumentError(f"{where}: wrt={wrt!r}: argument {int(spec)} is out of range for "
                         f"{count} arguments")
 
 

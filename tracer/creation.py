@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import dtypes
 from fusegrad.tracer.dtypes import Size, numpy_dtype
 from fusegrad.tracer.executor import wrap
@@ -28,7 +28,7 @@ def _unsupported(function: str, **given: Any) -> None:
     ignoring them would leave `out` unwritten, or draw from the global stream."""
     for name, value in given.items():
         if value is not None:
-            raise FusegradError(f"{function}: {name}= is not supported by fusegrad; use the "
+            raise UnsupportedError(f"{function}: {name}= is not supported by fusegrad; use the "
                                 "returned tensor" + (" (seed with fusegrad.manual_seed)"
                                                       if name == "generator" else ""))
 

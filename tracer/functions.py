@@ -14,7 +14,7 @@ from typing import Any
 
 from fusegrad.ir import ops
 from fusegrad.ir import primitives as P
-from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.errors import ShapeError
 from fusegrad.tracer.dispatch import apply
 
 
@@ -137,6 +137,47 @@ def clip(x, min=None, max=None):  # noqa: A002  (PyTorch's parameter names)
 clamp = clip
 
 
+# ---------------------------------------------------------------- logical, bitwise, modular
+# (issue 11, item 4) NumPy's and PyTorch's names; `&`, `|`, `^`, `~`, `//`, `%` on Tensor.
+
+def _no_grad_binary(op):
+    def function(a, b):
+        return apply(op, a, b)
+    function.__name__ = op.__name__
+    function.__doc__ = f"Elementwise {op.__name__} (no gradient)."
+    return function
+
+
+logical_and = _no_grad_binary(ops.logical_and)
+logical_or = _no_grad_binary(ops.logical_or)
+logical_xor = _no_grad_binary(ops.logical_xor)
+bitwise_and = _no_grad_binary(ops.bitwise_and)
+bitwise_or = _no_grad_binary(ops.bitwise_or)
+bitwise_xor = _no_grad_binary(ops.bitwise_xor)
+floor_divide = _no_grad_binary(ops.floor_divide)
+
+
+def logical_not(x):
+    return apply(ops.logical_not, x)
+
+
+def bitwise_not(x):
+    return apply(ops.invert, x)
+
+
+invert = bitwise_not
+
+
+def remainder(a, b):
+    """``a % b`` with the divisor's sign (NumPy's mod, PyTorch's remainder)."""
+    # PyTorch names the overloads: tensor % number, and tensor % tensor.
+    grad_fn = "RemainderBackward0" if _is_number(b) else "RemainderBackward1"
+    return apply(ops.remainder, a, b, grad_fn=grad_fn)
+
+
+mod = remainder
+
+
 # ---------------------------------------------------------------- matmul
 
 def matmul(a, b):
@@ -146,13 +187,13 @@ def matmul(a, b):
 
 def mm(a, b):
     if _ndim(a) != 2 or _ndim(b) != 2:
-        raise FusegradError(f"mm: both operands must be 2-d, got shapes {_shape(a)} and {_shape(b)}")
+        raise ShapeError(f"mm: both operands must be 2-d, got shapes {_shape(a)} and {_shape(b)}")
     return matmul(a, b)
 
 
 def mv(a, b):
     if _ndim(a) != 2 or _ndim(b) != 1:
-        raise FusegradError(f"mv: expected a matrix and a vector, got shapes {_shape(a)} and {_shape(b)}")
+        raise ShapeError(f"mv: expected a matrix and a vector, got shapes {_shape(a)} and {_shape(b)}")
     return matmul(a, b)
 
 

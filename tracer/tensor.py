@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
@@ -329,7 +329,7 @@ class Tensor(TensorState):
     def __setitem__(self, index, value) -> None:
         self._check_inplace()
         if self._requires_grad and _grad_state.enabled:
-            raise FusegradError(
+            raise UnsupportedError(
                 "fusegrad's autograd does not record assignment into a tensor that requires "
                 "grad; assign under fusegrad.no_grad(), or build the value out of place "
                 "(fusegrad.where, slicing and arithmetic)")
@@ -428,6 +428,17 @@ _TABLE = (
     _Row(F.ge, (), "__ge__"),
     _Row(F.eq, ("eq",)),          # == and != are in the class: they also compare with None
     _Row(F.ne, ("ne",)),
+    # logical, bitwise, modular (issue 11, item 4)
+    _Row(F.bitwise_and, ("bitwise_and",), "__and__", "__rand__"),
+    _Row(F.bitwise_or, ("bitwise_or",), "__or__", "__ror__"),
+    _Row(F.bitwise_xor, ("bitwise_xor",), "__xor__", "__rxor__"),
+    _Row(F.bitwise_not, ("bitwise_not",), "__invert__"),
+    _Row(F.logical_and, ("logical_and",)),
+    _Row(F.logical_or, ("logical_or",)),
+    _Row(F.logical_xor, ("logical_xor",)),
+    _Row(F.logical_not, ("logical_not",)),
+    _Row(F.remainder, ("remainder",), "__mod__", "__rmod__"),
+    _Row(F.floor_divide, ("floor_divide",), "__floordiv__", "__rfloordiv__"),
     _Row(F.exp, ("exp",)),
     _Row(F.log, ("log",)),
     _Row(F.sin, ("sin",)),

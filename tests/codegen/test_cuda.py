@@ -82,12 +82,17 @@ def more_math(x, y):                 # the elementwise math of issue 11 (item 6)
     return terms.sum()
 
 
+def modular(x, y):                   # %, // and masks (issue 11, item 4)
+    mask = ((x < y) & (0 < y)) | ~(x > 1)
+    return ((x % (fg.abs(y) + 0.5)) * (x // 0.7) + fg.where(mask ^ (y > 0.5), 2.5 % x, y)).sum()
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
     def normal(*shape):
         return rng.standard_normal(shape).astype(dtype)
-    if name in ("poly", "chain", "zoo", "more_math"):
+    if name in ("poly", "chain", "zoo", "more_math", "modular"):
         return [normal(300), normal(300)]
     if name in ("cross_entropy", "cross_entropy_unfused"):
         rows = 150 if name == "cross_entropy" else 12
@@ -112,6 +117,7 @@ WORKLOADS = {
     "cross_entropy_unfused": (cross_entropy, False), "layernorm": (layernorm, True),
     "mlp": (mlp, True), "extremes": (extremes, True), "layout": (layout, True), "zoo": (zoo, True),
     "more_math": (more_math, True),
+    "modular": (modular, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]

@@ -141,6 +141,15 @@ CASES = [
     *binary("minimum", ops.minimum, anp.minimum),
     *binary("where_gt", lambda a, b: ops.where(ops.gt(a, b), a * b, ops.sin(b)),
             lambda a, b: reference_where(a > b, a * b, anp.sin(b))),
+    # issue 11, item 4: a % b (d/db = -floor(a / b)); `//` and masks give no gradient,
+    # but pass one through a select.
+    *binary("remainder", ops.remainder, anp.mod),
+    *binary("masks_floor_divide",
+            lambda a, b: ops.where(ops.bitwise_xor(ops.bitwise_or(ops.lt(a, b), ops.invert(
+                ops.gt(b, 0.5))), ops.bitwise_and(ops.gt(a, 0), ops.lt(b, 1))),
+                a * ops.floor_divide(a, b), b),
+            lambda a, b: reference_where(((a < b) | ~(b > 0.5)) ^ ((a > 0) & (b < 1)),
+                                         a * anp.floor(a / b), b)),
     *binary("where_lt_number", lambda a, b: ops.where(ops.lt(a, 0.5), b, 0.0),
             lambda a, b: reference_where(a < 0.5, b, 0.0)),
     *[layout(f"broadcast_to{shape}", lambda x, shape=shape: ops.broadcast_to(x, shape),

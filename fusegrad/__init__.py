@@ -34,6 +34,9 @@ from fusegrad.tracer.functions import (acos, arccos, arcsin, arctan, arctan2, as
 from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor,
                                        floor_divide, invert, logical_and, logical_not,
                                        logical_or, logical_xor, mod, remainder)
+# layout (issue 11, item 5)
+from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
+                                       repeat_interleave, split, stack, tile)
 
 __version__ = "0.1.0"
 
@@ -63,8 +66,10 @@ def clone(x):
     return x.clone()
 
 
-def squeeze(x, dim=None):
-    return x.squeeze(dim)
+def squeeze(x, dim=None, *, axis=None):
+    # layout (issue 11, item 5): NumPy's axis= as well (a tuple too); an axis whose size
+    # is not 1 is left alone, as in PyTorch
+    return x.squeeze(dim, axis=axis)
 
 
 def unsqueeze(x, dim):

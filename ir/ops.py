@@ -432,3 +432,177 @@ Value.__pow__ = power
 Value.__rpow__ = lambda x, y: power(y, x)
 Value.__neg__ = neg
 Value.__matmul__ = matmul
+
+
+# ---------------------------------------------------------------- layout (issue 11, item 5)
+# concatenate, stack, split, expand_dims, squeeze, flip, repeat, tile, pad: compositions of
+# reshape, broadcast_to, slice and scatter_slice, so each has its gradient (and its fused
+# and interpreted code) through those primitives, and no new primitive is needed.
+
+def _layout_error(op: str, message: str) -> ShapeError:
+    return ShapeError(located(f"{op}: {message}", current_source()))
+
+
+def _axis(op: str, axis, ndim: int, types: str) -> int:
+    try:
+        (axis,) = S.normalize_axes(int(axis), ndim)
+    except ShapeError as error:
+        raise _layout_error(op, f"{error} ({types})") from None
+    return axis
+
+
+def concatenate(xs: Sequence[Value], axis: int = 0) -> Value:
+    """NumPy's concatenate: each piece placed into zeros at its offset, and the pieces
+    summed (the VJP of each placement is the slice that takes its cotangent back out)."""
+    xs = list(xs)
+    if not xs:
+        raise _layout_error("concatenate", "needs at least one array")
+    types = ", ".join(x.type_str for x in xs)
+    if any(x.ndim != xs[0].ndim for x in xs) or xs[0].ndim == 0:
+        raise _layout_error("concatenate", f"arrays must have the same number (>= 1) of "
+                                           f"dimensions, got {types}")
+    axis = _axis("concatenate", axis, xs[0].ndim, types)
+    rest = [x.shape[:axis] + x.shape[axis + 1:] for x in xs]
+    if any(r != rest[0] for r in rest):
+        raise _layout_error("concatenate", f"sizes must match except along axis {axis}, "
+                                           f"got {types}")
+    dtype = np.result_type(*(x.dtype for x in xs))
+    xs = [cast(x, dtype) for x in xs]
+    if len(xs) == 1:
+        return xs[0]
+    shape = list(xs[0].shape)
+    shape[axis] = sum(x.shape[axis] for x in xs)
+    total, offset = None, 0
+    for x in xs:
+        index = [(0, d, 1) for d in shape]
+        index[axis] = (offset, offset + x.shape[axis], 1)
+        offset += x.shape[axis]
+        placed = scatter_slice(x, shape, index)
+        total = placed if total is None else add(total, placed)
+    return total
+
+
+def expand_dims(x: Value, axis) -> Value:
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    ndim = x.ndim + len(axes)
+    try:
+        axes = S.normalize_axes(axes, ndim)
+    except ShapeError as error:
+        raise _layout_error("expand_dims", f"{error} ({x.type_str})") from None
+    shape, dims = [], iter(x.shape)
+    for i in range(ndim):
+        shape.append(1 if i in axes else next(dims))
+    return reshape(x, tuple(shape))
+
+
+def squeeze(x: Value, axis=None) -> Value:
+    """NumPy's squeeze: an axis named must have size 1."""
+    if axis is None:
+        axes = tuple(i for i, d in enumerate(x.shape) if d == 1)
+    else:
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        try:
+            axes = S.normalize_axes(axes, x.ndim)
+        except ShapeError as error:
+            raise _layout_error("squeeze", f"{error} ({x.type_str})") from None
+        if any(x.shape[a] != 1 for a in axes):
+            raise _layout_error("squeeze", f"cannot select an axis to squeeze out which has "
+                                           f"size not equal to one (axis {axis}, {x.type_str})")
+    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+
+
+def stack(xs: Sequence[Value], axis: int = 0) -> Value:
+    xs = list(xs)
+    if not xs:
+        raise _layout_error("stack", "needs at least one array")
+    if any(x.shape != xs[0].shape for x in xs):
+        raise _layout_error("stack", "all input arrays must have the same shape, got "
+                                     + ", ".join(x.type_str for x in xs))
+    axis = _axis("stack", axis, xs[0].ndim + 1, xs[0].type_str)
+    return concatenate([expand_dims(x, axis) for x in xs], axis)
+
+
+def split(x: Value, indices_or_sections, axis: int = 0) -> tuple[Value, ...]:
+    """NumPy's split: a number of equal sections, or the indices where pieces begin."""
+    if x.ndim == 0:
+        raise _layout_error("split", f"cannot split a 0-d array ({x.type_str})")
+    axis = _axis("split", axis, x.ndim, x.type_str)
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        sections = int(indices_or_sections)
+        if sections <= 0 or n % sections:
+            raise _layout_error("split", f"array split does not result in an equal division: "
+                                         f"{sections} sections of axis {axis} of {x.type_str}")
+        bounds = [i * (n // sections) for i in range(sections + 1)]
+    else:
+        bounds = [0] + [int(i) for i in indices_or_sections] + [n]
+    return tuple(_take_range(x, axis, max(0, min(b, n)), max(0, min(e, n)))
+                 for b, e in zip(bounds[:-1], bounds[1:]))
+
+
+def _take_range(x: Value, axis: int, begin: int, end: int) -> Value:
+    index = [(0, d, 1) for d in x.shape]
+    index[axis] = (begin, max(begin, end), 1)
+    return slice_array(x, tuple(index))
+
+
+def flip(x: Value, axis=None) -> Value:
+    """Reverse the order along `axis` (all axes when None): a slice with step -1."""
+    try:
+        axes = S.normalize_axes(axis, x.ndim)
+    except ShapeError as error:
+        raise _layout_error("flip", f"{error} ({x.type_str})") from None
+    index = tuple(slice(None, None, -1).indices(d) if i in axes else (0, d, 1)
+                  for i, d in enumerate(x.shape))
+    return slice_array(x, index)
+
+
+def repeat(x: Value, repeats: int, axis: int | None = None) -> Value:
+    """NumPy's repeat (PyTorch's repeat_interleave) with one count for every element:
+    each element followed by its copies, a broadcast along a new axis after `axis`."""
+    if not isinstance(repeats, (int, np.integer)) or repeats < 0:
+        raise _layout_error("repeat", f"repeats must be one non-negative integer (the same "
+                                      f"for every element), got {repeats!r}")
+    if axis is None:
+        x, axis = reshape(x, (x.size,)), 0
+    axis = _axis("repeat", axis, x.ndim, x.type_str)
+    shape = x.shape
+    spread = broadcast_to(reshape(x, shape[:axis + 1] + (1,) + shape[axis + 1:]),
+                          shape[:axis + 1] + (int(repeats),) + shape[axis + 1:])
+    return reshape(spread, shape[:axis] + (shape[axis] * int(repeats),) + shape[axis + 1:])
+
+
+def tile(x: Value, reps) -> Value:
+    """NumPy's tile (PyTorch's Tensor.repeat): copies of the whole array along each axis,
+    a broadcast along a new axis before each axis."""
+    reps = (reps,) if isinstance(reps, (int, np.integer)) else tuple(int(r) for r in reps)
+    if any(r < 0 for r in reps):
+        raise _layout_error("tile", f"repetitions must be non-negative, got {reps} "
+                                    f"({x.type_str})")
+    ndim = max(x.ndim, len(reps))
+    shape = (1,) * (ndim - x.ndim) + x.shape
+    reps = (1,) * (ndim - len(reps)) + reps
+    interleaved = tuple(d for pair in zip((1,) * ndim, shape) for d in pair)
+    target = tuple(d for pair in zip(reps, shape) for d in pair)
+    spread = broadcast_to(reshape(x, interleaved), target)
+    return reshape(spread, tuple(r * d for r, d in zip(reps, shape)))
+
+
+def pad(x: Value, pad_width, constant_values: numbers.Number = 0) -> Value:
+    """NumPy's pad in "constant" mode: `x` placed into an array of `constant_values`."""
+    try:
+        widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
+    except (ValueError, TypeError):
+        raise _layout_error("pad", f"pad_width {pad_width!r} does not fit {x.type_str}: give "
+                                   f"one (before, after) pair, or one per axis") from None
+    if (widths < 0).any():
+        raise _layout_error("pad", f"pad widths must be non-negative, got {pad_width!r}")
+    shape = tuple(int(d + b + a) for d, (b, a) in zip(x.shape, widths))
+    index = tuple((int(b), int(b) + d, 1) for d, (b, _) in zip(x.shape, widths))
+    if shape == x.shape:
+        return x
+    placed = scatter_slice(x, shape, index)
+    if constant_values == 0:
+        return placed
+    inside = scatter_slice(broadcast_to(const(True, np.bool_), x.shape), shape, index)
+    return where(inside, placed, constant_values)

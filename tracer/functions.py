@@ -8,9 +8,12 @@ the function is its primitive, spelled here only where PyTorch names overloads a
 """
 from __future__ import annotations
 
+import builtins
 import numbers
 from collections import namedtuple
 from typing import Any
+
+import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import primitives as P
@@ -367,3 +370,133 @@ def _sizes(shape) -> tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
     return tuple(int(d) for d in shape)
+
+
+# ---------------------------------------------------------------- layout (issue 11, item 5)
+# NumPy's spellings (axis=) and PyTorch's (dim=); where the two libraries give one name
+# two meanings, the fg function is NumPy's and the Tensor method is PyTorch's:
+# fg.repeat is np.repeat (x.repeat is torch's tile), fg.split(x, n) splits into n equal
+# sections as np.split, and into pieces of n as torch.split when given dim=.
+# (min, max and sum are this module's ops: the builtins are spelled builtins.min ...)
+
+def _one_axis(axis, dim, default):
+    if dim is not None and axis is not None:
+        raise TypeError("give axis= (NumPy) or dim= (PyTorch), not both")
+    return default if axis is None and dim is None else (dim if axis is None else axis)
+
+
+def _concatenate(*xs, axis):
+    return ops.concatenate(xs, axis)
+
+
+def _stack(*xs, axis):
+    return ops.stack(xs, axis)
+
+
+def concatenate(xs, axis=None, *, dim=None):
+    """``fg.concatenate(xs, axis=)`` (NumPy), ``fg.cat(tensors, dim=)`` (PyTorch)."""
+    return apply(_concatenate, *xs, axis=_one_axis(axis, dim, 0), grad_fn="CatBackward0")
+
+
+def cat(tensors, dim=None, *, axis=None):
+    return concatenate(tensors, axis=_one_axis(axis, dim, 0))
+
+
+def stack(xs, axis=None, *, dim=None):
+    return apply(_stack, *xs, axis=_one_axis(axis, dim, 0), grad_fn="StackBackward0")
+
+
+def expand_dims(x, axis):
+    axis = axis if isinstance(axis, numbers.Integral) else tuple(axis)
+    return apply(ops.expand_dims, x, axis=axis, grad_fn="UnsqueezeBackward0")
+
+
+def flip(x, axis=None, *, dims=None):
+    """``fg.flip(x, axis)`` (NumPy: all axes when None), ``fg.flip(x, dims)`` (PyTorch)."""
+    axis = _one_axis(axis, dims, None)
+    axis = axis if axis is None or isinstance(axis, numbers.Integral) else tuple(axis)
+    return apply(ops.flip, x, axis=axis, grad_fn="FlipBackward0")
+
+
+def repeat(x, repeats, axis=None):
+    """NumPy's repeat: each element `repeats` times (PyTorch's repeat_interleave)."""
+    return apply(ops.repeat, x, repeats=int(repeats), axis=axis, grad_fn="IndexSelectBackward0")
+
+
+def repeat_interleave(x, repeats, dim=None):
+    return repeat(x, repeats, dim)
+
+
+def tile(x, reps):
+    """NumPy's tile; PyTorch's ``x.repeat(*sizes)`` and ``torch.tile``."""
+    reps = (int(reps),) if isinstance(reps, numbers.Integral) else _sizes(tuple(reps))
+    return apply(ops.tile, x, reps=reps, grad_fn="RepeatBackward0")
+
+
+def _repeat_method(x, *sizes):
+    """``x.repeat(*sizes)``: PyTorch's, whole copies (NumPy's tile); at least x.ndim sizes."""
+    sizes = _sizes(sizes)
+    if len(sizes) < _ndim(x):
+        raise ShapeError(f"repeat: number of repeat dims {len(sizes)} can not be smaller than "
+                         f"the number of dimensions of the tensor {_shape(x)}")
+    return tile(x, sizes)
+
+
+def pad(x, pad_width, mode="constant", *, constant_values=0):
+    """NumPy's pad, constant mode only."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode {mode!r}; only mode='constant' is supported")
+    return apply(ops.pad, x, pad_width=_nested(pad_width), constant_values=constant_values,
+                 grad_fn="ConstantPadNdBackward0")
+
+
+def _nested(widths):
+    """Op parameters must be hashable: lists (and arrays) of widths as tuples."""
+    if isinstance(widths, numbers.Integral):
+        return int(widths)
+    return tuple(_nested(w) for w in widths)
+
+
+def _split(x, *, bounds, axis):
+    return ops.split(x, bounds, axis)
+
+
+def split(x, indices_or_sections=None, axis=0, *, split_size_or_sections=None, dim=None):
+    """NumPy's split (a number of equal sections, or indices), or PyTorch's
+    ``split(x, split_size_or_sections, dim=)`` (pieces of a size, or a list of sizes)
+    when given dim= or split_size_or_sections=."""
+    if dim is None and split_size_or_sections is None:
+        sections = indices_or_sections
+        sections = int(sections) if isinstance(sections, numbers.Integral) else \
+            tuple(int(i) for i in sections)
+        return apply(_split, x, bounds=sections, axis=axis, grad_fn="SplitWithSizesBackward0")
+    size = split_size_or_sections if split_size_or_sections is not None else indices_or_sections
+    return _torch_split(x, size, 0 if dim is None else dim)
+
+
+def _torch_split(x, size, dim):
+    n = _shape(x)[dim] if _ndim(x) else 0
+    if isinstance(size, numbers.Integral):
+        if size <= 0:
+            raise ValueError(f"split: split size must be positive, got {size}")
+        sizes = [builtins.min(size, n - b) for b in range(0, n, size)] or [0]
+        grad_fn = "SplitBackward0"
+    else:
+        sizes = [int(s) for s in size]
+        if builtins.sum(sizes) != n:
+            raise ShapeError(f"split: sizes {tuple(sizes)} must sum to {n}, the size of "
+                             f"dim {dim} of a tensor of shape {_shape(x)}")
+        grad_fn = "SplitWithSizesBackward0"
+    bounds = tuple(int(b) for b in np.cumsum(sizes)[:-1])
+    return apply(_split, x, bounds=bounds, axis=dim, grad_fn=grad_fn)
+
+
+def _split_method(x, split_size_or_sections, dim=0):
+    """``x.split(size_or_sizes, dim)``: PyTorch's."""
+    return _torch_split(x, split_size_or_sections, dim)
+
+
+def chunk(x, chunks, dim=0):
+    """PyTorch's chunk: pieces of ceil(n / chunks) along `dim` (the last may be smaller)."""
+    n = _shape(x)[dim]
+    return _torch_split(x, builtins.max(1, -(-n // int(chunks))), dim)

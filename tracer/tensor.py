@@ -279,13 +279,15 @@ class Tensor(TensorState):
 
     # ------------------------------------------------------------ shape helpers
 
-    def squeeze(self, dim: int | None = None):
+    def squeeze(self, dim=None, *, axis=None):
+        # layout (issue 11, item 5): a tuple of dims, and NumPy's axis= keyword
+        dim = dim if axis is None else axis
         shape = tuple(self.shape)
         if dim is None:
             shape = tuple(d for d in shape if d != 1)
-        elif shape and shape[dim % len(shape)] == 1:
-            dim = dim % len(shape)
-            shape = shape[:dim] + shape[dim + 1:]
+        elif shape:
+            dims = {d % len(shape) for d in ((dim,) if isinstance(dim, int) else dim)}
+            shape = tuple(d for i, d in enumerate(shape) if not (i in dims and d == 1))
         return apply(ops.reshape, self, shape=shape, grad_fn="SqueezeBackward0")
 
     def unsqueeze(self, dim: int):
@@ -485,6 +487,13 @@ _TABLE = (
     _Row(F.arctan2, ("arctan2", "atan2")),
     _Row(F.hypot, ("hypot",)),
     _Row(F.clip, ("clip", "clamp")),
+    # layout (issue 11, item 5): the methods are PyTorch's (x.repeat is NumPy's tile)
+    _Row(F.flip, ("flip",)),
+    _Row(F.repeat_interleave, ("repeat_interleave",)),
+    _Row(F._repeat_method, ("repeat",)),
+    _Row(F.tile, ("tile",)),
+    _Row(F._split_method, ("split",)),
+    _Row(F.chunk, ("chunk",)),
 )
 
 

@@ -461,17 +461,30 @@ def _split(x, *, bounds, axis):
     return ops.split(x, bounds, axis)
 
 
-def split(x, indices_or_sections=None, axis=0, *, split_size_or_sections=None, dim=None):
-    """NumPy's split (a number of equal sections, or indices), or PyTorch's
-    ``split(x, split_size_or_sections, dim=)`` (pieces of a size, or a list of sizes)
-    when given dim= or split_size_or_sections=."""
-    if dim is None and split_size_or_sections is None:
-        sections = indices_or_sections
+def split(x, size_or_sections=None, /, axis=None, *, indices_or_sections=None,
+          split_size_or_sections=None, dim=None):
+    """NumPy's ``split(x, indices_or_sections, axis)`` (a number of equal sections, or
+    indices) or PyTorch's ``split(x, split_size_or_sections, dim=)`` (pieces of a size,
+    or a list of sizes), told apart by `axis`/`indices_or_sections=` or
+    `dim`/`split_size_or_sections=`. ``split(x, 2)`` alone means two different
+    things, pieces of 2 or 2 pieces: it is refused rather than guessed."""
+    numpy_style = axis is not None or indices_or_sections is not None
+    torch_style = dim is not None or split_size_or_sections is not None
+    if numpy_style == torch_style:
+        raise TypeError(
+            "split: say which split is meant: NumPy's fg.split(x, indices_or_sections, "
+            "axis) (sections or indices) or PyTorch's fg.split(x, split_size_or_sections, "
+            "dim=) (sizes); with neither axis nor dim, split(x, 2) could be either"
+            if not numpy_style else
+            "split: NumPy's axis/indices_or_sections and PyTorch's dim/split_size_or_sections "
+            "cannot be mixed")
+    if numpy_style:
+        sections = indices_or_sections if indices_or_sections is not None else size_or_sections
         sections = int(sections) if isinstance(sections, numbers.Integral) else \
             tuple(int(i) for i in sections)
-        return apply(_split, x, bounds=sections, axis=axis, grad_fn="SplitWithSizesBackward0")
-    size = split_size_or_sections if split_size_or_sections is not None else indices_or_sections
-    return _torch_split(x, size, 0 if dim is None else dim)
+        return apply(_split, x, bounds=sections, axis=axis or 0, grad_fn="SplitWithSizesBackward0")
+    size = split_size_or_sections if split_size_or_sections is not None else size_or_sections
+    return _torch_split(x, size, dim or 0)
 
 
 def _torch_split(x, size, dim):

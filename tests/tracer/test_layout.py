@@ -108,14 +108,17 @@ def test_eager_cat_stack_and_their_gradients():
     np.testing.assert_array_equal(b.grad.numpy(), [[3, 3]])
 
 
-def test_eager_split_chunk_are_torch_sizes_and_fg_split_is_numpy_sections():
+def test_eager_split_chunk_are_torch_sizes_and_fg_split_asks_which_split():
     x = fg.arange(10.0).requires_grad_()
     pieces = fg.split(x, split_size_or_sections=4)
     assert [tuple(p.shape) for p in pieces] == [(4,), (4,), (2,)]          # pieces of 4
     assert [tuple(p.shape) for p in x.split([3, 7])] == [(3,), (7,)]       # sizes
     assert [tuple(p.shape) for p in x.chunk(3)] == [(4,), (4,), (2,)]
-    assert [tuple(p.shape) for p in fg.split(x, 5)] == [(2,)] * 5          # NumPy: 5 sections
-    assert [tuple(p.shape) for p in fg.split(x, [2, 7])] == [(2,), (5,), (3,)]   # NumPy: indices
+    assert [tuple(p.shape) for p in fg.split(x, 5, 0)] == [(2,)] * 5       # NumPy: 5 sections
+    assert [tuple(p.shape) for p in fg.split(x, [2, 7], axis=0)] == [(2,), (5,), (3,)]  # indices
+    assert [tuple(p.shape) for p in fg.split(x, 5, dim=0)] == [(5,), (5,)]  # PyTorch: sizes
+    with pytest.raises(TypeError, match="could be either"):
+        fg.split(x, 2)      # pieces of 2 (PyTorch) or 2 pieces (NumPy): not guessed
     first, _, last = x.chunk(3)
     (first.sum() + 3 * last.sum()).backward()
     np.testing.assert_array_equal(x.grad.numpy(), [1, 1, 1, 1, 0, 0, 0, 0, 3, 3])

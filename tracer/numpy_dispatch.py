@@ -7,7 +7,9 @@ inside `compile_grad` and record gradients eagerly.
 
 A NumPy function that fusegrad lacks cannot trace (a traced tensor has no data) and
 would drop the gradient of a tensor that requires grad, so there it raises
-`NumpyFunctionError`, naming the function and the ``fg.`` one to use. On a plain eager
+`NumpyFunctionError` (a TypeError), naming the function and the ``fg.`` one to use;
+arguments fusegrad does not take (``out=``, ``where=``, ``dtype=``) raise its
+`UnsupportedError` (a NotImplementedError), as fusegrad's own spellings do. On a plain eager
 tensor it runs on the tensor's data as it did before this protocol existed
 (``np.allclose(t, x)``, ``np.fft.fft(t)``), and returns what NumPy returns.
 """
@@ -18,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.errors import FusegradError, UnsupportedError
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.state import TensorState
 
@@ -63,8 +65,8 @@ def array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> An
         return _fall_back(lambda *a, **k: getattr(ufunc, method)(*a, **k), name,
                           inputs, kwargs, _suggestion(ufunc.__name__))
     given = {k for k, v in kwargs.items() if v is not None}
-    if given:
-        raise NumpyFunctionError(
+    if given:   # a spelling refused by name, as fusegrad's own out= is
+        raise UnsupportedError(
             f"{name} on a fusegrad Tensor: fusegrad does not support the keyword "
             f"argument(s) {', '.join(sorted(given))} (tensors are not written in place; "
             f"use the result, and fg.where to select elements)")
@@ -99,7 +101,7 @@ def _transpose(a, axes=None):
 
 def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
     if order != "C":
-        raise NumpyFunctionError(f"numpy.reshape on a fusegrad Tensor: only order='C', got {order!r}")
+        raise UnsupportedError(f"numpy.reshape on a fusegrad Tensor: only order='C', got {order!r}")
     shape = newshape if shape is None else shape
     return F.reshape(a, *(shape if isinstance(shape, (tuple, list)) else (shape,)))
 
@@ -114,7 +116,7 @@ def _dot(a, b):
 
 def _round(a, decimals=0):
     if decimals != 0:
-        raise NumpyFunctionError("numpy.round on a fusegrad Tensor: only decimals=0; "
+        raise UnsupportedError("numpy.round on a fusegrad Tensor: only decimals=0; "
                                  f"got decimals={decimals} (scale, fg.round, and unscale)")
     return F.round(a)
 
@@ -148,7 +150,7 @@ def array_function(func: Callable, types: tuple, args: tuple, kwargs: dict) -> A
     try:
         inspect.signature(adapter).bind(*args, **kwargs)
     except TypeError:
-        raise NumpyFunctionError(
+        raise UnsupportedError(
             f"{name} on a fusegrad Tensor: fusegrad supports {name}"
             f"{inspect.signature(adapter)}, got the keyword argument(s) "
             f"{', '.join(sorted(kwargs)) or '(none)'} and {len(args)} positional") from None

@@ -20,6 +20,7 @@ import numpy as np
 from fusegrad.ir import ops
 from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import autograd, creation, dtypes
+from fusegrad.tracer import numpy_dispatch
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
@@ -167,6 +168,14 @@ class Tensor(TensorState):
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         array = self.numpy()
         return array if dtype is None else array.astype(dtype)
+
+    # NumPy's functions on a Tensor run as fusegrad's (issue 11, item 8): `np.exp(t)`,
+    # `np.sum(t, axis=1)`, and `ndarray + t`, which NumPy sends here too.
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return numpy_dispatch.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return numpy_dispatch.array_function(func, types, args, kwargs)
 
     def item(self):
         data = self._eager_data()

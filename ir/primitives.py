@@ -214,17 +214,19 @@ minimum = primitive(
 )
 
 
-def _comparison(name: str, impl, symbol: str):
-    return primitive(name, kind=ELEMENTWISE, infer=S.comparison, impl=impl,
+def _infix(name: str, impl, symbol: str, infer=S.comparison):
+    """A binary op spelled with a Python operator and without a gradient (comparisons,
+    and the bitwise ops below)."""
+    return primitive(name, kind=ELEMENTWISE, infer=infer, impl=impl,
                      vjp=lambda g, a, b, y: [None, None], scalar="{0} %s {1}" % symbol)
 
 
-lt = _comparison("lt", np.less, "<")
-le = _comparison("le", np.less_equal, "<=")
-gt = _comparison("gt", np.greater, ">")
-ge = _comparison("ge", np.greater_equal, ">=")
-eq = _comparison("eq", np.equal, "==")
-ne = _comparison("ne", np.not_equal, "!=")
+lt = _infix("lt", np.less, "<")
+le = _infix("le", np.less_equal, "<=")
+gt = _infix("gt", np.greater, ">")
+ge = _infix("ge", np.greater_equal, ">=")
+eq = _infix("eq", np.equal, "==")
+ne = _infix("ne", np.not_equal, "!=")
 
 where = primitive(
     "where", kind=ELEMENTWISE, infer=S.select, impl=np.where,
@@ -423,14 +425,9 @@ hypot = primitive(
 # and floats, as NumPy and Python; an integer divisor of 0 gives 0 (Numba's
 # error_model="numpy", as NumPy without its warning).
 
-def _bitwise(name: str, impl, symbol: str):
-    return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_integral, impl=impl,
-                     vjp=lambda g, a, b, y: [None, None], scalar="{0} %s {1}" % symbol)
-
-
-bitwise_and = _bitwise("bitwise_and", np.bitwise_and, "&")
-bitwise_or = _bitwise("bitwise_or", np.bitwise_or, "|")
-bitwise_xor = _bitwise("bitwise_xor", np.bitwise_xor, "^")
+bitwise_and = _infix("bitwise_and", np.bitwise_and, "&", S.elementwise_integral)
+bitwise_or = _infix("bitwise_or", np.bitwise_or, "|", S.elementwise_integral)
+bitwise_xor = _infix("bitwise_xor", np.bitwise_xor, "^", S.elementwise_integral)
 
 
 def _invert_scalar(x: str, *, dtype: np.dtype) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import primitives as P
-from fusegrad.ir.errors import ShapeError
+from fusegrad.ir.errors import ShapeError, UnsupportedError
 from fusegrad.tracer.dispatch import apply
 
 
@@ -445,7 +445,8 @@ def _repeat_method(x, *sizes):
 def pad(x, pad_width, mode="constant", *, constant_values=0):
     """NumPy's pad, constant mode only."""
     if mode != "constant":
-        raise NotImplementedError(f"pad: mode {mode!r}; only mode='constant' is supported")
+        raise UnsupportedError(f"pad: mode {mode!r} is not supported; fusegrad pads with "
+                               f"mode='constant' (constant_values=) only")
     return apply(ops.pad, x, pad_width=_nested(pad_width), constant_values=constant_values,
                  grad_fn="ConstantPadNdBackward0")
 

@@ -25,7 +25,7 @@ def _describe_step(step, names: SourceNames) -> list[str]:
     ins = ", ".join(names.ir(v) for v in step.inputs) or "-"
     outs = ", ".join(names.ir(v) for v in step.outputs) or "-"
     if isinstance(step, LibraryCall):
-        return [f"{step.name}: {names.ir(step.node.out)} = {step.node.primitive.name}"
+        return [f"{step.name}: {outs} = {step.node.primitive.name}"
                 f"({ins})  -- {step.reason}"]
     if step.domain:
         loops = (f"domain {'x'.join(map(str, step.domain))}, "

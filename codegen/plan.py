@@ -179,6 +179,7 @@ def fusable(node: Node) -> str | None:
         "matmul": "matrix product: a BLAS call",
         "layout": f"{node.primitive.name} moves data: a NumPy view or copy",
         "index": "index reduction (argmax/argmin): NumPy",
+        "loop": "a loop: the host runs its compiled body once per step",
     }.get(kind, f"{kind} op")
 
 
@@ -374,7 +375,7 @@ class _Planner:
     def _finish_kernel(self, kernel: Kernel) -> None:
         outside = set(self.graph.outputs)
         for node in self.graph.nodes:
-            if self.step_of.get(node.out) is not kernel:
+            if self.step_of.get(node.outputs[0]) is not kernel:
                 outside.update(node.inputs)
         for node in kernel.nodes:
             for value in node.inputs:

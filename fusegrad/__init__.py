@@ -37,6 +37,8 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# loops that do not unroll (issue 11, item 12)
+from fusegrad.tracer.loops import fori_loop, scan
 
 __version__ = "0.1.0"
 

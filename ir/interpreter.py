@@ -16,6 +16,16 @@ def run_node(node: Node, args: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray(result).astype(out.dtype, copy=False).reshape(out.shape)
 
 
+def run_node_outputs(node: Node, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """All outputs of `node`: one for most primitives, several for a scan."""
+    if not node.primitive.multiple_results:
+        return [run_node(node, args)]
+    with np.errstate(all="ignore"):
+        results = node.primitive.impl(*args, **node.attrs)
+    return [np.asarray(r).astype(v.dtype, copy=False).reshape(v.shape)
+            for r, v in zip(results, node.outputs)]
+
+
 def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     if len(args) != len(graph.inputs):
         raise TypeError(f"graph takes {len(graph.inputs)} inputs, got {len(args)}")
@@ -30,7 +40,7 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     last_use = {v: i for i, node in enumerate(graph.nodes) for v in node.inputs}
     keep = set(graph.outputs)
     for index, node in enumerate(graph.nodes):
-        env[node.out] = run_node(node, [env[v] for v in node.inputs])
+        env.update(zip(node.outputs, run_node_outputs(node, [env[v] for v in node.inputs])))
         for value in node.inputs:
             if last_use[value] == index and value not in keep:
                 env.pop(value, None)

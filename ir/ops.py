@@ -606,3 +606,22 @@ def pad(x: Value, pad_width, constant_values: numbers.Number = 0) -> Value:
         return placed
     inside = scatter_slice(broadcast_to(const(True, np.bool_), x.shape), shape, index)
     return where(inside, placed, constant_values)
+
+
+# ---------------------------------------------------------------- loops (issue 11, item 12)
+
+def scan(body, consts: Sequence[Value], init: Sequence[Value], xs: Sequence[Value], *,
+         length: int, reverse: bool = False) -> list[Value]:
+    """A scan node (see `ir.loops`): its outputs, final carries then stacked ys then
+    the stacked carries each step started from."""
+    from fusegrad.ir.builder import current_builder, make_node
+    inputs = tuple(consts) + tuple(init) + tuple(xs)
+    params = dict(body=body, num_consts=len(consts), num_carry=len(init), length=int(length),
+                  reverse=bool(reverse))
+    try:
+        types = P.scan.infer(*inputs, **params)
+    except (ShapeError, DTypeError) as error:
+        raise type(error)(located(f"scan: {error}", current_source())) from None
+    node = make_node(P.scan, inputs, params, types)
+    current_builder().add(node)
+    return list(node.outputs)

@@ -222,6 +222,8 @@ def _scalar_node(node: Node) -> Node:
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
     def visit(node, producers, replaced):
+        if node.primitive.multiple_results:   # a scan: each body is its own
+            return node
         key = node.key
         seen = cse_table.get(key)
         if seen is not None:

@@ -76,6 +76,11 @@ class Primitive:
     # primitive neither elementwise, a reduction, nor given a device kernel by
     # runtime/cuda.py says so here (tests/ir/test_registry.py checks).
     host_only: bool = False
+    # Whether the node has several outputs (scan): `infer` then returns a list of
+    # (shape, dtype), `impl` a list of arrays, and `vjp` is called as
+    # ``vjp(cotangents, *inputs, outputs=..., **params)`` with one cotangent (or None)
+    # per output.
+    multiple_results: bool = False
 
     def bind(self, *inputs: Value, **params: Any) -> Value:
         """Append ``self(*inputs, **params)`` to the current graph; return its value."""

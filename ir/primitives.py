@@ -478,3 +478,17 @@ remainder = primitive(
     vjp=lambda g, a, b, y: [g, -(g * ops.floor_divide(a, b))],
     scalar=_remainder_scalar, grad_fn="RemainderBackward0",
 )
+
+
+# ---------------------------------------------------------------- loops (issue 11, item 12)
+
+from fusegrad.ir import loops as _loops  # noqa: E402  (after ops: its rules build graphs)
+
+# JAX's lax.scan: the body graph (params["body"], a `loops.Body`) once per step; outputs
+# final carries, stacked ys, and the carry entering each step (the backward's residual).
+scan = primitive(
+    "scan", kind="loop", infer=_loops.scan_types, impl=_loops.scan_impl, vjp=_loops.scan_vjp,
+    grad_fn="ScanBackward0", multiple_results=True,
+    # The host runs the loop (runtime/scan.py); on CUDA too, its body compiled for the CPU.
+    host_only=True,
+)

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fusegrad.ir.graph import Graph, Node, Value, dtype_str
+from fusegrad.ir.loops import Body
 
 
 def _letters() -> Iterator[str]:
@@ -48,7 +49,8 @@ def format_param(value: Any) -> str:
 
 
 def format_params(node: Node) -> str:
-    shown = [f"{k}={format_param(v)}" for k, v in node.params]
+    # A loop's body is printed as a program of its own, under the node.
+    shown = [f"{k}={format_param(v)}" for k, v in node.params if not isinstance(v, Body)]
     return f"[{', '.join(shown)}]" if shown else ""
 
 
@@ -86,7 +88,17 @@ def pretty(graph: Graph, title: str | None = None, mark_from: int | None = None)
             args = " ".join(operand(v) for v in node.inputs)
             rhs = f"{node.primitive.name}{format_params(node)} {args}".rstrip()
         rows.append((lhs, rhs, node.source))
+        rows.extend(_body_rows(node))
     return _layout(graph, rows, typed, names, title)
+
+
+def _body_rows(node: Node) -> list[tuple[str, str, None]]:
+    """A scan's body graph, indented under the node (as comment rows)."""
+    rows = []
+    for key, value in node.params:
+        if isinstance(value, Body):
+            rows.extend(("", "    " + line, None) for line in pretty(value.graph).splitlines())
+    return rows
 
 
 def _layout(graph, rows, typed, names, title) -> str:

@@ -49,31 +49,52 @@ def vjp_graph(graph: Graph, wrt: Sequence[int], *, seed_input: bool = False) -> 
                 raise ShapeError(f"the differentiated function must return a scalar, "
                                  f"got {target.type_str}")
             seed = ops.const(1.0, target.dtype)
-        cotangents = _backward(graph.nodes, target, seed, active_values(graph, inputs))
+        cotangents = backward_nodes(graph.nodes, [(target, seed)], active_values(graph, inputs))
         grads = tuple(cotangents.get(v) or _zeros(v) for v in inputs)
     new_inputs = graph.inputs + ((seed,) if seed_input else ())
     return builder.finish(new_inputs, graph.outputs + grads)
 
 
-def _backward(nodes: Sequence[Node], target: Value, seed: Value, active: set[Value]) -> dict:
-    cotangents: dict[Value, Value] = {target: seed}
+def backward_nodes(nodes: Sequence[Node], seeds: Sequence[tuple[Value, Value]],
+                   active: set[Value]) -> dict:
+    """Emit the backward of `nodes` from the (value, cotangent) `seeds`; return every
+    active value's cotangent. A value seeded twice gets the sum."""
+    cotangents: dict[Value, Value] = {}
+    for value, seed in seeds:
+        previous = cotangents.get(value)
+        cotangents[value] = seed if previous is None else ops.add(previous, seed)
     for node in reversed(nodes):
-        g = cotangents.get(node.outputs[0])
-        if g is None or node.primitive.vjp is None:
+        if node.primitive.vjp is None or not any(v in active for v in node.inputs):
             continue
-        if not any(v in active for v in node.inputs):
+        if node.primitive.multiple_results:
+            # A multi-output node (scan) gets every output's cotangent, None where
+            # nothing downstream used that output, and all its outputs.
+            gs = [cotangents.get(v) for v in node.outputs]
+            if all(g is None for g in gs):
+                continue
+            with source_line(node.source):
+                contributions = node.primitive.vjp(gs, *node.inputs, outputs=node.outputs,
+                                                   **node.attrs)
+                _accumulate(node, contributions, cotangents, active)
+            continue
+        g = cotangents.get(node.outputs[0])
+        if g is None:
             continue
         with source_line(node.source):
             contributions = node.primitive.vjp(g, *node.inputs, node.out, **node.attrs)
-            for x, ct in zip(node.inputs, contributions):
-                if ct is None or x not in active:
-                    continue
-                if node.primitive.kind == ELEMENTWISE:
-                    ct = ops.sum_to(ct, x.shape)
-                ct = ops.cast(ct, x.dtype)
-                previous = cotangents.get(x)
-                cotangents[x] = ct if previous is None else ops.add(previous, ct)
+            _accumulate(node, contributions, cotangents, active)
     return cotangents
+
+
+def _accumulate(node: Node, contributions, cotangents: dict, active: set[Value]) -> None:
+    for x, ct in zip(node.inputs, contributions):
+        if ct is None or x not in active:
+            continue
+        if node.primitive.kind == ELEMENTWISE:
+            ct = ops.sum_to(ct, x.shape)
+        ct = ops.cast(ct, x.dtype)
+        previous = cotangents.get(x)
+        cotangents[x] = ct if previous is None else ops.add(previous, ct)
 
 
 def _zeros(value: Value) -> Value:

@@ -20,7 +20,7 @@ from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, co
 from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, emit_cuda_matmul, emit_cuda_transpose,
                                    transpose_entry)
 from fusegrad.ir import primitives as P
-from fusegrad.ir.interpreter import run_node
+from fusegrad.ir.interpreter import run_node, run_node_outputs
 from fusegrad.runtime import stats
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
@@ -127,6 +127,12 @@ class CudaLibraryStep:
         return "a CUDA copy kernel"
 
     def run(self, env: dict, threads: int = 0) -> None:
+        if self.node.primitive.multiple_results:   # a scan, run by the interpreter
+            arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(
+                [env[v] for v in self.inputs], self.inputs)]
+            results = run_node_outputs(self.node, arrays)
+            env.update((v, _to_device(r)) for v, r in zip(self.node.outputs, results))
+            return
         env[self.node.out] = self.run_call([env[v] for v in self.inputs])
         stats.count("library_calls")
 

@@ -11,6 +11,7 @@ from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
+from fusegrad.ir.loops import run_scan
 from fusegrad.runtime import buffers, stats
 from fusegrad.runtime.loader import Launcher, load, source_path
 from fusegrad.runtime.threads import choose_threading_layer
@@ -80,6 +81,22 @@ class LibraryStep:
         stats.count("library_calls")
 
 
+class ScanStep(LibraryStep):
+    """A scan: the host loop (`ir.loops.run_scan`) calling the body compiled once, on
+    the CPU, with the same plan options as the graph around it (fuse=False too)."""
+
+    def __init__(self, call: LibraryCall, fuse: bool) -> None:
+        super().__init__(call)
+        from fusegrad.codegen import plan_kernels
+        self.params = self.node.attrs
+        self.body = Executable(plan_kernels(self.params["body"].graph, fuse=fuse))
+
+    def run(self, env: dict, threads: int) -> None:
+        results = run_scan(self.body, [env[v] for v in self.node.inputs], **self.params)
+        env.update(zip(self.node.outputs, results))
+        stats.count("library_calls")
+
+
 class Executable:
     """A compiled graph: call it with the input arrays, get the output arrays."""
 
@@ -107,6 +124,8 @@ class Executable:
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):
+            if step.node.primitive is P.scan:
+                return ScanStep(step, self.plan.fused)
             return LibraryStep(step)
         compiled = compile_kernel(step, self.names, self.plan, self.device)
         # Shapes are static, so the threaded-or-not choice is made once, here.

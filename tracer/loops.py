@@ -144,16 +144,18 @@ def _scan_traced(f, init_def, init_leaves, xs_def, xs_leaves, length, reverse, w
     xs_values = [_outer_value(leaf, outer) for leaf in xs_leaves]
     # Python numbers in the carry are weakly typed, as in JAX: they take the dtype the
     # body gives them (0.0 accumulating float32 losses is a float32 carry).
-    weak = [isinstance(leaf, (numbers.Number, np.generic)) and not isinstance(leaf, np.ndarray)
+    weak = [isinstance(leaf, numbers.Number) and not isinstance(leaf, np.generic)
             for leaf in init_leaves]
-    types = [_leaf_type(leaf) for leaf in init_leaves]
-    body, free, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where, weak)
+    # A weak float starts as float32, the weakest floating dtype (fusegrad's default).
+    types = [((), np.dtype(np.float32)) if w and isinstance(leaf, float)
+             else _leaf_type(leaf) for leaf, w in zip(init_leaves, weak)]
+    body, free, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where)
     if body.outputs[:len(types)] and any(weak):
         retyped = [(t[0], v.dtype) if w and v.dtype.kind == "f" == np.dtype(t[1]).kind else t
                    for t, w, v in zip(types, weak, body.outputs)]
         if retyped != types:
             types = retyped
-            body, free, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where, weak)
+            body, free, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where)
     _check_carry(body, init_def, types, f, where)
     with source_line(where):
         init_values = [ops.const(leaf, dtype) if w else _outer_value(leaf, outer)
@@ -181,7 +183,7 @@ def _leaf_type(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
     return np.shape(leaf), pytree.checked_array(np.asarray(leaf)).dtype
 
 
-def _trace_body(f, init_def, types, xs_def, xs_values, where, weak) -> tuple[Graph, list, Any]:
+def _trace_body(f, init_def, types, xs_def, xs_values, where) -> tuple[Graph, list, Any]:
     """The body traced once on abstract values: its graph (inputs: the outside values
     it reads, the carry, the x slice), those outside values, and the ys' structure."""
     carry_in = [Value(shape, dtype) for shape, dtype in types]
@@ -288,8 +290,7 @@ def _empty_ys(f, init, xs_def, xs_leaves, where):
     types = [_leaf_type(leaf) for leaf in init_leaves]
     with building(Builder()) as builder:
         xs_values = [_outer_value(leaf, builder) for leaf in xs_leaves]
-        body, _, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where,
-                                      [False] * len(types))
+        body, _, ys_def = _trace_body(f, init_def, types, xs_def, xs_values, where)
     ys = [np.zeros((0,) + v.shape, v.dtype) for v in body.outputs[len(types):]]
     return _unflatten(ys_def, iter(ys))
 

@@ -21,6 +21,7 @@ import pytest
 from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
+from fusegrad.ir.loops import Body
 
 # autograd warns when a gradient is identically zero (x ** 0); that is the point there.
 pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input")
@@ -213,6 +214,42 @@ CASES = [
 ]
 
 
+
+# ---------------------------------------------------------------- loops (issue 11, item 12)
+
+def scan_build(reverse: bool) -> Callable[..., Value]:
+    """ys + final carry of ``h = tanh(h * w + x_t); y_t = h * h`` from h = 0, w a
+    const of the body: its cotangent is summed over the steps by the backward scan."""
+    def build(xs, w):
+        h_in, x_in, w_in = (Value(w.shape, xs.dtype), Value(xs.shape[1:], xs.dtype),
+                            Value(w.shape, w.dtype))
+        with ir.building() as body:
+            h = ops.tanh(ops.add(ops.mul(h_in, w_in), x_in))
+            y = ops.mul(h, h)
+        graph = body.finish((w_in, h_in, x_in), (h, y))
+        zero = ops.broadcast_to(ops.const(0.0, xs.dtype), w.shape)
+        final, ys, _ = ops.scan(Body(graph), [w], [zero], [xs], length=xs.shape[0],
+                                reverse=reverse)
+        return ops.add(ys, final)
+    return build
+
+
+def scan_reference(reverse: bool) -> Callable[..., Any]:
+    def reference(xs, w):
+        h, ys = anp.zeros(w.shape), []
+        for t in (reversed(range(xs.shape[0])) if reverse else range(xs.shape[0])):
+            h = anp.tanh(h * w + xs[t])
+            ys.append(h * h)
+        return anp.stack(ys[::-1] if reverse else ys) + h
+    return reference
+
+
+CASES += [
+    Case("scan[4x3,3]", scan_build(False), scan_reference(False), ((4, 3), (3,)), (REAL, REAL)),
+    Case("scan_reverse[4x3,3]", scan_build(True), scan_reference(True), ((4, 3), (3,)),
+         (REAL, REAL)),
+]
+
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:
     if domain == POSITIVE:
         return rng.uniform(0.5, 2.0, shape)
@@ -331,6 +368,10 @@ SECOND_ORDER_CASES = [  # name, build, reference, shapes, domains
     ("mean*max", lambda x, w: ops.mean(x * w, 0) * ops.reduce_max(x, 0),
      lambda x, w: anp.mean(x * w, 0) * anp.max(x, 0), [(3, 4), (3, 1)], (REAL, REAL)),
 ]
+
+# loops (issue 11, item 12): the derivative of the backward scan, itself a scan
+SECOND_ORDER_CASES.append(("scan", scan_build(False), scan_reference(False), [(4, 3), (3,)],
+                           (REAL, REAL)))
 
 
 @pytest.mark.parametrize("wrt", [0, 1], ids=["d/dx", "d/dw"])

@@ -93,6 +93,60 @@ def scan_impl(*args: np.ndarray, body: Body, **params) -> list[np.ndarray]:
     return run_scan(lambda arrays: evaluate(body.graph, arrays), args, body=body, **params)
 
 
+# ---------------------------------------------------------------- loop invariants
+
+def hoist_invariants(body: Body, consts: list[Value], num_consts: int) -> tuple[Body, list[Value]]:
+    """Move the body's nodes that read only its consts (``W.T`` in a backward body)
+    out of the loop, into the current builder: computed once instead of each step.
+    Their results become further consts of the body. Nodes of constants alone
+    (a broadcast zero) stay: inside the body they fuse into its kernels."""
+    from fusegrad.ir import primitives as P
+    from fusegrad.ir.builder import current_builder, make_node, source_line
+    graph = body.graph
+    outer: dict[Value, Value] = dict(zip(graph.inputs[:num_consts], consts))
+    literal = {v for v, _ in graph.constants}
+    arrays = dict(graph.constants)
+    literal.update(n.out for n in graph.nodes if n.primitive is P.const)
+    kept, hoisted = [], False
+    for node in graph.nodes:
+        movable = (node.primitive is not P.const and not node.primitive.multiple_results
+                   and all(v in outer or v in literal for v in node.inputs)
+                   and any(v in outer for v in node.inputs))
+        if not movable:
+            kept.append(node)
+            continue
+        inputs = tuple(outer[v] if v in outer else _outside(v, arrays, graph) for v in node.inputs)
+        with source_line(node.source):
+            moved = make_node(node.primitive, inputs, node.attrs,
+                              [(v.shape, v.dtype) for v in node.outputs])
+            current_builder().add(moved)
+        outer.update(zip(node.outputs, moved.outputs))
+        hoisted = True
+    if not hoisted:
+        return body, consts
+    # The hoisted values the body still reads become consts; the originals stay
+    # (positions of the operands do not move).
+    needed = {v for node in kept for v in node.inputs} | set(graph.outputs)
+    extra = [v for v in outer if v not in graph.inputs[:num_consts] and v in needed]
+    inputs = graph.inputs[:num_consts] + tuple(extra) + graph.inputs[num_consts:]
+    from fusegrad.ir.builder import Builder
+    builder = Builder()
+    builder.nodes.extend(kept)
+    builder.constants = {id(v): (v, a) for v, a in graph.constants}
+    return (Body(builder.finish(inputs, graph.outputs)),
+            list(consts) + [outer[v] for v in extra])
+
+
+def _outside(value: Value, arrays: dict, graph: Graph) -> Value:
+    """A literal of the body read by a hoisted node, in the enclosing graph."""
+    from fusegrad.ir import ops
+    from fusegrad.ir.builder import current_builder
+    if value in arrays:
+        return current_builder().capture(arrays[value])
+    producer = graph.producers()[value]
+    return ops.const(producer.param("value"), producer.param("dtype"))
+
+
 # ---------------------------------------------------------------- the derivative
 
 def scan_vjp(cotangents: list, *inputs: Value, outputs: tuple, body: Body, num_consts: int,

@@ -615,6 +615,8 @@ def scan(body, consts: Sequence[Value], init: Sequence[Value], xs: Sequence[Valu
     """A scan node (see `ir.loops`): its outputs, final carries then stacked ys then
     the stacked carries each step started from."""
     from fusegrad.ir.builder import current_builder, make_node
+    from fusegrad.ir.loops import hoist_invariants
+    body, consts = hoist_invariants(body, list(consts), len(consts))
     inputs = tuple(consts) + tuple(init) + tuple(xs)
     params = dict(body=body, num_consts=len(consts), num_carry=len(init), length=int(length),
                   reverse=bool(reverse))

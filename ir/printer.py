@@ -101,11 +101,18 @@ def _body_rows(node: Node) -> list[tuple[str, str, None]]:
     return rows
 
 
+LONG_LHS, LONG_ROW = 40, 90
+
+
 def _layout(graph, rows, typed, names, title) -> str:
     head = " ".join(typed(v) for v in graph.all_inputs)
     nodes = [row for row in rows if row[0]]
+    # A scan's many outputs make a long left side: it overflows rather than pushing
+    # every other row of the program to the right.
+    nodes = [row for row in nodes if len(row[0]) <= LONG_LHS] or nodes
     lhs_width = max((len(lhs) for lhs, _, _ in nodes), default=0)
-    body_width = max((len(lhs_width * " " + " = " + rhs) for _, rhs, _ in nodes), default=0)
+    widths = [len(lhs_width * " " + " = " + rhs) for _, rhs, _ in nodes]
+    body_width = max([w for w in widths if w <= LONG_ROW] or widths, default=0)
     lines = [f"{{ lambda {head} ."]
     keyword = "let "  # on the first node row, which a comment row may precede
     for lhs, rhs, source in rows:

@@ -87,6 +87,7 @@ class ScanStep(LibraryStep):
 
     def __init__(self, call: LibraryCall, fuse: bool) -> None:
         super().__init__(call)
+        self.name = call.name
         from fusegrad.codegen import plan_kernels
         self.params = self.node.attrs
         self.body = Executable(plan_kernels(self.params["body"].graph, fuse=fuse))
@@ -171,6 +172,11 @@ class Executable:
             lines.append(f"\n# ---- {step.kernel.name}  ({source_path(step.source).name}{step.note()})")
             lines.append("\n\n".join(annotate(text, step.kernel, self.names)
                                      for name, text in functions.items() if name != hidden))
+        for step in self.steps:
+            if isinstance(step, ScanStep):   # its body's own plan and kernels
+                lines.append(f"\n# ==== the body of {step.name}, run once per step "
+                             f"(names are the body's, as its IR prints them)")
+                lines.append(step.body.describe(variants))
         return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,11 @@ def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,
     step. ``xs=None`` with ``length=n`` runs n steps with x None. ``reverse=True``
     runs from the last element to the first (ys keep their positions). `unroll`
     is accepted for JAX's signature; it is a speed hint, and does not change results.
+
+    Inside `compile_grad` the body is traced once and compiled once; its gradient is
+    a scan too. Outside, the loop runs step by step in Python: NumPy arrays in give
+    NumPy arrays out, and eager tensors that require grad record every step (the
+    unrolled recording) for ``backward()``.
     """
     where = user_line()
     init_leaves: list = []
@@ -60,7 +65,7 @@ def fori_loop(lower: int, upper: int, body_fun: Callable, init_val: Any):
     The bounds must be Python ints: the loop is a scan over the index (traced once,
     with i a 0-d int64 tensor), differentiable in reverse mode. Traced bounds would
     make the trip count data-dependent, which reverse mode cannot differentiate (JAX
-    refuses it too)."""
+    refuses it too). Outside `compile_grad` it is a Python loop, i a Python int."""
     for name, bound in (("lower", lower), ("upper", upper)):
         if not isinstance(bound, numbers.Integral) or isinstance(bound, bool):
             raise TraceError(located(

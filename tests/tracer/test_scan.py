@@ -57,7 +57,8 @@ def test_rnn_matches_the_unrolled_loop(dtype, interpret, assert_all_close, flatt
     expected = flatten(UNROLLED(*args))
     assert value.dtype == dtype and all(g.dtype == dtype for g in grads)
     assert_all_close([value, *grads], expected, dtype)
-    assert_all_close(flatten(SCAN_UNFUSED(*args)), expected, dtype)
+    if dtype == np.float64:   # one kernel per primitive: many compilations, one dtype
+        assert_all_close(flatten(SCAN_UNFUSED(*args)), expected, dtype)
     assert_all_close(interpret(SCAN, *args), expected, dtype)
 
 

@@ -49,10 +49,14 @@ def vjp_graph(graph: Graph, wrt: Sequence[int], *, seed_input: bool = False) -> 
                 raise ShapeError(f"the differentiated function must return a scalar, "
                                  f"got {target.type_str}")
             seed = ops.const(1.0, target.dtype)
-        cotangents = backward_nodes(graph.nodes, [(target, seed)], active_values(graph, inputs))
+        cotangents = _backward(graph.nodes, target, seed, active_values(graph, inputs))
         grads = tuple(cotangents.get(v) or _zeros(v) for v in inputs)
     new_inputs = graph.inputs + ((seed,) if seed_input else ())
     return builder.finish(new_inputs, graph.outputs + grads)
+
+
+def _backward(nodes: Sequence[Node], target: Value, seed: Value, active: set[Value]) -> dict:
+    return backward_nodes(nodes, [(target, seed)], active)
 
 
 def backward_nodes(nodes: Sequence[Node], seeds: Sequence[tuple[Value, Value]],

@@ -37,6 +37,9 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# gathers and functional updates (issue 11, items 2 and 3)
+from fusegrad.tracer.functions import gather, index_update, take, take_along_axis, take_along_dim
+from fusegrad.ir.errors import BoundsError
 
 __version__ = "0.1.0"
 

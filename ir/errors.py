@@ -43,3 +43,9 @@ class UnsupportedError(FusegradError, NotImplementedError):
 
 def located(message: str, source: str | None) -> str:
     return f"{message}\n  traced at {source}" if source else message
+
+
+class BoundsError(FusegradError, IndexError, RuntimeError):
+    """An index array holds an index outside its axis, found when the compiled function
+    runs (issue 11, item 2). An IndexError, as NumPy's (``x[idx]``, ``np.take``), and a
+    RuntimeError, as PyTorch's (``gather``: "index out of bounds")."""

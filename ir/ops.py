@@ -15,7 +15,7 @@ import numpy as np
 from fusegrad.ir import primitives as P
 from fusegrad.ir import shapes as S
 from fusegrad.ir.builder import current_source
-from fusegrad.ir.errors import DTypeError, ShapeError, located
+from fusegrad.ir.errors import DTypeError, ShapeError, TraceError, UnsupportedError, located
 from fusegrad.ir.graph import Shape, Value
 
 DEFAULT_FLOAT = np.dtype(np.float32)
@@ -274,8 +274,11 @@ def scatter_slice(g: Value, shape: Shape, index) -> Value:
 
 
 def getitem(x: Value, index) -> Value:
-    """NumPy basic indexing: integers, slices, None and Ellipsis (static, no arrays)."""
+    """NumPy basic indexing: integers, slices, None and Ellipsis (static, no arrays);
+    with integer index arrays (`Value`s) among them, NumPy's advanced indexing."""
     index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, Value) for i in index):
+        return gather_index(x, index)
     if any(not isinstance(i, (int, np.integer, slice, type(None), type(Ellipsis))) or
            isinstance(i, bool) for i in index):
         raise TypeError(located(
@@ -606,3 +609,228 @@ def pad(x: Value, pad_width, constant_values: numbers.Number = 0) -> Value:
         return placed
     inside = scatter_slice(broadcast_to(const(True, np.bool_), x.shape), shape, index)
     return where(inside, placed, constant_values)
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# Integer-array indexing in NumPy's rules, built on the gather primitive (and its
+# transpose scatter_add) with slices and transposes around it: basic slices first,
+# then the advanced axes (index arrays, and integers beside them, which NumPy counts
+# as 0-d index arrays) gathered together. The gathered axes replace the indexed ones
+# where these are consecutive, and lead the result otherwise, as in NumPy.
+
+def mask_index_error(mask_type: str) -> TraceError:
+    return TraceError(located(
+        f"indexing with a boolean mask ({mask_type}) selects as many elements as the mask has "
+        "True values, known only from the data, and compile_grad builds a graph of static "
+        "shapes: write fg.where(mask, x, 0) to keep the shape (and reduce with the mask, "
+        "e.g. fg.where(mask, x, 0).sum() / mask.sum()), or index with integer positions",
+        current_source()))
+
+
+def _index_arrays(op: str, indices: Sequence[Value]) -> list[Value]:
+    for i in indices:
+        if i.dtype.kind == "b":
+            raise mask_index_error(i.type_str)
+        if i.dtype.kind not in "iu":
+            raise DTypeError(located(f"{op}: index arrays must be integers, got {i.type_str}",
+                                     current_source()))
+    return list(indices)
+
+
+def _broadcast_indices(op: str, indices: Sequence[Value], x: Value) -> list[Value]:
+    indices = _index_arrays(op, indices)
+    try:
+        shape = S.broadcast_shapes(*(i.shape for i in indices))
+    except ShapeError as error:
+        raise ShapeError(located(f"{op}: index arrays of {x.type_str}: {error}",
+                                 current_source())) from None
+    return [broadcast_to(i, shape) for i in indices]
+
+
+def gather(x: Value, indices: Sequence[Value], batch: int = 0) -> Value:
+    """The primitive: ``x[a0, ..., i0, i1, ...]`` over `batch` leading axes (see P.gather)."""
+    return P.gather.bind(x, *_broadcast_indices("gather", indices, x), batch=int(batch))
+
+
+def scatter_add(g: Value, indices: Sequence[Value], shape: Shape, batch: int = 0) -> Value:
+    return P.scatter_add.bind(g, *_broadcast_indices("scatter_add", indices, g),
+                              shape=tuple(shape), batch=int(batch))
+
+
+class IndexPlan:
+    """`x[index]` as basic slices (`triples`, giving `sliced`) followed, when there are
+    index arrays, by a gather of the `axes` of the sliced array at `indices`."""
+
+    def __init__(self, x: Value, index: tuple) -> None:
+        self.x_shape, self.dtype = x.shape, x.dtype
+        arrays = [i for i in index if isinstance(i, Value)]
+        _index_arrays("indexing", arrays)
+        if arrays and any(i is None for i in index):
+            raise UnsupportedError(located(
+                f"indexing {x.type_str}: None (np.newaxis) together with index arrays is not "
+                "supported; index first, then add the axis with fg.expand_dims or reshape",
+                current_source()))
+        explicit = sum(i is not None and i is not Ellipsis for i in index)
+        if explicit > x.ndim or sum(i is Ellipsis for i in index) > 1:
+            raise ShapeError(located(f"too many indices for {x.type_str}: {explicit} given",
+                                     current_source()))
+        at = index.index(Ellipsis) if Ellipsis in index else len(index)
+        index = index[:at] + (slice(None),) * (x.ndim - explicit) + index[at + 1:]
+        self.triples, self.shape, self.axes, advanced = [], [], [], []
+        axis = 0
+        for item in index:
+            if item is None:
+                self.shape.append(1)
+                continue
+            size = x.shape[axis]
+            if isinstance(item, slice):
+                triple = item.indices(size)
+                self.shape.append(len(range(*triple)))
+            elif isinstance(item, Value):
+                triple = (0, size, 1)
+                self.axes.append(axis)
+                advanced.append(item)
+            else:
+                if not -size <= item < size:
+                    raise ShapeError(located(f"index {item} is out of bounds for axis {axis} "
+                                             f"of {x.type_str}", current_source()))
+                start = int(item) % size
+                triple = (start, start + 1, 1)
+                if arrays:   # beside index arrays an integer is a 0-d index array (NumPy)
+                    self.axes.append(axis)
+                    advanced.append(const(0, np.int64))
+            self.triples.append(triple)
+            axis += 1
+        self.triples = tuple(self.triples)
+        self.sliced = tuple(len(range(*t)) for t in self.triples)
+        self.indices = _broadcast_indices("indexing", advanced, x) if advanced else []
+        if self.indices:
+            self._arrange()
+
+    def _arrange(self) -> None:
+        """The transposes around the gather: the advanced axes first, and the gathered
+        axes back where the indexed ones were, when those were consecutive."""
+        axes = self.axes
+        rest = [a for a in range(len(self.sliced)) if a not in axes]
+        self.perm = tuple(axes) + tuple(rest)
+        k, ndim = self.indices[0].ndim, len(rest)
+        consecutive = axes == list(range(axes[0], axes[0] + len(axes)))
+        lead = axes[0] if consecutive else 0
+        self.out_perm = tuple(range(k, k + lead)) + tuple(range(k)) + tuple(range(k + lead, k + ndim))
+        gathered = self.indices[0].shape + tuple(self.sliced[a] for a in rest)
+        self.shape = [gathered[p] for p in self.out_perm]
+
+    def read(self, x: Value) -> Value:
+        sliced = slice_array(x, self.triples)
+        if not self.indices:
+            return reshape(sliced, tuple(self.shape))
+        # Integer items were sliced to one element: index 0 of that axis remains.
+        out = P.gather.bind(transpose(sliced, self.perm), *self.indices, batch=0)
+        return transpose(out, self.out_perm)
+
+    def place(self, v: Value, dtype=None) -> Value:
+        """The transpose of `read`: `v` (cast to x's dtype, or `dtype`, and broadcast to the
+        indexed shape) added into zeros of x's shape; where index arrays repeat a place,
+        their values accumulate."""
+        v = broadcast_to(cast(v, dtype or self.dtype), tuple(self.shape))
+        if self.indices:
+            moved = transpose(v, tuple(np.argsort(self.out_perm)))
+            shape = tuple(self.sliced[p] for p in self.perm)
+            v = transpose(P.scatter_add.bind(moved, *self.indices, shape=shape, batch=0),
+                          tuple(np.argsort(self.perm)))
+        else:
+            v = reshape(v, self.sliced)
+        if self.sliced == self.x_shape and all(t[0] == 0 and t[2] == 1 for t in self.triples):
+            return v
+        return scatter_slice(v, self.x_shape, self.triples)
+
+
+def gather_index(x: Value, index: tuple) -> Value:
+    """``x[index]`` with NumPy's basic and integer-array indexing."""
+    return IndexPlan(x, index).read(x)
+
+
+def _moved_last(x: Value, axis: int) -> Value:
+    return transpose(x, tuple(a for a in range(x.ndim) if a != axis) + (axis,))
+
+
+def take(x: Value, indices: Value, axis: int | None = None) -> Value:
+    """NumPy's take (PyTorch's take when axis is None: indices into the flattened x)."""
+    if axis is None:
+        return gather(reshape(x, (x.size,)), [indices])
+    axis = _axis("take", axis, x.ndim, x.type_str)
+    return gather_index(x, (slice(None),) * axis + (indices,))
+
+
+def take_along_axis(x: Value, indices: Value, axis: int | None) -> Value:
+    """NumPy's take_along_axis: ``out[..., j, ...] = x[..., indices[..., j, ...], ...]``,
+    the other axes of x and indices broadcast against each other."""
+    _index_arrays("take_along_axis", [indices])
+    if axis is None:
+        x, axis = reshape(x, (x.size,)), 0
+    if indices.ndim != x.ndim:
+        raise ShapeError(located(f"take_along_axis: indices and the array must have the same "
+                                 f"number of dimensions, got {S.describe(indices, x)}",
+                                 current_source()))
+    axis = _axis("take_along_axis", axis, x.ndim, S.describe(x, indices))
+    xt, it = _moved_last(x, axis), _moved_last(indices, axis)
+    try:
+        batch = S.broadcast_shapes(xt.shape[:-1], it.shape[:-1])
+    except ShapeError as error:
+        raise ShapeError(located(f"take_along_axis: {error} (apart from axis {axis}; "
+                                 f"{S.describe(x, indices)})", current_source())) from None
+    xt = broadcast_to(xt, batch + xt.shape[-1:])
+    it = broadcast_to(it, batch + it.shape[-1:])
+    out = P.gather.bind(xt, it, batch=x.ndim - 1)
+    perm = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
+    return transpose(out, tuple(np.argsort(perm)))
+
+
+def torch_gather(x: Value, dim: int, indices: Value) -> Value:
+    """PyTorch's gather: take_along_axis without broadcasting, where `indices` may be
+    smaller than x along the other dimensions (x is read from its start there)."""
+    _index_arrays("gather", [indices])
+    if indices.ndim != x.ndim:
+        raise ShapeError(located(f"gather: index tensor must have the same number of dimensions "
+                                 f"as input tensor, got {S.describe(x, indices)}",
+                                 current_source()))
+    dim = _axis("gather", dim, x.ndim, S.describe(x, indices))
+    for d in range(x.ndim):
+        if d != dim and indices.shape[d] > x.shape[d]:
+            raise ShapeError(located(
+                f"gather: size does not match at dimension {d}: expected index "
+                f"{list(indices.shape)} to be no larger than self {list(x.shape)} apart from "
+                f"dimension {dim}", current_source()))
+    x = slice_array(x, tuple((0, x.shape[d] if d == dim else indices.shape[d], 1)
+                             for d in range(x.ndim)))
+    return take_along_axis(x, indices, dim)
+
+
+# ---------------------------------------------------------------- functional updates (issue 11, item 3)
+# ``x[index] = v``, ``x[index] += v`` and JAX's ``x.at[index].set/add/multiply(v)`` as new
+# values: the indexed region of x replaced, added to or scaled. Every gradient comes from
+# the primitives used: x's is zero where overwritten (where), v's is the cotangent read
+# back at the region and summed over broadcasting (scatter_slice / scatter_add).
+
+def index_update(x: Value, v, index: tuple, mode: str) -> Value:
+    """x with ``x[index]`` set to, added to or multiplied by `v` (mode "set", "add",
+    "multiply"). With index arrays only "add" is defined here (duplicate indices then
+    accumulate, as JAX's .at[].add does); set and multiply need a place written once."""
+    index = index if isinstance(index, tuple) else (index,)
+    plan = IndexPlan(x, index)
+    if plan.indices and mode != "add":
+        raise UnsupportedError(located(
+            f"{mode} at integer index arrays ({x.type_str}) is not supported: an index may "
+            "repeat, and which write wins is then undefined; add with x.at[idx].add(v) "
+            "(repeats accumulate), or select with fg.where(mask, v, x)", current_source()))
+    if not isinstance(v, Value):
+        v = const(v, x.dtype)   # NumPy's assignment casts to the array's dtype
+    placed = plan.place(v)
+    if mode == "add":
+        return add(x, placed)
+    inside = plan.place(const(True, np.bool_), np.bool_)
+    if mode == "set":
+        return where(inside, placed, x)
+    if mode == "multiply":
+        return where(inside, mul(x, placed), x)
+    raise ValueError(f"index_update: unknown mode {mode!r}")

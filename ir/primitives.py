@@ -15,6 +15,7 @@ import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import shapes as S
+from fusegrad.ir.errors import BoundsError
 from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, Monoid,
                                    literal, primitive)
 
@@ -477,4 +478,62 @@ remainder = primitive(
     # a - b * floor(a / b): PyTorch's remainder backward.
     vjp=lambda g, a, b, y: [g, -(g * ops.floor_divide(a, b))],
     scalar=_remainder_scalar, grad_fn="RemainderBackward0",
+)
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# `gather(x, *indices, batch=b)` is NumPy's ``x[a0, ..., a(b-1), i0, i1, ...]`` where
+# each `a` is an arange over one of x's `b` leading (batch) axes, broadcast along that
+# axis of the index arrays (which share one shape beginning with those axes): plain
+# integer-array indexing (b = 0) and take_along_axis (b = ndim - 1) are both gathers.
+# Its transpose, `scatter_add`, adds each value into its place; duplicate indices
+# accumulate (np.add.at). Each is the other's VJP, so second derivatives work. Both
+# run as host steps (NumPy), where an out-of-range index is NumPy's IndexError, raised
+# as BoundsError with the user's line (ir/interpreter.py); negative indices wrap.
+
+def _advanced_index(shape, indices, batch: int) -> tuple:
+    ndim = indices[0].ndim
+    aranges = tuple(np.arange(shape[axis]).reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
+                    for axis in range(batch))
+    return aranges + tuple(indices)
+
+
+def _bounds_error(error: IndexError, name: str, shape) -> BoundsError:
+    return BoundsError(f"{name}: {error} (an index array into an array of shape {tuple(shape)}); "
+                       f"valid indices along an axis of size n are -n ... n-1")
+
+
+def _gather_impl(x, *indices, batch):
+    try:
+        return x[_advanced_index(x.shape, indices, batch)]
+    except IndexError as error:
+        raise _bounds_error(error, "gather", x.shape) from None
+
+
+def _scatter_add_impl(g, *indices, shape, batch):
+    out = np.zeros(shape, dtype=g.dtype)
+    try:
+        np.add.at(out, _advanced_index(shape, indices, batch), g)
+    except IndexError as error:
+        raise _bounds_error(error, "scatter_add", shape) from None
+    return out
+
+
+def _gather_vjp(g, x, *indices_and_out, batch):
+    indices = indices_and_out[:-1]
+    return [ops.scatter_add(g, indices, x.shape, batch)] + [None] * len(indices)
+
+
+def _scatter_add_vjp(g, values, *indices_and_out, shape, batch):
+    indices = indices_and_out[:-1]
+    return [ops.gather(g, indices, batch)] + [None] * len(indices)
+
+
+gather = primitive(
+    "gather", kind=LAYOUT, infer=S.gather, impl=_gather_impl, vjp=_gather_vjp,
+    grad_fn="IndexBackward0", host_only=True,
+)
+scatter_add = primitive(
+    "scatter_add", kind=LAYOUT, infer=S.scatter_add, impl=_scatter_add_impl,
+    vjp=_scatter_add_vjp, grad_fn="ScatterAddBackward0", host_only=True,
 )

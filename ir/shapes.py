@@ -160,3 +160,36 @@ def scatter_shape(g: Value, *, shape: Shape, index) -> tuple[Shape, np.dtype]:
     if sliced != g.shape:
         raise ShapeError(f"cannot place {g.type_str} into the slice {index} of {tuple(shape)}")
     return tuple(shape), g.dtype
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+
+def _gather_indices(x: Value, indices: Sequence[Value], batch: int) -> Shape:
+    """The common shape of the index arrays of a gather or its scatter-add, checked."""
+    if not indices:
+        raise ShapeError("needs at least one index array")
+    if any(i.dtype.kind not in "iu" for i in indices):
+        raise DTypeError(f"index arrays must be integers, got {describe(*indices)}")
+    shape = indices[0].shape
+    if any(i.shape != shape for i in indices):
+        raise ShapeError(f"index arrays must have one shape, got {describe(*indices)}")
+    if batch + len(indices) > x.ndim or tuple(shape[:batch]) != tuple(x.shape[:batch]):
+        raise ShapeError(f"{len(indices)} index arrays {describe(*indices)} after {batch} "
+                         f"batch axes do not fit {x.type_str}")
+    return shape
+
+
+def gather(x: Value, *indices: Value, batch: int) -> tuple[Shape, np.dtype]:
+    """``x[arange, ..., i0, i1, ...]``: the index shape, then x's axes not indexed."""
+    shape = _gather_indices(x, indices, batch)
+    return tuple(shape) + x.shape[batch + len(indices):], x.dtype
+
+
+def scatter_add(g: Value, *indices: Value, shape: Shape, batch: int) -> tuple[Shape, np.dtype]:
+    """The transpose of `gather`: `g` (gather's result shape) added into zeros of `shape`."""
+    target = Value(shape, g.dtype)
+    expected, _ = gather(target, *indices, batch=batch)
+    if g.shape != expected:
+        raise ShapeError(f"values {g.type_str} do not fit the gather of {target.type_str} "
+                         f"at {describe(*indices)} (expected {expected})")
+    return tuple(shape), g.dtype

@@ -213,6 +213,8 @@ def reshape(x, *shape):
 def getitem(x, index):
     """``x[index]`` with NumPy's basic indexing (integers, slices, None, ...)."""
     items = index if isinstance(index, tuple) else (index,)
+    if builtins.any(_is_index_array(i) for i in items):
+        return _advanced_getitem(x, items)   # integer arrays (issue 11, item 2)
     return apply(_getitem, x, index=_freeze(items), grad_fn=_index_grad_fn(items))
 
 
@@ -514,3 +516,132 @@ def chunk(x, chunks, dim=0):
     """PyTorch's chunk: pieces of ceil(n / chunks) along `dim` (the last may be smaller)."""
     n = _shape(x)[dim]
     return _torch_split(x, builtins.max(1, -(-n // int(chunks))), dim)
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# Index arrays (Tensors, ndarrays, lists) travel as arguments of the op, so that a traced
+# index is an input of the graph and a constant one a captured constant; the rest of the
+# index (integers, slices, None, ...) is a parameter, with a marker where each array was.
+
+_ARRAY = ("array",)
+
+
+def _is_index_array(item) -> bool:
+    from fusegrad.tracer.state import TensorState
+    return isinstance(item, (TensorState, np.ndarray, list))
+
+
+def _is_traced(item) -> bool:
+    from fusegrad.tracer.state import TensorState
+    return isinstance(item, TensorState) and item._mode.traced
+
+
+def _index_arguments(items: tuple) -> tuple[list, tuple]:
+    """The index arrays of `items` and the index with markers in their place. A known
+    boolean mask is NumPy's: the integer positions of its True elements (one array per
+    axis it covers); a traced one has no known size and stays, for ops to refuse."""
+    arrays, frozen = [], []
+    for item in items:
+        if not _is_index_array(item):
+            frozen.append(item)
+            continue
+        if not _is_traced(item):
+            data = item._eager_data() if hasattr(item, "_eager_data") else np.asarray(item)
+            if data.dtype == np.bool_:
+                positions = np.nonzero(data)
+                arrays.extend(positions)
+                frozen.extend([_ARRAY] * len(positions))
+                continue
+            item = data if isinstance(item, list) else item
+        arrays.append(item)
+        frozen.append(_ARRAY)
+    return arrays, _freeze(tuple(frozen))
+
+
+def _thaw(arrays, index: tuple) -> tuple:
+    arrays = iter(arrays)
+    return tuple(next(arrays) if i == _ARRAY else slice(*i[1:]) if isinstance(i, tuple) else i
+                 for i in index)
+
+
+def _advanced_getitem(x, items: tuple):
+    arrays, index = _index_arguments(items)
+    return apply(_gather_index, x, *arrays, index=index, grad_fn="IndexBackward0")
+
+
+def _gather_index(x, *arrays, index):
+    return ops.getitem(x, _thaw(arrays, index))
+
+
+def take(x, indices, axis=None):
+    """NumPy's take: ``x[..., indices, ...]`` along `axis`, or into the flattened x
+    when axis is None (PyTorch's take). Negative indices count from the end."""
+    return apply(ops.take, x, indices, axis=axis, grad_fn="TakeBackward0")
+
+
+def take_along_axis(x, indices, axis):
+    """NumPy's take_along_axis (PyTorch's take_along_dim): the elements of x at
+    `indices` along `axis`, the other axes broadcast against each other."""
+    return apply(ops.take_along_axis, x, indices, axis=axis, grad_fn="TakeAlongDimBackward0")
+
+
+take_along_dim = take_along_axis
+
+
+def gather(x, dim, index):
+    """PyTorch's gather: ``out[i][j] = x[i][index[i][j]]`` for dim=1."""
+    return apply(ops.torch_gather, x, index, dim=int(dim), grad_fn="GatherBackward0")
+
+
+def _gather_method(x, dim, index):
+    return gather(x, dim, index)
+
+
+def _take_method(x, indices, axis=None):
+    return take(x, indices, axis)
+
+
+# ---------------------------------------------------------------- functional updates (issue 11, item 3)
+
+def index_update(x, index, value, mode: str = "set"):
+    """x with ``x[index]`` set to (mode "set"), added to ("add") or multiplied by
+    ("multiply") `value`, as a new tensor: JAX's ``x.at[index].set(value)``."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays, frozen = _index_arguments(items)
+    return apply(_index_update, x, value, *arrays, index=frozen, mode=mode,
+                 grad_fn="IndexPutBackward0" if arrays else "CopySlices")
+
+
+def _index_update(x, value, *arrays, index, mode):
+    return ops.index_update(x, value, _thaw(arrays, index), mode)
+
+
+class IndexUpdates:
+    """``x.at``: JAX's functional index updates, ``x.at[idx].set(v)`` and friends."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor) -> None:
+        self.tensor = tensor
+
+    def __getitem__(self, index) -> "IndexUpdate":
+        return IndexUpdate(self.tensor, index)
+
+
+class IndexUpdate:
+    __slots__ = ("tensor", "index")
+
+    def __init__(self, tensor, index) -> None:
+        self.tensor, self.index = tensor, index
+
+    def get(self):
+        return getitem(self.tensor, self.index)
+
+    def set(self, value):  # noqa: A003 (JAX's name)
+        return index_update(self.tensor, self.index, value, "set")
+
+    def add(self, value):
+        return index_update(self.tensor, self.index, value, "add")
+
+    def multiply(self, value):
+        return index_update(self.tensor, self.index, value, "multiply")

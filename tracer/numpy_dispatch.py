@@ -209,3 +209,18 @@ def _only_known_arrays(values: tuple) -> bool:
 
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+
+def _take(a, indices, axis=None, mode="raise"):
+    if mode != "raise":
+        raise UnsupportedError(f"numpy.take on a fusegrad Tensor: only mode='raise' (an index "
+                               f"out of bounds is an error), got mode={mode!r}")
+    return F.take(a, indices, axis)
+
+
+FUNCTIONS.update({
+    np.take: _take,
+    np.take_along_axis: lambda arr, indices, axis: F.take_along_axis(arr, indices, axis),
+})

@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.errors import UnsupportedError
+from fusegrad.ir.errors import DTypeError, ShapeError, TraceError
 from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import numpy_dispatch
 from fusegrad.tracer import functions as F
@@ -29,6 +29,7 @@ from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
+from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
 
@@ -330,7 +331,7 @@ class Tensor(TensorState):
     def __getitem__(self, index):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
-        if self._mode.traced or (self._requires_grad and _grad_state.enabled):
+        if self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index):
             return F.getitem(self, index)
         data = self._data[_plain_index(index)]
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
@@ -338,12 +339,14 @@ class Tensor(TensorState):
         return wrap(np.asarray(data), device=self._device)
 
     def __setitem__(self, index, value) -> None:
+        # A functional update (issue 11, item 3): traced, the tensor takes the updated
+        # value; recorded, the update is an op whose result is written into the storage.
+        traced = self._mode.traced or _traced_in(index) or _traced_in(value)
+        if traced or (_grad_state.enabled and (self._requires_grad or
+                                                getattr(value, "_requires_grad", False))):
+            self._assign(F.index_update(self, index, value, "set"))
+            return
         self._check_inplace()
-        if self._requires_grad and _grad_state.enabled:
-            raise UnsupportedError(
-                "fusegrad's autograd does not record assignment into a tensor that requires "
-                "grad; assign under fusegrad.no_grad(), or build the value out of place "
-                "(fusegrad.where, slicing and arithmetic)")
         if isinstance(value, Tensor):
             value = value._data
         self._data[_plain_index(index)] = value
@@ -364,6 +367,8 @@ class Tensor(TensorState):
 
     def _assign(self, result) -> "Tensor":
         """Write `result` (computed out of place) into this tensor's storage."""
+        if self._mode.traced or result._mode.traced:
+            return self._rebind(result)
         self._check_inplace()
         if tuple(result.shape) != tuple(self.shape):
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
@@ -378,6 +383,32 @@ class Tensor(TensorState):
             self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
             self._requires_grad = True
         return self
+
+    def _rebind(self, result) -> "Tensor":
+        """Traced, an in-place op gives the tensor its result as its new value (as JAX's
+        ``x = x + y``): the graph is unchanged, and no caller's array is written."""
+        if not self._mode.traced:
+            raise TraceError(
+                "an in-place update of an eager tensor with a traced value inside compile_grad"
+                ": the tensor lives outside the trace; create it inside the function (e.g. "
+                "fg.zeros_like(x)) or write x.at[index].set(v) to get a new tensor"
+                + (f"\n  at {user_line()}" if user_line() else ""))
+        if tuple(result.shape) != tuple(self.shape):
+            raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
+                             f"broadcast shape {list(result.shape)}"
+                             + (f"\n  at {user_line()}" if user_line() else ""))
+        if not np.can_cast(result.dtype, self.dtype, casting="same_kind"):
+            raise DTypeError(f"result type {np.dtype(result.dtype).name} can't be cast to the "
+                             f"desired output type {np.dtype(self.dtype).name}"
+                             + (f"\n  at {user_line()}" if user_line() else ""))
+        self._mode = result._cast(self.dtype)._mode if result.dtype != self.dtype else result._mode
+        return self
+
+    @property
+    def at(self) -> F.IndexUpdates:
+        """JAX's functional updates: ``x.at[idx].set(v)``, ``.add(v)``, ``.multiply(v)``,
+        ``.get()``, each a new tensor (x is unchanged)."""
+        return F.IndexUpdates(self)
 
     def add_(self, other, alpha=1):
         return self._assign(F.add(self, other if alpha == 1 else F.mul(other, alpha)))
@@ -503,6 +534,10 @@ _TABLE = (
     _Row(F.tile, ("tile",)),
     _Row(F._split_method, ("split",)),
     _Row(F.chunk, ("chunk",)),
+    # gathers (issue 11, item 2): PyTorch's x.gather(dim, index), NumPy's x.take
+    _Row(F._gather_method, ("gather",)),
+    _Row(F._take_method, ("take",)),
+    _Row(F.take_along_axis, ("take_along_dim",)),
 )
 
 
@@ -555,6 +590,13 @@ def _replace(x, value):
     if not hasattr(value, "shape"):
         return ops.broadcast_to(ops.const(value, x.dtype), x.shape)
     return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
+
+
+def _traced_in(item) -> bool:
+    """Whether an index or an assigned value holds a traced tensor."""
+    if isinstance(item, tuple):
+        return any(_traced_in(i) for i in item)
+    return isinstance(item, Tensor) and item._mode.traced
 
 
 def _plain_index(index):

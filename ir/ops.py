@@ -786,7 +786,7 @@ def take_along_axis(x: Value, indices: Value, axis: int | None) -> Value:
     return transpose(out, tuple(np.argsort(perm)))
 
 
-def torch_gather(x: Value, dim: int, indices: Value) -> Value:
+def torch_gather(x: Value, indices: Value, dim: int) -> Value:
     """PyTorch's gather: take_along_axis without broadcasting, where `indices` may be
     smaller than x along the other dimensions (x is read from its start there)."""
     _index_arrays("gather", [indices])

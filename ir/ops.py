@@ -665,6 +665,12 @@ class IndexPlan:
         self.x_shape, self.dtype = x.shape, x.dtype
         arrays = [i for i in index if isinstance(i, Value)]
         _index_arrays("indexing", arrays)
+        if any(isinstance(i, bool) or not isinstance(i, (Value, int, np.integer, slice,
+                                                         type(None), type(Ellipsis)))
+               for i in index):
+            raise TypeError(located(
+                f"indexing {x.type_str} with {index!r}: only integers, slices, None, ... and "
+                "integer index arrays are supported (use fg.where for masks)", current_source()))
         if arrays and any(i is None for i in index):
             raise UnsupportedError(located(
                 f"indexing {x.type_str}: None (np.newaxis) together with index arrays is not "

@@ -20,6 +20,7 @@ import pytest
 
 from fusegrad import ir
 from fusegrad.ir import ops
+from fusegrad.ir.builder import current_builder
 from fusegrad.ir.graph import Value
 
 # autograd warns when a gradient is identically zero (x ** 0); that is the point there.
@@ -212,6 +213,29 @@ CASES = [
         ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
 ]
 
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# Index arrays are constants of the graph, with repeats and negative indices; autograd's
+# integer-array indexing transposes with np.add.at, and scatter_add is checked against a
+# 0/1 matrix product.
+ROWS, COLS = np.array([2, 0, 2, -1]), np.array([1, 1, -4, 3])
+ALONG = np.array([[0, 0], [3, -1], [2, 1]])
+
+
+def _constant(array: np.ndarray) -> Value:
+    return current_builder().capture(array)
+
+
+CASES += [
+    layout("gather[rows, cols]", lambda x: ops.getitem(x, (_constant(ROWS), _constant(COLS))),
+           lambda x: x[ROWS, COLS], (3, 4)),
+    layout("gather[:, cols]", lambda x: ops.getitem(x, (slice(None), _constant(COLS))),
+           lambda x: x[:, COLS], (3, 4)),
+    layout("take_along_axis", lambda x: ops.take_along_axis(x, _constant(ALONG), 1),
+           lambda x: x[np.arange(3)[:, None], ALONG], (3, 4)),
+    layout("scatter_add", lambda x: ops.scatter_add(x, [_constant(ROWS)], (3, 2)),
+           lambda x: anp.dot((ROWS % 3 == np.arange(3)[:, None]).astype(float), x), (4, 2)),
+]
 
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:
     if domain == POSITIVE:

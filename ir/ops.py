@@ -751,6 +751,24 @@ class IndexPlan:
         return scatter_slice(v, self.x_shape, self.triples)
 
 
+    def write(self, x: Value, v: Value) -> Value:
+        """x with its indexed region set to `v` (broadcast to the indexed shape); where
+        index arrays repeat a place, one write is kept, as in NumPy."""
+        if not self.indices:
+            inside = self.place(const(True, np.bool_), np.bool_)
+            return where(inside, self.place(v), x)
+        v = broadcast_to(cast(v, self.dtype), tuple(self.shape))
+        moved = transpose(v, tuple(np.argsort(self.out_perm)))
+        region = transpose(slice_array(x, self.triples), self.perm)
+        written = transpose(P.scatter.bind(region, moved, *self.indices, batch=0),
+                            tuple(np.argsort(self.perm)))
+        if self.sliced == self.x_shape and all(t[0] == 0 and t[2] == 1 for t in self.triples):
+            return written
+        inside = scatter_slice(broadcast_to(const(True, np.bool_), self.sliced), self.x_shape,
+                               self.triples)
+        return where(inside, scatter_slice(written, self.x_shape, self.triples), x)
+
+
 def gather_index(x: Value, index: tuple) -> Value:
     """``x[index]`` with NumPy's basic and integer-array indexing."""
     return IndexPlan(x, index).read(x)
@@ -820,23 +838,31 @@ def torch_gather(x: Value, indices: Value, dim: int) -> Value:
 
 def index_update(x: Value, v, index: tuple, mode: str) -> Value:
     """x with ``x[index]`` set to, added to or multiplied by `v` (mode "set", "add",
-    "multiply"). With index arrays only "add" is defined here (duplicate indices then
-    accumulate, as JAX's .at[].add does); set and multiply need a place written once."""
+    "multiply"). At index arrays, "add" accumulates repeated indices (JAX's .at[].add)
+    and "set" keeps one write (NumPy's ``x[idx] = v``); "multiply" is refused there."""
     index = index if isinstance(index, tuple) else (index,)
     plan = IndexPlan(x, index)
-    if plan.indices and mode != "add":
+    if plan.indices and mode == "multiply":
         raise UnsupportedError(located(
-            f"{mode} at integer index arrays ({x.type_str}) is not supported: an index may "
-            "repeat, and which write wins is then undefined; add with x.at[idx].add(v) "
-            "(repeats accumulate), or select with fg.where(mask, v, x)", current_source()))
+            f"multiply at integer index arrays ({x.type_str}) is not supported; multiply "
+            "by a factor built with x.at[idx].set or fg.where instead", current_source()))
     if not isinstance(v, Value):
         v = const(v, x.dtype)   # NumPy's assignment casts to the array's dtype
-    placed = plan.place(v)
     if mode == "add":
-        return add(x, placed)
-    inside = plan.place(const(True, np.bool_), np.bool_)
+        return add(x, plan.place(v))
     if mode == "set":
-        return where(inside, placed, x)
+        return plan.write(x, v)
     if mode == "multiply":
-        return where(inside, mul(x, placed), x)
+        inside = plan.place(const(True, np.bool_), np.bool_)
+        return where(inside, mul(x, plan.place(v)), x)
     raise ValueError(f"index_update: unknown mode {mode!r}")
+
+
+def scatter(x: Value, values: Value, indices: Sequence[Value], batch: int = 0) -> Value:
+    """The primitive: x with ``x[a0, ..., i0, i1, ...] = values`` (see P.scatter)."""
+    return P.scatter.bind(x, cast(values, x.dtype), *_broadcast_indices("scatter", indices, x),
+                          batch=int(batch))
+
+
+def iota(shape: Shape) -> Value:
+    return P.iota.bind(shape=tuple(shape))

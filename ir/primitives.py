@@ -537,3 +537,41 @@ scatter_add = primitive(
     "scatter_add", kind=LAYOUT, infer=S.scatter_add, impl=_scatter_add_impl,
     vjp=_scatter_add_vjp, grad_fn="ScatterAddBackward0", host_only=True,
 )
+
+
+# ---------------------------------------------------------------- functional updates (issue 11, item 3)
+# ``x[idx] = v`` at index arrays: `scatter` writes `values` (gather's result shape) into a
+# copy of x. Where an index repeats, NumPy's assignment keeps one of the writes; the VJP
+# finds which by scattering the positions of the values (`iota`) the same way, so that
+# only the value that was kept gets a gradient, and x none where it was overwritten.
+
+def _scatter_impl(x, values, *indices, batch):
+    out = np.array(x)
+    try:
+        out[_advanced_index(x.shape, indices, batch)] = values
+    except IndexError as error:
+        raise _bounds_error(error, "scatter", x.shape) from None
+    return out
+
+
+def _scatter_vjp(g, x, values, *indices_and_out, batch):
+    indices = indices_and_out[:-1]
+    overwritten = ops.scatter(g, ops.broadcast_to(ops.const(0, g.dtype), values.shape), indices,
+                              batch)
+    positions = ops.iota(values.shape)
+    unwritten = ops.broadcast_to(ops.const(-1, positions.dtype), x.shape)
+    kept = ops.eq(ops.gather(ops.scatter(unwritten, positions, indices, batch), indices, batch),
+                  positions)
+    return [overwritten, ops.where(kept, ops.gather(g, indices, batch), 0)] + [None] * len(indices)
+
+
+scatter = primitive(
+    "scatter", kind=LAYOUT, infer=S.scatter, impl=_scatter_impl, vjp=_scatter_vjp,
+    grad_fn="IndexPutBackward0", host_only=True,
+)
+# The positions 0, 1, ... of an array of `shape`, in C order (an index, no gradient).
+iota = primitive(
+    "iota", kind=INDEX, infer=lambda *, shape: (tuple(shape), np.dtype(np.int64)),
+    impl=lambda *, shape: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape),
+    host_only=True,
+)

@@ -193,3 +193,12 @@ def scatter_add(g: Value, *indices: Value, shape: Shape, batch: int) -> tuple[Sh
         raise ShapeError(f"values {g.type_str} do not fit the gather of {target.type_str} "
                          f"at {describe(*indices)} (expected {expected})")
     return tuple(shape), g.dtype
+
+
+def scatter(x: Value, values: Value, *indices: Value, batch: int) -> tuple[Shape, np.dtype]:
+    """``x`` with ``x[arange, ..., i0, i1, ...] = values`` (see `gather`)."""
+    expected, _ = gather(x, *indices, batch=batch)
+    if values.shape != expected or values.dtype != x.dtype:
+        raise ShapeError(f"values {values.type_str} do not fit the gather of {x.type_str} "
+                         f"at {describe(*indices)} (expected {dtype_str(x.dtype)}{list(expected)})")
+    return x.shape, x.dtype

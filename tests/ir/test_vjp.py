@@ -235,6 +235,13 @@ CASES += [
            lambda x: x[np.arange(3)[:, None], ALONG], (3, 4)),
     layout("scatter_add", lambda x: ops.scatter_add(x, [_constant(ROWS)], (3, 2)),
            lambda x: anp.dot((ROWS % 3 == np.arange(3)[:, None]).astype(float), x), (4, 2)),
+    # issue 11, item 3: x[[2, 0, 2]] = 2 * x[[0, 1, 1]]: row 2 keeps the last write
+    layout("scatter", lambda x: ops.index_update(
+               x, ops.mul(ops.getitem(x, (_constant(np.array([0, 1, 1])),)), 2.0),
+               (_constant(np.array([2, 0, 2])),), "set"),
+           lambda x: anp.stack([2 * x[1], x[1], 2 * x[1]]), (3, 4)),
+    layout("iota", lambda x: x * ops.cast(ops.iota(x.shape), x.dtype),
+           lambda x: x * np.arange(12.0).reshape(3, 4), (3, 4)),
 ]
 
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:

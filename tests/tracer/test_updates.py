@@ -117,11 +117,41 @@ def test_jax_at_spellings_return_new_values():
     assert fg.gradcheck(f, x, i)
 
 
+def set_rows(x, v, i):
+    h = x * 1.0
+    h[i] = v                    # a repeated row keeps one write (the last, in NumPy)
+    h[1:, i[:2]] += 3 * v[:2, :2]
+    return (h * WEIGHTS[:3]).sum()
+
+
+SET_ROWS = fg.compile_grad(set_rows)
+
+
+def test_set_at_index_arrays_keeps_one_write_and_its_gradient():
+    rng = np.random.default_rng(5)
+    x, v, i = rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), np.array([2, 2, 0])
+    value, (gx, gv) = SET_ROWS(x, v, i)
+    h = x.copy()
+    h[i] = v
+    h[1:, i[:2]] += 3 * v[:2, :2]
+    assert np.isclose(value, (h * WEIGHTS[:3]).sum())
+    w = WEIGHTS[:3]
+    np.testing.assert_allclose(gx, np.where(np.isin(np.arange(3), i)[:, None], 0.0, w))
+    expected = w[i] * np.array([[0.0], [1.0], [1.0]])     # v[0]'s write to row 2 is lost
+    # h[1:, [2, 2]] += ... reads column 2 twice and writes it twice: the last write wins
+    expected[:2, 1] += 3 * w[1:, 2]
+    np.testing.assert_allclose(gv, expected)
+    assert fg.gradcheck(set_rows, x, v, i)
+    xt, vt = fg.tensor(x, requires_grad=True), fg.tensor(v, requires_grad=True)
+    set_rows(xt, vt, fg.tensor(i)).backward()             # eager: the same graph, recorded
+    np.testing.assert_allclose(vt.grad.numpy(), expected)
+
+
 @pytest.mark.parametrize("call, error, message", [
-    (lambda h, i: h.__setitem__(i, 1.0), fg.UnsupportedError, r"x\.at\[idx\]\.add"),
+    (lambda h, i: h.at[i].multiply(2.0), fg.UnsupportedError, r"multiply at integer index"),
     (lambda h, i: h.__iadd__(fg.ones(2, 4)), fg.ShapeError, "doesn't match the broadcast"),
     (lambda h, i: h.long().__imul__(0.5), fg.DTypeError, "can't be cast"),
-], ids=["set-at-index-array", "broadcast-grows", "float-into-int"])
+], ids=["multiply-at-index-array", "broadcast-grows", "float-into-int"])
 def test_updates_that_cannot_be_made_correct_are_clear_errors(call, error, message):
     def f(x, i):
         h = x * 1.0

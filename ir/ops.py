@@ -623,7 +623,8 @@ def mask_index_error(mask_type: str) -> TraceError:
         f"indexing with a boolean mask ({mask_type}) selects as many elements as the mask has "
         "True values, known only from the data, and compile_grad builds a graph of static "
         "shapes: write fg.where(mask, x, 0) to keep the shape (and reduce with the mask, "
-        "e.g. fg.where(mask, x, 0).sum() / mask.sum()), or index with integer positions",
+        "e.g. fg.where(mask, x, 0).sum() / mask.sum()), or index with integer positions; "
+        "to update (x[mask] *= 2), write x = fg.where(mask, x * 2, x)",
         current_source()))
 
 
@@ -841,6 +842,9 @@ def index_update(x: Value, v, index: tuple, mode: str) -> Value:
     "multiply"). At index arrays, "add" accumulates repeated indices (JAX's .at[].add)
     and "set" keeps one write (NumPy's ``x[idx] = v``); "multiply" is refused there."""
     index = index if isinstance(index, tuple) else (index,)
+    masked = _masked_update(x, v, index, mode)
+    if masked is not None:
+        return masked
     plan = IndexPlan(x, index)
     if plan.indices and mode == "multiply":
         raise UnsupportedError(located(
@@ -866,3 +870,21 @@ def scatter(x: Value, values: Value, indices: Sequence[Value], batch: int = 0) -
 
 def iota(shape: Shape) -> Value:
     return P.iota.bind(shape=tuple(shape))
+
+
+def _masked_update(x: Value, v, index: tuple, mode: str) -> Value | None:
+    """``x[mask] = number`` (or +=, *=) with a traced mask over x's leading axes: a select,
+    whose shape is static (unlike ``x[mask]``, which has one element per True)."""
+    if len(index) != 1 or not isinstance(index[0], Value) or index[0].dtype.kind != "b":
+        return None
+    mask = index[0]
+    if mask.shape != x.shape[:mask.ndim] or (isinstance(v, Value) and v.ndim):
+        raise TraceError(located(
+            f"assignment through a boolean mask {mask.type_str} into {x.type_str}: only a mask "
+            "over x's leading axes and a single number (x[mask] = 0) are static; otherwise "
+            "write fg.where(mask, values, x)", current_source()))
+    mask = broadcast_to(reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+    v = v if isinstance(v, Value) else const(v, x.dtype)
+    v = cast(v, x.dtype)
+    changed = {"set": v, "add": lambda: add(x, v), "multiply": lambda: mul(x, v)}[mode]
+    return where(mask, changed if mode == "set" else changed(), x)

@@ -200,3 +200,22 @@ def test_eager_leaves_that_require_grad_refuse_in_place_updates():
     assert plain.tolist() == [1.0, 2.0, 3.0] and plain.grad_fn is None
     y = x.at[0].set(5.0)                  # functional: x is unchanged
     assert y.tolist() == [5.0, 1.0, 1.0] and x.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_number_assigned_through_a_traced_mask_is_a_select():
+    def f(x):
+        h = x * 1.0
+        h[h < 0] = 0.0                    # x[mask] = number: fg.where(mask, 0, x)
+        h[h[:, 0] > 1] = 7.0              # a mask over the leading axis: whole rows
+        h = h.at[h > 1].multiply(0.5)
+        return (h * h).sum()
+    x = np.array([[-1.0, 0.5, 2.0], [3.0, -2.0, 0.2]])
+    value, (g,) = fg.compile_grad(f)(x)
+    h = x.copy()
+    h[h < 0] = 0.0
+    h[h[:, 0] > 1] = 7.0
+    h[h > 1] *= 0.5
+    assert value == (h * h).sum()
+    np.testing.assert_array_equal(g, [[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(fg.TraceError, match=r"fg\.where\(mask, values, x\)"):
+        fg.compile_grad(lambda x: x.at[x > 0].set(x[::-1]).sum())(x[0])

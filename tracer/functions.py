@@ -523,16 +523,16 @@ def chunk(x, chunks, dim=0):
 # index is an input of the graph and a constant one a captured constant; the rest of the
 # index (integers, slices, None, ...) is a parameter, with a marker where each array was.
 
+from fusegrad.tracer.state import TensorState  # noqa: E402 (this section's own import)
+
 _ARRAY = ("array",)
 
 
 def _is_index_array(item) -> bool:
-    from fusegrad.tracer.state import TensorState
     return isinstance(item, (TensorState, np.ndarray, list))
 
 
 def _is_traced(item) -> bool:
-    from fusegrad.tracer.state import TensorState
     return isinstance(item, TensorState) and item._mode.traced
 
 
@@ -576,6 +576,8 @@ def _gather_index(x, *arrays, index):
 def take(x, indices, axis=None):
     """NumPy's take: ``x[..., indices, ...]`` along `axis`, or into the flattened x
     when axis is None (PyTorch's take). Negative indices count from the end."""
+    if isinstance(indices, numbers.Integral):
+        indices = np.asarray(indices)   # one index: a 0-d index array, as NumPy
     return apply(ops.take, x, indices, axis=axis, grad_fn="TakeBackward0")
 
 

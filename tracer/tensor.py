@@ -391,16 +391,13 @@ class Tensor(TensorState):
             raise TraceError(
                 "an in-place update of an eager tensor with a traced value inside compile_grad"
                 ": the tensor lives outside the trace; create it inside the function (e.g. "
-                "fg.zeros_like(x)) or write x.at[index].set(v) to get a new tensor"
-                + (f"\n  at {user_line()}" if user_line() else ""))
+                "fg.zeros_like(x)) or write x.at[index].set(v) to get a new tensor" + _at_user_line())
         if tuple(result.shape) != tuple(self.shape):
             raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
-                             f"broadcast shape {list(result.shape)}"
-                             + (f"\n  at {user_line()}" if user_line() else ""))
+                             f"broadcast shape {list(result.shape)}" + _at_user_line())
         if not np.can_cast(result.dtype, self.dtype, casting="same_kind"):
             raise DTypeError(f"result type {np.dtype(result.dtype).name} can't be cast to the "
-                             f"desired output type {np.dtype(self.dtype).name}"
-                             + (f"\n  at {user_line()}" if user_line() else ""))
+                             f"desired output type {np.dtype(self.dtype).name}" + _at_user_line())
         self._mode = result._cast(self.dtype)._mode if result.dtype != self.dtype else result._mode
         return self
 
@@ -590,6 +587,11 @@ def _replace(x, value):
     if not hasattr(value, "shape"):
         return ops.broadcast_to(ops.const(value, x.dtype), x.shape)
     return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
+
+
+def _at_user_line() -> str:
+    line = user_line()
+    return f"\n  at {line}" if line else ""
 
 
 def _traced_in(item) -> bool:

@@ -167,6 +167,11 @@ class Tensor(TensorState):
         return self._data
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self._mode.traced:   # NumPy asks for the data: most often `ndarray[traced index]`
+            raise TraceError(
+                "NumPy needs the values of a traced tensor, which exist only when the compiled "
+                "function runs; to index a NumPy array with a traced index, write "
+                "fg.take(array, index, axis=0) or fg.tensor(array)[index]" + _at_user_line())
         array = self.numpy()
         return array if dtype is None else array.astype(dtype)
 

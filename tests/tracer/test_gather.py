@@ -224,3 +224,9 @@ def test_eager_spellings_and_grad_fn_names():
     assert np.take_along_axis(x, np.array([[1], [2]]), 1).grad_fn.name() == "TakeAlongDimBackward0"
     plain = fg.tensor(np.arange(6.0).reshape(2, 3))
     assert plain[np.array([1, 1]), idx[:2]].tolist() == [5.0, 3.0]
+
+
+def test_an_ndarray_indexed_by_a_traced_tensor_says_what_to_write():
+    table = np.ones((5, 3))
+    with pytest.raises(fg.TraceError, match=r"fg\.take\(array, index, axis=0\).*\n  at .*test_gather"):
+        fg.compile_grad(lambda x, i: (x * table[i]).sum())(np.ones((2, 3)), np.array([0, 1]))

@@ -723,7 +723,8 @@ class IndexPlan:
         k, ndim = self.indices[0].ndim, len(rest)
         consecutive = axes == list(range(axes[0], axes[0] + len(axes)))
         lead = axes[0] if consecutive else 0
-        self.out_perm = tuple(range(k, k + lead)) + tuple(range(k)) + tuple(range(k + lead, k + ndim))
+        self.out_perm = (tuple(range(k, k + lead)) + tuple(range(k))
+                         + tuple(range(k + lead, k + ndim)))
         gathered = self.indices[0].shape + tuple(self.sliced[a] for a in rest)
         self.shape = [gathered[p] for p in self.out_perm]
 

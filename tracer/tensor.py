@@ -18,9 +18,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.errors import DTypeError, ShapeError, TraceError
+from fusegrad.ir.errors import DTypeError, ShapeError, TraceError, UnsupportedError
 from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import numpy_dispatch
+from fusegrad.tracer import executor as executor_views
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
@@ -349,7 +350,14 @@ class Tensor(TensorState):
         traced = self._mode.traced or _traced_in(index) or _traced_in(value)
         if traced or (_grad_state.enabled and (self._requires_grad or
                                                 getattr(value, "_requires_grad", False))):
-            self._assign(F.index_update(self, index, value, "set"))
+            source = self
+            if not traced:
+                self._check_unshared(index, value)
+                if self._grad_fn is None and not self._requires_grad:
+                    # The op reads a copy: its input must not change when the result is
+                    # written over it, since the backward may recompute from it.
+                    source = wrap(np.array(self._data), device=self._device)
+            self._assign(F.index_update(source, index, value, "set"))
             return
         self._check_inplace()
         if isinstance(value, Tensor):
@@ -389,14 +397,43 @@ class Tensor(TensorState):
             self._requires_grad = True
         return self
 
+    def _check_unshared(self, index, value) -> None:
+        """A recorded assignment changes this tensor's storage and its own grad_fn only:
+        refuse it where another tensor that records gradients sees that storage (PyTorch
+        rewrites those tensors' grad_fn too; fusegrad would leave them silently wrong)."""
+        base = executor_views.base_of(self)
+        if base is not None and (base._grad_fn is not None or base._requires_grad):
+            raise UnsupportedError(
+                "assignment into a view of another tensor (a slice or reshape of it) that "
+                "records gradients: fusegrad cannot carry it into that tensor's gradient; "
+                "assign into the tensor itself (base[...] = v), or clone() the view first"
+                + _at_user_line())
+        plain = _plain_index(index)
+        try:   # `...` keeps an integer index's element a view (a 0-d array, not a scalar)
+            region = self._data[(plain if isinstance(plain, tuple) else (plain,)) + (Ellipsis,)]
+        except (IndexError, TypeError, ValueError):   # index arrays, or a `...` already
+            region = self._data
+        for view in executor_views.views_of(self):
+            if view is not value and view._grad_fn is not None and \
+                    np.may_share_memory(view._data, region):
+                raise UnsupportedError(
+                    f"assignment into a tensor of shape {list(self.shape)} would change a view "
+                    f"of it (shape {list(view.shape)}, made by slicing or reshape) whose "
+                    "gradient fusegrad cannot update: clone() the view before the assignment, "
+                    "or build the new value out of place (x = x.at[index].set(v))"
+                    + _at_user_line())
+
     def _rebind(self, result) -> "Tensor":
         """Traced, an in-place op gives the tensor its result as its new value (as JAX's
         ``x = x + y``): the graph is unchanged, and no caller's array is written."""
-        if not self._mode.traced:
+        local = (getattr(self, "_born_tracing", False) and self._grad_fn is None
+                 and not self._requires_grad)
+        if not self._mode.traced and not local:
             raise TraceError(
                 "an in-place update of an eager tensor with a traced value inside compile_grad"
-                ": the tensor lives outside the trace; create it inside the function (e.g. "
-                "fg.zeros_like(x)) or write x.at[index].set(v) to get a new tensor" + _at_user_line())
+                ": the tensor was created outside the traced function, which must not change "
+                "it; create it inside the function (e.g. fg.zeros(n)), or write "
+                "x.at[index].set(v) to get a new tensor" + _at_user_line())
         if tuple(result.shape) != tuple(self.shape):
             raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
                              f"broadcast shape {list(result.shape)}" + _at_user_line())

@@ -172,7 +172,8 @@ class Tensor(TensorState):
             raise TraceError(
                 "NumPy needs the values of a traced tensor, which exist only when the compiled "
                 "function runs; to index a NumPy array with a traced index, write "
-                "fg.take(array, index, axis=0) or fg.tensor(array)[index]" + _at_user_line())
+                "fg.take(array, index, axis=0) or fg.tensor(array)[index]; to fill an array "
+                "with traced values, make it with fg.zeros inside the function" + _at_user_line())
         array = self.numpy()
         return array if dtype is None else array.astype(dtype)
 

@@ -190,6 +190,16 @@ def test_data_dependent_control_flow(fn, marker, what):
     assert "static graph" in message and "fg.where" in message
 
 
+def copies(x):
+    return fg.tensor(x).sum()  # <- copy
+
+
+def test_reading_the_data_of_a_traced_tensor():
+    message = raised(fg.TraceError, fg.compile_grad(copies), X34)
+    assert "data of a traced tensor" in message and line_of("copy") in message
+    assert "use the tensor itself" in message.lower()
+
+
 def test_error_messages_name_the_line_once():
     message = raised(fg.ShapeError, fg.compile_grad(broadcast), X34, Y5)
     assert len(re.findall(re.escape(line_of("broadcast")), message)) == 1

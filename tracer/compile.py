@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fusegrad import ir
-from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError, bare
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.runtime.devices import require_cuda
@@ -212,7 +212,7 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
     except pytree.UnhashableConstant as error:
         raise _unhashable(args, names, error.args[0]) from None
     except (DTypeError, ShapeError) as error:   # a float16 array, a ragged list
-        raise type(error)(f"{_culprit(args, names)}: {error}") from None
+        raise type(error)(f"{_culprit(args, names)}: {bare(error)}") from None
     return leaves, tuple(key)
 
 

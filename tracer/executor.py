@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir.builder import Builder, building
-from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.errors import FusegradError, bare, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
@@ -112,7 +112,7 @@ def _trace_op(build, args, params: dict) -> OpGraph:
         with building(builder):
             result = build(*values, **params)
     except FusegradError as error:
-        raise type(error)(located(str(error), user_line())) from None
+        raise type(error)(located(bare(error), user_line())) from None
     outputs = result if isinstance(result, tuple) else (result,)
     fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
     return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,

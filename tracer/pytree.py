@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, bare
 from fusegrad.ir.graph import FLOATING
 from fusegrad.tracer.state import TensorState
 
@@ -109,7 +109,7 @@ def as_array(arg: Any) -> np.ndarray | None:
         try:
             array = np.asarray(arg)  # accepted like NumPy does (documented in the README)
         except ValueError as error:  # ragged
-            raise ShapeError(f"a nested list of numbers is taken as an array, and {error}") from None
+            raise ShapeError(f"a nested list of numbers is taken as an array, and {bare(error)}") from None
     else:
         return None
     return checked_array(array)

@@ -200,6 +200,13 @@ def test_reading_the_data_of_a_traced_tensor():
     assert "use the tensor itself" in message.lower()
 
 
+def test_eager_errors_name_the_line_too():
+    # Raised by fusegrad's front-end, not by a traced op: the line is still the user's.
+    m = fg.tensor(np.ones((2, 2)))
+    message = raised(fg.ShapeError, lambda: m.mv(m))  # <- eager mv
+    assert "mv" in message and "(2, 2)" in message and line_of("eager mv") in message
+
+
 def test_error_messages_name_the_line_once():
     message = raised(fg.ShapeError, fg.compile_grad(broadcast), X34, Y5)
     assert len(re.findall(re.escape(line_of("broadcast")), message)) == 1

@@ -15,7 +15,7 @@ import numpy as np
 from fusegrad.ir import primitives as P
 from fusegrad.ir import shapes as S
 from fusegrad.ir.builder import current_source
-from fusegrad.ir.errors import DTypeError, ShapeError, located
+from fusegrad.ir.errors import DTypeError, ShapeError, bare, located
 from fusegrad.ir.graph import Shape, Value
 
 DEFAULT_FLOAT = np.dtype(np.float32)
@@ -335,7 +335,7 @@ def _axes(op: str, x: Value, axes) -> tuple[int, ...]:
     try:
         return S.normalize_axes(axes, x.ndim)
     except ShapeError as error:
-        raise ShapeError(located(f"{op}: {error} ({x.type_str})", current_source())) from None
+        raise ShapeError(located(f"{op}: {bare(error)} ({x.type_str})", current_source())) from None
 
 def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
     # A sum of booleans counts them, as in NumPy and PyTorch (int64); summed in
@@ -447,7 +447,7 @@ def _axis(op: str, axis, ndim: int, types: str) -> int:
     try:
         (axis,) = S.normalize_axes(int(axis), ndim)
     except ShapeError as error:
-        raise _layout_error(op, f"{error} ({types})") from None
+        raise _layout_error(op, f"{bare(error)} ({types})") from None
     return axis
 
 
@@ -488,7 +488,7 @@ def expand_dims(x: Value, axis) -> Value:
     try:
         axes = S.normalize_axes(axes, ndim)
     except ShapeError as error:
-        raise _layout_error("expand_dims", f"{error} ({x.type_str})") from None
+        raise _layout_error("expand_dims", f"{bare(error)} ({x.type_str})") from None
     shape, dims = [], iter(x.shape)
     for i in range(ndim):
         shape.append(1 if i in axes else next(dims))
@@ -504,7 +504,7 @@ def squeeze(x: Value, axis=None) -> Value:
         try:
             axes = S.normalize_axes(axes, x.ndim)
         except ShapeError as error:
-            raise _layout_error("squeeze", f"{error} ({x.type_str})") from None
+            raise _layout_error("squeeze", f"{bare(error)} ({x.type_str})") from None
         if any(x.shape[a] != 1 for a in axes):
             raise _layout_error("squeeze", f"cannot select an axis to squeeze out which has "
                                            f"size not equal to one (axis {axis}, {x.type_str})")
@@ -551,7 +551,7 @@ def flip(x: Value, axis=None) -> Value:
     try:
         axes = S.normalize_axes(axis, x.ndim)
     except ShapeError as error:
-        raise _layout_error("flip", f"{error} ({x.type_str})") from None
+        raise _layout_error("flip", f"{bare(error)} ({x.type_str})") from None
     index = tuple(slice(None, None, -1).indices(d) if i in axes else (0, d, 1)
                   for i, d in enumerate(x.shape))
     return slice_array(x, index)

@@ -22,6 +22,7 @@ from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
+from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
@@ -53,6 +54,7 @@ def apply(build, args, params, grad_fn: str | None):
             tensors.append(arg)
         elif isinstance(arg, (np.ndarray, list, tuple)):
             data = np.asarray(arg)
+            pytree.check_dtype(data)   # complex, float16, objects: refused, as fg.tensor does
         else:
             signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
             continue

@@ -115,14 +115,19 @@ def as_array(arg: Any) -> np.ndarray | None:
     return checked_array(array)
 
 
-def checked_array(array: np.ndarray) -> np.ndarray:
+def check_dtype(array: np.ndarray) -> None:
     # float16 and long double pass NumPy's checks but Numba has no CPU arrays of
     # them: refuse here rather than fail with a Numba traceback at the first call.
     dtype = array.dtype
     if dtype.kind not in "biu" and dtype not in FLOATING and dtype.newbyteorder("=") not in FLOATING:
-        raise DTypeError(f"unsupported array dtype {array.dtype}: arrays must be float32 or "
-                         f"float64 (or bool or integer, which get no gradient); "
-                         f"convert with .astype(np.float32)")
+        raise DTypeError(f"unsupported array dtype {array.dtype} (shape {array.shape}): arrays "
+                         f"must be float32 or float64 (or bool or integer, which get no "
+                         f"gradient); convert with .astype(np.float32)")
+
+
+def checked_array(array: np.ndarray) -> np.ndarray:
+    check_dtype(array)
+    dtype = array.dtype
     if not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
     # Not np.ascontiguousarray: it returns 0-d arrays as shape (1,), which made a

@@ -158,6 +158,22 @@ def test_unsupported_array_dtypes(dtype):
     assert "float32" in message and "float64" in message
 
 
+HALVES = np.ones(3, np.float16)
+
+
+def closes_over_halves(x):
+    return (x * HALVES).sum()  # <- float16 constant
+
+
+def test_unsupported_constant_dtypes():
+    # A closed-over array is a constant of the trace: refused like an argument, at the
+    # line that uses it, in traced and in eager code.
+    message = raised(fg.DTypeError, fg.compile_grad(closes_over_halves), np.ones(3))
+    assert "float16" in message and "(3,)" in message and line_of("float16 constant") in message
+    message = raised(fg.DTypeError, lambda: fg.exp(np.ones(2, np.complex128)))  # <- complex eager
+    assert "complex128" in message and line_of("complex eager") in message
+
+
 def where_float_condition(x, m):
     return fg.where(m, x, 0).sum()  # <- where
 

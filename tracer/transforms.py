@@ -129,7 +129,7 @@ def _value_and_grad(fun, argnums, has_aux, args, kwargs):
     with source_line(current_source() or user_line()):
         seed = ops.const(1.0, target.dtype)
         grads = iter(backward_values(current_builder().nodes[start:], wrt, target, seed))
-    trees = tuple(_unflatten(specs[i], [_tensor(next(grads)) for _ in range(_count(specs[i]))])
+    trees = tuple(tree_unflatten(specs[i], [_tensor(next(grads)) for _ in range(_count(specs[i]))])
                   for i in nums)
     g = trees[0] if single else trees
     return ((out, aux), g) if has_aux else (out, g)
@@ -146,12 +146,12 @@ def _vjp(fun, primals, has_aux):
     start = len(builder.nodes)
     result = fun(*primals)
     out, aux = _split_aux(result, has_aux, fun)
-    out_leaves, out_spec = _flatten(out)
+    out_leaves, out_spec = tree_flatten(out)
     targets = [_traced_value(leaf, f"{_name(fun)}'s output", "differentiate") for leaf in out_leaves]
     nodes = tuple(builder.nodes[start:])
 
     def vjp_fn(cotangent):
-        ct_leaves, ct_spec = _flatten(cotangent)
+        ct_leaves, ct_spec = tree_flatten(cotangent)
         if ct_spec != out_spec or len(ct_leaves) != len(targets):
             raise ShapeError(located("vjp_fn: the cotangent must have the structure of the "
                                      "function's output", user_line()))
@@ -166,7 +166,7 @@ def _vjp(fun, primals, has_aux):
                 target = _inner(targets, seeds)
                 seed = ops.const(1.0, target.dtype)
             grads = iter(backward_values(nodes + tuple(builder.nodes[mark:]), wrt, target, seed))
-        return tuple(_unflatten(spec, [_tensor(next(grads)) for _ in range(_count(spec))])
+        return tuple(tree_unflatten(spec, [_tensor(next(grads)) for _ in range(_count(spec))])
                      for spec in specs)
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
@@ -175,15 +175,15 @@ def _vjp(fun, primals, has_aux):
 def _jvp(fun, primals, tangents, has_aux):
     result = _vjp(fun, primals, has_aux)
     out, vjp_fn = result[0], result[1]
-    out_leaves, out_spec = _flatten(out)
+    out_leaves, out_spec = tree_flatten(out)
     builder = current_builder()
     with source_line(current_source() or user_line()):
         # u: a fresh value per output leaf (zeros; the derivative is u's coefficient).
         us = [_zeros(leaf._mode.value) for leaf in out_leaves]
     start = len(builder.nodes)
-    cts = vjp_fn(_unflatten(out_spec, [_tensor(u) for u in us]))
-    ct_leaves = [leaf._mode.value for ct in cts for leaf in _flatten(ct)[0]]
-    t_leaves = [t for tangent in tangents for t in _flatten(tangent)[0]]
+    cts = vjp_fn(tree_unflatten(out_spec, [_tensor(u) for u in us]))
+    ct_leaves = [leaf._mode.value for ct in cts for leaf in tree_flatten(ct)[0]]
+    t_leaves = [t for tangent in tangents for t in tree_flatten(tangent)[0]]
     if len(t_leaves) != len(ct_leaves):
         raise ShapeError(located("jvp: the tangents must have the structure of the primals",
                                  user_line()))
@@ -192,7 +192,7 @@ def _jvp(fun, primals, tangents, has_aux):
         total = _inner(ct_leaves, tangent_values)
         seed = ops.const(1.0, total.dtype)
         tangent_out = backward_values(builder.nodes[start:], us, total, seed)
-    tangent_out = _unflatten(out_spec, [_tensor(v) for v in tangent_out])
+    tangent_out = tree_unflatten(out_spec, [_tensor(v) for v in tangent_out])
     return (out, tangent_out, result[2]) if has_aux else (out, tangent_out)
 
 
@@ -272,7 +272,7 @@ def _eagerly(call: Callable, args: tuple, kwargs: dict, cache: dict, fun: Callab
         entry = cache[key] = _compile_eagerly(call, args, kwargs, leaves, fun)
     outputs = entry.executable(leaves) if entry.executable is not None else []
     values = [outputs[slot] if isinstance(slot, int) else slot[0] for slot in entry.slots]
-    return _unflatten(entry.spec, values)
+    return tree_unflatten(entry.spec, values)
 
 
 def _compile_eagerly(call, args, kwargs, leaves, fun) -> _Compiled:
@@ -282,7 +282,7 @@ def _compile_eagerly(call, args, kwargs, leaves, fun) -> _Compiled:
         tensors = iter([TensorState._traced(v) for v in inputs])
         traced_args, traced_kwargs = pytree.substitute((args, kwargs), lambda _: next(tensors))
         result = call(*traced_args, **traced_kwargs)
-    result_leaves, spec = _flatten(result)
+    result_leaves, spec = tree_flatten(result)
     outputs, slots = [], []
     for leaf in result_leaves:
         if isinstance(leaf, TensorState) and leaf._mode.traced:
@@ -316,7 +316,7 @@ def _eager_vjp(fun, primals, has_aux):
 # A result or an argument of a transform: nested lists, tuples, NamedTuples and dicts
 # whose leaves are tensors (or arrays, numbers, None). A leaf's spec is None.
 
-def _flatten(tree: Any) -> tuple[list, Any]:
+def tree_flatten(tree: Any) -> tuple[list, Any]:
     leaves: list = []
     return leaves, _walk(tree, leaves)
 
@@ -330,7 +330,7 @@ def _walk(tree: Any, leaves: list):
     return None
 
 
-def _unflatten(spec, leaves: list) -> Any:
+def tree_unflatten(spec, leaves: list) -> Any:
     return _build(spec, iter(leaves))
 
 
@@ -359,7 +359,7 @@ def _tracing(args: tuple, kwargs: dict) -> bool:
         return True
     except RuntimeError:
         pass
-    leaves, _ = _flatten((args, kwargs))
+    leaves, _ = tree_flatten((args, kwargs))
     return any(isinstance(leaf, TensorState) and leaf._mode.traced for leaf in leaves)
 
 
@@ -414,7 +414,7 @@ def _operand(leaf: Any, label: str, what: str) -> Value:
 def _aliased(arg: Any, label: str, what: str):
     """`arg` (a tensor or a tree of them) with each leaf replaced by a fresh alias of
     it: the values a transform differentiates with respect to."""
-    leaves, spec = _flatten(arg)
+    leaves, spec = tree_flatten(arg)
     aliases = []
     for k, leaf in enumerate(leaves):
         where = label if spec is None else f"{label} (leaf {k})"
@@ -425,7 +425,7 @@ def _aliased(arg: Any, label: str, what: str):
                                      user_line()))
         with source_line(current_source() or user_line()):
             aliases.append(P.reshape.bind(value, shape=value.shape))  # folded by the optimiser
-    return _unflatten(spec, [_tensor(a) for a in aliases]), spec, aliases
+    return tree_unflatten(spec, [_tensor(a) for a in aliases]), spec, aliases
 
 
 def _split_aux(result: Any, has_aux: bool, fun) -> tuple[Any, Any]:

@@ -313,3 +313,12 @@ def test_eager_transforms_on_arrays_and_a_newton_iteration():
     out, vjp_fn = fg.vjp(lambda x: fg.sin(x) * 2, x)
     np.testing.assert_allclose(out, 2 * np.sin(x))
     np.testing.assert_allclose(vjp_fn(v)[0], 2 * np.cos(x) * v, rtol=1e-12)
+
+
+def test_the_gradient_penalty_example_runs(capsys):
+    import runpy
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "examples" / "gradient_penalty.py"
+    errors = runpy.run_path(str(example))["main"]()
+    assert errors["penalty"] < 1e-6 and errors["hvp"] < 1e-5 and errors["hessian"] < 1e-9
+    assert "Hessian-vector product" in capsys.readouterr().out

@@ -23,6 +23,7 @@ transform traces itself into a graph of its own, compiles it like compile_grad d
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,10 +44,10 @@ from fusegrad.tracer.state import TensorState
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "hessian"]
 
-# A Hessian is one reverse pass per element of the gradient, traced into the graph;
-# above this many the graph is too big to be the right tool, and a Hessian-vector
-# product (one forward-over-reverse pass) is.
-HESSIAN_MAX_ELEMENTS = 1024
+# A Hessian is one reverse pass per element of the gradient, unrolled into the graph
+# (compiling 64 of them for a small network takes about 30 s); above this many a
+# Hessian-vector product (one forward-over-reverse pass) is the right tool.
+HESSIAN_MAX_ELEMENTS = 128
 
 
 # ---------------------------------------------------------------- public transforms
@@ -58,7 +59,7 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     ``(value, aux)`` and the call ``((value, aux), g)``."""
     def value_and_grad_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(value_and_grad_fn, args, kwargs, _cache)
+            return _eagerly(value_and_grad_fn, args, kwargs, _cache, fun)
         return _value_and_grad(fun, argnums, has_aux, args, kwargs)
     _cache: dict = {}
     return _named(value_and_grad_fn, "value_and_grad", fun)
@@ -71,7 +72,7 @@ def grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     def grad_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(grad_fn, args, kwargs, _cache)
+            return _eagerly(grad_fn, args, kwargs, _cache, fun)
         result, g = inner(*args, **kwargs)
         return (g, result[1]) if has_aux else g
     _cache: dict = {}
@@ -94,7 +95,8 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fa
     vector-Jacobian product: exact, and itself differentiable."""
     primals, tangents = _pair(primals, tangents)
     if not _tracing((primals, tangents), {}):
-        return _eagerly(lambda p, t: jvp(fun, p, t, has_aux=has_aux), (primals, tangents), {}, {})
+        return _eagerly(lambda p, t: jvp(fun, p, t, has_aux=has_aux), (primals, tangents), {},
+                        _cache_of(fun, ("jvp", has_aux)), fun)
     return _jvp(fun, primals, tangents, has_aux)
 
 
@@ -107,7 +109,7 @@ def hessian(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     ``fg.jvp(fg.grad(f), (x,), (v,))[1]``."""
     def hessian_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(hessian_fn, args, kwargs, _cache)
+            return _eagerly(hessian_fn, args, kwargs, _cache, fun)
         return _hessian(fun, argnums, has_aux, args, kwargs)
     _cache: dict = {}
     return _named(hessian_fn, "hessian", fun)
@@ -297,12 +299,25 @@ def _compile_eagerly(call, args, kwargs, leaves, fun) -> _Compiled:
     return _Compiled(executable, spec, slots, captured)
 
 
+# Eager jvp and vjp take the function at each call (no transformed function to hold a
+# cache), so their compiled graphs are cached per function, weakly.
+_CACHES: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+
+
+def _cache_of(fun: Callable, kind: tuple) -> dict:
+    try:
+        caches = _CACHES.setdefault(fun, {})
+    except TypeError:       # not weakly referenceable: no cache across calls
+        return {}
+    return caches.setdefault(kind, {})
+
+
 def _eager_vjp(fun, primals, has_aux):
     """`vjp` on arrays: the output (and aux) now, `vjp_fn` compiled on its first call."""
     forward = _eagerly(lambda *p: _vjp(fun, p, has_aux)[::2] if has_aux else
-                       _vjp(fun, p, False)[0], primals, {}, {}, fun)
+                       _vjp(fun, p, False)[0], primals, {}, _cache_of(fun, ("vjp", has_aux)), fun)
     out, aux = forward if has_aux else (forward, None)
-    cache: dict = {}
+    cache = _cache_of(fun, ("vjp_fn", has_aux))
 
     def vjp_fn(cotangent):
         def pullback(p, ct):

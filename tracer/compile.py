@@ -410,7 +410,9 @@ def _with_aux(traced: Traced, outputs: list) -> tuple:
     spec, slots = traced.aux
     count = sum(isinstance(slot, int) for slot in slots)
     aux_outputs = outputs[1:1 + count]
-    aux = tree_unflatten(spec, [aux_outputs[s] if isinstance(s, int) else s[0] for s in slots])
+    aux = tree_unflatten(spec, [aux_outputs[s] if isinstance(s, int) else
+                                (s[0].copy() if isinstance(s[0], np.ndarray) else s[0])
+                                for s in slots])
     grads = tuple(outputs[1 + count:])
     if traced.grad_keys is not None:
         grads = _assemble(traced.grad_keys, grads)

@@ -59,7 +59,7 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     ``(value, aux)`` and the call ``((value, aux), g)``."""
     def value_and_grad_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(value_and_grad_fn, args, kwargs, _cache, fun)
+            return _eagerly(value_and_grad_fn, _arrays(args, argnums), kwargs, _cache, fun)
         return _value_and_grad(fun, argnums, has_aux, args, kwargs)
     _cache: dict = {}
     return _named(value_and_grad_fn, "value_and_grad", fun)
@@ -72,7 +72,7 @@ def grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
 
     def grad_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(grad_fn, args, kwargs, _cache, fun)
+            return _eagerly(grad_fn, _arrays(args, argnums), kwargs, _cache, fun)
         result, g = inner(*args, **kwargs)
         return (g, result[1]) if has_aux else g
     _cache: dict = {}
@@ -84,7 +84,7 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
     product, a tuple with one cotangent per primal, as `jax.vjp` (with ``has_aux=True``
     the call returns ``(out, vjp_fn, aux)``)."""
     if not _tracing(primals, {}):
-        return _eager_vjp(fun, primals, has_aux)
+        return _eager_vjp(fun, _arrays(primals), has_aux)
     return _vjp(fun, primals, has_aux)
 
 
@@ -95,6 +95,7 @@ def jvp(fun: Callable, primals: Sequence, tangents: Sequence, has_aux: bool = Fa
     vector-Jacobian product: exact, and itself differentiable."""
     primals, tangents = _pair(primals, tangents)
     if not _tracing((primals, tangents), {}):
+        primals, tangents = _arrays(primals), _arrays(tangents)
         return _eagerly(lambda p, t: jvp(fun, p, t, has_aux=has_aux), (primals, tangents), {},
                         _cache_of(fun, ("jvp", has_aux)), fun)
     return _jvp(fun, primals, tangents, has_aux)
@@ -109,7 +110,7 @@ def hessian(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     ``fg.jvp(fg.grad(f), (x,), (v,))[1]``."""
     def hessian_fn(*args, **kwargs):
         if not _tracing(args, kwargs):
-            return _eagerly(hessian_fn, args, kwargs, _cache, fun)
+            return _eagerly(hessian_fn, _arrays(args, argnums), kwargs, _cache, fun)
         return _hessian(fun, argnums, has_aux, args, kwargs)
     _cache: dict = {}
     return _named(hessian_fn, "hessian", fun)
@@ -259,9 +260,6 @@ def _eagerly(call: Callable, args: tuple, kwargs: dict, cache: dict, fun: Callab
     """`call(*args, **kwargs)` on arrays: traced once per signature into a graph whose
     outputs are the result's arrays, optimised, fused and compiled like compile_grad's;
     the result comes back with NumPy arrays at its array leaves."""
-    # A Python float argument is an array (a differentiable scalar), not a constant of
-    # the trace: a Newton iteration on a scalar must not compile once per value.
-    args = tuple(np.asarray(a, np.float64) if isinstance(a, float) else a for a in args)
     leaves: list[np.ndarray] = []
     try:
         key = pytree.flatten((args, kwargs), leaves)
@@ -273,8 +271,27 @@ def _eagerly(call: Callable, args: tuple, kwargs: dict, cache: dict, fun: Callab
     if entry is None or (entry.captured is not None and entry.captured.rebound()):
         entry = cache[key] = _compile_eagerly(call, args, kwargs, leaves, fun)
     outputs = entry.executable(leaves) if entry.executable is not None else []
-    values = [outputs[slot] if isinstance(slot, int) else slot[0] for slot in entry.slots]
+    values = [outputs[slot] if isinstance(slot, int) else _fresh(slot[0]) for slot in entry.slots]
     return tree_unflatten(entry.spec, values)
+
+
+def _fresh(constant: Any) -> Any:
+    """A constant leaf of a result, an array copied so that no two calls share it."""
+    return constant.copy() if isinstance(constant, np.ndarray) else constant
+
+
+def _arrays(args: tuple, argnums=None) -> tuple:
+    """`args` with each Python float at a differentiated position (all, for None) as a
+    float64 0-d array: a differentiable scalar rather than a constant of the trace, so a
+    Newton iteration on a scalar does not compile once per value. Other floats stay
+    constants (weakly typed: they keep a float32 computation float32)."""
+    if argnums is None:
+        positions = range(len(args))
+    else:
+        nums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
+        positions = {int(i) % len(args) for i in nums if -len(args) <= i < len(args)}
+    return tuple(np.asarray(a, np.float64) if isinstance(a, float) and i in positions else a
+                 for i, a in enumerate(args))
 
 
 def _compile_eagerly(call, args, kwargs, leaves, fun) -> _Compiled:

@@ -322,3 +322,22 @@ def test_the_gradient_penalty_example_runs(capsys):
     errors = runpy.run_path(str(example))["main"]()
     assert errors["penalty"] < 1e-6 and errors["hvp"] < 1e-5 and errors["hessian"] < 1e-9
     assert "Hessian-vector product" in capsys.readouterr().out
+
+
+def test_inside_compile_grad_on_a_constant_point_with_a_traced_closure():
+    # The transform's argument is an array constant, its function closes over the
+    # traced w: the gradient depends on w and is differentiated by compile_grad.
+    x0 = np.array([0.5, -1.0, 2.0])
+    f = fg.compile_grad(lambda w: (fg.grad(lambda x: fg.tanh(x * w).sum())(x0) ** 2).sum())
+    traced = f.trace(V3)
+    (g,) = ir.evaluate(traced.joint, [V3])[1:]
+    af = lambda w: (autograd.grad(lambda x: anp.tanh(x * w).sum())(x0) ** 2).sum()   # noqa: E731
+    np.testing.assert_allclose(g, autograd.grad(af)(V3), rtol=1e-10)
+
+
+def test_eager_float32_stays_float32_and_python_floats_are_constants_unless_differentiated():
+    x = np.linspace(-1, 1, 4, dtype=np.float32)
+    g = fg.grad(lambda x, s: (fg.sin(x) * s).sum())(x, 0.5)
+    assert g.dtype == np.float32
+    np.testing.assert_allclose(g, 0.5 * np.cos(x), rtol=1e-6)
+    assert fg.grad(lambda x, s: (x * s).sum(), argnums=1)(x, 0.5).dtype == np.float64

@@ -223,25 +223,30 @@ def _hessian(fun, argnums, has_aux, args, kwargs):
     grads = [g._mode.value for g in grads]
     nodes = tuple(builder.nodes[start:])
     with source_line(current_source() or user_line()):
-        rows = [[_jacobian_rows(nodes, g, xs, j) for j in range(len(xs))] for g in grads]
-    result = tuple(tuple(_tensor(block) for block in row) for row in rows)
+        blocks = [_jacobian_blocks(nodes, g, xs) for g in grads]
+    result = tuple(tuple(_tensor(block) for block in row) for row in blocks)
     h = result[0][0] if single else result
     return (h, aux) if has_aux else h
 
 
-def _jacobian_rows(nodes, g: Value, xs: list[Value], j: int) -> Value:
-    """d g / d xs[j], shape ``g.shape + xs[j].shape``: one reverse pass per element of
-    g, each seeded with a one-hot constant."""
-    x = xs[j]
-    rows = []
-    for k in range(int(np.prod(g.shape, dtype=np.int64))):
-        onehot = np.zeros(g.shape, g.dtype)
-        onehot.flat[k] = 1
-        seed = current_builder().capture(onehot)
-        rows.append(backward_values(nodes, [x], g, seed)[0])
-    if not rows:
-        return ops.broadcast_to(ops.const(0.0, x.dtype), g.shape + x.shape)
-    return ops.reshape(ops.stack(rows, 0), g.shape + x.shape)
+def _jacobian_blocks(nodes, g: Value, xs: list[Value]) -> list[Value]:
+    """d g / d x for each x of `xs`, of shape ``g.shape + x.shape``: one reverse pass
+    per element of g (seeded with a one-hot constant), giving a row of every block."""
+    rows = [backward_values(nodes, xs, g, current_builder().capture(_onehot(g, k)))
+            for k in range(int(np.prod(g.shape, dtype=np.int64)))]
+    blocks = []
+    for j, x in enumerate(xs):
+        if rows:
+            blocks.append(ops.reshape(ops.stack([row[j] for row in rows], 0), g.shape + x.shape))
+        else:   # an empty gradient: an empty block
+            blocks.append(ops.broadcast_to(ops.const(0.0, x.dtype), g.shape + x.shape))
+    return blocks
+
+
+def _onehot(like: Value, k: int) -> np.ndarray:
+    seed = np.zeros(like.shape, like.dtype)
+    seed.flat[k] = 1
+    return seed
 
 
 # ---------------------------------------------------------------- outside a trace

@@ -341,3 +341,21 @@ def test_eager_float32_stays_float32_and_python_floats_are_constants_unless_diff
     assert g.dtype == np.float32
     np.testing.assert_allclose(g, 0.5 * np.cos(x), rtol=1e-6)
     assert fg.grad(lambda x, s: (x * s).sum(), argnums=1)(x, 0.5).dtype == np.float64
+
+
+def test_eager_has_aux_spellings():
+    x = np.array([0.1, 0.2])
+    f = lambda x: ((x ** 2).sum(), {"y": fg.sin(x), "k": "label"})   # noqa: E731
+    g, aux = fg.grad(f, has_aux=True)(x)
+    np.testing.assert_allclose(g, 2 * x)
+    np.testing.assert_allclose(aux["y"], np.sin(x))
+    assert aux["k"] == "label"
+    (value, aux), g = fg.value_and_grad(f, has_aux=True)(x)
+    np.testing.assert_allclose(value, (x ** 2).sum())
+    out, vjp_fn, aux = fg.vjp(lambda x: (x * 3, x.sum()), x, has_aux=True)
+    np.testing.assert_allclose(aux, x.sum())
+    np.testing.assert_allclose(vjp_fn(np.ones(2))[0], [3.0, 3.0])
+    out, tangent, aux = fg.jvp(lambda x: (x * 3, x.sum()), (x,), (np.ones(2),), has_aux=True)
+    np.testing.assert_allclose(tangent, [3.0, 3.0])
+    H, aux = fg.hessian(f, has_aux=True)(x)
+    np.testing.assert_allclose(H, 2 * np.eye(2))

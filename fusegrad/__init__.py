@@ -76,3 +76,6 @@ def unsqueeze(x, dim):
     return x.unsqueeze(dim)
 
 
+
+# ---- function transforms (issue 11, item 11) ----
+from fusegrad.tracer.transforms import grad, hessian, jvp, value_and_grad, vjp

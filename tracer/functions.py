@@ -243,7 +243,7 @@ def _freeze(items: tuple) -> tuple:
     return tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else i for i in items)
 
 
-def transpose(x, *axes, dim0: int | None = None, dim1: int | None = None):
+def transpose(x, *dims, axes=None, dim0: int | None = None, dim1: int | None = None):
     """NumPy's and PyTorch's transpose, told apart by their arguments:
 
     - ``transpose(x)`` reverses the axes (NumPy);
@@ -254,9 +254,14 @@ def transpose(x, *axes, dim0: int | None = None, dim1: int | None = None):
       refuse two ints, so the spelling is never ambiguous.
     """
     if dim0 is not None or dim1 is not None:
-        if axes or dim0 is None or dim1 is None:
+        if dims or axes is not None or dim0 is None or dim1 is None:
             raise TypeError("transpose: give dim0= and dim1= (PyTorch) together, and no axes")
-        axes = (dim0, dim1)
+        dims = (dim0, dim1)
+    if axes is not None:
+        if dims:
+            raise TypeError("transpose: give the axes either positionally or as axes=, not both")
+        dims = (axes,)
+    axes = dims
     if axes in ((), (None,)):
         return apply(ops.transpose, x, perm=None, grad_fn="TransposeBackward0")
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):

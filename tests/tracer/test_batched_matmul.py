@@ -192,6 +192,18 @@ def test_bmm_and_batched_matmul_backward_match_autograd():
         np.testing.assert_allclose(tensor.grad.numpy(), grad, rtol=1e-12, atol=1e-12)
 
 
+def test_second_derivative_through_a_broadcast_batched_matmul():
+    """The VJP rule is graph operations (matmul, swapaxes, sum_to): differentiable again."""
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((2, 1, 3, 4)), rng.standard_normal((5, 4, 2))
+    ta, tb = fg.tensor(a, requires_grad=True), fg.tensor(b, requires_grad=True)
+    grad_a, = fg.autograd.grad(fg.tanh(ta @ tb).sum(), (ta,), create_graph=True)
+    (grad_a ** 2).sum().backward()
+    penalty = lambda a, b: (autograd.grad(lambda a: anp.tanh(a @ b).sum())(a) ** 2).sum()  # noqa: E731
+    for tensor, grad in zip((ta, tb), autograd.grad(penalty, (0, 1))(a, b)):
+        np.testing.assert_allclose(tensor.grad.numpy(), grad, rtol=1e-10, atol=1e-12)
+
+
 def test_two_dimensional_grad_fn_names_are_kept():
     a = fg.tensor(np.ones((3, 4)), requires_grad=True)
     assert (a @ fg.tensor(np.ones((4, 2)))).grad_fn.name() == "MmBackward0"

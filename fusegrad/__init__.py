@@ -37,6 +37,9 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# batched matmul and axis permutations (issue 11, item 1)
+from fusegrad.tracer.functions import (bmm, einsum, matrix_transpose, moveaxis, movedim,
+                                       swapaxes, swapdims)
 
 __version__ = "0.1.0"
 

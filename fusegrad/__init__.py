@@ -37,6 +37,10 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# batched matmul and axis permutations (issue 11, item 1)
+from fusegrad.tracer.functions import (bmm, einsum, matrix_transpose, moveaxis, movedim,
+                                       swapaxes, swapdims)
+
 # gathers and functional updates (issue 11, items 2 and 3)
 from fusegrad.tracer.functions import gather, index_update, take, take_along_axis, take_along_dim
 from fusegrad.ir.errors import BoundsError
@@ -79,3 +83,6 @@ def unsqueeze(x, dim):
     return x.unsqueeze(dim)
 
 
+
+# ---- function transforms (issue 11, item 11) ----
+from fusegrad.tracer.transforms import grad, hessian, jvp, value_and_grad, vjp

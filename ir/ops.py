@@ -15,7 +15,7 @@ import numpy as np
 from fusegrad.ir import primitives as P
 from fusegrad.ir import shapes as S
 from fusegrad.ir.builder import current_source
-from fusegrad.ir.errors import DTypeError, ShapeError, TraceError, UnsupportedError, located
+from fusegrad.ir.errors import DTypeError, ShapeError, TraceError, UnsupportedError, bare, located
 from fusegrad.ir.graph import Shape, Value
 
 DEFAULT_FLOAT = np.dtype(np.float32)
@@ -338,7 +338,7 @@ def _axes(op: str, x: Value, axes) -> tuple[int, ...]:
     try:
         return S.normalize_axes(axes, x.ndim)
     except ShapeError as error:
-        raise ShapeError(located(f"{op}: {error} ({x.type_str})", current_source())) from None
+        raise ShapeError(located(f"{op}: {bare(error)} ({x.type_str})", current_source())) from None
 
 def reduce_sum(x: Value, axes=None, keepdims: bool = False) -> Value:
     # A sum of booleans counts them, as in NumPy and PyTorch (int64); summed in
@@ -406,19 +406,37 @@ def softmax(x: Value, axis: int = -1) -> Value:
 # ---------------------------------------------------------------- matmul
 
 def matmul(a: Value, b: Value) -> Value:
-    """NumPy's matmul for 1-d and 2-d operands, built on the 2-d primitive."""
-    if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
-        raise ShapeError(located(f"matmul: operands must be 1-d or 2-d, got {S.describe(a, b)}",
+    """NumPy's matmul: 1-d operands are promoted to matrices (and the added axis
+    dropped again), the batch dimensions of N-d operands broadcast (issue 11, item 1)."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(located(f"matmul: operands must have at least 1 dimension, got "
+                                 f"{S.describe(a, b)} (use * to multiply by a scalar)",
                                  current_source()))
-    if a.shape[-1] != b.shape[0]:
+    inner = b.shape[-2] if b.ndim >= 2 else b.shape[0]
+    if a.shape[-1] != inner:
         raise ShapeError(located(
-            f"matmul: inner dimensions differ: {S.describe(a, b)} ({a.shape[-1]} != {b.shape[0]})",
+            f"matmul: inner dimensions differ: {S.describe(a, b)} ({a.shape[-1]} != {inner})",
             current_source()))
+    a_batch, b_batch = a.shape[:-2], b.shape[:-2]
+    try:
+        batch = S.broadcast_shapes(a_batch, b_batch)
+    except ShapeError:
+        raise ShapeError(located(
+            f"matmul: batch dimensions {a_batch} and {b_batch} cannot be broadcast together: "
+            f"{S.describe(a, b)}", current_source())) from None
     a, b = _operands(a, b)
     a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
     b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
-    out = P.matmul.bind(a2, b2)
-    return reshape(out, tuple(a.shape[:-1]) + tuple(b.shape[1:]))
+    if b2.ndim == 2 and a2.ndim > 2:
+        # A stack of matrices times one matrix, x(B,T,D) @ W(D,E), is one matrix product
+        # of the rows: one BLAS call instead of B, and W's cotangent needs no batch sum.
+        rows = int(np.prod(a2.shape[:-1], dtype=np.int64))
+        out = reshape(P.matmul.bind(reshape(a2, (rows, a2.shape[-1])), b2),
+                      a2.shape[:-1] + (b2.shape[-1],))
+    else:
+        out = P.matmul.bind(a2, b2)
+    shape = batch + a.shape[-2:-1] + b.shape[-1:] if b.ndim >= 2 else batch + a.shape[-2:-1]
+    return reshape(out, shape)
 
 
 # Operators on values, so that VJP rules read like the maths: ``g * (1 - y * y)``.
@@ -450,7 +468,7 @@ def _axis(op: str, axis, ndim: int, types: str) -> int:
     try:
         (axis,) = S.normalize_axes(int(axis), ndim)
     except ShapeError as error:
-        raise _layout_error(op, f"{error} ({types})") from None
+        raise _layout_error(op, f"{bare(error)} ({types})") from None
     return axis
 
 
@@ -491,7 +509,7 @@ def expand_dims(x: Value, axis) -> Value:
     try:
         axes = S.normalize_axes(axes, ndim)
     except ShapeError as error:
-        raise _layout_error("expand_dims", f"{error} ({x.type_str})") from None
+        raise _layout_error("expand_dims", f"{bare(error)} ({x.type_str})") from None
     shape, dims = [], iter(x.shape)
     for i in range(ndim):
         shape.append(1 if i in axes else next(dims))
@@ -507,7 +525,7 @@ def squeeze(x: Value, axis=None) -> Value:
         try:
             axes = S.normalize_axes(axes, x.ndim)
         except ShapeError as error:
-            raise _layout_error("squeeze", f"{error} ({x.type_str})") from None
+            raise _layout_error("squeeze", f"{bare(error)} ({x.type_str})") from None
         if any(x.shape[a] != 1 for a in axes):
             raise _layout_error("squeeze", f"cannot select an axis to squeeze out which has "
                                            f"size not equal to one (axis {axis}, {x.type_str})")
@@ -554,7 +572,7 @@ def flip(x: Value, axis=None) -> Value:
     try:
         axes = S.normalize_axes(axis, x.ndim)
     except ShapeError as error:
-        raise _layout_error("flip", f"{error} ({x.type_str})") from None
+        raise _layout_error("flip", f"{bare(error)} ({x.type_str})") from None
     index = tuple(slice(None, None, -1).indices(d) if i in axes else (0, d, 1)
                   for i, d in enumerate(x.shape))
     return slice_array(x, index)
@@ -610,6 +628,63 @@ def pad(x: Value, pad_width, constant_values: numbers.Number = 0) -> Value:
     inside = scatter_slice(broadcast_to(const(True, np.bool_), x.shape), shape, index)
     return where(inside, placed, constant_values)
 
+
+# ---------------------------------------------------------------- axis permutations (issue 11, item 1)
+# NumPy's spellings of a transpose (negative axes, sequences); all are the one
+# `transpose` primitive, so each has its gradient (the inverse permutation).
+
+
+def _layout_axes(op: str, x: Value, axes, what: str = "axis") -> tuple[int, ...]:
+    """`axes` (ints, negative allowed) as non-negative axes of `x`, or a ShapeError."""
+    result = []
+    for axis in axes:
+        if not -x.ndim <= int(axis) < x.ndim:
+            raise _layout_error(op, f"{what} {axis} is out of bounds for {x.type_str} "
+                                    f"({x.ndim} dimensions)")
+        result.append(int(axis) % x.ndim)
+    return tuple(result)
+
+
+def permute_axes(x: Value, axes: Sequence[int]) -> Value:
+    """np.transpose(x, axes): output axis k is x's axis axes[k]."""
+    perm = _layout_axes("transpose", x, axes)
+    if sorted(perm) != list(range(x.ndim)):
+        raise _layout_error("transpose", f"axes {tuple(axes)} are not a permutation of the "
+                                         f"{x.ndim} axes of {x.type_str}")
+    return transpose(x, perm)
+
+
+def swapaxes(x: Value, axis1: int, axis2: int) -> Value:
+    a, b = _layout_axes("swapaxes", x, (axis1, axis2))
+    perm = list(range(x.ndim))
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(x, perm)
+
+
+def matrix_transpose(x: Value) -> Value:
+    """The last two axes swapped (x.mT): the transpose of each matrix of a stack."""
+    if x.ndim < 2:
+        raise _layout_error("matrix_transpose", f"needs at least 2 dimensions, got {x.type_str}")
+    return swapaxes(x, -1, -2)
+
+
+def moveaxis(x: Value, source, destination) -> Value:
+    """np.moveaxis: the axes `source` moved to the positions `destination`, the
+    others kept in their order."""
+    source = (source,) if isinstance(source, (int, np.integer)) else tuple(source)
+    destination = (destination,) if isinstance(destination, (int, np.integer)) else tuple(destination)
+    if len(source) != len(destination):
+        raise _layout_error("moveaxis", f"source {source} and destination {destination} must "
+                                        "have the same number of elements")
+    src = _layout_axes("moveaxis", x, source, "source axis")
+    dst = _layout_axes("moveaxis", x, destination, "destination axis")
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise _layout_error("moveaxis", f"repeated axis in source {source} or destination "
+                                        f"{destination}")
+    order = [axis for axis in range(x.ndim) if axis not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return transpose(x, order)
 
 # ---------------------------------------------------------------- gathers (issue 11, item 2)
 # Integer-array indexing in NumPy's rules, built on the gather primitive (and its

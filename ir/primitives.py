@@ -340,10 +340,16 @@ argmin = primitive(
 
 # ---------------------------------------------------------------- matmul
 
+def _matmul_vjp(g, a, b, y):
+    # Operands with 2 or more dimensions whose batch dimensions broadcast (issue 11,
+    # item 1): each cotangent is summed back over the batch dimensions its operand
+    # was broadcast along. For matrices it is g @ b.T and a.T @ g, as before.
+    return [ops.sum_to(ops.matmul(g, ops.matrix_transpose(b)), a.shape),
+            ops.sum_to(ops.matmul(ops.matrix_transpose(a), g), b.shape)]
+
+
 matmul = primitive(
-    "matmul", kind=MATMUL, infer=S.matmul, impl=np.matmul,
-    vjp=lambda g, a, b, y: [ops.matmul(g, ops.transpose(b, (1, 0))),
-                            ops.matmul(ops.transpose(a, (1, 0)), g)],
+    "matmul", kind=MATMUL, infer=S.matmul, impl=np.matmul, vjp=_matmul_vjp,
     grad_fn="MmBackward0",
 )
 

@@ -139,14 +139,21 @@ def broadcast_to(x: Value, *, shape: Shape) -> tuple[Shape, np.dtype]:
 
 
 def matmul(a: Value, b: Value) -> tuple[Shape, np.dtype]:
-    if a.ndim != 2 or b.ndim != 2:
-        raise ShapeError(f"matmul primitive takes 2-d operands, got {describe(a, b)}")
-    if a.shape[1] != b.shape[0]:
-        raise ShapeError(f"inner dimensions differ: {describe(a, b)} ({a.shape[1]} != {b.shape[0]})")
+    """NumPy's matmul of stacks of matrices (2 or more dimensions each): the batch
+    dimensions (all but the last two) broadcast, the matrices multiply."""
+    if a.ndim < 2 or b.ndim < 2:
+        raise ShapeError(f"matmul primitive takes operands of 2 or more dimensions, got {describe(a, b)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"inner dimensions differ: {describe(a, b)} ({a.shape[-1]} != {b.shape[-2]})")
+    try:
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be "
+                         f"broadcast together: {describe(a, b)}") from None
     dtype = promote(a.dtype, b.dtype)
     if dtype.kind != "f":
         raise DTypeError(f"needs floating-point inputs, got {describe(a, b)}")
-    return (a.shape[0], b.shape[1]), dtype
+    return batch + (a.shape[-2], b.shape[-1]), dtype
 
 
 def slice_shape(x: Value, *, index: tuple[tuple[int, int, int], ...]) -> tuple[Shape, np.dtype]:

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir.builder import Builder, building, current_builder
-from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.errors import FusegradError, bare, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
+from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
@@ -56,6 +57,7 @@ def apply(build, args, params, grad_fn: str | None):
             tensors.append(arg)
         elif isinstance(arg, (np.ndarray, list, tuple)):
             data = np.asarray(arg)
+            pytree.check_dtype(data)   # complex, float16, objects: refused, as fg.tensor does
         else:
             signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
             continue
@@ -116,7 +118,7 @@ def _trace_op(build, args, params: dict) -> OpGraph:
         with building(builder):
             result = build(*values, **params)
     except FusegradError as error:
-        raise type(error)(located(str(error), user_line())) from None
+        raise type(error)(located(bare(error), user_line())) from None
     outputs = result if isinstance(result, tuple) else (result,)
     fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
     return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,

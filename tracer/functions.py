@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir import ops
+from fusegrad.ir.einsum import einsum as ir_einsum
 from fusegrad.ir import primitives as P
 from fusegrad.ir.errors import ShapeError, UnsupportedError
 from fusegrad.tracer.dispatch import apply
@@ -185,6 +186,10 @@ mod = remainder
 
 def matmul(a, b):
     grad_fn = {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}
+    if builtins.max(_ndim(a), _ndim(b)) > 2:
+        # PyTorch computes N-d matmul as bmm (or mm of the folded rows) and a view
+        # of the result back to the batch shape: `_unsafe_view`.
+        return apply(ops.matmul, a, b, grad_fn="UnsafeViewBackward0")
     return apply(ops.matmul, a, b, grad_fn=grad_fn.get((_ndim(a), _ndim(b)), "MmBackward0"))
 
 
@@ -240,17 +245,41 @@ def _freeze(items: tuple) -> tuple:
     return tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else i for i in items)
 
 
-def transpose(x, dim0: int | None = None, dim1: int | None = None):
-    """``transpose(x)`` reverses the axes (NumPy); ``transpose(x, 0, 1)`` swaps two (PyTorch)."""
-    perm = None
-    if dim0 is not None:
-        perm = list(range(_ndim(x)))
-        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-    return apply(ops.transpose, x, perm=perm, grad_fn="TransposeBackward0")
+def transpose(x, *dims, axes=None, dim0: int | None = None, dim1: int | None = None):
+    """NumPy's and PyTorch's transpose, told apart by their arguments:
+
+    - ``transpose(x)`` reverses the axes (NumPy);
+    - ``transpose(x, (2, 0, 1))``, ``transpose(x, axes=...)`` and, with one int per
+      axis, ``transpose(x, 2, 0, 1)`` permute them (NumPy's ``axes``);
+    - two ints, ``transpose(x, 0, 1)`` or ``dim0=, dim1=``, swap two axes (PyTorch).
+      On a matrix that is also NumPy's permutation; on more dimensions NumPy would
+      refuse two ints, so the spelling is never ambiguous.
+    """
+    if dim0 is not None or dim1 is not None:
+        if dims or axes is not None or dim0 is None or dim1 is None:
+            raise TypeError("transpose: give dim0= and dim1= (PyTorch) together, and no axes")
+        dims = (dim0, dim1)
+    if axes is not None:
+        if dims:
+            raise TypeError("transpose: give the axes either positionally or as axes=, not both")
+        dims = (axes,)
+    axes = dims
+    if axes in ((), (None,)):
+        return apply(ops.transpose, x, perm=None, grad_fn="TransposeBackward0")
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        return permute(x, *axes[0])
+    if len(axes) == 2:
+        return swapaxes(x, *axes)
+    if len(axes) == _ndim(x):
+        return permute(x, *axes)
+    raise ShapeError(f"transpose of a tensor of shape {_shape(x)}: give no axes (reverse them), "
+                     f"two (swap them, as torch.transpose) or {_ndim(x)} (a permutation, as "
+                     f"np.transpose), got {axes}")
 
 
 def permute(x, *dims):
-    return apply(ops.transpose, x, perm=_sizes(dims), grad_fn=P.transpose.grad_fn)
+    """PyTorch's ``permute(2, 0, 1)`` (or a sequence, or NumPy's negative axes)."""
+    return apply(ops.permute_axes, x, axes=_sizes(dims), grad_fn=P.transpose.grad_fn)
 
 
 def broadcast_to(x, shape):
@@ -517,6 +546,61 @@ def chunk(x, chunks, dim=0):
     n = _shape(x)[dim]
     return _torch_split(x, builtins.max(1, -(-n // int(chunks))), dim)
 
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+
+def bmm(a, b):
+    """PyTorch's bmm: (B, n, k) @ (B, k, m), both 3-d with the same batch size (no
+    broadcasting: `matmul` broadcasts)."""
+    if _ndim(a) != 3 or _ndim(b) != 3:
+        raise ShapeError(f"bmm: both operands must be 3-d, got shapes {_shape(a)} and "
+                         f"{_shape(b)} (use fg.matmul or @ for other shapes)")
+    if _shape(a)[0] != _shape(b)[0]:
+        raise ShapeError(f"bmm: batch sizes differ: shapes {_shape(a)} and {_shape(b)} "
+                         f"(use fg.matmul or @ to broadcast batch dimensions)")
+    return apply(ops.matmul, a, b, grad_fn="BmmBackward0")
+
+
+def swapaxes(x, axis1, axis2):
+    """NumPy's swapaxes; PyTorch's swapaxes / swapdims / transpose(dim0, dim1)."""
+    return apply(ops.swapaxes, x, axis1=int(axis1), axis2=int(axis2), grad_fn="TransposeBackward0")
+
+
+swapdims = swapaxes
+
+
+def moveaxis(x, source, destination):
+    """NumPy's moveaxis, PyTorch's moveaxis / movedim: ints or sequences of ints."""
+    return apply(ops.moveaxis, x, source=_axes_param(source),
+                 destination=_axes_param(destination), grad_fn="PermuteBackward0")
+
+
+movedim = moveaxis
+
+
+def matrix_transpose(x):
+    """The last two axes swapped: ``x.mT`` (PyTorch), ``np.matrix_transpose`` (NumPy 2)."""
+    return apply(ops.matrix_transpose, x, grad_fn="TransposeBackward0")
+
+
+def einsum(subscripts, *operands):
+    """NumPy's einsum (and PyTorch's, which also takes the operands as one list):
+    explicit or implicit output, ``...``, repeated labels (diagonals)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    # PyTorch's einsum returns the view of its last product (bmm, or sum): ViewBackward0.
+    return apply(_einsum, *operands, subscripts=subscripts, grad_fn="ViewBackward0")
+
+
+def _einsum(*operands, subscripts):
+    return ir_einsum(subscripts, *operands)
+
+
+def _axes_param(axes):
+    """Operation parameters must be hashable: an int or a tuple of ints."""
+    if isinstance(axes, (tuple, list)):
+        return tuple(int(a) for a in axes)
+    return int(axes)
 
 # ---------------------------------------------------------------- gathers (issue 11, item 2)
 # Index arrays (Tensors, ndarrays, lists) travel as arguments of the op, so that a traced

@@ -96,7 +96,7 @@ def _clip(a, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002
 
 
 def _transpose(a, axes=None):
-    return F.transpose(a) if axes is None else F.permute(a, *axes)
+    return F.transpose(a) if axes is None else F.permute(a, *np.atleast_1d(axes))
 
 
 def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
@@ -210,6 +210,21 @@ def _only_known_arrays(values: tuple) -> bool:
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
 
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+
+def _einsum(subscripts, *operands, optimize=False):
+    # optimize= only chooses an order of contraction; the result is the same.
+    return F.einsum(subscripts, *operands)
+
+
+FUNCTIONS.update({
+    np.swapaxes: lambda a, axis1, axis2: F.swapaxes(a, axis1, axis2),
+    np.moveaxis: lambda a, source, destination: F.moveaxis(a, source, destination),
+    np.einsum: _einsum,
+})
+if hasattr(np, "matrix_transpose"):   # NumPy 2
+    FUNCTIONS[np.matrix_transpose] = lambda x: F.matrix_transpose(x)
 
 # ---------------------------------------------------------------- gathers (issue 11, item 2)
 

@@ -650,3 +650,14 @@ def _plain_index(index):
     if isinstance(index, Tensor):
         return index._eager_data()
     return index
+
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+# x.bmm(y) and NumPy's and PyTorch's names for moving axes; x.transpose is in _TABLE
+# (it takes both NumPy's and PyTorch's arguments, see functions.transpose).
+_install(Tensor, (
+    _Row(F.bmm, ("bmm",)),
+    _Row(F.swapaxes, ("swapaxes", "swapdims")),
+    _Row(F.moveaxis, ("moveaxis", "movedim")),
+))
+Tensor.mT = property(F.matrix_transpose, doc="The last two axes swapped (PyTorch's x.mT).")

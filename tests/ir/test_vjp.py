@@ -210,7 +210,10 @@ CASES = [
     *binary("arctan2", ops.arctan2, anp.arctan2),
     *binary("hypot", ops.hypot, anp.hypot),
     *binary("matmul", ops.matmul, anp.matmul, pairs=[
-        ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
+        ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5)),
+        # batched (issue 11, item 1): folded rows, broadcast batch dimensions, 1-d sides
+        ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)),
+        ((4,), (2, 4, 3)), ((2, 3, 4), (4,))]),
 ]
 
 

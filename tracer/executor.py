@@ -201,7 +201,8 @@ def note_views(outputs: list, tensors: list) -> None:
         base = next((t for t in tensors if t._version_counter is out._version_counter), None)
         if base is None:
             continue
-        root = base_of(base) or base
+        root = base_of(base)
+        root = base if root is None else root   # (not `or`: a Tensor's truth is its value)
         for owner in {id(base): base, id(root): root}.values():
             entry = _views.get(id(owner))
             if entry is None or entry[0]() is not owner:

@@ -263,6 +263,10 @@ def test_eager_assignment_refuses_to_change_a_recorded_view():
         base[1] = w          # `view` sees the change, but its gradient would not
     base[2] = w              # outside the view: fine
     del view
+    grand = base[0:3][0:2]   # a view of a view of base
+    with pytest.raises(fg.UnsupportedError, match=r"view of another tensor"):
+        grand[0] = w
+    del grand
     base[0] = w
     (base * base).sum().backward()
     assert x.grad.tolist() == [0.0, 16.0, 0.0] and w.grad.item() == 20.0

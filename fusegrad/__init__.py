@@ -37,6 +37,12 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# reductions and matrix helpers (issue 11, item 7); `any` and `all` shadow the builtins
+# here, as torch's do
+from fusegrad.tracer.functions import (cumprod, cumsum, diag, diagonal, norm, outer, prod, std,
+                                       trace, tril, triu)
+from fusegrad.tracer.functions import all_ as all, any_ as any  # noqa: A001
+from fusegrad import linalg
 
 __version__ = "0.1.0"
 

@@ -478,3 +478,54 @@ remainder = primitive(
     vjp=lambda g, a, b, y: [g, -(g * ops.floor_divide(a, b))],
     scalar=_remainder_scalar, grad_fn="RemainderBackward0",
 )
+
+
+# ---------------------------------------------------------------- cumulative sums and products
+# (issue 11, item 7) Scans along one axis, run as host steps (NumPy's cumsum and
+# cumprod, sequential within each line, as in NumPy); CUDA copies them to the host.
+# prod is a composition over cumprod (ops.prod): CUDA has no atomic multiply to give
+# a product a reduction Monoid, and cumprod's VJP already handles zeros exactly.
+
+from fusegrad.ir.errors import ShapeError  # noqa: E402 (this section's own import)
+
+CUMULATIVE = "cumulative"   # one output element from the elements before it along `axis`
+
+
+def _cumulative_shape(x, *, axis: int):
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for {x.type_str}")
+    return x.shape, x.dtype
+
+
+def _reverse_cumsum(v, axis: int):
+    """sum_{j >= i} v_j along `axis`: the transpose of cumsum."""
+    return ops.flip(ops.cumsum(ops.flip(v, axis), axis), axis)
+
+
+def _cumprod_vjp(g, x, y, *, axis):
+    """d y_j / d x_i = prod_{k <= j, k != i} x_k for j >= i (PyTorch's cumprod_backward,
+    written without data-dependent branches). Where x_i != 0 that is y_j / x_i, so the
+    cotangent is reverse_cumsum(g * y) / x_i. At the first zero of a line it is y1_j, the
+    cumprod of x with that one zero replaced by 1. At a later zero the product keeps the
+    first zero: 0. Each branch is an exact identity near the point, so second
+    derivatives are right too."""
+    zero = ops.eq(x, 0)
+    zeros_so_far = ops.cumsum(ops.cast(zero, np.int64), axis)
+    first_zero = ops.eq(ops.where(zero, zeros_so_far, 0), 1)
+    y1 = ops.cumprod(ops.where(first_zero, 1, x), axis)
+    at_first_zero = _reverse_cumsum(g * y1, axis)
+    elsewhere = _reverse_cumsum(g * y, axis) / ops.where(zero, 1, x)
+    return [ops.where(first_zero, at_first_zero, ops.where(zero, 0, elsewhere))]
+
+
+cumsum = primitive(
+    "cumsum", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
+    vjp=lambda g, x, y, *, axis: [_reverse_cumsum(g, axis)],
+    grad_fn="CumsumBackward0", host_only=True,
+)
+cumprod = primitive(
+    "cumprod", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumprod(x, axis=axis, dtype=x.dtype),
+    vjp=_cumprod_vjp, grad_fn="CumprodBackward0", host_only=True,
+)

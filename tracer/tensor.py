@@ -209,12 +209,6 @@ class Tensor(TensorState):
     def bool(self): return self._cast(np.bool_)
     def half(self): return self._cast(np.float16)
 
-    def all(self):
-        return wrap(np.asarray(self._eager_data().all()))
-
-    def any(self):
-        return wrap(np.asarray(self._eager_data().any()))
-
     def equal(self, other) -> bool:
         return bool(np.array_equal(self._eager_data(), other._eager_data()))
 
@@ -468,7 +462,7 @@ _TABLE = (
     _Row(F.mean, ("mean",)),
     _Row(F.max, ("max",)),
     _Row(F.min, ("min",)),
-    _Row(F.var, ("var",)),
+    _Row(F._var_method, ("var",)),   # PyTorch's method: unbiased by default (issue 11, item 7)
     _Row(F.logsumexp, ("logsumexp",)),
     _Row(F.softmax, ("softmax",)),
     _Row(F.argmax, ("argmax",)),
@@ -503,6 +497,21 @@ _TABLE = (
     _Row(F.tile, ("tile",)),
     _Row(F._split_method, ("split",)),
     _Row(F.chunk, ("chunk",)),
+    # reductions and matrix helpers (issue 11, item 7): PyTorch's methods (x.std() is
+    # unbiased, x.cumsum(dim), x.norm(p, dim)), NumPy's keywords where they fit
+    _Row(F._std_method, ("std",)),
+    _Row(F.cumsum, ("cumsum",)),
+    _Row(F.cumprod, ("cumprod",)),
+    _Row(F.prod, ("prod",)),
+    _Row(F._norm_method, ("norm",)),
+    _Row(F.diag, ("diag",)),
+    _Row(F.diagonal, ("diagonal",)),
+    _Row(F.trace, ("trace",)),
+    _Row(F.tril, ("tril",)),
+    _Row(F.triu, ("triu",)),
+    _Row(F.outer, ("outer",)),
+    _Row(F.any_, ("any",)),
+    _Row(F.all_, ("all",)),
 )
 
 

@@ -503,19 +503,23 @@ def _reverse_cumsum(v, axis: int):
 
 
 def _cumprod_vjp(g, x, y, *, axis):
-    """d y_j / d x_i = prod_{k <= j, k != i} x_k for j >= i (PyTorch's cumprod_backward,
-    written without data-dependent branches). Where x_i != 0 that is y_j / x_i, so the
-    cotangent is reverse_cumsum(g * y) / x_i. At the first zero of a line it is y1_j, the
-    cumprod of x with that one zero replaced by 1. At a later zero the product keeps the
-    first zero: 0. Each branch is an exact identity near the point, so second
-    derivatives are right too."""
+    """d y_l / d x_i = prod_{k <= l, k != i} x_k for l >= i (PyTorch's cumprod_backward,
+    written without data-dependent branches). Where x_i != 0 that is y_l / x_i, so the
+    cotangent is reverse_cumsum(g * y) / x_i, the same polynomial wherever x_i != 0. At
+    the first or second zero of a line it is reverse_cumsum(g * y'), y' the cumprod of x
+    with that one zero replaced by 1: the same polynomial (at the second zero it holds
+    the first zero as a factor, so its derivative in that zero is right). At a later
+    zero it is 0 with all its first derivatives (two other zeros are factors). So the
+    cotangent is exact at zeros, and so is its own derivative (Hessians)."""
     zero = ops.eq(x, 0)
-    zeros_so_far = ops.cumsum(ops.cast(zero, np.int64), axis)
-    first_zero = ops.eq(ops.where(zero, zeros_so_far, 0), 1)
-    y1 = ops.cumprod(ops.where(first_zero, 1, x), axis)
-    at_first_zero = _reverse_cumsum(g * y1, axis)
+    nth_zero = ops.where(zero, ops.cumsum(ops.cast(zero, np.int64), axis), 0)
+    at_zero = 0   # at a third or later zero
+    for n in (2, 1):
+        nth = ops.eq(nth_zero, n)
+        y_without = ops.cumprod(ops.where(nth, 1, x), axis)
+        at_zero = ops.where(nth, _reverse_cumsum(g * y_without, axis), at_zero)
     elsewhere = _reverse_cumsum(g * y, axis) / ops.where(zero, 1, x)
-    return [ops.where(first_zero, at_first_zero, ops.where(zero, 0, elsewhere))]
+    return [ops.where(zero, at_zero, elsewhere)]
 
 
 cumsum = primitive(

@@ -64,7 +64,7 @@ AUTOGRAD = types.SimpleNamespace(
     tril=anp.tril, triu=anp.triu, outer=anp.outer,
     cumprod=lambda x, axis: _cumprod_by_prefixes(x, axis),
     norm=_norm_by_formula, diagonal=_diagonal_by_indexing,
-    diag=lambda x, k: anp.diag(x, k) if x.ndim == 1 else _diagonal_by_indexing(x, k))
+    diag=lambda x, k=0: anp.diag(x, k) if x.ndim == 1 else _diagonal_by_indexing(x, k))
 
 
 # ---------------------------------------------------------------- every op, compiled
@@ -107,9 +107,33 @@ def all_reductions_source(m, weights):
     return all_reductions
 
 
-COMPILED = {dtype: fg.compile_grad(all_reductions_source(fg, WEIGHTS.astype(dtype)))
-            for dtype in (F32, F64)}
-UNFUSED = fg.compile_grad(all_reductions_source(fg, WEIGHTS), fuse=False)
+def new_primitives_source(m, weights):
+    """The new primitives (cumsum, cumprod) and the compositions most likely to meet
+    fusion (std, prod, norm, the masked select of tril, diag of a vector, outer): small,
+    so that it also compiles unfused (one kernel per primitive) in little time."""
+    w = weights[:12].reshape(3, 4)
+    def new_primitives(x, v):                   # x: (3, 4), v: (4,)
+        return ((m.cumsum(x, axis=1) * w).sum() + (m.cumprod(x, axis=0) * w).sum()
+                + (m.prod(x, axis=1) * v[:3]).sum() + m.std(x, axis=0, ddof=1).sum()
+                + m.norm(x) * m.norm(v) + (m.tril(x, 1) * w).sum() + (m.diag(v) * x[0]).sum()
+                + (m.outer(v, v) * x[:, 0].sum()).sum())
+    return new_primitives
+
+
+def unfused_source(m, weights):
+    """The two new primitives, and a composition (the norm's guarded sqrt) in few
+    primitives: unfused, each is a kernel, and compiling them dominates this file's time."""
+    w = weights[:12].reshape(3, 4)
+    def tiny(x, v):
+        return (m.cumprod(m.cumsum(x, axis=1), axis=0) * w).sum() * m.norm(v)
+    return tiny
+
+
+# Compiling dominates: every op in float64 (fused); fewer in float32; fewest unfused
+# against fused.
+COMPILED = fg.compile_grad(all_reductions_source(fg, WEIGHTS))
+SMALL_F32 = fg.compile_grad(new_primitives_source(fg, WEIGHTS.astype(F32)))
+TINY = {fuse: fg.compile_grad(unfused_source(fg, WEIGHTS), fuse=fuse) for fuse in (True, False)}
 
 
 def inputs(dtype):
@@ -119,22 +143,35 @@ def inputs(dtype):
     return x.astype(dtype), rng.uniform(0.5, 2.0, 4).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
-def test_fused_match_autograd_and_the_interpreter(dtype, interpret, assert_all_close, flatten):
+def check_against_oracles(compiled, source, dtype, interpret, assert_all_close, flatten):
     args = inputs(dtype)
-    results = flatten(COMPILED[dtype](*args))
+    results = flatten(compiled(*args))
     assert [r.dtype for r in results] == [dtype] * 3
-    assert_all_close(results, interpret(COMPILED[dtype], *args), dtype, what="vs interpreter")
-    reference = all_reductions_source(AUTOGRAD, WEIGHTS)
+    assert_all_close(results, interpret(compiled, *args), dtype, what="vs interpreter")
+    reference = source(AUTOGRAD, WEIGHTS)
     args64 = [a.astype(F64) for a in args]
     expected = [np.asarray(reference(*args64))]
     expected += [autograd.grad(reference, i)(*args64) for i in range(2)]
     assert_all_close(results, expected, dtype, what="vs autograd")
 
 
-def test_unfused_matches_fused(assert_all_close, flatten):
+def test_every_op_fused_matches_autograd_and_the_interpreter(interpret, assert_all_close,
+                                                               flatten):
+    check_against_oracles(COMPILED, all_reductions_source, F64, interpret, assert_all_close,
+                          flatten)
+
+
+def test_float32_fused_matches_autograd_and_the_interpreter(interpret, assert_all_close,
+                                                            flatten):
+    check_against_oracles(SMALL_F32, new_primitives_source, F32, interpret, assert_all_close,
+                          flatten)
+
+
+def test_unfused_matches_fused_and_autograd(interpret, assert_all_close, flatten):
+    check_against_oracles(TINY[False], unfused_source, F64, interpret, assert_all_close,
+                          flatten)
     args = inputs(F64)
-    assert_all_close(flatten(UNFUSED(*args)), flatten(COMPILED[F64](*args)), F64,
+    assert_all_close(flatten(TINY[False](*args)), flatten(TINY[True](*args)), F64,
                      what="unfused vs fused")
 
 
@@ -378,17 +415,40 @@ def test_eager_gradients_and_grad_fn_names():
     np.testing.assert_allclose(v.grad.numpy(), [5 + 2 * 10 * 3, 5 + 2 * 10 * 3])
 
 
-def test_numpy_functions_dispatch_inside_a_trace():
+def numpy_functions_source(m):
     def f(x, v):
-        return (np.std(x) + np.cumsum(x, axis=1).sum() + np.cumprod(v).sum() + np.prod(x)
-                + np.linalg.norm(x) + np.diag(x).sum() + np.diag(v).sum() + np.trace(x)
-                + np.tril(x).sum() + np.triu(x, 1).sum() + np.outer(v, v).sum()
-                + np.where(np.any(x > 1, axis=1, keepdims=True) & np.all(x > 0), x, 0.0).sum())
+        return (m.std(x) + m.cumsum(x, axis=1).sum() + m.prod(x) + m.linalg.norm(x)
+                + m.diag(x).sum() + m.diag(v).sum() + m.trace(x) + m.tril(x).sum()
+                + m.triu(x, 1).sum() + m.outer(v, v).sum()
+                + m.where(m.any(x > 1, axis=1, keepdims=True) & m.all(x > 0), x, 0.0).sum())
+    return f
+
+
+def test_numpy_functions_dispatch_eagerly():
     x = np.array([[1.0, 2.0], [0.5, 1.5]])
     v = np.array([2.0, -1.0])
-    value, (gx, gv) = fg.compile_grad(f)(x, v)
-    np.testing.assert_allclose(value, f(x, v))
-    assert fg.gradcheck(fg.compile_grad(f), x, v)
+    f = numpy_functions_source(np)              # NumPy's functions, given Tensors
+    tx, tv = fg.tensor(x, requires_grad=True), fg.tensor(v, requires_grad=True)
+    result = f(tx, tv)
+    assert isinstance(result, fg.Tensor)
+    np.testing.assert_allclose(result.item(), f(x, v))
+    result.backward()
+    reference = numpy_functions_source(anp)
+    np.testing.assert_allclose(tx.grad.numpy(), autograd.grad(reference, 0)(x, v))
+    np.testing.assert_allclose(tv.grad.numpy(), autograd.grad(reference, 1)(x, v))
+    np.testing.assert_allclose(np.cumprod(tx, axis=0).detach().numpy(), np.cumprod(x, axis=0))
+    np.testing.assert_allclose(np.diagonal(tx, 0).detach().numpy(), np.diagonal(x))
+
+
+def test_numpy_functions_dispatch_inside_a_trace():
+    def f(x):
+        return (np.linalg.norm(np.cumsum(x, axis=0)) * np.prod(x)
+                + np.where(np.any(x > 1.8), np.std(x), 0.0))
+    x = np.array([[1.0, 2.0], [0.5, 1.5]])
+    compiled = fg.compile_grad(f)
+    value, _ = compiled(x)
+    np.testing.assert_allclose(value, f(x))               # NumPy itself is the oracle
+    assert fg.gradcheck(compiled, x)
 
 
 # ---------------------------------------------------------------- errors

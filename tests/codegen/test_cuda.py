@@ -87,6 +87,11 @@ def modular(x, y):                   # %, // and masks (issue 11, item 4)
     return ((x % (fg.abs(y) + 0.5)) * (x // 0.7) + fg.where(mask ^ (y > 0.5), 2.5 % x, y)).sum()
 
 
+def reductions_more(x, y):           # issue 11, item 7: scans on the host, compositions fused
+    return ((fg.cumprod(x, 1) * y).sum() + fg.cumsum(x, 0).sum() * fg.norm(y)
+            + fg.where(fg.any(x > 1, 1, keepdims=True), x, y).sum())
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
@@ -108,6 +113,8 @@ def inputs(name: str, dtype) -> list[np.ndarray]:
         return [x]
     if name == "layout":
         return [normal(3, 4, 5)]
+    if name == "reductions_more":
+        return [normal(12, 5), normal(12, 5)]
     raise KeyError(name)
 
 
@@ -118,6 +125,7 @@ WORKLOADS = {
     "mlp": (mlp, True), "extremes": (extremes, True), "layout": (layout, True), "zoo": (zoo, True),
     "more_math": (more_math, True),
     "modular": (modular, True),
+    "reductions_more": (reductions_more, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]

@@ -596,16 +596,18 @@ def prod(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
                  grad_fn="ProdBackward0" if axes is None else "ProdBackward1")
 
 
-def norm(x, ord=None, axis=None, keepdims=False, *, p=None, dim=None, keepdim=False):
-    """NumPy's ``np.linalg.norm(x, ord, axis, keepdims)``, or PyTorch's
-    ``torch.norm(x, p, dim, keepdim)`` when given p= or dim= (a numeric p is a vector
-    norm over all of `dim` together, 'fro' the 2-norm). The gradient of a 2-norm at
-    zero is 0, as PyTorch's (not NaN)."""
-    if p is not None or dim is not None:
-        if ord is not None or axis is not None:
-            raise TypeError("norm: give NumPy's ord=/axis= or PyTorch's p=/dim=, not both")
-        return _torch_norm(x, "fro" if p is None else p, dim, keepdims or keepdim)
-    return _numpy_norm(x, ord, axis, keepdims)
+def norm(x, p="fro", dim=None, keepdim=False, *, ord=None, axis=None,  # noqa: A002
+         keepdims=False):
+    """PyTorch's ``torch.norm(x, p='fro', dim=None, keepdim=False)`` (top-level ``norm``
+    is PyTorch's name: a numeric p is a vector norm over all of `dim` together, 'fro'
+    the 2-norm), or, given ord= or axis=, NumPy's ``np.linalg.norm`` (also
+    ``fg.linalg.norm``), whose ord=1 or inf of a matrix is a matrix norm. The gradient
+    of a 2-norm at zero is 0, as PyTorch's (not NaN)."""
+    if ord is not None or axis is not None:
+        if p != "fro" or dim is not None:
+            raise TypeError("norm: give PyTorch's p, dim or NumPy's ord=, axis=, not both")
+        return _numpy_norm(x, ord, axis, keepdims or keepdim)
+    return _torch_norm(x, p, dim, keepdim or keepdims)
 
 
 def _numpy_norm(x, ord, axis, keepdims):
@@ -636,11 +638,6 @@ def _torch_norm(x, p, dim, keepdim):
     axes = tuple(dim) if isinstance(dim, (list, tuple)) else dim
     return apply(ops.vector_norm, x, ord=2 if p == "fro" else p, axes=axes, keepdims=keepdim,
                  grad_fn="LinalgVectorNormBackward0")
-
-
-def _norm_method(x, p="fro", dim=None, keepdim=False):
-    """``x.norm(p='fro', dim=None, keepdim=False)``: PyTorch's."""
-    return _torch_norm(x, p, dim, keepdim)
 
 
 def diagonal(x, offset=0, axis1=0, axis2=1, *, dim1=None, dim2=None):

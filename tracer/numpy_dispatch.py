@@ -225,7 +225,7 @@ def _scan(function: Callable) -> Callable:
 
 
 def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 (NumPy's name)
-    return F.norm(x, ord=ord, axis=_axis(axis), keepdims=keepdims)
+    return F._numpy_norm(x, ord, _axis(axis), keepdims)
 
 
 FUNCTIONS.update({

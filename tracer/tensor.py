@@ -503,7 +503,7 @@ _TABLE = (
     _Row(F.cumsum, ("cumsum",)),
     _Row(F.cumprod, ("cumprod",)),
     _Row(F.prod, ("prod",)),
-    _Row(F._norm_method, ("norm",)),
+    _Row(F.norm, ("norm",)),
     _Row(F.diag, ("diag",)),
     _Row(F.diagonal, ("diagonal",)),
     _Row(F.trace, ("trace",)),

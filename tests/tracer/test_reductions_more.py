@@ -289,7 +289,7 @@ def test_norm_values_match_numpy(ord_, axis):
     if ord_ == 2 or ord_ == 0:
         x = x[0]                                          # vector ords: a vector
     expected = np.linalg.norm(x, ord_, axis)
-    np.testing.assert_allclose(fg.norm(fg.tensor(x), ord_, axis).numpy(), expected)
+    np.testing.assert_allclose(fg.norm(fg.tensor(x), ord=ord_, axis=axis).numpy(), expected)
     np.testing.assert_allclose(fg.linalg.norm(fg.tensor(x), ord_, axis, keepdims=True).numpy(),
                                np.linalg.norm(x, ord_, axis, keepdims=True))
 
@@ -302,6 +302,9 @@ def test_torch_norm_spellings():
     np.testing.assert_allclose(t.norm(2, 1).numpy(), np.linalg.norm(x, axis=1))
     np.testing.assert_allclose(t.norm(p=INF, dim=0, keepdim=True).numpy(), [[3.0, 4.0]])
     np.testing.assert_allclose(fg.norm(t, p=1, dim=(0, 1)).item(), 10.0)
+    np.testing.assert_allclose(fg.norm(t, 1).item(), 10.0)             # torch.norm(x, 1)
+    np.testing.assert_allclose(fg.norm(t, ord=1).item(), 6.0)          # np.linalg.norm(x, 1)
+    np.testing.assert_allclose(fg.norm(t, 2, 0).numpy(), np.linalg.norm(x, axis=0))
     np.testing.assert_allclose(fg.linalg.vector_norm(t, 1, dim=1).numpy(), [7.0, 3.0])
     assert t.requires_grad_().norm().grad_fn.name() == "LinalgVectorNormBackward0"
 

@@ -45,6 +45,13 @@ from fusegrad.tracer.functions import (bmm, einsum, matrix_transpose, moveaxis, 
 from fusegrad.tracer.functions import gather, index_update, take, take_along_axis, take_along_dim
 from fusegrad.ir.errors import BoundsError
 
+# reductions and matrix helpers (issue 11, item 7); `any` and `all` shadow the builtins
+# here, as torch's do
+from fusegrad.tracer.functions import (cumprod, cumsum, diag, diagonal, norm, outer, prod, std,
+                                       trace, tril, triu)
+from fusegrad.tracer.functions import all_ as all, any_ as any  # noqa: A001
+from fusegrad import linalg
+
 __version__ = "0.1.0"
 
 # ---- the eager, PyTorch-style autograd API ----

@@ -964,3 +964,150 @@ def _masked_update(x: Value, v, index: tuple, mode: str) -> Value | None:
     v = cast(v, x.dtype)
     changed = {"set": v, "add": lambda: add(x, v), "multiply": lambda: mul(x, v)}[mode]
     return where(mask, changed if mode == "set" else changed(), x)
+
+
+# ---------------------------------------------------------------- reductions and matrix helpers
+# (issue 11, item 7) cumsum and cumprod are primitives; prod, norms, diagonal, diag,
+# trace, outer, reduce_any and reduce_all are compositions of primitives, each exact (tril and triu
+# are `where` with a constant mask, built in tracer/functions.py).
+
+def _scan_operand(op: str, x: Value, axis: int) -> tuple[Value, int]:
+    # Sums and products of bools and narrow integers in int64, as NumPy and PyTorch.
+    if x.dtype.kind in "biu" and x.dtype.itemsize < 8:
+        x = cast(x, np.int64)
+    (axis,) = _axes(op, x, int(axis)) or (0,)
+    return x, axis
+
+
+def cumsum(x: Value, axis: int) -> Value:
+    x, axis = _scan_operand("cumsum", x, axis)
+    return P.cumsum.bind(x, axis=axis) if x.ndim else x
+
+
+def cumprod(x: Value, axis: int) -> Value:
+    x, axis = _scan_operand("cumprod", x, axis)
+    return P.cumprod.bind(x, axis=axis) if x.ndim else x
+
+
+def prod(x: Value, axes=None, keepdims: bool = False) -> Value:
+    """The product over `axes`: the last element of a cumprod over the reduced axes laid
+    end to end. cumprod's VJP makes the gradient exact where elements are zero (one
+    zero: the product of the others there, 0 elsewhere; two zeros: 0), as PyTorch's
+    prod_backward."""
+    if x.dtype.kind in "biu" and x.dtype.itemsize < 8:
+        x = cast(x, np.int64)
+    axes = _axes("prod", x, axes)
+    if not axes:
+        return x
+    kept = tuple(a for a in range(x.ndim) if a not in axes)
+    shape = S.reduced_shape(x.shape, axes, keepdims)
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    if count == 0:
+        return broadcast_to(const(1, x.dtype), shape)   # the empty product
+    lines = reshape(transpose(x, kept + axes), tuple(x.shape[a] for a in kept) + (count,))
+    scanned = cumprod(lines, len(kept))
+    return reshape(_take_range(scanned, len(kept), count - 1, count), shape)
+
+
+def _norm_root(squares: Value) -> Value:
+    """sqrt, with gradient 0 (not 0 * inf = NaN) where the sum of squares is 0, as
+    PyTorch's norm backward: the inner select keeps sqrt's own VJP finite."""
+    empty = eq(squares, 0)
+    return where(empty, 0, sqrt(where(empty, 1, squares)))
+
+
+def vector_norm(x: Value, ord=2, axes=None, keepdims: bool = False) -> Value:
+    """The `ord`-norm of `x` over `axes` taken as one vector: 2, 1, inf, -inf or 0."""
+    x = _floating(x)
+    axes = _axes("norm", x, axes)
+    if ord == 2:
+        return _norm_root(reduce_sum(mul(x, x), axes, keepdims))
+    if ord == 1:
+        return reduce_sum(abs(x), axes, keepdims)
+    if ord == float("inf"):
+        return reduce_max(abs(x), axes, keepdims)
+    if ord == float("-inf"):
+        return reduce_min(abs(x), axes, keepdims)
+    if ord == 0:   # the number of nonzero elements (no gradient)
+        return cast(reduce_sum(ne(x, 0), axes, keepdims), x.dtype)
+    raise UnsupportedError(located(f"norm: vector ord {ord!r} is not supported; fusegrad has "
+                             f"ord = 2, 1, inf, -inf and 0 ({x.type_str})", current_source()))
+
+
+def matrix_norm(x: Value, ord="fro", axes=(-2, -1), keepdims: bool = False) -> Value:
+    """NumPy's matrix norms over the two `axes` (rows, columns): 'fro', and the
+    largest (or smallest) absolute column sum (ord 1, -1) or row sum (inf, -inf)."""
+    x = _floating(x)
+    rows, cols = (_axis("norm", a, x.ndim, x.type_str) for a in axes)
+    if rows == cols:
+        raise _layout_error("norm", f"duplicate axes given: {tuple(axes)} ({x.type_str})")
+    if ord in ("fro", None):
+        return vector_norm(x, 2, (rows, cols), keepdims)
+    sums = {1: rows, -1: rows, float("inf"): cols, float("-inf"): cols}
+    if ord not in sums:
+        raise UnsupportedError(located(
+            f"norm: matrix ord {ord!r} is not supported; fusegrad has 'fro', 1, -1, inf "
+            f"and -inf (ord 2, -2 and 'nuc' need singular values) ({x.type_str})",
+            current_source()))
+    lines = reduce_sum(abs(x), sums[ord], keepdims=True)
+    pick = reduce_max if ord in (1, float("inf")) else reduce_min
+    result = pick(lines, (rows, cols), keepdims=True)
+    return result if keepdims else reshape(result, S.reduced_shape(x.shape, (rows, cols), False))
+
+
+def diagonal(x: Value, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Value:
+    """NumPy's diagonal: the elements x[..., i, i + offset] of the `axis1`, `axis2`
+    planes, as a last axis. The plane is laid flat, so the diagonal is a strided slice."""
+    if x.ndim < 2:
+        raise _layout_error("diagonal", f"needs at least 2 dimensions, got {x.type_str}")
+    a1, a2 = (_axis("diagonal", a, x.ndim, x.type_str) for a in (axis1, axis2))
+    if a1 == a2:
+        raise _layout_error("diagonal", f"axis1 and axis2 cannot be the same ({x.type_str})")
+    rest = tuple(a for a in range(x.ndim) if a not in (a1, a2))
+    rows, cols = x.shape[a1], x.shape[a2]
+    plane = reshape(transpose(x, rest + (a1, a2)), tuple(x.shape[a] for a in rest) + (rows * cols,))
+    offset = int(offset)
+    count = max(0, min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols))
+    start = offset if offset >= 0 else -offset * cols
+    index = [(0, d, 1) for d in plane.shape]
+    index[-1] = (start, start + (count - 1) * (cols + 1) + 1, cols + 1) if count else (0, 0, 1)
+    return slice_array(plane, tuple(index))
+
+
+def diag(x: Value, k: int = 0) -> Value:
+    """NumPy's diag: a vector onto the k-th diagonal of a square matrix of zeros, or the
+    k-th diagonal of a matrix. Placing each element before m zeros and cutting the flat
+    result into rows of m puts element i at column i (layout only, no mask)."""
+    k = int(k)
+    if x.ndim == 2:
+        return diagonal(x, k)
+    if x.ndim != 1:
+        raise _layout_error("diag", f"input must be 1-d or 2-d, got {x.type_str}")
+    m = x.shape[0]
+    spaced = reshape(scatter_slice(reshape(x, (m, 1)), (m, m + 1), ((0, m, 1), (0, 1, 1))),
+                     (m * (m + 1),))
+    square = reshape(slice_array(spaced, ((0, m * m, 1),)), (m, m))
+    if k == 0:
+        return square
+    n = m + (k if k > 0 else -k)
+    at = ((0, m, 1), (k, n, 1)) if k > 0 else ((-k, n, 1), (0, m, 1))
+    return scatter_slice(square, (n, n), at)
+
+
+def trace(x: Value, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Value:
+    return reduce_sum(diagonal(x, offset, axis1, axis2), -1)
+
+
+def outer(a: Value, b: Value) -> Value:
+    """NumPy's outer: both operands flattened, a[i] * b[j]."""
+    return mul(reshape(a, (a.size, 1)), reshape(b, (1, b.size)))
+
+
+def reduce_any(x: Value, axes=None, keepdims: bool = False) -> Value:
+    """Whether some element is nonzero (NaN is): a count of them, compared with 0."""
+    return ne(reduce_sum(_truth(x), axes, keepdims), 0)
+
+
+def reduce_all(x: Value, axes=None, keepdims: bool = False) -> Value:
+    """Whether every element is nonzero: no zero counted."""
+    return eq(reduce_sum(invert(_truth(x)), axes, keepdims), 0)

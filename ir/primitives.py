@@ -581,3 +581,58 @@ iota = primitive(
     impl=lambda *, shape: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape),
     host_only=True,
 )
+
+
+# ---------------------------------------------------------------- cumulative sums and products
+# (issue 11, item 7) Scans along one axis, run as host steps (NumPy's cumsum and
+# cumprod, sequential within each line, as in NumPy); CUDA copies them to the host.
+# prod is a composition over cumprod (ops.prod): CUDA has no atomic multiply to give
+# a product a reduction Monoid, and cumprod's VJP already handles zeros exactly.
+
+from fusegrad.ir.errors import ShapeError  # noqa: E402 (this section's own import)
+
+CUMULATIVE = "cumulative"   # one output element from the elements before it along `axis`
+
+
+def _cumulative_shape(x, *, axis: int):
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for {x.type_str}")
+    return x.shape, x.dtype
+
+
+def _reverse_cumsum(v, axis: int):
+    """sum_{j >= i} v_j along `axis`: the transpose of cumsum."""
+    return ops.flip(ops.cumsum(ops.flip(v, axis), axis), axis)
+
+
+def _cumprod_vjp(g, x, y, *, axis):
+    """d y_l / d x_i = prod_{k <= l, k != i} x_k for l >= i (PyTorch's cumprod_backward,
+    written without data-dependent branches). Where x_i != 0 that is y_l / x_i, so the
+    cotangent is reverse_cumsum(g * y) / x_i, the same polynomial wherever x_i != 0. At
+    the first or second zero of a line it is reverse_cumsum(g * y'), y' the cumprod of x
+    with that one zero replaced by 1: the same polynomial (at the second zero it holds
+    the first zero as a factor, so its derivative in that zero is right). At a later
+    zero it is 0 with all its first derivatives (two other zeros are factors). So the
+    cotangent is exact at zeros, and so is its own derivative (Hessians)."""
+    zero = ops.eq(x, 0)
+    nth_zero = ops.where(zero, ops.cumsum(ops.cast(zero, np.int64), axis), 0)
+    at_zero = 0   # at a third or later zero
+    for n in (2, 1):
+        nth = ops.eq(nth_zero, n)
+        y_without = ops.cumprod(ops.where(nth, 1, x), axis)
+        at_zero = ops.where(nth, _reverse_cumsum(g * y_without, axis), at_zero)
+    elsewhere = _reverse_cumsum(g * y, axis) / ops.where(zero, 1, x)
+    return [ops.where(zero, at_zero, elsewhere)]
+
+
+cumsum = primitive(
+    "cumsum", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
+    vjp=lambda g, x, y, *, axis: [_reverse_cumsum(g, axis)],
+    grad_fn="CumsumBackward0", host_only=True,
+)
+cumprod = primitive(
+    "cumprod", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumprod(x, axis=axis, dtype=x.dtype),
+    vjp=_cumprod_vjp, grad_fn="CumprodBackward0", host_only=True,
+)

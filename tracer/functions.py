@@ -731,3 +731,196 @@ class IndexUpdate:
 
     def multiply(self, value):
         return index_update(self.tensor, self.index, value, "multiply")
+
+# ---------------------------------------------------------------- reductions and matrix helpers
+# (issue 11, item 7) NumPy's spellings (axis=, keepdims=, ddof=, ord=, k=) and PyTorch's
+# (dim=, keepdim=, unbiased=/correction=, p=, diagonal=). fg.std and fg.var default to
+# NumPy's ddof=0 unless given dim= (PyTorch's spelling: unbiased); the Tensor methods
+# x.std() and x.var() are PyTorch's and default to the unbiased estimate.
+
+def std(x, axis=None, keepdims=False, *, ddof=None, dim=None, keepdim=False,
+        unbiased=None, correction=None):
+    """Standard deviation: the square root of `var` (same defaults). Its gradient where
+    all the elements are equal is NaN (0/0), as in PyTorch, NumPy-based autograd and JAX."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    correction = _correction(ddof, unbiased, correction, torch_default=dim is not None)
+    return apply(_std, x, axes=axes, keepdims=keep, correction=correction,
+                 grad_fn="StdBackward0")
+
+
+def _std(x, *, axes, keepdims, correction):
+    return ops.sqrt(_variance(ops._floating(x), axes=axes, keepdims=keepdims,
+                              correction=correction))
+
+
+def _correction(ddof, unbiased, correction, torch_default: bool) -> int:
+    given = [c for c in (ddof, correction) if c is not None]
+    if len(given) + (unbiased is not None) > 1:
+        raise TypeError("give one of ddof= (NumPy), unbiased= or correction= (PyTorch)")
+    if given:
+        return given[0]
+    if unbiased is not None:
+        return int(bool(unbiased))
+    return 1 if torch_default else 0
+
+
+def _torch_moment(function):
+    """``x.std()``, ``x.var()``: PyTorch's methods, unbiased unless told otherwise;
+    ``x.std(1)`` is dim 1, ``x.std(False)`` the biased estimate (PyTorch's overloads),
+    NumPy's axis=/ddof= as keywords keep NumPy's default."""
+    def method(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
+               keepdims=False, ddof=None):
+        if isinstance(dim, bool):   # x.std(False): the overload whose first argument is unbiased
+            dim, unbiased = None, dim
+        numpy_style = axis is not None or ddof is not None
+        if correction is None and ddof is None and unbiased is None and not numpy_style:
+            correction = 1
+        return function(x, axis=axis, keepdims=keepdims, ddof=ddof, dim=dim, keepdim=keepdim,
+                        unbiased=unbiased, correction=correction)
+    method.__name__ = function.__name__
+    method.__doc__ = function.__doc__
+    return method
+
+
+_std_method = _torch_moment(std)
+_var_method = _torch_moment(var)
+
+
+def _flat_axis(x, axis, dim):
+    """One axis for a scan; NumPy's axis=None scans the flattened array."""
+    axis = _one_axis(axis, dim, None)
+    if axis is None:
+        return reshape(x, -1) if _ndim(x) != 1 else x, 0
+    return x, int(axis)
+
+
+def cumsum(x, axis=None, *, dim=None):
+    """Running sums along `axis` (NumPy: the flattened array when None) or `dim`."""
+    x, axis = _flat_axis(x, axis, dim)
+    return apply(ops.cumsum, x, axis=axis, grad_fn=P.cumsum.grad_fn)
+
+
+def cumprod(x, axis=None, *, dim=None):
+    """Running products; the gradient is exact where elements are zero."""
+    x, axis = _flat_axis(x, axis, dim)
+    return apply(ops.cumprod, x, axis=axis, grad_fn=P.cumprod.grad_fn)
+
+
+def prod(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.prod, x, axes=axes, keepdims=keep,
+                 grad_fn="ProdBackward0" if axes is None else "ProdBackward1")
+
+
+def norm(x, p="fro", dim=None, keepdim=False, *, ord=None, axis=None,  # noqa: A002
+         keepdims=False):
+    """PyTorch's ``torch.norm(x, p='fro', dim=None, keepdim=False)`` (top-level ``norm``
+    is PyTorch's name: a numeric p is a vector norm over all of `dim` together, 'fro'
+    the 2-norm), or, given ord= or axis=, NumPy's ``np.linalg.norm`` (also
+    ``fg.linalg.norm``), whose ord=1 or inf of a matrix is a matrix norm. The gradient
+    of a 2-norm at zero is 0, as PyTorch's (not NaN)."""
+    if ord is not None or axis is not None:
+        if p != "fro" or dim is not None:
+            raise TypeError("norm: give PyTorch's p, dim or NumPy's ord=, axis=, not both")
+        return _numpy_norm(x, ord, axis, keepdims or keepdim)
+    return _torch_norm(x, p, dim, keepdim or keepdims)
+
+
+def _numpy_norm(x, ord, axis, keepdims):
+    ndim = _ndim(x)
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if axis is None and ord is None:
+        return apply(ops.vector_norm, x, ord=2, axes=None, keepdims=keepdims,
+                     grad_fn="LinalgVectorNormBackward0")
+    if axis is None:
+        if ndim not in (1, 2):
+            raise ShapeError(f"norm: an ord= needs a 1-d or 2-d array or axis=, got shape "
+                             f"{_shape(x)}")
+        axis = 0 if ndim == 1 else (0, 1)
+    if isinstance(axis, numbers.Integral):
+        return apply(ops.vector_norm, x, ord=2 if ord is None else ord, axes=int(axis),
+                     keepdims=keepdims, grad_fn="LinalgVectorNormBackward0")
+    if len(axis) != 2:
+        raise ShapeError(f"norm: axis= must be an integer or a pair, got {axis!r}")
+    return apply(ops.matrix_norm, x, ord=ord, axes=tuple(int(a) for a in axis),
+                 keepdims=keepdims, grad_fn="LinalgVectorNormBackward0" if ord in (None, "fro")
+                 else "LinalgMatrixNormBackward0")
+
+
+def _torch_norm(x, p, dim, keepdim):
+    if p == "nuc":
+        raise UnsupportedError("norm: p='nuc' needs singular values, which fusegrad lacks")
+    axes = tuple(dim) if isinstance(dim, (list, tuple)) else dim
+    return apply(ops.vector_norm, x, ord=2 if p == "fro" else p, axes=axes, keepdims=keepdim,
+                 grad_fn="LinalgVectorNormBackward0")
+
+
+def diagonal(x, offset=0, axis1=0, axis2=1, *, dim1=None, dim2=None):
+    """NumPy's ``diagonal(x, offset, axis1, axis2)``, PyTorch's ``dim1=``, ``dim2=``:
+    the diagonal becomes the last axis."""
+    axis1 = axis1 if dim1 is None else dim1
+    axis2 = axis2 if dim2 is None else dim2
+    return apply(ops.diagonal, x, offset=int(offset), axis1=int(axis1), axis2=int(axis2),
+                 grad_fn="DiagonalBackward0")
+
+
+def diag(x, k=0, *, diagonal=None):
+    """NumPy's ``diag(v, k)``, PyTorch's ``diag(x, diagonal=)``: a vector becomes a
+    square matrix with it on diagonal k; a matrix gives its k-th diagonal."""
+    k = int(k if diagonal is None else diagonal)
+    return apply(ops.diag, x, k=k, grad_fn="DiagEmbedBackward0" if _ndim(x) == 1
+                 else "DiagonalBackward0")
+
+
+def trace(x, offset=0, axis1=0, axis2=1):
+    return apply(ops.trace, x, offset=int(offset), axis1=int(axis1), axis2=int(axis2),
+                 grad_fn="TraceBackward0")
+
+
+def _triangle(x, k, lower: bool, name: str):
+    shape = _shape(x)
+    if not shape:
+        raise ShapeError(f"{name}: needs at least 1 dimension, got a 0-d array")
+    # NumPy's np.tri over the last two axes (a 1-d x is broadcast over the rows of an
+    # n x n mask, as np.tril does); a constant, so the select fuses with its neighbours.
+    mask = np.tri(*shape[-2:], k=k, dtype=bool)
+    if not lower:
+        mask = ~np.tri(*shape[-2:], k=k - 1, dtype=bool)
+    return apply(_keep, mask, x, grad_fn=f"{name.capitalize()}Backward0")
+
+
+def _keep(mask, x):
+    return ops.where(mask, x, 0)
+
+
+def tril(x, k=0, *, diagonal=None):
+    """The lower triangle: zeros above diagonal k (NumPy's k=, PyTorch's diagonal=)."""
+    return _triangle(x, int(k if diagonal is None else diagonal), True, "tril")
+
+
+def triu(x, k=0, *, diagonal=None):
+    """The upper triangle: zeros below diagonal k."""
+    return _triangle(x, int(k if diagonal is None else diagonal), False, "triu")
+
+
+def outer(a, b):
+    """NumPy's outer (both operands flattened); PyTorch's outer (alias ger)."""
+    return apply(ops.outer, a, b, grad_fn=P.mul.grad_fn)
+
+
+# Named any_ and all_ here: this module's other functions use the builtins any and all
+# (fg.any and fg.all are these).
+def any_(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """Whether some element is nonzero, over `axis`/`dim`: a bool result, no gradient."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_any, x, axes=axes, keepdims=keep)
+
+
+def all_(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """Whether every element is nonzero, over `axis`/`dim`: a bool result, no gradient."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_all, x, axes=axes, keepdims=keep)
+
+
+any_.__name__, all_.__name__ = "any", "all"

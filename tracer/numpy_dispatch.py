@@ -239,3 +239,33 @@ FUNCTIONS.update({
     np.take: _take,
     np.take_along_axis: lambda arr, indices, axis: F.take_along_axis(arr, indices, axis),
 })
+
+# ---------------------------------------------------------------- reductions and matrix helpers
+# (issue 11, item 7) NumPy's signatures, NumPy's defaults (np.std: ddof=0).
+
+def _std(a, axis=None, ddof=0, keepdims=False):
+    return F.std(a, axis=_axis(axis), ddof=ddof, keepdims=keepdims)
+
+
+def _scan(function: Callable) -> Callable:
+    def numpy_spelling(a, axis=None):
+        return function(a, axis=axis)
+    return numpy_spelling
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 (NumPy's name)
+    return F._numpy_norm(x, ord, _axis(axis), keepdims)
+
+
+FUNCTIONS.update({
+    np.std: _std,
+    np.cumsum: _scan(F.cumsum), np.cumprod: _scan(F.cumprod),
+    np.prod: _reduction(F.prod),
+    np.any: _reduction(F.any_), np.all: _reduction(F.all_),
+    np.linalg.norm: _norm,
+    np.diag: lambda v, k=0: F.diag(v, k),
+    np.diagonal: lambda a, offset=0, axis1=0, axis2=1: F.diagonal(a, offset, axis1, axis2),
+    np.trace: lambda a, offset=0, axis1=0, axis2=1: F.trace(a, offset, axis1, axis2),
+    np.tril: lambda m, k=0: F.tril(m, k), np.triu: lambda m, k=0: F.triu(m, k),
+    np.outer: lambda a, b: F.outer(a, b),
+})

@@ -217,12 +217,6 @@ class Tensor(TensorState):
     def bool(self): return self._cast(np.bool_)
     def half(self): return self._cast(np.float16)
 
-    def all(self):
-        return wrap(np.asarray(self._eager_data().all()))
-
-    def any(self):
-        return wrap(np.asarray(self._eager_data().any()))
-
     def equal(self, other) -> bool:
         return bool(np.array_equal(self._eager_data(), other._eager_data()))
 
@@ -539,7 +533,7 @@ _TABLE = (
     _Row(F.mean, ("mean",)),
     _Row(F.max, ("max",)),
     _Row(F.min, ("min",)),
-    _Row(F.var, ("var",)),
+    _Row(F._var_method, ("var",)),   # PyTorch's method: unbiased by default (issue 11, item 7)
     _Row(F.logsumexp, ("logsumexp",)),
     _Row(F.softmax, ("softmax",)),
     _Row(F.argmax, ("argmax",)),
@@ -578,6 +572,21 @@ _TABLE = (
     _Row(F._gather_method, ("gather",)),
     _Row(F._take_method, ("take",)),
     _Row(F.take_along_axis, ("take_along_dim",)),
+    # reductions and matrix helpers (issue 11, item 7): PyTorch's methods (x.std() is
+    # unbiased, x.cumsum(dim), x.norm(p, dim)), NumPy's keywords where they fit
+    _Row(F._std_method, ("std",)),
+    _Row(F.cumsum, ("cumsum",)),
+    _Row(F.cumprod, ("cumprod",)),
+    _Row(F.prod, ("prod",)),
+    _Row(F.norm, ("norm",)),
+    _Row(F.diag, ("diag",)),
+    _Row(F.diagonal, ("diagonal",)),
+    _Row(F.trace, ("trace",)),
+    _Row(F.tril, ("tril",)),
+    _Row(F.triu, ("triu",)),
+    _Row(F.outer, ("outer",)),
+    _Row(F.any_, ("any",)),
+    _Row(F.all_, ("all",)),
 )
 
 

@@ -92,6 +92,9 @@ def attention(x, W, k):              # batched matmul (issue 11, item 1): folded
     s = q @ fg.swapaxes(x, -1, -2)
     t = fg.reshape(q, (2, 1, 3, 4)) @ k
     return fg.tanh(s).sum() + (t ** 2).sum()
+def reductions_more(x, y):           # issue 11, item 7: scans on the host, compositions fused
+    return ((fg.cumprod(x, 1) * y).sum() + fg.cumsum(x, 0).sum() * fg.norm(y)
+            + fg.where(fg.any(x > 1, 1, keepdims=True), x, y).sum())
 
 
 def inputs(name: str, dtype) -> list[np.ndarray]:
@@ -117,6 +120,8 @@ def inputs(name: str, dtype) -> list[np.ndarray]:
         return [normal(3, 4, 5)]
     if name == "attention":
         return [normal(2, 3, 4), normal(4, 4) / 2, normal(3, 4, 2)]
+    if name == "reductions_more":
+        return [normal(12, 5), normal(12, 5)]
     raise KeyError(name)
 
 
@@ -128,6 +133,7 @@ WORKLOADS = {
     "more_math": (more_math, True),
     "modular": (modular, True),
     "attention": (attention, True),
+    "reductions_more": (reductions_more, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]

@@ -117,6 +117,17 @@ def reference_softmax(x, axis):
     return e / anp.sum(e, axis=axis, keepdims=True)
 
 
+def reference_cumprod(x, axis):
+    """HIPS autograd has no VJP for cumprod; the products of the prefixes have one."""
+    x = anp.moveaxis(x, axis, 0)
+    return anp.moveaxis(anp.stack([anp.prod(x[:i + 1], axis=0) for i in range(x.shape[0])]),
+                        0, axis)
+
+
+def reference_norm(x, axis, keepdims=False):
+    return anp.sqrt(anp.sum(x * x, axis=axis, keepdims=keepdims))
+
+
 AXES_2D = [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((3, 4), (0, 1)), ((2, 3, 4), (0, 2))]
 
 CASES = [
@@ -214,6 +225,19 @@ CASES = [
         # batched (issue 11, item 1): folded rows, broadcast batch dimensions, 1-d sides
         ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)),
         ((4,), (2, 4, 3)), ((2, 3, 4), (4,))]),
+    # reductions and matrix helpers (issue 11, item 7)
+    layout("cumsum(1)", lambda x: ops.cumsum(x, 1), lambda x: anp.cumsum(x, 1), (3, 4)),
+    layout("cumsum(0)", lambda x: ops.cumsum(x, 0), lambda x: anp.cumsum(x, 0), (2, 3, 4)),
+    layout("cumprod(1)", lambda x: ops.cumprod(x, 1), lambda x: reference_cumprod(x, 1), (3, 4)),
+    layout("cumprod(0)", lambda x: ops.cumprod(x, 0), lambda x: reference_cumprod(x, 0), (5,)),
+    *reductions("prod", ops.prod, anp.prod, [((3, 4), None), ((3, 4), 1), ((2, 3, 4), (0, 2))]),
+    *reductions("vector_norm", lambda x, axes, keepdims: ops.vector_norm(x, 2, axes, keepdims),
+                reference_norm,
+                [((3, 4), None), ((3, 4), 0), ((2, 3, 4), (0, 2))]),
+    layout("diag(matrix,1)", lambda x: ops.diag(x, 1), lambda x: anp.diag(x, 1), (4, 4)),
+    layout("diag(vector,-1)", lambda x: ops.diag(x, -1), lambda x: anp.diag(x, -1), (3,)),
+    layout("trace", ops.trace, anp.trace, (3, 4)),
+    binary("outer", ops.outer, anp.outer, pairs=[((3,), (4,))])[0],
 ]
 
 

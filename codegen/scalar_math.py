@@ -138,8 +138,10 @@ _ONE_BITS = 0x3FF0000000000000
 _MANTISSA = 0x000FFFFFFFFFFFFF
 
 
-def _log_f32(x):
-    xd = np.float64(x)
+@register_jitable
+def _log_positive(xd):
+    """log of a positive, finite, normal float64, to a relative 5e-11 (enough for a
+    float32 result)."""
     # Shifting the bits by 1 - sqrt(1/2) makes the exponent field count from sqrt(1/2),
     # so the mantissa comes out in [sqrt(1/2), sqrt(2)) and log m is small.
     bits = _bits_of(xd) + (_ONE_BITS - _SQRT_HALF_BITS)
@@ -148,7 +150,12 @@ def _log_f32(x):
     s = f / (2.0 + f)
     z = s * s
     log_m = 2.0 * s * (1.0 + z * (1 / 3 + z * (1 / 5 + z * (1 / 7 + z * (1 / 9 + z * (1 / 11))))))
-    y = k * _LN2_HI + (k * _LN2_LO + log_m)
+    return k * _LN2_HI + (k * _LN2_LO + log_m)
+
+
+def _log_f32(x):
+    xd = np.float64(x)
+    y = _log_positive(xd)
     y = math.nan if xd < 0.0 else y
     y = -math.inf if xd == 0.0 else y
     y = xd if not xd < math.inf else y  # inf and NaN are their own log
@@ -359,3 +366,80 @@ def _block_sum(terms, count):
             acc += np.uint64(terms[i])
         return acc
     return sum_integers
+
+
+# ---------------------------------------------------------------- log1p, expm1, erf
+# (issue 11, item 6) The same scheme as exp and log: float64 arithmetic rounded once
+# to float32, straight-line code, so float32 loops vectorize; float64 calls libm.
+
+def _log1p_f32(x):
+    xd = np.float64(x)
+    # u = 1 + x rounds only for |x| < 2^-29 or x > 2^29; the rounding error x - (u - 1),
+    # divided by u, is the first-order correction log(u + e) - log(u) (as in
+    # Goldberg's log1p), which also makes log1p(tiny) = tiny.
+    u = 1.0 + xd
+    y = _log_positive(u) + (xd - (u - 1.0)) / u
+    y = math.nan if xd < -1.0 else y
+    y = -math.inf if xd == -1.0 else y
+    y = xd if not xd < math.inf else y  # inf and NaN are their own log1p
+    return F(xd if xd == 0.0 else y)  # keeps the sign of zero
+
+
+log1p = _float32_path(math.log1p, _log1p_f32)
+
+
+def _expm1_f32(x):
+    xd = np.float64(x)
+    # Beyond these expm1 rounds to inf or -1 in float32; NaN passes through.
+    xd = 89.0 if xd > 89.0 else xd
+    xd = -40.0 if xd < -40.0 else xd
+    scale, expm1_r = _exp_parts(xd)
+    # For |x| <= ln 2 / 2, 2^n = 1 and the result is expm1(r) itself: no cancellation.
+    y = (scale - 1.0) + scale * expm1_r
+    return F(xd if xd == 0.0 else y)  # keeps the sign of zero
+
+
+expm1 = _float32_path(math.expm1, _expm1_f32)
+
+
+def _chebyshev_monomials(function, degree: int, lo: float, hi: float) -> tuple[float, ...]:
+    """Coefficients, lowest first, of the degree-`degree` Chebyshev interpolant of
+    `function` on [lo, hi], as a polynomial in t = (x - mid) / half_width."""
+    from numpy.polynomial import chebyshev
+    fit = chebyshev.Chebyshev.interpolate(np.vectorize(function), degree, domain=[lo, hi])
+    return tuple(float(c) for c in chebyshev.cheb2poly(fit.coef))
+
+
+# |x| < 1: erf x = x p(x^2), p the Taylor series of erf(x)/x cut after x^22 (the next
+# term is below 2e-11 of erf x).
+_ERF_T = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1))
+          for n in range(12)]
+_T0, _T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9, _T10, _T11 = _ERF_T
+# 1 <= |x| <= 4: erf x = 1 - e^(-x^2) R(x), R = e^(x^2) erfc(x) smooth (about
+# 1 / (x sqrt(pi))); its degree-14 Chebyshev interpolant is within 2e-10 of it, so
+# erf within 2e-11. Above 4, erf x rounds to 1 in float32 (erfc 4 = 1.5e-8).
+_ERF_MID, _ERF_HALF = 2.5, 1.5
+(_R0, _R1, _R2, _R3, _R4, _R5, _R6, _R7, _R8, _R9, _R10, _R11, _R12, _R13,
+ _R14) = _chebyshev_monomials(lambda x: math.erfc(x) * math.exp(x * x), 14, 1.0, 4.0)
+
+
+def _erf_f32(x):
+    xd = np.float64(x)
+    z = xd * xd  # exact: a float32 has 24 significant bits
+    p = _T8 + z * (_T9 + z * (_T10 + z * _T11))
+    p = _T4 + z * (_T5 + z * (_T6 + z * (_T7 + z * p)))
+    p = _T0 + z * (_T1 + z * (_T2 + z * (_T3 + z * p)))
+    near = xd * p  # keeps -0.0
+    a = abs(xd)
+    a = _pick(a > 4.0, 4.0, a)  # NaN passes through
+    t = (a - _ERF_MID) * (1 / _ERF_HALF)
+    r = _R10 + t * (_R11 + t * (_R12 + t * (_R13 + t * _R14)))
+    r = _R5 + t * (_R6 + t * (_R7 + t * (_R8 + t * (_R9 + t * r))))
+    r = _R0 + t * (_R1 + t * (_R2 + t * (_R3 + t * (_R4 + t * r))))
+    scale, expm1_r = _exp_parts(-(a * a))
+    far = 1.0 - (scale + scale * expm1_r) * r
+    far = _pick(xd < 0.0, -far, far)
+    return F(_pick(abs(xd) < 1.0, near, far))
+
+
+erf = _float32_path(math.erf, _erf_f32, inline="always")  # too big for LLVM's inliner

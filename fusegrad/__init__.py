@@ -37,6 +37,8 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# erf, gelu, log_softmax (issue 11, item 6, rest)
+from fusegrad.tracer.functions import erf, erfc, gelu, log_softmax
 
 __version__ = "0.1.0"
 

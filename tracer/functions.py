@@ -514,3 +514,23 @@ def chunk(x, chunks, dim=0):
     """PyTorch's chunk: pieces of ceil(n / chunks) along `dim` (the last may be smaller)."""
     n = _shape(x)[dim]
     return _torch_split(x, builtins.max(1, -(-n // int(chunks))), dim)
+
+
+# ---------------------------------------------------------------- erf, gelu, log_softmax
+# (issue 11, item 6, rest)
+
+erf = _unary(ops.erf, P.erf)
+erfc = _unary(ops.erfc, P.erfc)
+
+
+def gelu(x, approximate="none"):
+    """PyTorch's ``torch.nn.functional.gelu``: x Phi(x), or its tanh approximation
+    with ``approximate="tanh"``."""
+    return apply(ops.gelu, x, approximate=approximate, grad_fn="GeluBackward0")
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    """log(softmax(x)) along ``axis`` (NumPy/JAX) or ``dim`` (PyTorch), computed
+    stably as x - logsumexp(x)."""
+    return apply(ops.log_softmax, x, axis=axis if dim is None else dim,
+                 grad_fn="LogSoftmaxBackward0")

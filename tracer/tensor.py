@@ -503,6 +503,10 @@ _TABLE = (
     _Row(F.tile, ("tile",)),
     _Row(F._split_method, ("split",)),
     _Row(F.chunk, ("chunk",)),
+    # erf, log_softmax (issue 11, item 6, rest)
+    _Row(F.erf, ("erf",)),
+    _Row(F.erfc, ("erfc",)),
+    _Row(F.log_softmax, ("log_softmax",)),
 )
 
 

@@ -114,25 +114,42 @@ def _assert_near(got, expected, x, dtype):
     assert (same | near).all(), (x[~(same | near)], got[~(same | near)], expected[~(same | near)])
 
 
+def edges_source(x, w):
+    """The gradient with respect to w is the four functions' values at x, from the
+    kernels (w is ones): compile_grad's way to return an array."""
+    values = fg.stack([fg.erf(x), fg.erfc(x), fg.gelu(x), fg.gelu(x, approximate="tanh")])
+    return (values * w).sum()
+
+
+EDGES_COMPILED = fg.compile_grad(edges_source, wrt=1)
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
 def test_values_at_the_edges_as_math_and_pytorch(dtype):
     """erf and erfc as math's (float32: the vectorized kernel), and both GELUs as
     PyTorch's kernels compute them, operation for operation in the dtype: infinities,
-    NaN (gelu(-inf) is -inf * 0) and the sign of zero included."""
+    NaN (gelu(-inf) is -inf * 0) and the sign of zero included; in a compiled kernel
+    and eagerly (where the interpreter's libm ufunc runs)."""
     x = EDGES.astype(dtype)
+    _, compiled = EDGES_COMPILED(x, np.ones((4,) + x.shape, dtype))
     t = fg.tensor(x)
-    erf, erfc, gelu, gelu_tanh = (v.numpy() for v in (
-        fg.erf(t), fg.erfc(t), fg.gelu(t), fg.gelu(t, approximate="tanh")))
+    eager = np.stack([v.numpy() for v in (fg.erf(t), fg.erfc(t), fg.gelu(t),
+                                          fg.gelu(t, approximate="tanh"))])
     with np.errstate(all="ignore"):
-        torch_gelu = x * dtype.type(0.5) * (1 + _per_element(math.erf, x * dtype.type(math.sqrt(0.5))))
+        scaled_erf = _per_element(math.erf, x * dtype.type(math.sqrt(0.5)))
+        torch_gelu = x * dtype.type(0.5) * (1 + scaled_erf)
         inner = dtype.type(math.sqrt(2 / math.pi)) * (x + dtype.type(0.044715) * (x * x * x))
         torch_tanh = dtype.type(0.5) * x * (1 + np.tanh(inner))
-    assert {a.dtype for a in (erf, erfc, gelu, gelu_tanh)} == {dtype}
-    np.testing.assert_allclose(erf, _per_element(math.erf, x), rtol=np.finfo(dtype).eps, atol=0)
-    np.testing.assert_array_equal(np.signbit(erf[6:10]), [True, True, False, False])
-    np.testing.assert_allclose(erfc, _per_element(math.erfc, x), rtol=np.finfo(dtype).eps, atol=0)
-    _assert_near(gelu, torch_gelu, x, dtype)
-    _assert_near(gelu_tanh, torch_tanh, x, dtype)
+    for erf, erfc, gelu, gelu_tanh in (compiled, eager):
+        assert {a.dtype for a in (erf, erfc, gelu, gelu_tanh)} == {dtype}
+        np.testing.assert_allclose(erf, _per_element(math.erf, x), rtol=np.finfo(dtype).eps,
+                                   atol=0)
+        np.testing.assert_allclose(erfc, _per_element(math.erfc, x), rtol=np.finfo(dtype).eps,
+                                   atol=0)
+        _assert_near(gelu, torch_gelu, x, dtype)
+        _assert_near(gelu_tanh, torch_tanh, x, dtype)
+    # (a cotangent of stack is a sum with zeros, which loses the sign of a zero result)
+    np.testing.assert_array_equal(np.signbit(eager[0, 6:10]), [True, True, False, False])
 
 
 def test_gradients_are_pytorchs_backward_formulas():

@@ -632,7 +632,7 @@ def gelu(x: Value, approximate: str = "none") -> Value:
     return mul(mul(x, 0.5), add(1, erf(mul(x, _SQRT_HALF))))
 
 
-def log_softmax(x: Value, axis: int = -1) -> Value:
+def log_softmax(x: Value, axis=-1) -> Value:
     """x - logsumexp(x) along `axis`, with logsumexp's stop_gradient shift: (x - m) -
     log(sum(exp(x - m))), which neither overflows nor loses the small values that
     log(softmax(x)) would round to log(0)."""

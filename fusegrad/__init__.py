@@ -52,6 +52,9 @@ from fusegrad.tracer.functions import (cumprod, cumsum, diag, diagonal, norm, ou
 from fusegrad.tracer.functions import all_ as all, any_ as any  # noqa: A001
 from fusegrad import linalg
 
+# erf, gelu, log_softmax (issue 11, item 6, rest)
+from fusegrad.tracer.functions import erf, erfc, gelu, log_softmax
+
 __version__ = "0.1.0"
 
 # ---- the eager, PyTorch-style autograd API ----

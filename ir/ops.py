@@ -7,6 +7,7 @@ exactly the dtype the IR says.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence
 
@@ -1111,3 +1112,40 @@ def reduce_any(x: Value, axes=None, keepdims: bool = False) -> Value:
 def reduce_all(x: Value, axes=None, keepdims: bool = False) -> Value:
     """Whether every element is nonzero: no zero counted."""
     return eq(reduce_sum(invert(_truth(x)), axes, keepdims), 0)
+
+
+# ---------------------------------------------------------------- erf, gelu, log_softmax
+# (issue 11, item 6, rest)
+
+erf, erfc = map(_unary, (P.erf, P.erfc))
+_SQRT_HALF = math.sqrt(0.5)
+_SQRT_TWO_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def gelu(x: Value, approximate: str = "none") -> Value:
+    """x Phi(x), PyTorch's formulas operation for operation: 0.5 x (1 + erf(x / sqrt 2))
+    (`x * 0.5 * (1 + erf(x * M_SQRT1_2))`), or with approximate="tanh"
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Elementwise, so it fuses."""
+    if approximate not in ("none", "tanh"):
+        raise UnsupportedError(located(
+            f"gelu: approximate={approximate!r} is not a GELU fusegrad knows; write "
+            f"approximate='none' (the erf form) or approximate='tanh'", current_source()))
+    x = _floating(x)
+    if approximate == "tanh":
+        inner = mul(_SQRT_TWO_OVER_PI, add(x, mul(0.044715, mul(mul(x, x), x))))
+        return mul(mul(0.5, x), add(1, tanh(inner)))
+    return mul(mul(x, 0.5), add(1, erf(mul(x, _SQRT_HALF))))
+
+
+def log_softmax(x: Value, axis=-1) -> Value:
+    """x - logsumexp(x) along `axis`, with logsumexp's stop_gradient shift: (x - m) -
+    log(sum(exp(x - m))), which neither overflows nor loses the small values that
+    log(softmax(x)) would round to log(0)."""
+    x = _floating(x)
+    axes = _axes("log_softmax", x, axis)  # an int, a tuple, or None for all (as JAX)
+    if x.size == 0:  # an empty result, as in PyTorch (an empty axis has no maximum)
+        return mul(x, 0)
+    shift = stop_gradient(reduce_max(x, axes, keepdims=True))
+    shifted = sub(x, broadcast_to(shift, x.shape))
+    total = reduce_sum(exp(shifted), axes, keepdims=True)
+    return sub(shifted, broadcast_to(log(total), x.shape))

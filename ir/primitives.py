@@ -11,6 +11,8 @@ broadcast shape; the differentiation pass sums them back to the input's shape.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fusegrad.ir import ops
@@ -355,16 +357,20 @@ matmul = primitive(
 
 # ---------------------------------------------------------------- more elementwise math
 # (issue 11, item 6.) Spelled with `math.*`, which Numba compiles for float32 and
-# float64 alike and CUDA provides; no vectorized scalar_math helpers (yet).
+# float64 alike and CUDA provides; log1p and expm1 with `scalar_math.*`, whose float32
+# versions vectorize (codegen/scalar_math.py).
 
 
-def _unary_math(name: str, impl, vjp, function: str, grad_fn: str, cost: int = COSTLY):
+def _unary_math(name: str, impl, vjp, function: str, grad_fn: str, cost: int = COSTLY,
+                namespace: str = "math"):
     return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_floating, impl=impl, vjp=vjp,
-                     scalar=f"math.{function}({{0}})", grad_fn=grad_fn, cost=cost)
+                     scalar=f"{namespace}.{function}({{0}})", grad_fn=grad_fn, cost=cost)
 
 
-log1p = _unary_math("log1p", np.log1p, lambda g, x, y: [g / (1 + x)], "log1p", "Log1PBackward0")
-expm1 = _unary_math("expm1", np.expm1, lambda g, x, y: [g * (y + 1)], "expm1", "Expm1Backward0")
+log1p = _unary_math("log1p", np.log1p, lambda g, x, y: [g / (1 + x)], "log1p", "Log1PBackward0",
+                    namespace="scalar_math")
+expm1 = _unary_math("expm1", np.expm1, lambda g, x, y: [g * (y + 1)], "expm1", "Expm1Backward0",
+                    namespace="scalar_math")
 tan = _unary_math("tan", np.tan, lambda g, x, y: [g * (1 + y * y)], "tan", "TanBackward0")
 arctan = _unary_math("arctan", np.arctan, lambda g, x, y: [g / (1 + x * x)], "atan",
                      "AtanBackward0")
@@ -636,3 +642,40 @@ cumprod = primitive(
     impl=lambda x, *, axis: np.cumprod(x, axis=axis, dtype=x.dtype),
     vjp=_cumprod_vjp, grad_fn="CumprodBackward0", host_only=True,
 )
+
+
+# ---------------------------------------------------------------- erf, erfc
+# (issue 11, item 6, rest) NumPy has no erf: the interpreter's meaning is libm's erf
+# per element, as a NumPy ufunc compiled by Numba on first use (np.vectorize of
+# math.erf took 0.5 s for 10^6 elements, and the eager API runs the interpreter).
+# erf's kernel spelling is scalar_math.erf (vectorized in float32); erfc keeps libm's,
+# whose relative accuracy in the far tail 1 - erf cannot give.
+
+def _erf(x):
+    return math.erf(x)
+
+
+def _erfc(x):
+    return math.erfc(x)
+
+
+def _libm_ufunc(function):
+    compiled = []
+
+    def impl(x: np.ndarray) -> np.ndarray:
+        if not compiled:
+            from numba import vectorize  # only when an erf is interpreted
+            compiled.append(vectorize(["float32(float32)", "float64(float64)"])(function))
+        return np.asarray(compiled[0](x)).astype(x.dtype, copy=False)
+    impl.__name__ = function.__name__.lstrip("_")
+    return impl
+
+
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+erf = _unary_math("erf", _libm_ufunc(_erf),
+                  lambda g, x, y: [g * (ops.exp(-(x * x)) * _TWO_OVER_SQRT_PI)], "erf",
+                  "ErfBackward0", namespace="scalar_math")
+erfc = _unary_math("erfc", _libm_ufunc(_erfc),
+                   lambda g, x, y: [-(g * (ops.exp(-(x * x)) * _TWO_OVER_SQRT_PI))], "erfc",
+                   "ErfcBackward0")

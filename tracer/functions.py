@@ -924,3 +924,23 @@ def all_(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
 
 
 any_.__name__, all_.__name__ = "any", "all"
+
+
+# ---------------------------------------------------------------- erf, gelu, log_softmax
+# (issue 11, item 6, rest)
+
+erf = _unary(ops.erf, P.erf)
+erfc = _unary(ops.erfc, P.erfc)
+
+
+def gelu(x, approximate="none"):
+    """PyTorch's ``torch.nn.functional.gelu``: x Phi(x), or its tanh approximation
+    with ``approximate="tanh"``."""
+    return apply(ops.gelu, x, approximate=approximate, grad_fn="GeluBackward0")
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    """log(softmax(x)) along ``axis`` (NumPy/JAX) or ``dim`` (PyTorch), computed
+    stably as x - logsumexp(x)."""
+    return apply(ops.log_softmax, x, axis=axis if dim is None else dim,
+                 grad_fn="LogSoftmaxBackward0")

@@ -587,6 +587,10 @@ _TABLE = (
     _Row(F.outer, ("outer",)),
     _Row(F.any_, ("any",)),
     _Row(F.all_, ("all",)),
+    # erf, log_softmax (issue 11, item 6, rest)
+    _Row(F.erf, ("erf",)),
+    _Row(F.erfc, ("erfc",)),
+    _Row(F.log_softmax, ("log_softmax",)),
 )
 
 

@@ -9,11 +9,13 @@ and float64.
 """
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import autograd
+import autograd.extend
 import autograd.numpy as anp
 import numpy as np
 import pytest
@@ -269,6 +271,35 @@ CASES += [
            lambda x: anp.stack([2 * x[1], x[1], 2 * x[1]]), (3, 4)),
     layout("iota", lambda x: x * ops.cast(ops.iota(x.shape), x.dtype),
            lambda x: x * np.arange(12.0).reshape(3, 4), (3, 4)),
+]
+
+
+# erf, gelu, log_softmax (issue 11, item 6, rest). autograd's erf needs SciPy: a
+# hand-written one, math.erf per element with d/dx erf = 2/sqrt(pi) exp(-x^2).
+@autograd.extend.primitive
+def reference_erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+autograd.extend.defvjp(reference_erf,
+                       lambda y, x: lambda g: g * 2 / math.sqrt(math.pi) * anp.exp(-x * x))
+
+
+def reference_log_softmax(x, axis):
+    shifted = x - anp.max(x, axis=axis, keepdims=True)
+    return shifted - anp.log(anp.sum(anp.exp(shifted), axis=axis, keepdims=True))
+
+
+CASES += [
+    *unary("erf", ops.erf, reference_erf),
+    *unary("erfc", ops.erfc, lambda x: 1 - reference_erf(x)),
+    *unary("gelu", ops.gelu, lambda x: 0.5 * x * (1 + reference_erf(x / math.sqrt(2)))),
+    *unary("gelu_tanh", lambda x: ops.gelu(x, "tanh"), lambda x: 0.5 * x * (1 + anp.tanh(
+        math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    layout("log_softmax(1)", lambda x: ops.log_softmax(x, 1),
+           lambda x: reference_log_softmax(x, 1), (3, 4)),
+    layout("log_softmax(0)", lambda x: ops.log_softmax(x, 0),
+           lambda x: reference_log_softmax(x, 0), (2, 3, 4)),
 ]
 
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:

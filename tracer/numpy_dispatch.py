@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fusegrad.ir.errors import FusegradError, UnsupportedError
+from fusegrad.ir.errors import FusegradError, ShapeError, UnsupportedError
+from fusegrad.tracer import creation as C
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.state import TensorState
 
@@ -268,4 +269,60 @@ FUNCTIONS.update({
     np.trace: lambda a, offset=0, axis1=0, axis2=1: F.trace(a, offset, axis1, axis2),
     np.tril: lambda m, k=0: F.tril(m, k), np.triu: lambda m, k=0: F.triu(m, k),
     np.outer: lambda a, b: F.outer(a, b),
+})
+
+
+# ---------------------------------------------------------------- layout (issue 11, items 5 and 8)
+# NumPy's signatures and defaults: concatenate's axis=None flattens first, squeeze
+# refuses an axis whose size is not 1 (fg.squeeze and x.squeeze leave it, as PyTorch).
+
+def _concatenate(arrays, axis=0):
+    if axis is None:
+        return F.concatenate([F.reshape(a, -1) for a in arrays], axis=0)
+    return F.concatenate(list(arrays), axis=axis)
+
+
+def _squeeze(a, axis=None):
+    shape = tuple(np.shape(a))
+    for i in (() if axis is None else (axis,) if isinstance(axis, int) else axis):
+        if not -len(shape) <= i < len(shape) or shape[i] != 1:
+            raise ShapeError(f"numpy.squeeze: cannot select axis {i} of shape {shape}: only "
+                             f"an axis of size 1 can be squeezed")
+    return F.reshape(a, *np.squeeze(np.empty(shape, np.bool_), axis).shape)
+
+
+def _pad(array, pad_width, mode="constant", *, constant_values=0):
+    return F.pad(array, pad_width, mode, constant_values=constant_values)
+
+
+FUNCTIONS.update({
+    np.concatenate: _concatenate,
+    np.stack: lambda arrays, axis=0: F.stack(list(arrays), axis=axis),
+    np.split: lambda ary, indices_or_sections, axis=0: F.split(
+        ary, indices_or_sections=indices_or_sections, axis=axis),
+    np.expand_dims: lambda a, axis: F.expand_dims(a, axis),
+    np.squeeze: _squeeze,
+    np.flip: lambda m, axis=None: F.flip(m, axis),
+    np.repeat: lambda a, repeats, axis=None: F.repeat(a, repeats, axis),
+    np.tile: lambda A, reps: F.tile(A, reps),
+    np.pad: _pad,
+})
+
+
+# ---------------------------------------------------------------- arrays like another
+# Only the shape and dtype are read: a constant of the trace, as NumPy gives it.
+
+def _like(function: Callable) -> Callable:
+    def numpy_spelling(a, dtype=None, *, shape=None):
+        if shape is not None:
+            raise UnsupportedError(f"numpy.{function.__name__} on a fusegrad Tensor: shape= is "
+                                   f"not supported; use fg.full(shape, value)")
+        return function(a, dtype=dtype)
+    return numpy_spelling
+
+
+FUNCTIONS.update({
+    np.zeros_like: _like(C.zeros_like), np.ones_like: _like(C.ones_like),
+    np.empty_like: _like(C.empty_like),
+    np.full_like: lambda a, fill_value, dtype=None: C.full_like(a, fill_value, dtype=dtype),
 })

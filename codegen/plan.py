@@ -179,6 +179,7 @@ def fusable(node: Node) -> str | None:
         "matmul": "matrix product: a BLAS call",
         "layout": f"{node.primitive.name} moves data: a NumPy view or copy",
         "index": "index reduction (argmax/argmin): NumPy",
+        "cumulative": f"{node.primitive.name} scans along an axis: NumPy",
         "loop": "a loop: the host runs its compiled body once per step",
     }.get(kind, f"{kind} op")
 

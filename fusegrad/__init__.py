@@ -37,6 +37,23 @@ from fusegrad.tracer.functions import (bitwise_and, bitwise_not, bitwise_or, bit
 # layout (issue 11, item 5)
 from fusegrad.tracer.functions import (cat, chunk, concatenate, expand_dims, flip, pad, repeat,
                                        repeat_interleave, split, stack, tile)
+# batched matmul and axis permutations (issue 11, item 1)
+from fusegrad.tracer.functions import (bmm, einsum, matrix_transpose, moveaxis, movedim,
+                                       swapaxes, swapdims)
+
+# gathers and functional updates (issue 11, items 2 and 3)
+from fusegrad.tracer.functions import gather, index_update, take, take_along_axis, take_along_dim
+from fusegrad.ir.errors import BoundsError
+
+# reductions and matrix helpers (issue 11, item 7); `any` and `all` shadow the builtins
+# here, as torch's do
+from fusegrad.tracer.functions import (cumprod, cumsum, diag, diagonal, norm, outer, prod, std,
+                                       trace, tril, triu)
+from fusegrad.tracer.functions import all_ as all, any_ as any  # noqa: A001
+from fusegrad import linalg
+
+# erf, gelu, log_softmax (issue 11, item 6, rest)
+from fusegrad.tracer.functions import erf, erfc, gelu, log_softmax
 # loops that do not unroll (issue 11, item 12)
 from fusegrad.tracer.loops import fori_loop, scan
 
@@ -78,3 +95,6 @@ def unsqueeze(x, dim):
     return x.unsqueeze(dim)
 
 
+
+# ---- function transforms (issue 11, item 11) ----
+from fusegrad.tracer.transforms import grad, hessian, jvp, value_and_grad, vjp

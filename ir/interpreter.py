@@ -5,12 +5,16 @@ from typing import Sequence
 
 import numpy as np
 
+from fusegrad.ir.errors import BoundsError, bare, located
 from fusegrad.ir.graph import Graph, Node, Value
 
 
 def run_node(node: Node, args: Sequence[np.ndarray]) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        result = node.primitive.impl(*args, **node.attrs)
+    try:
+        with np.errstate(all="ignore"):
+            result = node.primitive.impl(*args, **node.attrs)
+    except BoundsError as error:   # found at run time: say where the user indexed
+        raise BoundsError(located(bare(error), node.source)) from None
     out = node.out
     # NumPy's own promotion rules and 0-d results differ from the IR's; the IR wins.
     return np.asarray(result).astype(out.dtype, copy=False).reshape(out.shape)

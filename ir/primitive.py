@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fusegrad.ir.builder import current_builder, current_source, make_node
-from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.errors import FusegradError, bare, located
 from fusegrad.ir.graph import Value
 
 ELEMENTWISE = "elementwise"   # one output element from the same element of each input
@@ -87,7 +87,7 @@ class Primitive:
         try:
             shape, dtype = self.infer(*inputs, **params)
         except FusegradError as error:
-            raise type(error)(located(f"{self.name}: {error}", current_source())) from None
+            raise type(error)(located(f"{self.name}: {bare(error)}", current_source())) from None
         node = make_node(self, tuple(inputs), params, [(shape, dtype)])
         current_builder().add(node)
         return node.out

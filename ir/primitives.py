@@ -11,10 +11,13 @@ broadcast shape; the differentiation pass sums them back to the input's shape.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fusegrad.ir import ops
 from fusegrad.ir import shapes as S
+from fusegrad.ir.errors import BoundsError
 from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, REDUCTION, Monoid,
                                    literal, primitive)
 
@@ -339,25 +342,35 @@ argmin = primitive(
 
 # ---------------------------------------------------------------- matmul
 
+def _matmul_vjp(g, a, b, y):
+    # Operands with 2 or more dimensions whose batch dimensions broadcast (issue 11,
+    # item 1): each cotangent is summed back over the batch dimensions its operand
+    # was broadcast along. For matrices it is g @ b.T and a.T @ g, as before.
+    return [ops.sum_to(ops.matmul(g, ops.matrix_transpose(b)), a.shape),
+            ops.sum_to(ops.matmul(ops.matrix_transpose(a), g), b.shape)]
+
+
 matmul = primitive(
-    "matmul", kind=MATMUL, infer=S.matmul, impl=np.matmul,
-    vjp=lambda g, a, b, y: [ops.matmul(g, ops.transpose(b, (1, 0))),
-                            ops.matmul(ops.transpose(a, (1, 0)), g)],
+    "matmul", kind=MATMUL, infer=S.matmul, impl=np.matmul, vjp=_matmul_vjp,
     grad_fn="MmBackward0",
 )
 
 # ---------------------------------------------------------------- more elementwise math
 # (issue 11, item 6.) Spelled with `math.*`, which Numba compiles for float32 and
-# float64 alike and CUDA provides; no vectorized scalar_math helpers (yet).
+# float64 alike and CUDA provides; log1p and expm1 with `scalar_math.*`, whose float32
+# versions vectorize (codegen/scalar_math.py).
 
 
-def _unary_math(name: str, impl, vjp, function: str, grad_fn: str, cost: int = COSTLY):
+def _unary_math(name: str, impl, vjp, function: str, grad_fn: str, cost: int = COSTLY,
+                namespace: str = "math"):
     return primitive(name, kind=ELEMENTWISE, infer=S.elementwise_floating, impl=impl, vjp=vjp,
-                     scalar=f"math.{function}({{0}})", grad_fn=grad_fn, cost=cost)
+                     scalar=f"{namespace}.{function}({{0}})", grad_fn=grad_fn, cost=cost)
 
 
-log1p = _unary_math("log1p", np.log1p, lambda g, x, y: [g / (1 + x)], "log1p", "Log1PBackward0")
-expm1 = _unary_math("expm1", np.expm1, lambda g, x, y: [g * (y + 1)], "expm1", "Expm1Backward0")
+log1p = _unary_math("log1p", np.log1p, lambda g, x, y: [g / (1 + x)], "log1p", "Log1PBackward0",
+                    namespace="scalar_math")
+expm1 = _unary_math("expm1", np.expm1, lambda g, x, y: [g * (y + 1)], "expm1", "Expm1Backward0",
+                    namespace="scalar_math")
 tan = _unary_math("tan", np.tan, lambda g, x, y: [g * (1 + y * y)], "tan", "TanBackward0")
 arctan = _unary_math("arctan", np.arctan, lambda g, x, y: [g / (1 + x * x)], "atan",
                      "AtanBackward0")
@@ -480,6 +493,194 @@ remainder = primitive(
 )
 
 
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# `gather(x, *indices, batch=b)` is NumPy's ``x[a0, ..., a(b-1), i0, i1, ...]`` where
+# each `a` is an arange over one of x's `b` leading (batch) axes, broadcast along that
+# axis of the index arrays (which share one shape beginning with those axes): plain
+# integer-array indexing (b = 0) and take_along_axis (b = ndim - 1) are both gathers.
+# Its transpose, `scatter_add`, adds each value into its place; duplicate indices
+# accumulate (np.add.at). Each is the other's VJP, so second derivatives work. Both
+# run as host steps (NumPy), where an out-of-range index is NumPy's IndexError, raised
+# as BoundsError with the user's line (ir/interpreter.py); negative indices wrap.
+
+def _advanced_index(shape, indices, batch: int) -> tuple:
+    ndim = indices[0].ndim
+    aranges = tuple(np.arange(shape[axis]).reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
+                    for axis in range(batch))
+    return aranges + tuple(indices)
+
+
+def _bounds_error(error: IndexError, name: str, shape) -> BoundsError:
+    return BoundsError(f"{name}: {error} (an index array into an array of shape {tuple(shape)}); "
+                       f"valid indices along an axis of size n are -n ... n-1")
+
+
+def _gather_impl(x, *indices, batch):
+    try:
+        return x[_advanced_index(x.shape, indices, batch)]
+    except IndexError as error:
+        raise _bounds_error(error, "gather", x.shape) from None
+
+
+def _scatter_add_impl(g, *indices, shape, batch):
+    out = np.zeros(shape, dtype=g.dtype)
+    try:
+        np.add.at(out, _advanced_index(shape, indices, batch), g)
+    except IndexError as error:
+        raise _bounds_error(error, "scatter_add", shape) from None
+    return out
+
+
+def _gather_vjp(g, x, *indices_and_out, batch):
+    indices = indices_and_out[:-1]
+    return [ops.scatter_add(g, indices, x.shape, batch)] + [None] * len(indices)
+
+
+def _scatter_add_vjp(g, values, *indices_and_out, shape, batch):
+    indices = indices_and_out[:-1]
+    return [ops.gather(g, indices, batch)] + [None] * len(indices)
+
+
+gather = primitive(
+    "gather", kind=LAYOUT, infer=S.gather, impl=_gather_impl, vjp=_gather_vjp,
+    grad_fn="IndexBackward0", host_only=True,
+)
+scatter_add = primitive(
+    "scatter_add", kind=LAYOUT, infer=S.scatter_add, impl=_scatter_add_impl,
+    vjp=_scatter_add_vjp, grad_fn="ScatterAddBackward0", host_only=True,
+)
+
+
+# ---------------------------------------------------------------- functional updates (issue 11, item 3)
+# ``x[idx] = v`` at index arrays: `scatter` writes `values` (gather's result shape) into a
+# copy of x. Where an index repeats, NumPy's assignment keeps one of the writes; the VJP
+# finds which by scattering the positions of the values (`iota`) the same way, so that
+# only the value that was kept gets a gradient, and x none where it was overwritten.
+
+def _scatter_impl(x, values, *indices, batch):
+    out = np.array(x)
+    try:
+        out[_advanced_index(x.shape, indices, batch)] = values
+    except IndexError as error:
+        raise _bounds_error(error, "scatter", x.shape) from None
+    return out
+
+
+def _scatter_vjp(g, x, values, *indices_and_out, batch):
+    indices = indices_and_out[:-1]
+    overwritten = ops.scatter(g, ops.broadcast_to(ops.const(0, g.dtype), values.shape), indices,
+                              batch)
+    positions = ops.iota(values.shape)
+    unwritten = ops.broadcast_to(ops.const(-1, positions.dtype), x.shape)
+    kept = ops.eq(ops.gather(ops.scatter(unwritten, positions, indices, batch), indices, batch),
+                  positions)
+    return [overwritten, ops.where(kept, ops.gather(g, indices, batch), 0)] + [None] * len(indices)
+
+
+scatter = primitive(
+    "scatter", kind=LAYOUT, infer=S.scatter, impl=_scatter_impl, vjp=_scatter_vjp,
+    grad_fn="IndexPutBackward0", host_only=True,
+)
+# The positions 0, 1, ... of an array of `shape`, in C order (an index, no gradient).
+iota = primitive(
+    "iota", kind=INDEX, infer=lambda *, shape: (tuple(shape), np.dtype(np.int64)),
+    impl=lambda *, shape: np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape),
+    host_only=True,
+)
+
+
+# ---------------------------------------------------------------- cumulative sums and products
+# (issue 11, item 7) Scans along one axis, run as host steps (NumPy's cumsum and
+# cumprod, sequential within each line, as in NumPy); CUDA copies them to the host.
+# prod is a composition over cumprod (ops.prod): CUDA has no atomic multiply to give
+# a product a reduction Monoid, and cumprod's VJP already handles zeros exactly.
+
+from fusegrad.ir.errors import ShapeError  # noqa: E402 (this section's own import)
+
+CUMULATIVE = "cumulative"   # one output element from the elements before it along `axis`
+
+
+def _cumulative_shape(x, *, axis: int):
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for {x.type_str}")
+    return x.shape, x.dtype
+
+
+def _reverse_cumsum(v, axis: int):
+    """sum_{j >= i} v_j along `axis`: the transpose of cumsum."""
+    return ops.flip(ops.cumsum(ops.flip(v, axis), axis), axis)
+
+
+def _cumprod_vjp(g, x, y, *, axis):
+    """d y_l / d x_i = prod_{k <= l, k != i} x_k for l >= i (PyTorch's cumprod_backward,
+    written without data-dependent branches). Where x_i != 0 that is y_l / x_i, so the
+    cotangent is reverse_cumsum(g * y) / x_i, the same polynomial wherever x_i != 0. At
+    the first or second zero of a line it is reverse_cumsum(g * y'), y' the cumprod of x
+    with that one zero replaced by 1: the same polynomial (at the second zero it holds
+    the first zero as a factor, so its derivative in that zero is right). At a later
+    zero it is 0 with all its first derivatives (two other zeros are factors). So the
+    cotangent is exact at zeros, and so is its own derivative (Hessians)."""
+    zero = ops.eq(x, 0)
+    nth_zero = ops.where(zero, ops.cumsum(ops.cast(zero, np.int64), axis), 0)
+    at_zero = 0   # at a third or later zero
+    for n in (2, 1):
+        nth = ops.eq(nth_zero, n)
+        y_without = ops.cumprod(ops.where(nth, 1, x), axis)
+        at_zero = ops.where(nth, _reverse_cumsum(g * y_without, axis), at_zero)
+    elsewhere = _reverse_cumsum(g * y, axis) / ops.where(zero, 1, x)
+    return [ops.where(zero, at_zero, elsewhere)]
+
+
+cumsum = primitive(
+    "cumsum", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
+    vjp=lambda g, x, y, *, axis: [_reverse_cumsum(g, axis)],
+    grad_fn="CumsumBackward0", host_only=True,
+)
+cumprod = primitive(
+    "cumprod", kind=CUMULATIVE, infer=_cumulative_shape,
+    impl=lambda x, *, axis: np.cumprod(x, axis=axis, dtype=x.dtype),
+    vjp=_cumprod_vjp, grad_fn="CumprodBackward0", host_only=True,
+)
+
+
+# ---------------------------------------------------------------- erf, erfc
+# (issue 11, item 6, rest) NumPy has no erf: the interpreter's meaning is libm's erf
+# per element, as a NumPy ufunc compiled by Numba on first use (np.vectorize of
+# math.erf took 0.5 s for 10^6 elements, and the eager API runs the interpreter).
+# erf's kernel spelling is scalar_math.erf (vectorized in float32); erfc keeps libm's,
+# whose relative accuracy in the far tail 1 - erf cannot give.
+
+def _erf(x):
+    return math.erf(x)
+
+
+def _erfc(x):
+    return math.erfc(x)
+
+
+def _libm_ufunc(function):
+    compiled = []
+
+    def impl(x: np.ndarray) -> np.ndarray:
+        if not compiled:
+            from numba import vectorize  # only when an erf is interpreted
+            compiled.append(vectorize(["float32(float32)", "float64(float64)"])(function))
+        return np.asarray(compiled[0](x)).astype(x.dtype, copy=False)
+    impl.__name__ = function.__name__.lstrip("_")
+    return impl
+
+
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+erf = _unary_math("erf", _libm_ufunc(_erf),
+                  lambda g, x, y: [g * (ops.exp(-(x * x)) * _TWO_OVER_SQRT_PI)], "erf",
+                  "ErfBackward0", namespace="scalar_math")
+erfc = _unary_math("erfc", _libm_ufunc(_erfc),
+                   lambda g, x, y: [-(g * (ops.exp(-(x * x)) * _TWO_OVER_SQRT_PI))], "erfc",
+                   "ErfcBackward0")
+
+
 # ---------------------------------------------------------------- loops (issue 11, item 12)
 
 from fusegrad.ir import loops as _loops  # noqa: E402  (after ops: its rules build graphs)
@@ -489,6 +690,7 @@ from fusegrad.ir import loops as _loops  # noqa: E402  (after ops: its rules bui
 scan = primitive(
     "scan", kind="loop", infer=_loops.scan_types, impl=_loops.scan_impl, vjp=_loops.scan_vjp,
     grad_fn="ScanBackward0", multiple_results=True,
-    # The host runs the loop (runtime/scan.py); on CUDA too, its body compiled for the CPU.
+    # The host runs the loop (runtime/executable.py, ScanStep) over the body compiled
+    # once; on CUDA the reference interpreter runs it, on the host.
     host_only=True,
 )

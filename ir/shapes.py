@@ -139,14 +139,21 @@ def broadcast_to(x: Value, *, shape: Shape) -> tuple[Shape, np.dtype]:
 
 
 def matmul(a: Value, b: Value) -> tuple[Shape, np.dtype]:
-    if a.ndim != 2 or b.ndim != 2:
-        raise ShapeError(f"matmul primitive takes 2-d operands, got {describe(a, b)}")
-    if a.shape[1] != b.shape[0]:
-        raise ShapeError(f"inner dimensions differ: {describe(a, b)} ({a.shape[1]} != {b.shape[0]})")
+    """NumPy's matmul of stacks of matrices (2 or more dimensions each): the batch
+    dimensions (all but the last two) broadcast, the matrices multiply."""
+    if a.ndim < 2 or b.ndim < 2:
+        raise ShapeError(f"matmul primitive takes operands of 2 or more dimensions, got {describe(a, b)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"inner dimensions differ: {describe(a, b)} ({a.shape[-1]} != {b.shape[-2]})")
+    try:
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be "
+                         f"broadcast together: {describe(a, b)}") from None
     dtype = promote(a.dtype, b.dtype)
     if dtype.kind != "f":
         raise DTypeError(f"needs floating-point inputs, got {describe(a, b)}")
-    return (a.shape[0], b.shape[1]), dtype
+    return batch + (a.shape[-2], b.shape[-1]), dtype
 
 
 def slice_shape(x: Value, *, index: tuple[tuple[int, int, int], ...]) -> tuple[Shape, np.dtype]:
@@ -160,3 +167,45 @@ def scatter_shape(g: Value, *, shape: Shape, index) -> tuple[Shape, np.dtype]:
     if sliced != g.shape:
         raise ShapeError(f"cannot place {g.type_str} into the slice {index} of {tuple(shape)}")
     return tuple(shape), g.dtype
+
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+
+def _gather_indices(x: Value, indices: Sequence[Value], batch: int) -> Shape:
+    """The common shape of the index arrays of a gather or its scatter-add, checked."""
+    if not indices:
+        raise ShapeError("needs at least one index array")
+    if any(i.dtype.kind not in "iu" for i in indices):
+        raise DTypeError(f"index arrays must be integers, got {describe(*indices)}")
+    shape = indices[0].shape
+    if any(i.shape != shape for i in indices):
+        raise ShapeError(f"index arrays must have one shape, got {describe(*indices)}")
+    if batch + len(indices) > x.ndim or tuple(shape[:batch]) != tuple(x.shape[:batch]):
+        raise ShapeError(f"{len(indices)} index arrays {describe(*indices)} after {batch} "
+                         f"batch axes do not fit {x.type_str}")
+    return shape
+
+
+def gather(x: Value, *indices: Value, batch: int) -> tuple[Shape, np.dtype]:
+    """``x[arange, ..., i0, i1, ...]``: the index shape, then x's axes not indexed."""
+    shape = _gather_indices(x, indices, batch)
+    return tuple(shape) + x.shape[batch + len(indices):], x.dtype
+
+
+def scatter_add(g: Value, *indices: Value, shape: Shape, batch: int) -> tuple[Shape, np.dtype]:
+    """The transpose of `gather`: `g` (gather's result shape) added into zeros of `shape`."""
+    target = Value(shape, g.dtype)
+    expected, _ = gather(target, *indices, batch=batch)
+    if g.shape != expected:
+        raise ShapeError(f"values {g.type_str} do not fit the gather of {target.type_str} "
+                         f"at {describe(*indices)} (expected {expected})")
+    return tuple(shape), g.dtype
+
+
+def scatter(x: Value, values: Value, *indices: Value, batch: int) -> tuple[Shape, np.dtype]:
+    """``x`` with ``x[arange, ..., i0, i1, ...] = values`` (see `gather`)."""
+    expected, _ = gather(x, *indices, batch=batch)
+    if values.shape != expected or values.dtype != x.dtype:
+        raise ShapeError(f"values {values.type_str} do not fit the gather of {x.type_str} "
+                         f"at {describe(*indices)} (expected {dtype_str(x.dtype)}{list(expected)})")
+    return x.shape, x.dtype

@@ -103,3 +103,30 @@ def _accumulate(node: Node, contributions, cotangents: dict, active: set[Value])
 
 def _zeros(value: Value) -> Value:
     return ops.broadcast_to(ops.const(0.0, value.dtype), value.shape)
+
+
+# ---------------------------------------------------------------- transforms inside a trace
+# (issue 11, item 11: fg.grad, fg.vjp, fg.jvp, fg.hessian on traced values)
+
+def backward_values(nodes: Sequence[Node], wrt: Sequence[Value], target: Value,
+                    seed: Value) -> list[Value]:
+    """The cotangents of `wrt` for the sub-computation `nodes` (a slice of the current
+    builder's nodes, in creation order) that ends at `target`, seeded with `seed`.
+
+    The backward nodes are emitted into the *current* builder, after `nodes`, so the
+    graph being traced goes on from there: a later differentiation of that graph
+    (compile_grad's, or another transform's) differentiates through these nodes as
+    through any others, which gives second derivatives. Only `nodes` are walked, so
+    values computed before them are constants of this derivative even when they
+    depend on `wrt` through earlier nodes (no perturbation confusion).
+    """
+    active = active_values(_Nodes(tuple(nodes)), wrt)
+    cotangents = _backward(nodes, target, seed, active)
+    return [cotangents.get(v) or _zeros(v) for v in wrt]
+
+
+class _Nodes:
+    """A node sequence where `active_values` expects a graph."""
+
+    def __init__(self, nodes: tuple[Node, ...]) -> None:
+        self.nodes = nodes

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, compile_kernel
-from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, emit_cuda_matmul, emit_cuda_transpose,
-                                   transpose_entry)
+from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
+                                   emit_cuda_matmul, emit_cuda_transpose, transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
 from fusegrad.runtime import stats
@@ -110,9 +110,25 @@ class CudaLibraryStep:
 
     def _lower_matmul(self) -> str:
         dtype = self.node.out.dtype
+        if self.node.out.ndim > 2:
+            return self._lower_batched_matmul()
         self.kernel = CudaLauncher(load(emit_cuda_matmul(dtype), f"matmul_{dtype.name}"))
         self.run_call = self._matmul
         return "a tiled shared-memory CUDA kernel"
+
+    def _lower_batched_matmul(self) -> str:
+        dtype = self.node.out.dtype
+        self.kernel = CudaLauncher(load(emit_cuda_bmm(dtype), f"bmm_{dtype.name}"))
+        batch = self.node.out.shape[:-2]
+        # Which matrix of each operand the z-th product reads: its batch index under
+        # NumPy's broadcasting, fixed by the static shapes, so computed once here.
+        self.batch_maps = [
+            cuda.to_device(np.ascontiguousarray(np.broadcast_to(
+                np.arange(int(np.prod(v.shape[:-2], dtype=np.int64))).reshape(v.shape[:-2]),
+                batch).ravel()))
+            for v in self.inputs]
+        self.run_call = self._batched_matmul
+        return "a tiled shared-memory CUDA kernel, one grid layer per matrix of the batch"
 
     def _lower_reshape(self) -> str:
         self.run_call = self._reshape
@@ -143,6 +159,17 @@ class CudaLibraryStep:
         grid = (_blocks(columns, MATMUL_TILE), _blocks(rows, MATMUL_TILE))
         self.kernel(grid, (MATMUL_TILE, MATMUL_TILE), a, b, out)
         return out
+
+    def _batched_matmul(self, args: list):
+        a, b = (x.reshape((int(np.prod(v.shape[:-2], dtype=np.int64)),) + v.shape[-2:])
+                for x, v in zip(args, self.inputs))
+        shape = self.node.out.shape
+        batch = int(np.prod(shape[:-2], dtype=np.int64))
+        out = cuda.device_array((batch,) + shape[-2:], self.node.out.dtype)
+        grid = (_blocks(shape[-1], MATMUL_TILE), _blocks(shape[-2], MATMUL_TILE),
+                max(1, min(batch, MAX_BATCH_BLOCKS)))
+        self.kernel(grid, (MATMUL_TILE, MATMUL_TILE), a, b, out, *self.batch_maps)
+        return out.reshape(shape)
 
     def _reshape(self, args: list):
         return args[0].reshape(self.node.out.shape or (1,))

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fusegrad import ir
-from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError, bare
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.runtime.devices import require_cuda
@@ -21,6 +21,7 @@ from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.pytree import ArgumentError
 from fusegrad.tracer.tensor import Tensor
+from fusegrad.tracer.transforms import tree_flatten, tree_unflatten
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Traced:
     grad_keys: tuple | None  # per differentiated argument its pytree key; None: all plain arrays
     single_grad: bool       # wrt=k returns one gradient instead of a tuple
     captured: Captured | None       # closure cells and globals read (rebinding them retraces)
+    # has_aux=True: the aux tree's spec and, per leaf, its output index or (constant,)
+    aux: tuple | None = None
 
 
 # Rebinding a name the function reads retraces it; this many times, and the user is
@@ -44,12 +47,14 @@ REBIND_WARNING = 8
 
 # Tags the cache key of a call with keyword arguments (that binding left as keywords).
 KEYWORDS = "keywords"
+# Tags the cache key of a has_aux=True function (its graph has more outputs).
+HAS_AUX = ("has_aux",)
 
 
 class CompiledGrad:
     """The object `@compile_grad` returns: call it for (value, grads)."""
 
-    def __init__(self, fn: Callable, wrt, device: str, fuse: bool) -> None:
+    def __init__(self, fn: Callable, wrt, device: str, fuse: bool, has_aux: bool = False) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
@@ -58,6 +63,7 @@ class CompiledGrad:
         self.wrt = wrt
         self.device = device
         self.fuse = fuse
+        self.has_aux = bool(has_aux)
         self._cache: dict[tuple, Traced] = {}
         self._names = _parameter_names(fn)
         self._rebinds = 0
@@ -67,6 +73,8 @@ class CompiledGrad:
     def __call__(self, *args: Any, **kwargs: Any):
         traced, leaves = self._lookup(args, kwargs)
         outputs = traced.executable(leaves)
+        if traced.aux is not None:
+            return _with_aux(traced, outputs)
         value, grads = outputs[0], tuple(outputs[1:])
         if traced.grad_keys is not None:
             grads = _assemble(traced.grad_keys, grads)
@@ -93,6 +101,8 @@ class CompiledGrad:
         leaves, key = _signature(args, self._names)
         if kwnames:
             key += ((KEYWORDS, kwnames),)
+        if self.has_aux:
+            key += (HAS_AUX,)
         traced = self._cache.get(key)
         if traced is None or (traced.captured is not None and traced.captured.rebound()):
             traced = self._retrace(key, args, kwnames, leaves, traced)
@@ -129,14 +139,17 @@ class CompiledGrad:
             positional = len(args) - len(kwnames)
             result = self.fn(*traced_args[:positional],
                              **dict(zip(kwnames, traced_args[positional:])))
+        aux_outputs, aux = (), None
+        if self.has_aux:
+            result, aux_outputs, aux = _split_aux(result, self.fn)
         out = _check_result(result, self.fn, builder.nodes)
-        forward = builder.finish(inputs, (out,))
+        forward = builder.finish(inputs, (out,) + aux_outputs)
         joint = ir.optimize(ir.vjp_graph(forward, list(wrt_leaves)))
         executable = compile_graph(joint, device=self.device, fuse=self.fuse)
         plain = all(not isinstance(keys[i][0], str) for i in wrt)
         traced = Traced(forward, joint, executable, wrt_leaves,
                         tuple(f"argument {i} ({p})" for i, p in zip(owner, paths)),
-                        None if plain else tuple(keys[i] for i in wrt), single, captured)
+                        None if plain else tuple(keys[i] for i in wrt), single, captured, aux)
         if os.environ.get("FUSEGRAD_DUMP", "").lower() not in ("", "0"):
             print(_dump_text(self.fn, traced), flush=True)
         return traced
@@ -167,10 +180,12 @@ class CompiledGrad:
         return self._names[i] if i < len(self._names) else f"arg{i}"
 
     def __repr__(self) -> str:
-        return f"<compile_grad {getattr(self.fn, '__qualname__', self.fn)} wrt={self.wrt} device={self.device} fuse={self.fuse}>"
+        aux = " has_aux=True" if self.has_aux else ""
+        return f"<compile_grad {getattr(self.fn, '__qualname__', self.fn)} wrt={self.wrt} device={self.device} fuse={self.fuse}{aux}>"
 
 
-def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", fuse: bool = True):
+def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", fuse: bool = True,
+                 has_aux: bool = False):
     """Compile `fn` (a scalar-valued function of arrays) to return ``(value, grads)``.
 
     Arguments may be arrays (NumPy arrays, eager tensors, nested lists of numbers),
@@ -187,10 +202,15 @@ def compile_grad(fn: Callable | None = None, *, wrt=None, device: str = "cpu", f
     calls; rebinding the name to another object makes the next call trace again
     (only names read by `fn` itself; not attributes, nor names read by functions it
     calls). Values that change from call to call belong in the arguments.
+
+    ``has_aux=True``: `fn` returns ``(loss, aux)``, aux an array or a pytree of them
+    (other leaves, like Python numbers, come back as they are); the call returns
+    ``((value, aux), grads)``, as `jax.value_and_grad(..., has_aux=True)`. The aux
+    arrays are outputs of the same compiled graph, computed by the same kernels.
     """
     if fn is None:
-        return lambda f: CompiledGrad(f, wrt, device, fuse)
-    return CompiledGrad(fn, wrt, device, fuse)
+        return lambda f: CompiledGrad(f, wrt, device, fuse, has_aux)
+    return CompiledGrad(fn, wrt, device, fuse, has_aux)
 
 
 # ---------------------------------------------------------------- signatures
@@ -212,7 +232,7 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
     except pytree.UnhashableConstant as error:
         raise _unhashable(args, names, error.args[0]) from None
     except (DTypeError, ShapeError) as error:   # a float16 array, a ragged list
-        raise type(error)(f"{_culprit(args, names)}: {error}") from None
+        raise type(error)(f"{_culprit(args, names)}: {bare(error)}") from None
     return leaves, tuple(key)
 
 
@@ -358,3 +378,42 @@ def _dump_text(fn: Callable, traced: Traced) -> str:
             "all" if os.environ.get("FUSEGRAD_DUMP", "").lower() == "all" else "running"),
     ]
     return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------- has_aux (issue 11, item 10)
+
+def _split_aux(result: Any, fn: Callable) -> tuple[Any, tuple[Value, ...], tuple]:
+    """The loss of a has_aux=True result, the aux values the graph must output, and
+    how to rebuild the aux tree from the outputs (Traced.aux)."""
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        got = (f"a {type(result).__name__} of length {len(result)}"
+               if isinstance(result, (tuple, list)) else f"a {type(result).__name__}")
+        raise TraceError(f"{_where(fn)} must return a pair (loss, aux) with has_aux=True, "
+                         f"got {got}")
+    loss, aux = result
+    leaves, spec = tree_flatten(aux)
+    outputs: list[Value] = []
+    slots: list = []
+    for leaf in leaves:
+        if isinstance(leaf, Tensor) and leaf._mode.traced:
+            slots.append(len(outputs))
+            outputs.append(leaf._mode.value)
+        elif isinstance(leaf, Tensor):
+            slots.append((leaf.detach().numpy().copy(),))
+        else:
+            slots.append((leaf,))
+    return loss, tuple(outputs), (spec, tuple(slots))
+
+
+def _with_aux(traced: Traced, outputs: list) -> tuple:
+    """((value, aux), grads) from the graph's outputs (value, *aux, *grads)."""
+    spec, slots = traced.aux
+    count = sum(isinstance(slot, int) for slot in slots)
+    aux_outputs = outputs[1:1 + count]
+    aux = tree_unflatten(spec, [aux_outputs[s] if isinstance(s, int) else
+                                (s[0].copy() if isinstance(s[0], np.ndarray) else s[0])
+                                for s in slots])
+    grads = tuple(outputs[1 + count:])
+    if traced.grad_keys is not None:
+        grads = _assemble(traced.grad_keys, grads)
+    return (outputs[0], aux), (grads[0] if traced.single_grad else grads)

@@ -154,7 +154,9 @@ def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None,
 
 
 def _like(t, fill, dtype, device, requires_grad):
-    wanted = numpy_dtype(dtype) or t._eager_data().dtype
+    # The dtype and shape only: a traced tensor has them too (`fg.zeros_like(x)` inside
+    # compile_grad is a constant of the trace).
+    wanted = numpy_dtype(dtype) or numpy_dtype(t.dtype)
     return _make(np.full(t.shape, fill, dtype=wanted), requires_grad, device or t._device)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from fusegrad.ir import building, current_source, source_line
 from fusegrad.ir.builder import Builder, current_builder
 from fusegrad.ir.graph import Value
-from fusegrad.tracer import executor
+from fusegrad.tracer import executor, pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
@@ -58,8 +58,15 @@ def _traced_operand(arg: Any, builder: Builder) -> Any:
             return arg._mode.value
         return builder.capture(arg.detach().numpy())
     if isinstance(arg, np.ndarray):
-        return builder.capture(arg)
+        return builder.capture(_constant(arg))
     if isinstance(arg, (list, tuple)) and arg and not isinstance(arg[0], (TensorState, Value)):
-        return builder.capture(np.asarray(arg))
+        return builder.capture(_constant(np.asarray(arg)))
     return arg
+
+
+def _constant(array: np.ndarray) -> np.ndarray:
+    """A closed-over array as a constant of the trace: the same object, so that a later
+    change to it in place is seen; in a byte order kernels read (rarely, a copy)."""
+    pytree.check_dtype(array)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 

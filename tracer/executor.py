@@ -11,17 +11,19 @@ OpGraphs into one graph and differentiates it with the same symbolic pass as
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 
-from fusegrad.ir.builder import Builder, building
-from fusegrad.ir.errors import FusegradError, located
+from fusegrad.ir.builder import Builder, building, current_builder
+from fusegrad.ir.errors import FusegradError, bare, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
+from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
@@ -39,6 +41,8 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | No
     if requires_grad:
         tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
                                         "require gradients")
+    if version is None and tracing():
+        tensor._born_tracing = True   # local to the traced function (issue 11, item 3)
     return tensor
 
 
@@ -53,6 +57,7 @@ def apply(build, args, params, grad_fn: str | None):
             tensors.append(arg)
         elif isinstance(arg, (np.ndarray, list, tuple)):
             data = np.asarray(arg)
+            pytree.check_dtype(data)   # complex, float16, objects: refused, as fg.tensor does
         else:
             signature.append((type(arg), repr(arg)))   # repr: -0.0 is not 0.0
             continue
@@ -66,6 +71,7 @@ def apply(build, args, params, grad_fn: str | None):
         env[node.out] = run_node(node, [env[v] for v in node.inputs])
     outputs = [_output(env[value], graph, i, args, arrays, device)
                for i, value in enumerate(graph.outputs)]
+    note_views(outputs, tensors)
     if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
         _record(grad_fn, graph, args, arrays, outputs)
     return tuple(outputs) if graph.tuple_result else outputs[0]
@@ -112,7 +118,7 @@ def _trace_op(build, args, params: dict) -> OpGraph:
         with building(builder):
             result = build(*values, **params)
     except FusegradError as error:
-        raise type(error)(located(str(error), user_line())) from None
+        raise type(error)(located(bare(error), user_line())) from None
     outputs = result if isinstance(result, tuple) else (result,)
     fixed = {n.out: run_node(n, []) for n in builder.nodes if not n.inputs}
     return OpGraph(tuple(inputs), tuple(builder.nodes), tuple(outputs), fixed,
@@ -172,3 +178,59 @@ def _common_device(tensors: list) -> Any:
             raise RuntimeError("Expected all tensors to be on the same device, but found at "
                                f"least two devices, {device} and {tensor._device}!")
     return device
+
+
+# ---------------------------------------------------------------- views (issue 11, item 3)
+# Which live tensors view another's storage (an op's result sharing its argument's
+# version counter: a slice, reshape, transpose), so that an assignment recorded for
+# autograd can refuse to change values that some other tensor's recorded graph computed.
+# Weak on both sides: a view that is gone constrains nothing.
+
+# Keyed by id(): a Tensor compares elementwise, so it cannot be a weak dictionary key;
+# each entry holds a weak reference that tells a live key from a reused id.
+_views: dict[int, tuple[weakref.ref, list]] = {}       # base -> (base, [views])
+_bases: dict[int, tuple[weakref.ref, weakref.ref]] = {}  # view -> (view, root base)
+
+
+def _forget(table: dict, key: int):
+    return lambda _ref: table.pop(key, None)
+
+
+def note_views(outputs: list, tensors: list) -> None:
+    for out in outputs:
+        base = next((t for t in tensors if t._version_counter is out._version_counter), None)
+        if base is None:
+            continue
+        root = base_of(base)
+        root = base if root is None else root   # (not `or`: a Tensor's truth is its value)
+        for owner in {id(base): base, id(root): root}.values():
+            entry = _views.get(id(owner))
+            if entry is None or entry[0]() is not owner:
+                entry = _views[id(owner)] = (weakref.ref(owner, _forget(_views, id(owner))), [])
+            if len(entry[1]) >= 64:   # a base read in a loop: drop the views that are gone
+                entry[1][:] = [r for r in entry[1] if r() is not None]
+            entry[1].append(weakref.ref(out))
+        _bases[id(out)] = (weakref.ref(out, _forget(_bases, id(out))), weakref.ref(root))
+
+
+def base_of(tensor: TensorState) -> TensorState | None:
+    """The live tensor whose storage `tensor` views, if any."""
+    entry = _bases.get(id(tensor))
+    return entry[1]() if entry is not None and entry[0]() is tensor else None
+
+
+def views_of(tensor: TensorState) -> list:
+    """The live tensors viewing the storage of `tensor`."""
+    entry = _views.get(id(tensor))
+    if entry is None or entry[0]() is not tensor:
+        return []
+    return [v for v in (r() for r in entry[1]) if v is not None]
+
+
+def tracing() -> bool:
+    """Whether a graph is being built (compile_grad is tracing a function)."""
+    try:
+        current_builder()
+    except RuntimeError:
+        return False
+    return True

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusegrad.ir import ops
+from fusegrad.ir.einsum import einsum as ir_einsum
 from fusegrad.ir import primitives as P
 from fusegrad.ir.errors import ShapeError, UnsupportedError
 from fusegrad.tracer.dispatch import apply
@@ -185,6 +186,10 @@ mod = remainder
 
 def matmul(a, b):
     grad_fn = {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}
+    if builtins.max(_ndim(a), _ndim(b)) > 2:
+        # PyTorch computes N-d matmul as bmm (or mm of the folded rows) and a view
+        # of the result back to the batch shape: `_unsafe_view`.
+        return apply(ops.matmul, a, b, grad_fn="UnsafeViewBackward0")
     return apply(ops.matmul, a, b, grad_fn=grad_fn.get((_ndim(a), _ndim(b)), "MmBackward0"))
 
 
@@ -213,6 +218,8 @@ def reshape(x, *shape):
 def getitem(x, index):
     """``x[index]`` with NumPy's basic indexing (integers, slices, None, ...)."""
     items = index if isinstance(index, tuple) else (index,)
+    if builtins.any(_is_index_array(i) for i in items):
+        return _advanced_getitem(x, items)   # integer arrays (issue 11, item 2)
     return apply(_getitem, x, index=_freeze(items), grad_fn=_index_grad_fn(items))
 
 
@@ -238,17 +245,41 @@ def _freeze(items: tuple) -> tuple:
     return tuple(("slice", i.start, i.stop, i.step) if isinstance(i, slice) else i for i in items)
 
 
-def transpose(x, dim0: int | None = None, dim1: int | None = None):
-    """``transpose(x)`` reverses the axes (NumPy); ``transpose(x, 0, 1)`` swaps two (PyTorch)."""
-    perm = None
-    if dim0 is not None:
-        perm = list(range(_ndim(x)))
-        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-    return apply(ops.transpose, x, perm=perm, grad_fn="TransposeBackward0")
+def transpose(x, *dims, axes=None, dim0: int | None = None, dim1: int | None = None):
+    """NumPy's and PyTorch's transpose, told apart by their arguments:
+
+    - ``transpose(x)`` reverses the axes (NumPy);
+    - ``transpose(x, (2, 0, 1))``, ``transpose(x, axes=...)`` and, with one int per
+      axis, ``transpose(x, 2, 0, 1)`` permute them (NumPy's ``axes``);
+    - two ints, ``transpose(x, 0, 1)`` or ``dim0=, dim1=``, swap two axes (PyTorch).
+      On a matrix that is also NumPy's permutation; on more dimensions NumPy would
+      refuse two ints, so the spelling is never ambiguous.
+    """
+    if dim0 is not None or dim1 is not None:
+        if dims or axes is not None or dim0 is None or dim1 is None:
+            raise TypeError("transpose: give dim0= and dim1= (PyTorch) together, and no axes")
+        dims = (dim0, dim1)
+    if axes is not None:
+        if dims:
+            raise TypeError("transpose: give the axes either positionally or as axes=, not both")
+        dims = (axes,)
+    axes = dims
+    if axes in ((), (None,)):
+        return apply(ops.transpose, x, perm=None, grad_fn="TransposeBackward0")
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        return permute(x, *axes[0])
+    if len(axes) == 2:
+        return swapaxes(x, *axes)
+    if len(axes) == _ndim(x):
+        return permute(x, *axes)
+    raise ShapeError(f"transpose of a tensor of shape {_shape(x)}: give no axes (reverse them), "
+                     f"two (swap them, as torch.transpose) or {_ndim(x)} (a permutation, as "
+                     f"np.transpose), got {axes}")
 
 
 def permute(x, *dims):
-    return apply(ops.transpose, x, perm=_sizes(dims), grad_fn=P.transpose.grad_fn)
+    """PyTorch's ``permute(2, 0, 1)`` (or a sequence, or NumPy's negative axes)."""
+    return apply(ops.permute_axes, x, axes=_sizes(dims), grad_fn=P.transpose.grad_fn)
 
 
 def broadcast_to(x, shape):
@@ -514,3 +545,402 @@ def chunk(x, chunks, dim=0):
     """PyTorch's chunk: pieces of ceil(n / chunks) along `dim` (the last may be smaller)."""
     n = _shape(x)[dim]
     return _torch_split(x, builtins.max(1, -(-n // int(chunks))), dim)
+
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+
+def bmm(a, b):
+    """PyTorch's bmm: (B, n, k) @ (B, k, m), both 3-d with the same batch size (no
+    broadcasting: `matmul` broadcasts)."""
+    if _ndim(a) != 3 or _ndim(b) != 3:
+        raise ShapeError(f"bmm: both operands must be 3-d, got shapes {_shape(a)} and "
+                         f"{_shape(b)} (use fg.matmul or @ for other shapes)")
+    if _shape(a)[0] != _shape(b)[0]:
+        raise ShapeError(f"bmm: batch sizes differ: shapes {_shape(a)} and {_shape(b)} "
+                         f"(use fg.matmul or @ to broadcast batch dimensions)")
+    return apply(ops.matmul, a, b, grad_fn="BmmBackward0")
+
+
+def swapaxes(x, axis1, axis2):
+    """NumPy's swapaxes; PyTorch's swapaxes / swapdims / transpose(dim0, dim1)."""
+    return apply(ops.swapaxes, x, axis1=int(axis1), axis2=int(axis2), grad_fn="TransposeBackward0")
+
+
+swapdims = swapaxes
+
+
+def moveaxis(x, source, destination):
+    """NumPy's moveaxis, PyTorch's moveaxis / movedim: ints or sequences of ints."""
+    return apply(ops.moveaxis, x, source=_axes_param(source),
+                 destination=_axes_param(destination), grad_fn="PermuteBackward0")
+
+
+movedim = moveaxis
+
+
+def matrix_transpose(x):
+    """The last two axes swapped: ``x.mT`` (PyTorch), ``np.matrix_transpose`` (NumPy 2)."""
+    return apply(ops.matrix_transpose, x, grad_fn="TransposeBackward0")
+
+
+def einsum(subscripts, *operands):
+    """NumPy's einsum (and PyTorch's, which also takes the operands as one list):
+    explicit or implicit output, ``...``, repeated labels (diagonals)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    # PyTorch's einsum returns the view of its last product (bmm, or sum): ViewBackward0.
+    return apply(_einsum, *operands, subscripts=subscripts, grad_fn="ViewBackward0")
+
+
+def _einsum(*operands, subscripts):
+    return ir_einsum(subscripts, *operands)
+
+
+def _axes_param(axes):
+    """Operation parameters must be hashable: an int or a tuple of ints."""
+    if isinstance(axes, (tuple, list)):
+        return tuple(int(a) for a in axes)
+    return int(axes)
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# Index arrays (Tensors, ndarrays, lists) travel as arguments of the op, so that a traced
+# index is an input of the graph and a constant one a captured constant; the rest of the
+# index (integers, slices, None, ...) is a parameter, with a marker where each array was.
+
+from fusegrad.tracer.state import TensorState  # noqa: E402 (this section's own import)
+
+_ARRAY = ("array",)
+
+
+def _is_index_array(item) -> bool:
+    return isinstance(item, (TensorState, np.ndarray, list))
+
+
+def _is_traced(item) -> bool:
+    return isinstance(item, TensorState) and item._mode.traced
+
+
+def _index_arguments(items: tuple) -> tuple[list, tuple]:
+    """The index arrays of `items` and the index with markers in their place. A known
+    boolean mask is NumPy's: the integer positions of its True elements (one array per
+    axis it covers); a traced one has no known size and stays, for ops to refuse."""
+    arrays, frozen = [], []
+    for item in items:
+        if not _is_index_array(item):
+            frozen.append(item)
+            continue
+        if not _is_traced(item):
+            data = item._eager_data() if hasattr(item, "_eager_data") else np.asarray(item)
+            if data.dtype == np.bool_:
+                positions = np.nonzero(data)
+                arrays.extend(positions)
+                frozen.extend([_ARRAY] * len(positions))
+                continue
+            item = data if isinstance(item, list) else item
+        arrays.append(item)
+        frozen.append(_ARRAY)
+    return arrays, _freeze(tuple(frozen))
+
+
+def _thaw(arrays, index: tuple) -> tuple:
+    arrays = iter(arrays)
+    return tuple(next(arrays) if i == _ARRAY else slice(*i[1:]) if isinstance(i, tuple) else i
+                 for i in index)
+
+
+def _advanced_getitem(x, items: tuple):
+    arrays, index = _index_arguments(items)
+    return apply(_gather_index, x, *arrays, index=index, grad_fn="IndexBackward0")
+
+
+def _gather_index(x, *arrays, index):
+    return ops.getitem(x, _thaw(arrays, index))
+
+
+def take(x, indices, axis=None):
+    """NumPy's take: ``x[..., indices, ...]`` along `axis`, or into the flattened x
+    when axis is None (PyTorch's take). Negative indices count from the end."""
+    if isinstance(indices, numbers.Integral):
+        indices = np.asarray(indices)   # one index: a 0-d index array, as NumPy
+    return apply(ops.take, x, indices, axis=axis, grad_fn="TakeBackward0")
+
+
+def take_along_axis(x, indices, axis):
+    """NumPy's take_along_axis (PyTorch's take_along_dim): the elements of x at
+    `indices` along `axis`, the other axes broadcast against each other."""
+    return apply(ops.take_along_axis, x, indices, axis=axis, grad_fn="TakeAlongDimBackward0")
+
+
+take_along_dim = take_along_axis
+
+
+def gather(x, dim, index):
+    """PyTorch's gather: ``out[i][j] = x[i][index[i][j]]`` for dim=1."""
+    return apply(ops.torch_gather, x, index, dim=int(dim), grad_fn="GatherBackward0")
+
+
+def _gather_method(x, dim, index):
+    return gather(x, dim, index)
+
+
+def _take_method(x, indices, axis=None):
+    return take(x, indices, axis)
+
+
+# ---------------------------------------------------------------- functional updates (issue 11, item 3)
+
+def index_update(x, index, value, mode: str = "set"):
+    """x with ``x[index]`` set to (mode "set"), added to ("add") or multiplied by
+    ("multiply") `value`, as a new tensor: JAX's ``x.at[index].set(value)``."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays, frozen = _index_arguments(items)
+    return apply(_index_update, x, value, *arrays, index=frozen, mode=mode,
+                 grad_fn="IndexPutBackward0" if arrays else "CopySlices")
+
+
+def _index_update(x, value, *arrays, index, mode):
+    return ops.index_update(x, value, _thaw(arrays, index), mode)
+
+
+class IndexUpdates:
+    """``x.at``: JAX's functional index updates, ``x.at[idx].set(v)`` and friends."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor) -> None:
+        self.tensor = tensor
+
+    def __getitem__(self, index) -> "IndexUpdate":
+        return IndexUpdate(self.tensor, index)
+
+
+class IndexUpdate:
+    __slots__ = ("tensor", "index")
+
+    def __init__(self, tensor, index) -> None:
+        self.tensor, self.index = tensor, index
+
+    def get(self):
+        return getitem(self.tensor, self.index)
+
+    def set(self, value):  # noqa: A003 (JAX's name)
+        return index_update(self.tensor, self.index, value, "set")
+
+    def add(self, value):
+        return index_update(self.tensor, self.index, value, "add")
+
+    def multiply(self, value):
+        return index_update(self.tensor, self.index, value, "multiply")
+
+# ---------------------------------------------------------------- reductions and matrix helpers
+# (issue 11, item 7) NumPy's spellings (axis=, keepdims=, ddof=, ord=, k=) and PyTorch's
+# (dim=, keepdim=, unbiased=/correction=, p=, diagonal=). fg.std and fg.var default to
+# NumPy's ddof=0 unless given dim= (PyTorch's spelling: unbiased); the Tensor methods
+# x.std() and x.var() are PyTorch's and default to the unbiased estimate.
+
+def std(x, axis=None, keepdims=False, *, ddof=None, dim=None, keepdim=False,
+        unbiased=None, correction=None):
+    """Standard deviation: the square root of `var` (same defaults). Its gradient where
+    all the elements are equal is NaN (0/0), as in PyTorch, NumPy-based autograd and JAX."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    correction = _correction(ddof, unbiased, correction, torch_default=dim is not None)
+    return apply(_std, x, axes=axes, keepdims=keep, correction=correction,
+                 grad_fn="StdBackward0")
+
+
+def _std(x, *, axes, keepdims, correction):
+    return ops.sqrt(_variance(ops._floating(x), axes=axes, keepdims=keepdims,
+                              correction=correction))
+
+
+def _correction(ddof, unbiased, correction, torch_default: bool) -> int:
+    given = [c for c in (ddof, correction) if c is not None]
+    if len(given) + (unbiased is not None) > 1:
+        raise TypeError("give one of ddof= (NumPy), unbiased= or correction= (PyTorch)")
+    if given:
+        return given[0]
+    if unbiased is not None:
+        return int(bool(unbiased))
+    return 1 if torch_default else 0
+
+
+def _torch_moment(function):
+    """``x.std()``, ``x.var()``: PyTorch's methods, unbiased unless told otherwise;
+    ``x.std(1)`` is dim 1, ``x.std(False)`` the biased estimate (PyTorch's overloads),
+    NumPy's axis=/ddof= as keywords keep NumPy's default."""
+    def method(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
+               keepdims=False, ddof=None):
+        if isinstance(dim, bool):   # x.std(False): the overload whose first argument is unbiased
+            dim, unbiased = None, dim
+        numpy_style = axis is not None or ddof is not None
+        if correction is None and ddof is None and unbiased is None and not numpy_style:
+            correction = 1
+        return function(x, axis=axis, keepdims=keepdims, ddof=ddof, dim=dim, keepdim=keepdim,
+                        unbiased=unbiased, correction=correction)
+    method.__name__ = function.__name__
+    method.__doc__ = function.__doc__
+    return method
+
+
+_std_method = _torch_moment(std)
+_var_method = _torch_moment(var)
+
+
+def _flat_axis(x, axis, dim):
+    """One axis for a scan; NumPy's axis=None scans the flattened array."""
+    axis = _one_axis(axis, dim, None)
+    if axis is None:
+        return reshape(x, -1) if _ndim(x) != 1 else x, 0
+    return x, int(axis)
+
+
+def cumsum(x, axis=None, *, dim=None):
+    """Running sums along `axis` (NumPy: the flattened array when None) or `dim`."""
+    x, axis = _flat_axis(x, axis, dim)
+    return apply(ops.cumsum, x, axis=axis, grad_fn=P.cumsum.grad_fn)
+
+
+def cumprod(x, axis=None, *, dim=None):
+    """Running products; the gradient is exact where elements are zero."""
+    x, axis = _flat_axis(x, axis, dim)
+    return apply(ops.cumprod, x, axis=axis, grad_fn=P.cumprod.grad_fn)
+
+
+def prod(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.prod, x, axes=axes, keepdims=keep,
+                 grad_fn="ProdBackward0" if axes is None else "ProdBackward1")
+
+
+def norm(x, p="fro", dim=None, keepdim=False, *, ord=None, axis=None,  # noqa: A002
+         keepdims=False):
+    """PyTorch's ``torch.norm(x, p='fro', dim=None, keepdim=False)`` (top-level ``norm``
+    is PyTorch's name: a numeric p is a vector norm over all of `dim` together, 'fro'
+    the 2-norm), or, given ord= or axis=, NumPy's ``np.linalg.norm`` (also
+    ``fg.linalg.norm``), whose ord=1 or inf of a matrix is a matrix norm. The gradient
+    of a 2-norm at zero is 0, as PyTorch's (not NaN)."""
+    if ord is not None or axis is not None:
+        if p != "fro" or dim is not None:
+            raise TypeError("norm: give PyTorch's p, dim or NumPy's ord=, axis=, not both")
+        return _numpy_norm(x, ord, axis, keepdims or keepdim)
+    return _torch_norm(x, p, dim, keepdim or keepdims)
+
+
+def _numpy_norm(x, ord, axis, keepdims):
+    ndim = _ndim(x)
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if axis is None and ord is None:
+        return apply(ops.vector_norm, x, ord=2, axes=None, keepdims=keepdims,
+                     grad_fn="LinalgVectorNormBackward0")
+    if axis is None:
+        if ndim not in (1, 2):
+            raise ShapeError(f"norm: an ord= needs a 1-d or 2-d array or axis=, got shape "
+                             f"{_shape(x)}")
+        axis = 0 if ndim == 1 else (0, 1)
+    if isinstance(axis, numbers.Integral):
+        return apply(ops.vector_norm, x, ord=2 if ord is None else ord, axes=int(axis),
+                     keepdims=keepdims, grad_fn="LinalgVectorNormBackward0")
+    if len(axis) != 2:
+        raise ShapeError(f"norm: axis= must be an integer or a pair, got {axis!r}")
+    return apply(ops.matrix_norm, x, ord=ord, axes=tuple(int(a) for a in axis),
+                 keepdims=keepdims, grad_fn="LinalgVectorNormBackward0" if ord in (None, "fro")
+                 else "LinalgMatrixNormBackward0")
+
+
+def _torch_norm(x, p, dim, keepdim):
+    if p == "nuc":
+        raise UnsupportedError("norm: p='nuc' needs singular values, which fusegrad lacks")
+    axes = tuple(dim) if isinstance(dim, (list, tuple)) else dim
+    return apply(ops.vector_norm, x, ord=2 if p == "fro" else p, axes=axes, keepdims=keepdim,
+                 grad_fn="LinalgVectorNormBackward0")
+
+
+def diagonal(x, offset=0, axis1=0, axis2=1, *, dim1=None, dim2=None):
+    """NumPy's ``diagonal(x, offset, axis1, axis2)``, PyTorch's ``dim1=``, ``dim2=``:
+    the diagonal becomes the last axis."""
+    axis1 = axis1 if dim1 is None else dim1
+    axis2 = axis2 if dim2 is None else dim2
+    return apply(ops.diagonal, x, offset=int(offset), axis1=int(axis1), axis2=int(axis2),
+                 grad_fn="DiagonalBackward0")
+
+
+def diag(x, k=0, *, diagonal=None):
+    """NumPy's ``diag(v, k)``, PyTorch's ``diag(x, diagonal=)``: a vector becomes a
+    square matrix with it on diagonal k; a matrix gives its k-th diagonal."""
+    k = int(k if diagonal is None else diagonal)
+    return apply(ops.diag, x, k=k, grad_fn="DiagEmbedBackward0" if _ndim(x) == 1
+                 else "DiagonalBackward0")
+
+
+def trace(x, offset=0, axis1=0, axis2=1):
+    return apply(ops.trace, x, offset=int(offset), axis1=int(axis1), axis2=int(axis2),
+                 grad_fn="TraceBackward0")
+
+
+def _triangle(x, k, lower: bool, name: str):
+    shape = _shape(x)
+    if not shape:
+        raise ShapeError(f"{name}: needs at least 1 dimension, got a 0-d array")
+    # NumPy's np.tri over the last two axes (a 1-d x is broadcast over the rows of an
+    # n x n mask, as np.tril does); a constant, so the select fuses with its neighbours.
+    mask = np.tri(*shape[-2:], k=k, dtype=bool)
+    if not lower:
+        mask = ~np.tri(*shape[-2:], k=k - 1, dtype=bool)
+    return apply(_keep, mask, x, grad_fn=f"{name.capitalize()}Backward0")
+
+
+def _keep(mask, x):
+    return ops.where(mask, x, 0)
+
+
+def tril(x, k=0, *, diagonal=None):
+    """The lower triangle: zeros above diagonal k (NumPy's k=, PyTorch's diagonal=)."""
+    return _triangle(x, int(k if diagonal is None else diagonal), True, "tril")
+
+
+def triu(x, k=0, *, diagonal=None):
+    """The upper triangle: zeros below diagonal k."""
+    return _triangle(x, int(k if diagonal is None else diagonal), False, "triu")
+
+
+def outer(a, b):
+    """NumPy's outer (both operands flattened); PyTorch's outer (alias ger)."""
+    return apply(ops.outer, a, b, grad_fn=P.mul.grad_fn)
+
+
+# Named any_ and all_ here: this module's other functions use the builtins any and all
+# (fg.any and fg.all are these).
+def any_(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """Whether some element is nonzero, over `axis`/`dim`: a bool result, no gradient."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_any, x, axes=axes, keepdims=keep)
+
+
+def all_(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    """Whether every element is nonzero, over `axis`/`dim`: a bool result, no gradient."""
+    axes, keep = _axes(axis, dim, keepdims, keepdim)
+    return apply(ops.reduce_all, x, axes=axes, keepdims=keep)
+
+
+any_.__name__, all_.__name__ = "any", "all"
+
+
+# ---------------------------------------------------------------- erf, gelu, log_softmax
+# (issue 11, item 6, rest)
+
+erf = _unary(ops.erf, P.erf)
+erfc = _unary(ops.erfc, P.erfc)
+
+
+def gelu(x, approximate="none"):
+    """PyTorch's ``torch.nn.functional.gelu``: x Phi(x), or its tanh approximation
+    with ``approximate="tanh"``."""
+    return apply(ops.gelu, x, approximate=approximate, grad_fn="GeluBackward0")
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    """log(softmax(x)) along ``axis`` (NumPy/JAX) or ``dim`` (PyTorch), computed
+    stably as x - logsumexp(x)."""
+    return apply(ops.log_softmax, x, axis=axis if dim is None else dim,
+                 grad_fn="LogSoftmaxBackward0")

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fusegrad.ir.errors import FusegradError, UnsupportedError
+from fusegrad.ir.errors import FusegradError, ShapeError, UnsupportedError
+from fusegrad.tracer import creation as C
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.state import TensorState
 
@@ -96,7 +97,7 @@ def _clip(a, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002
 
 
 def _transpose(a, axes=None):
-    return F.transpose(a) if axes is None else F.permute(a, *axes)
+    return F.transpose(a) if axes is None else F.permute(a, *np.atleast_1d(axes))
 
 
 def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
@@ -209,3 +210,119 @@ def _only_known_arrays(values: tuple) -> bool:
 
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
+
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+
+def _einsum(subscripts, *operands, optimize=False):
+    # optimize= only chooses an order of contraction; the result is the same.
+    return F.einsum(subscripts, *operands)
+
+
+FUNCTIONS.update({
+    np.swapaxes: lambda a, axis1, axis2: F.swapaxes(a, axis1, axis2),
+    np.moveaxis: lambda a, source, destination: F.moveaxis(a, source, destination),
+    np.einsum: _einsum,
+})
+if hasattr(np, "matrix_transpose"):   # NumPy 2
+    FUNCTIONS[np.matrix_transpose] = lambda x: F.matrix_transpose(x)
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+
+def _take(a, indices, axis=None, mode="raise"):
+    if mode != "raise":
+        raise UnsupportedError(f"numpy.take on a fusegrad Tensor: only mode='raise' (an index "
+                               f"out of bounds is an error), got mode={mode!r}")
+    return F.take(a, indices, axis)
+
+
+FUNCTIONS.update({
+    np.take: _take,
+    np.take_along_axis: lambda arr, indices, axis: F.take_along_axis(arr, indices, axis),
+})
+
+# ---------------------------------------------------------------- reductions and matrix helpers
+# (issue 11, item 7) NumPy's signatures, NumPy's defaults (np.std: ddof=0).
+
+def _std(a, axis=None, ddof=0, keepdims=False):
+    return F.std(a, axis=_axis(axis), ddof=ddof, keepdims=keepdims)
+
+
+def _scan(function: Callable) -> Callable:
+    def numpy_spelling(a, axis=None):
+        return function(a, axis=axis)
+    return numpy_spelling
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 (NumPy's name)
+    return F._numpy_norm(x, ord, _axis(axis), keepdims)
+
+
+FUNCTIONS.update({
+    np.std: _std,
+    np.cumsum: _scan(F.cumsum), np.cumprod: _scan(F.cumprod),
+    np.prod: _reduction(F.prod),
+    np.any: _reduction(F.any_), np.all: _reduction(F.all_),
+    np.linalg.norm: _norm,
+    np.diag: lambda v, k=0: F.diag(v, k),
+    np.diagonal: lambda a, offset=0, axis1=0, axis2=1: F.diagonal(a, offset, axis1, axis2),
+    np.trace: lambda a, offset=0, axis1=0, axis2=1: F.trace(a, offset, axis1, axis2),
+    np.tril: lambda m, k=0: F.tril(m, k), np.triu: lambda m, k=0: F.triu(m, k),
+    np.outer: lambda a, b: F.outer(a, b),
+})
+
+
+# ---------------------------------------------------------------- layout (issue 11, items 5 and 8)
+# NumPy's signatures and defaults: concatenate's axis=None flattens first, squeeze
+# refuses an axis whose size is not 1 (fg.squeeze and x.squeeze leave it, as PyTorch).
+
+def _concatenate(arrays, axis=0):
+    if axis is None:
+        return F.concatenate([F.reshape(a, -1) for a in arrays], axis=0)
+    return F.concatenate(list(arrays), axis=axis)
+
+
+def _squeeze(a, axis=None):
+    shape = tuple(np.shape(a))
+    for i in (() if axis is None else (axis,) if isinstance(axis, int) else axis):
+        if not -len(shape) <= i < len(shape) or shape[i] != 1:
+            raise ShapeError(f"numpy.squeeze: cannot select axis {i} of shape {shape}: only "
+                             f"an axis of size 1 can be squeezed")
+    return F.reshape(a, *np.squeeze(np.empty(shape, np.bool_), axis).shape)
+
+
+def _pad(array, pad_width, mode="constant", *, constant_values=0):
+    return F.pad(array, pad_width, mode, constant_values=constant_values)
+
+
+FUNCTIONS.update({
+    np.concatenate: _concatenate,
+    np.stack: lambda arrays, axis=0: F.stack(list(arrays), axis=axis),
+    np.split: lambda ary, indices_or_sections, axis=0: F.split(
+        ary, indices_or_sections=indices_or_sections, axis=axis),
+    np.expand_dims: lambda a, axis: F.expand_dims(a, axis),
+    np.squeeze: _squeeze,
+    np.flip: lambda m, axis=None: F.flip(m, axis),
+    np.repeat: lambda a, repeats, axis=None: F.repeat(a, repeats, axis),
+    np.tile: lambda A, reps: F.tile(A, reps),
+    np.pad: _pad,
+})
+
+
+# ---------------------------------------------------------------- arrays like another
+# Only the shape and dtype are read: a constant of the trace, as NumPy gives it.
+
+def _like(function: Callable) -> Callable:
+    def numpy_spelling(a, dtype=None, *, shape=None):
+        if shape is not None:
+            raise UnsupportedError(f"numpy.{function.__name__} on a fusegrad Tensor: shape= is "
+                                   f"not supported; use fg.full(shape, value)")
+        return function(a, dtype=dtype)
+    return numpy_spelling
+
+
+FUNCTIONS.update({
+    np.zeros_like: _like(C.zeros_like), np.ones_like: _like(C.ones_like),
+    np.empty_like: _like(C.empty_like),
+    np.full_like: lambda a, fill_value, dtype=None: C.full_like(a, fill_value, dtype=dtype),
+})

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError
+from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, bare
 from fusegrad.ir.graph import FLOATING
 from fusegrad.tracer.state import TensorState
 
@@ -109,20 +109,25 @@ def as_array(arg: Any) -> np.ndarray | None:
         try:
             array = np.asarray(arg)  # accepted like NumPy does (documented in the README)
         except ValueError as error:  # ragged
-            raise ShapeError(f"a nested list of numbers is taken as an array, and {error}") from None
+            raise ShapeError(f"a nested list of numbers is taken as an array, and {bare(error)}") from None
     else:
         return None
     return checked_array(array)
 
 
-def checked_array(array: np.ndarray) -> np.ndarray:
+def check_dtype(array: np.ndarray) -> None:
     # float16 and long double pass NumPy's checks but Numba has no CPU arrays of
     # them: refuse here rather than fail with a Numba traceback at the first call.
     dtype = array.dtype
     if dtype.kind not in "biu" and dtype not in FLOATING and dtype.newbyteorder("=") not in FLOATING:
-        raise DTypeError(f"unsupported array dtype {array.dtype}: arrays must be float32 or "
-                         f"float64 (or bool or integer, which get no gradient); "
-                         f"convert with .astype(np.float32)")
+        raise DTypeError(f"unsupported array dtype {array.dtype} (shape {array.shape}): arrays "
+                         f"must be float32 or float64 (or bool or integer, which get no "
+                         f"gradient); convert with .astype(np.float32)")
+
+
+def checked_array(array: np.ndarray) -> np.ndarray:
+    check_dtype(array)
+    dtype = array.dtype
     if not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
     # Not np.ascontiguousarray: it returns 0-d arrays as shape (1,), which made a

@@ -76,7 +76,13 @@ class Traced:
         raise data_dependent_error(what)
 
     def check_data(self) -> None:
-        raise TraceError("a traced tensor has no data while tracing")
+        # Reached by fg.tensor(t), np.asarray(t), t.tolist() and the like.
+        raise TraceError(
+            "the data of a traced tensor is not available while tracing: compile_grad traces "
+            "the function once into a static graph of shapes and dtypes. Use the tensor itself "
+            "in fusegrad operations (fg.tensor(t) and np.asarray(t) are not needed inside the "
+            "function; t.detach() cuts its gradient)"
+            + (f"\n  at {user_line()}" if user_line() else ""))
 
 
 def data_dependent_error(what: str) -> TraceError:

@@ -18,9 +18,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from fusegrad.ir import ops
-from fusegrad.ir.errors import UnsupportedError
+from fusegrad.ir.errors import DTypeError, ShapeError, TraceError, UnsupportedError
 from fusegrad.tracer import autograd, creation, dtypes
 from fusegrad.tracer import numpy_dispatch
+from fusegrad.tracer import executor as executor_views
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
 from fusegrad.tracer.devices import checked_device
@@ -29,6 +30,7 @@ from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
+from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import TensorState
 
 
@@ -166,6 +168,12 @@ class Tensor(TensorState):
         return self._data
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if self._mode.traced:   # NumPy asks for the data: most often `ndarray[traced index]`
+            raise TraceError(
+                "NumPy needs the values of a traced tensor, which exist only when the compiled "
+                "function runs; to index a NumPy array with a traced index, write "
+                "fg.take(array, index, axis=0) or fg.tensor(array)[index]; to fill an array "
+                "with traced values, make it with fg.zeros inside the function" + _at_user_line())
         array = self.numpy()
         return array if dtype is None else array.astype(dtype)
 
@@ -208,12 +216,6 @@ class Tensor(TensorState):
     def int(self): return self._cast(np.int32)
     def bool(self): return self._cast(np.bool_)
     def half(self): return self._cast(np.float16)
-
-    def all(self):
-        return wrap(np.asarray(self._eager_data().all()))
-
-    def any(self):
-        return wrap(np.asarray(self._eager_data().any()))
 
     def equal(self, other) -> bool:
         return bool(np.array_equal(self._eager_data(), other._eager_data()))
@@ -330,7 +332,7 @@ class Tensor(TensorState):
     def __getitem__(self, index):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
-        if self._mode.traced or (self._requires_grad and _grad_state.enabled):
+        if self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index):
             return F.getitem(self, index)
         data = self._data[_plain_index(index)]
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
@@ -338,12 +340,21 @@ class Tensor(TensorState):
         return wrap(np.asarray(data), device=self._device)
 
     def __setitem__(self, index, value) -> None:
+        # A functional update (issue 11, item 3): traced, the tensor takes the updated
+        # value; recorded, the update is an op whose result is written into the storage.
+        traced = self._mode.traced or _traced_in(index) or _traced_in(value)
+        if traced or (_grad_state.enabled and (self._requires_grad or
+                                                getattr(value, "_requires_grad", False))):
+            source = self
+            if not traced:
+                self._check_unshared(index, value)
+                if self._grad_fn is None and not self._requires_grad:
+                    # The op reads a copy: its input must not change when the result is
+                    # written over it, since the backward may recompute from it.
+                    source = wrap(np.array(self._data), device=self._device)
+            self._assign(F.index_update(source, index, value, "set"))
+            return
         self._check_inplace()
-        if self._requires_grad and _grad_state.enabled:
-            raise UnsupportedError(
-                "fusegrad's autograd does not record assignment into a tensor that requires "
-                "grad; assign under fusegrad.no_grad(), or build the value out of place "
-                "(fusegrad.where, slicing and arithmetic)")
         if isinstance(value, Tensor):
             value = value._data
         self._data[_plain_index(index)] = value
@@ -364,6 +375,8 @@ class Tensor(TensorState):
 
     def _assign(self, result) -> "Tensor":
         """Write `result` (computed out of place) into this tensor's storage."""
+        if self._mode.traced or result._mode.traced:
+            return self._rebind(result)
         self._check_inplace()
         if tuple(result.shape) != tuple(self.shape):
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
@@ -378,6 +391,58 @@ class Tensor(TensorState):
             self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
             self._requires_grad = True
         return self
+
+    def _check_unshared(self, index, value) -> None:
+        """A recorded assignment changes this tensor's storage and its own grad_fn only:
+        refuse it where another tensor that records gradients sees that storage (PyTorch
+        rewrites those tensors' grad_fn too; fusegrad would leave them silently wrong)."""
+        base = executor_views.base_of(self)
+        if base is not None and (base._grad_fn is not None or base._requires_grad):
+            raise UnsupportedError(
+                "assignment into a view of another tensor (a slice or reshape of it) that "
+                "records gradients: fusegrad cannot carry it into that tensor's gradient; "
+                "assign into the tensor itself (base[...] = v), or clone() the view first"
+                + _at_user_line())
+        plain = _plain_index(index)
+        try:   # `...` keeps an integer index's element a view (a 0-d array, not a scalar)
+            region = self._data[(plain if isinstance(plain, tuple) else (plain,)) + (Ellipsis,)]
+        except (IndexError, TypeError, ValueError):   # index arrays, or a `...` already
+            region = self._data
+        for view in executor_views.views_of(self):
+            if view is not value and view._grad_fn is not None and \
+                    np.may_share_memory(view._data, region):
+                raise UnsupportedError(
+                    f"assignment into a tensor of shape {list(self.shape)} would change a view "
+                    f"of it (shape {list(view.shape)}, made by slicing or reshape) whose "
+                    "gradient fusegrad cannot update: clone() the view before the assignment, "
+                    "or build the new value out of place (x = x.at[index].set(v))"
+                    + _at_user_line())
+
+    def _rebind(self, result) -> "Tensor":
+        """Traced, an in-place op gives the tensor its result as its new value (as JAX's
+        ``x = x + y``): the graph is unchanged, and no caller's array is written."""
+        local = (getattr(self, "_born_tracing", False) and self._grad_fn is None
+                 and not self._requires_grad)
+        if not self._mode.traced and not local:
+            raise TraceError(
+                "an in-place update of an eager tensor with a traced value inside compile_grad"
+                ": the tensor was created outside the traced function, which must not change "
+                "it; create it inside the function (e.g. fg.zeros(n)), or write "
+                "x.at[index].set(v) to get a new tensor" + _at_user_line())
+        if tuple(result.shape) != tuple(self.shape):
+            raise ShapeError(f"output with shape {list(self.shape)} doesn't match the "
+                             f"broadcast shape {list(result.shape)}" + _at_user_line())
+        if not np.can_cast(result.dtype, self.dtype, casting="same_kind"):
+            raise DTypeError(f"result type {np.dtype(result.dtype).name} can't be cast to the "
+                             f"desired output type {np.dtype(self.dtype).name}" + _at_user_line())
+        self._mode = result._cast(self.dtype)._mode if result.dtype != self.dtype else result._mode
+        return self
+
+    @property
+    def at(self) -> F.IndexUpdates:
+        """JAX's functional updates: ``x.at[idx].set(v)``, ``.add(v)``, ``.multiply(v)``,
+        ``.get()``, each a new tensor (x is unchanged)."""
+        return F.IndexUpdates(self)
 
     def add_(self, other, alpha=1):
         return self._assign(F.add(self, other if alpha == 1 else F.mul(other, alpha)))
@@ -468,7 +533,7 @@ _TABLE = (
     _Row(F.mean, ("mean",)),
     _Row(F.max, ("max",)),
     _Row(F.min, ("min",)),
-    _Row(F.var, ("var",)),
+    _Row(F._var_method, ("var",)),   # PyTorch's method: unbiased by default (issue 11, item 7)
     _Row(F.logsumexp, ("logsumexp",)),
     _Row(F.softmax, ("softmax",)),
     _Row(F.argmax, ("argmax",)),
@@ -503,6 +568,29 @@ _TABLE = (
     _Row(F.tile, ("tile",)),
     _Row(F._split_method, ("split",)),
     _Row(F.chunk, ("chunk",)),
+    # gathers (issue 11, item 2): PyTorch's x.gather(dim, index), NumPy's x.take
+    _Row(F._gather_method, ("gather",)),
+    _Row(F._take_method, ("take",)),
+    _Row(F.take_along_axis, ("take_along_dim",)),
+    # reductions and matrix helpers (issue 11, item 7): PyTorch's methods (x.std() is
+    # unbiased, x.cumsum(dim), x.norm(p, dim)), NumPy's keywords where they fit
+    _Row(F._std_method, ("std",)),
+    _Row(F.cumsum, ("cumsum",)),
+    _Row(F.cumprod, ("cumprod",)),
+    _Row(F.prod, ("prod",)),
+    _Row(F.norm, ("norm",)),
+    _Row(F.diag, ("diag",)),
+    _Row(F.diagonal, ("diagonal",)),
+    _Row(F.trace, ("trace",)),
+    _Row(F.tril, ("tril",)),
+    _Row(F.triu, ("triu",)),
+    _Row(F.outer, ("outer",)),
+    _Row(F.any_, ("any",)),
+    _Row(F.all_, ("all",)),
+    # erf, log_softmax (issue 11, item 6, rest)
+    _Row(F.erf, ("erf",)),
+    _Row(F.erfc, ("erfc",)),
+    _Row(F.log_softmax, ("log_softmax",)),
 )
 
 
@@ -557,9 +645,32 @@ def _replace(x, value):
     return ops.broadcast_to(ops.cast(value, x.dtype), x.shape)
 
 
+def _at_user_line() -> str:
+    line = user_line()
+    return f"\n  at {line}" if line else ""
+
+
+def _traced_in(item) -> bool:
+    """Whether an index or an assigned value holds a traced tensor."""
+    if isinstance(item, tuple):
+        return any(_traced_in(i) for i in item)
+    return isinstance(item, Tensor) and item._mode.traced
+
+
 def _plain_index(index):
     if isinstance(index, tuple):
         return tuple(_plain_index(i) for i in index)
     if isinstance(index, Tensor):
         return index._eager_data()
     return index
+
+
+# ---------------------------------------------------------------- batched matmul, axes (issue 11, item 1)
+# x.bmm(y) and NumPy's and PyTorch's names for moving axes; x.transpose is in _TABLE
+# (it takes both NumPy's and PyTorch's arguments, see functions.transpose).
+_install(Tensor, (
+    _Row(F.bmm, ("bmm",)),
+    _Row(F.swapaxes, ("swapaxes", "swapdims")),
+    _Row(F.moveaxis, ("moveaxis", "movedim")),
+))
+Tensor.mT = property(F.matrix_transpose, doc="The last two axes swapped (PyTorch's x.mT).")

@@ -87,6 +87,16 @@ def modular(x, y):                   # %, // and masks (issue 11, item 4)
     return ((x % (fg.abs(y) + 0.5)) * (x // 0.7) + fg.where(mask ^ (y > 0.5), 2.5 % x, y)).sum()
 
 
+def attention(x, W, k):              # batched matmul (issue 11, item 1): folded rows,
+    q = x @ W                        # equal batches, broadcast batches (the bmm kernel)
+    s = q @ fg.swapaxes(x, -1, -2)
+    t = fg.reshape(q, (2, 1, 3, 4)) @ k
+    return fg.tanh(s).sum() + (t ** 2).sum()
+def reductions_more(x, y):           # issue 11, item 7: scans on the host, compositions fused
+    return ((fg.cumprod(x, 1) * y).sum() + fg.cumsum(x, 0).sum() * fg.norm(y)
+            + fg.where(fg.any(x > 1, 1, keepdims=True), x, y).sum())
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
@@ -108,6 +118,10 @@ def inputs(name: str, dtype) -> list[np.ndarray]:
         return [x]
     if name == "layout":
         return [normal(3, 4, 5)]
+    if name == "attention":
+        return [normal(2, 3, 4), normal(4, 4) / 2, normal(3, 4, 2)]
+    if name == "reductions_more":
+        return [normal(12, 5), normal(12, 5)]
     raise KeyError(name)
 
 
@@ -118,6 +132,8 @@ WORKLOADS = {
     "mlp": (mlp, True), "extremes": (extremes, True), "layout": (layout, True), "zoo": (zoo, True),
     "more_math": (more_math, True),
     "modular": (modular, True),
+    "attention": (attention, True),
+    "reductions_more": (reductions_more, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]
@@ -160,8 +176,8 @@ def compile_ptx() -> dict:
 
     from fusegrad.codegen import Kernel, partial_nodes
     from fusegrad.codegen.body import accumulator_dtype
-    from fusegrad.codegen.cuda import (EPILOGUE_SUFFIX, emit_cuda_matmul, emit_cuda_transpose,
-                                       transpose_entry)
+    from fusegrad.codegen.cuda import (EPILOGUE_SUFFIX, emit_cuda_bmm, emit_cuda_matmul,
+                                       emit_cuda_transpose, transpose_entry)
     from fusegrad.runtime.loader import load
 
     def array(dtype, ndim):
@@ -192,6 +208,9 @@ def compile_ptx() -> dict:
     for dtype in DTYPES:
         jobs.append((emit_cuda_matmul(np.dtype(dtype)), f"matmul_{dtype}",
                      (array(dtype, 2), array("float32", 2), array(dtype, 2))))
+        jobs.append((emit_cuda_bmm(np.dtype(dtype)), f"bmm_{dtype}",
+                     (array(dtype, 3), array("float32", 3), array(dtype, 3),
+                      array("int64", 1), array("int64", 1))))
     for perm in [(1, 0), (2, 0, 1)]:
         jobs.append((emit_cuda_transpose(perm), transpose_entry(perm),
                      (array("float32", len(perm)),) * 2 + (types.int64,) * len(perm)))
@@ -287,6 +306,7 @@ def test_nan_wins_in_cuda_max_and_min(simulated):
 def test_cuda_kernels_are_source_files_in_the_cache(simulated):
     sources = simulated["cached_sources"]
     assert any("def matmul_float32(" in s for s in sources)
+    assert any("def bmm_float64(" in s for s in sources)
     loop_kernels = [s for s in sources if "cuda.grid(1)" in s and "def k" in s]
     assert loop_kernels and all("@cuda.jit(cache=True)" in s for s in loop_kernels)
     assert not any("njit" in s or "prange" in s for s in loop_kernels)

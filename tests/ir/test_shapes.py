@@ -88,14 +88,16 @@ def test_matmul_primitive_mismatch_names_both_shapes():
             P.matmul.bind(a, b)
 
 
-def test_matmul_rejects_three_dimensions():
-    a, b = values((2, 3, 4), (4, 5))
-    with ir.building(), pytest.raises(ir.ShapeError, match=r"1-d or 2-d.*f32\[2,3,4\]"):
+def test_matmul_batch_dimensions_that_do_not_broadcast_name_both_shapes():
+    a, b = values((2, 3, 4), (3, 4, 5))
+    with ir.building(), pytest.raises(ir.ShapeError, match=r"batch.*f32\[2,3,4\], f32\[3,4,5\]"):
         ops.matmul(a, b)
 
 
 @pytest.mark.parametrize("a_shape, b_shape, expected", [
-    ((3, 4), (4, 5), (3, 5)), ((3, 4), (4,), (3,)), ((4,), (4,), ()), ((4,), (4, 5), (5,))])
+    ((3, 4), (4, 5), (3, 5)), ((3, 4), (4,), (3,)), ((4,), (4,), ()), ((4,), (4, 5), (5,)),
+    ((2, 3, 4), (4, 5), (2, 3, 5)), ((2, 1, 3, 4), (5, 4, 2), (2, 5, 3, 2)),
+    ((4,), (2, 4, 5), (2, 5)), ((2, 3, 4), (4,), (2, 3))])
 def test_matmul_result_shapes_follow_numpy(a_shape, b_shape, expected):
     a, b = values(a_shape, b_shape)
     with ir.building():

@@ -9,17 +9,20 @@ and float64.
 """
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import autograd
+import autograd.extend
 import autograd.numpy as anp
 import numpy as np
 import pytest
 
 from fusegrad import ir
 from fusegrad.ir import ops
+from fusegrad.ir.builder import current_builder
 from fusegrad.ir.graph import Value
 from fusegrad.ir.loops import Body
 
@@ -117,6 +120,17 @@ def reference_softmax(x, axis):
     return e / anp.sum(e, axis=axis, keepdims=True)
 
 
+def reference_cumprod(x, axis):
+    """HIPS autograd has no VJP for cumprod; the products of the prefixes have one."""
+    x = anp.moveaxis(x, axis, 0)
+    return anp.moveaxis(anp.stack([anp.prod(x[:i + 1], axis=0) for i in range(x.shape[0])]),
+                        0, axis)
+
+
+def reference_norm(x, axis, keepdims=False):
+    return anp.sqrt(anp.sum(x * x, axis=axis, keepdims=keepdims))
+
+
 AXES_2D = [((3, 4), None), ((3, 4), 0), ((3, 4), 1), ((3, 4), (0, 1)), ((2, 3, 4), (0, 2))]
 
 CASES = [
@@ -210,9 +224,84 @@ CASES = [
     *binary("arctan2", ops.arctan2, anp.arctan2),
     *binary("hypot", ops.hypot, anp.hypot),
     *binary("matmul", ops.matmul, anp.matmul, pairs=[
-        ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5))]),
+        ((3, 4), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((4,), (4, 5)),
+        # batched (issue 11, item 1): folded rows, broadcast batch dimensions, 1-d sides
+        ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5)),
+        ((4,), (2, 4, 3)), ((2, 3, 4), (4,))]),
+    # reductions and matrix helpers (issue 11, item 7)
+    layout("cumsum(1)", lambda x: ops.cumsum(x, 1), lambda x: anp.cumsum(x, 1), (3, 4)),
+    layout("cumsum(0)", lambda x: ops.cumsum(x, 0), lambda x: anp.cumsum(x, 0), (2, 3, 4)),
+    layout("cumprod(1)", lambda x: ops.cumprod(x, 1), lambda x: reference_cumprod(x, 1), (3, 4)),
+    layout("cumprod(0)", lambda x: ops.cumprod(x, 0), lambda x: reference_cumprod(x, 0), (5,)),
+    *reductions("prod", ops.prod, anp.prod, [((3, 4), None), ((3, 4), 1), ((2, 3, 4), (0, 2))]),
+    *reductions("vector_norm", lambda x, axes, keepdims: ops.vector_norm(x, 2, axes, keepdims),
+                reference_norm,
+                [((3, 4), None), ((3, 4), 0), ((2, 3, 4), (0, 2))]),
+    layout("diag(matrix,1)", lambda x: ops.diag(x, 1), lambda x: anp.diag(x, 1), (4, 4)),
+    layout("diag(vector,-1)", lambda x: ops.diag(x, -1), lambda x: anp.diag(x, -1), (3,)),
+    layout("trace", ops.trace, anp.trace, (3, 4)),
+    binary("outer", ops.outer, anp.outer, pairs=[((3,), (4,))])[0],
 ]
 
+
+# ---------------------------------------------------------------- gathers (issue 11, item 2)
+# Index arrays are constants of the graph, with repeats and negative indices; autograd's
+# integer-array indexing transposes with np.add.at, and scatter_add is checked against a
+# 0/1 matrix product.
+ROWS, COLS = np.array([2, 0, 2, -1]), np.array([1, 1, -4, 3])
+ALONG = np.array([[0, 0], [3, -1], [2, 1]])
+
+
+def _constant(array: np.ndarray) -> Value:
+    return current_builder().capture(array)
+
+
+CASES += [
+    layout("gather[rows, cols]", lambda x: ops.getitem(x, (_constant(ROWS), _constant(COLS))),
+           lambda x: x[ROWS, COLS], (3, 4)),
+    layout("gather[:, cols]", lambda x: ops.getitem(x, (slice(None), _constant(COLS))),
+           lambda x: x[:, COLS], (3, 4)),
+    layout("take_along_axis", lambda x: ops.take_along_axis(x, _constant(ALONG), 1),
+           lambda x: x[np.arange(3)[:, None], ALONG], (3, 4)),
+    layout("scatter_add", lambda x: ops.scatter_add(x, [_constant(ROWS)], (3, 2)),
+           lambda x: anp.dot((ROWS % 3 == np.arange(3)[:, None]).astype(float), x), (4, 2)),
+    # issue 11, item 3: x[[2, 0, 2]] = 2 * x[[0, 1, 1]]: row 2 keeps the last write
+    layout("scatter", lambda x: ops.index_update(
+               x, ops.mul(ops.getitem(x, (_constant(np.array([0, 1, 1])),)), 2.0),
+               (_constant(np.array([2, 0, 2])),), "set"),
+           lambda x: anp.stack([2 * x[1], x[1], 2 * x[1]]), (3, 4)),
+    layout("iota", lambda x: x * ops.cast(ops.iota(x.shape), x.dtype),
+           lambda x: x * np.arange(12.0).reshape(3, 4), (3, 4)),
+]
+
+
+# erf, gelu, log_softmax (issue 11, item 6, rest). autograd's erf needs SciPy: a
+# hand-written one, math.erf per element with d/dx erf = 2/sqrt(pi) exp(-x^2).
+@autograd.extend.primitive
+def reference_erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+autograd.extend.defvjp(reference_erf,
+                       lambda y, x: lambda g: g * 2 / math.sqrt(math.pi) * anp.exp(-x * x))
+
+
+def reference_log_softmax(x, axis):
+    shifted = x - anp.max(x, axis=axis, keepdims=True)
+    return shifted - anp.log(anp.sum(anp.exp(shifted), axis=axis, keepdims=True))
+
+
+CASES += [
+    *unary("erf", ops.erf, reference_erf),
+    *unary("erfc", ops.erfc, lambda x: 1 - reference_erf(x)),
+    *unary("gelu", ops.gelu, lambda x: 0.5 * x * (1 + reference_erf(x / math.sqrt(2)))),
+    *unary("gelu_tanh", lambda x: ops.gelu(x, "tanh"), lambda x: 0.5 * x * (1 + anp.tanh(
+        math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    layout("log_softmax(1)", lambda x: ops.log_softmax(x, 1),
+           lambda x: reference_log_softmax(x, 1), (3, 4)),
+    layout("log_softmax(0)", lambda x: ops.log_softmax(x, 0),
+           lambda x: reference_log_softmax(x, 0), (2, 3, 4)),
+]
 
 
 # ---------------------------------------------------------------- loops (issue 11, item 12)
@@ -249,6 +338,7 @@ CASES += [
     Case("scan_reverse[4x3,3]", scan_build(True), scan_reference(True), ((4, 3), (3,)),
          (REAL, REAL)),
 ]
+
 
 def draw(rng: np.random.Generator, shape, domain: str) -> np.ndarray:
     if domain == POSITIVE:

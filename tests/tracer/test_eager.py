@@ -607,13 +607,15 @@ def test_view_with_minus_one():
     assert y.shape == (6,) and y.grad_fn.name() == "ViewBackward0"
 
 
-def test_assignment_into_a_recorded_tensor_is_refused():
+def test_assignment_into_a_recorded_tensor_is_recorded():
     x = fg.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
         x[0] = 2.0  # PyTorch's error for leaves
     y = x * 2
-    with pytest.raises(fg.FusegradError, match="does not record assignment"):
-        y[0] = 5.0  # PyTorch records this; fusegrad says it does not
+    y[0] = 5.0  # recorded, as PyTorch does (issue 11, item 3)
+    assert y.tolist() == [5.0, 2.0, 2.0] and y.grad_fn.name() == "CopySlices"
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 2.0, 2.0]
     with fg.no_grad():
         x[0] = 2.0
     assert x.tolist() == [2.0, 1.0, 1.0]

@@ -58,6 +58,6 @@ def test_unsupported_spellings_are_not_implemented_hence_runtime_errors():
     assert isinstance(error, (fg.UnsupportedError, RuntimeError))
     w = fg.zeros(3, requires_grad=True) * 2   # not a leaf: leaves have their own check
 
-    def assign():
-        w[0] = 1.0
+    def assign():   # multiplying at index arrays (issue 11, item 3)
+        w.at[np.array([0, 0])].multiply(2.0)
     assert isinstance(caught(RuntimeError, assign), fg.UnsupportedError)

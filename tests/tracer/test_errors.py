@@ -158,6 +158,22 @@ def test_unsupported_array_dtypes(dtype):
     assert "float32" in message and "float64" in message
 
 
+HALVES = np.ones(3, np.float16)
+
+
+def closes_over_halves(x):
+    return (x * HALVES).sum()  # <- float16 constant
+
+
+def test_unsupported_constant_dtypes():
+    # A closed-over array is a constant of the trace: refused like an argument, at the
+    # line that uses it, in traced and in eager code.
+    message = raised(fg.DTypeError, fg.compile_grad(closes_over_halves), np.ones(3))
+    assert "float16" in message and "(3,)" in message and line_of("float16 constant") in message
+    message = raised(fg.DTypeError, lambda: fg.exp(np.ones(2, np.complex128)))  # <- complex eager
+    assert "complex128" in message and line_of("complex eager") in message
+
+
 def where_float_condition(x, m):
     return fg.where(m, x, 0).sum()  # <- where
 
@@ -188,6 +204,23 @@ def test_data_dependent_control_flow(fn, marker, what):
     assert what in message and line_of(marker) in message
     # Explains why, and what to do instead.
     assert "static graph" in message and "fg.where" in message
+
+
+def copies(x):
+    return fg.tensor(x).sum()  # <- copy
+
+
+def test_reading_the_data_of_a_traced_tensor():
+    message = raised(fg.TraceError, fg.compile_grad(copies), X34)
+    assert "data of a traced tensor" in message and line_of("copy") in message
+    assert "use the tensor itself" in message.lower()
+
+
+def test_eager_errors_name_the_line_too():
+    # Raised by fusegrad's front-end, not by a traced op: the line is still the user's.
+    m = fg.tensor(np.ones((2, 2)))
+    message = raised(fg.ShapeError, lambda: m.mv(m))  # <- eager mv
+    assert "mv" in message and "(2, 2)" in message and line_of("eager mv") in message
 
 
 def test_error_messages_name_the_line_once():

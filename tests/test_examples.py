@@ -1,0 +1,15 @@
+"""The examples that are not run elsewhere run, briefly, and check what they print."""
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_transformer_block(capsys):
+    example = runpy.run_path(str(EXAMPLES / "transformer_block.py"))
+    example["main"](steps=2)   # gradcheck, fused vs unfused, two training steps
+    out = capsys.readouterr().out
+    assert "gradcheck (float64, finite differences): ok" in out and "step    2" not in out
+    assert "step    1  loss 1.50" in out and "ms per step" in out

@@ -3,7 +3,8 @@
 Compiled: value and gradients against the same loop unrolled in Python (the oracle:
 a graph of plain primitives), against central finite differences, fused == unfused
 == the NumPy interpreter of the joint graph; pytree carries, reverse=True, xs=None
-with length=, zero steps, nested scans, fori_loop; the errors. Eager: NumPy arrays
+with length=, zero steps, nested scans, fori_loop, fg.grad of a scan inside the trace
+(a second derivative through the backward scan); the errors. Eager: NumPy arrays
 in, NumPy arrays out; tensors that require grad record the steps for backward().
 The first-call time of a 1,000-step scan is measured in examples/scan_rnn.py (timings
 are never asserted here).
@@ -258,3 +259,27 @@ def test_eager_tensors_record_the_steps_for_backward():
     ((fg.stack(total) ** 2).sum() + h2.sum()).backward()
     np.testing.assert_allclose(W.grad.numpy(), W2.grad.numpy(), rtol=1e-12)
     assert xs.grad.shape == (T, 1, D) and gW.shape == (D, D)
+
+
+# ---------------------------------------------------------------- transforms
+
+def test_gradient_penalty_through_a_scan(interpret):
+    """fg.grad of a scan inside compile_grad: the backward scan is differentiated again
+    (a scan of the backward body's VJP), and matches the unrolled loop's."""
+    def power(W):
+        h, _ = fg.scan(lambda h, _: (fg.tanh(h @ W), None), H0[0], length=3)
+        return h.sum()
+
+    def power_unrolled(W):
+        h = H0[0]
+        for _ in range(3):
+            h = fg.tanh(h @ W)
+        return h.sum()
+
+    def penalty(f):
+        return lambda W: (fg.grad(f)(W) ** 2).sum()
+
+    value, (grad,) = fg.compile_grad(penalty(power))(W0)
+    expected_value, expected_grad = interpret(fg.compile_grad(penalty(power_unrolled)), W0)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-13)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-14)

@@ -16,9 +16,10 @@ symbolic backward, planning and every Numba compilation.
 
 Measured on the 2-core development machine (float64, D=32, shared with other jobs):
 
-    fg.scan, 1,000 steps     first call 1.5-1.8 s (8 kernels: 4 around the loops, 1 in
-                             the forward body, 3 in the backward body), then 60-75 ms a
-                             call: about 10 us a step forward, 60 us a step backward
+    fg.scan, 1,000 steps     first call 1.5 s (8 kernels: 4 around the loops, 1 in the
+                             forward body, 3 in the backward body), then 56-59 ms a call:
+                             10 us a step forward, 35 us a step backward (D=64: 1.6 s,
+                             then 84 ms a call)
     unrolled, 100 steps      first call 54 s (about 2 kernels a step), then 8.4 ms a call
     unrolled, 1,000 steps    did not finish within 25 minutes
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import weakref
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -333,7 +334,12 @@ class Tensor(TensorState):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
         if self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index):
-            return F.getitem(self, index)
+            result = F.getitem(self, index)
+            if not self._mode.traced and executor_views.base_of(result) is self:
+                # A recorded view of a base: an in-place op on it is written through
+                # the base (see _write_through_base).
+                result._view_of = (weakref.ref(self), index)
+            return result
         data = self._data[_plain_index(index)]
         if isinstance(data, np.ndarray) and np.may_share_memory(data, self._data):
             return wrap(data, version=self._version_counter, device=self._device)
@@ -345,20 +351,25 @@ class Tensor(TensorState):
         traced = self._mode.traced or _traced_in(index) or _traced_in(value)
         if traced or (_grad_state.enabled and (self._requires_grad or
                                                 getattr(value, "_requires_grad", False))):
-            source = self
-            if not traced:
-                self._check_unshared(index, value)
-                if self._grad_fn is None and not self._requires_grad:
-                    # The op reads a copy: its input must not change when the result is
-                    # written over it, since the backward may recompute from it.
-                    source = wrap(np.array(self._data), device=self._device)
-            self._assign(F.index_update(source, index, value, "set"))
+            self._record_update(index, value, traced)
             return
         self._check_inplace()
         if isinstance(value, Tensor):
             value = value._data
         self._data[_plain_index(index)] = value
         self._version_counter.bump()
+
+    def _record_update(self, index, value, traced: bool, written_view=None) -> None:
+        """``self[index] = value`` as an op: traced, or recorded for autograd
+        (`written_view`: the view of this tensor whose in-place op this is)."""
+        source = self
+        if not traced:
+            self._check_unshared(index, value, written_view=written_view)
+            if self._grad_fn is None and not self._requires_grad:
+                # The op reads a copy: its input must not change when the result is
+                # written over it, since the backward may recompute from it.
+                source = wrap(np.array(self._data), device=self._device)
+        self._assign(F.index_update(source, index, value, "set"), checked=True)
 
     def __iter__(self):
         if self.ndim == 0:
@@ -373,8 +384,9 @@ class Tensor(TensorState):
             raise RuntimeError("a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
 
-    def _assign(self, result) -> "Tensor":
-        """Write `result` (computed out of place) into this tensor's storage."""
+    def _assign(self, result, checked: bool = False) -> "Tensor":
+        """Write `result` (computed out of place) into this tensor's storage (`checked`:
+        the tensors sharing it have been checked for an assignment's region)."""
         if self._mode.traced or result._mode.traced:
             return self._rebind(result)
         self._check_inplace()
@@ -384,6 +396,13 @@ class Tensor(TensorState):
         if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
                                f"output type {self.dtype}")
+        if result._grad_fn is not None and not checked:
+            if self._write_through_base(result):
+                return self
+            # Recorded: this tensor's grad_fn becomes the op's, which a tensor sharing the
+            # storage (its base, or a view of it) would not see (PyTorch rebases their
+            # grad_fn; fusegrad refuses rather than leave their gradients wrong).
+            self._check_unshared(Ellipsis, None, "an in-place operation on")
         np.copyto(self._data, result._data, casting="unsafe")
         self._version_counter.bump()
         if result._grad_fn is not None:
@@ -392,16 +411,32 @@ class Tensor(TensorState):
             self._requires_grad = True
         return self
 
-    def _check_unshared(self, index, value) -> None:
+    def _write_through_base(self, result) -> bool:
+        """An in-place op on a slice of a recorded base (``base[0:2].mul_(3)``, and the
+        first half of ``h[:, 1:] += d``) is ``base[index] = result``: the base's grad_fn
+        takes the update (PyTorch's CopySlices), and the slice's is the op's."""
+        base = executor_views.base_of(self)
+        origin = getattr(self, "_view_of", None)
+        if base is None or origin is None or origin[0]() is not base or \
+                not (base._grad_fn is not None or base._requires_grad):
+            return False
+        base._record_update(origin[1], result, False, written_view=self)
+        result._grad_fn.saved = [self._saved()]
+        self._grad_fn, self._output_nr = result._grad_fn, result._output_nr
+        self._requires_grad = True
+        return True
+
+    def _check_unshared(self, index, value, what: str = "assignment into",
+                        written_view=None) -> None:
         """A recorded assignment changes this tensor's storage and its own grad_fn only:
         refuse it where another tensor that records gradients sees that storage (PyTorch
         rewrites those tensors' grad_fn too; fusegrad would leave them silently wrong)."""
         base = executor_views.base_of(self)
         if base is not None and (base._grad_fn is not None or base._requires_grad):
             raise UnsupportedError(
-                "assignment into a view of another tensor (a slice or reshape of it) that "
-                "records gradients: fusegrad cannot carry it into that tensor's gradient; "
-                "assign into the tensor itself (base[...] = v), or clone() the view first"
+                f"{what} a view of another tensor (a slice or reshape of it) that records "
+                "gradients: fusegrad cannot carry it into that tensor's gradient; assign "
+                "into the tensor itself (base[...] = v), or clone() the view first"
                 + _at_user_line())
         plain = _plain_index(index)
         try:   # `...` keeps an integer index's element a view (a 0-d array, not a scalar)
@@ -409,10 +444,10 @@ class Tensor(TensorState):
         except (IndexError, TypeError, ValueError):   # index arrays, or a `...` already
             region = self._data
         for view in executor_views.views_of(self):
-            if view is not value and view._grad_fn is not None and \
+            if view is not value and view is not written_view and view._grad_fn is not None and \
                     np.may_share_memory(view._data, region):
                 raise UnsupportedError(
-                    f"assignment into a tensor of shape {list(self.shape)} would change a view "
+                    f"{what} a tensor of shape {list(self.shape)} would change a view "
                     f"of it (shape {list(view.shape)}, made by slicing or reshape) whose "
                     "gradient fusegrad cannot update: clone() the view before the assignment, "
                     "or build the new value out of place (x = x.at[index].set(v))"

@@ -270,3 +270,31 @@ def test_eager_assignment_refuses_to_change_a_recorded_view():
     base[0] = w
     (base * base).sum().backward()
     assert x.grad.tolist() == [0.0, 16.0, 0.0] and w.grad.item() == 20.0
+
+
+def test_eager_in_place_ops_on_a_slice_write_through_the_base():
+    # base[0:2].mul_(3) changes base: its gradient must say so (it silently did not).
+    def grad_of(program):
+        x = fg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+        program(x).backward()
+        return x.grad.tolist()
+
+    def scaled(x):
+        base = x * 2
+        base[0:2].mul_(3)
+        assert base.grad_fn.name() == "CopySlices"
+        return base.sum()
+
+    def shifted(x):
+        base = x * 2
+        view = base[0:2]
+        view.add_(1)                      # base is [3, 5, 6, 8] now, view [3, 5]
+        return (base * base).sum() + (view * view).sum()
+
+    assert grad_of(scaled) == [6.0, 6.0, 2.0, 2.0]
+    assert grad_of(shifted) == [24.0, 40.0, 24.0, 32.0]
+    x = fg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    base = x * 2
+    left, middle = base[0:2], base[1:3]
+    with pytest.raises(fg.UnsupportedError, match=r"would change a view of it"):
+        middle.mul_(3)                    # `left` overlaps it, and its gradient would not see

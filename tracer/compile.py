@@ -17,6 +17,7 @@ from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.tracer import pytree
+from fusegrad.tracer.source import function_location
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
 from fusegrad.tracer.pytree import ArgumentError
@@ -115,7 +116,7 @@ class CompiledGrad:
         if stale is not None:
             self._rebinds += 1
             if self._rebinds == REBIND_WARNING:
-                warnings.warn(f"{_where(self.fn)} was traced again {REBIND_WARNING} times because "
+                warnings.warn(f"{function_location(self.fn)} was traced again {REBIND_WARNING} times because "
                               f"a name it reads from outside ({stale.captured.rebound()!r}) was "
                               f"rebound between calls; pass that value as an argument instead",
                               stacklevel=3)
@@ -128,7 +129,7 @@ class CompiledGrad:
         paths = [p for k, label in zip(keys, labels) for p in pytree.leaf_paths(k, label)]
         owner = [i for i, r in enumerate(ranges) for _ in r]
         wrt, single = _resolve_wrt(self.wrt, leaves, ranges, labels,
-                                   self._parameter_positions(len(args), kwnames), _where(self.fn))
+                                   self._parameter_positions(len(args), kwnames), function_location(self.fn))
         wrt_leaves = tuple(j for i in wrt for j in ranges[i] if leaves[j].dtype.kind == "f")
         names = _unique([pytree.identifier(p) for p in paths])
         inputs = tuple(Value(a.shape, a.dtype, name=n) for a, n in zip(leaves, names))
@@ -329,16 +330,16 @@ def _argument_index(spec, wrt, labels: list[str], positions: list, where: str) -
 
 def _check_result(result: Any, fn: Callable, nodes: Sequence[Node]) -> Value:
     if not isinstance(result, Tensor) or not result._mode.traced:
-        raise TraceError(f"{_where(fn)} must return a traced scalar tensor computed from its "
+        raise TraceError(f"{function_location(fn)} must return a traced scalar tensor computed from its "
                          f"array arguments, got {type(result).__name__}")
     value = result._mode.value
     if value.shape != ():
-        raise ShapeError(f"{_where(fn)} must return a scalar (0-d) value to be differentiated, "
+        raise ShapeError(f"{function_location(fn)} must return a scalar (0-d) value to be differentiated, "
                          f"got shape {value.shape}{_computed_by(value, nodes)}; reduce it first "
                          f"(e.g. .sum() or .mean()), "
                          f"as backward() without a gradient requires in PyTorch")
     if value.dtype.kind != "f":
-        raise DTypeError(f"{_where(fn)} must return a floating-point value, got {value.dtype}")
+        raise DTypeError(f"{function_location(fn)} must return a floating-point value, got {value.dtype}")
     return value
 
 
@@ -349,14 +350,6 @@ def _computed_by(value: Value, nodes: Sequence[Node]) -> str:
             line = f" at {node.source}" if node.source else ""
             return f" (the result of {node.primitive.name}{line})"
     return ""
-
-
-def _where(fn: Callable) -> str:
-    try:
-        code = fn.__code__
-        return f"{fn.__name__} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
-    except AttributeError:
-        return repr(fn)
 
 
 def _parameter_names(fn: Callable) -> list[str]:
@@ -388,7 +381,7 @@ def _split_aux(result: Any, fn: Callable) -> tuple[Any, tuple[Value, ...], tuple
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         got = (f"a {type(result).__name__} of length {len(result)}"
                if isinstance(result, (tuple, list)) else f"a {type(result).__name__}")
-        raise TraceError(f"{_where(fn)} must return a pair (loss, aux) with has_aux=True, "
+        raise TraceError(f"{function_location(fn)} must return a pair (loss, aux) with has_aux=True, "
                          f"got {got}")
     loss, aux = result
     leaves, spec = tree_flatten(aux)

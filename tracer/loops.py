@@ -13,7 +13,6 @@ recording), so ``backward()`` works through it.
 from __future__ import annotations
 
 import numbers
-import os
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -25,7 +24,7 @@ from fusegrad.ir.graph import Graph, Value, live_nodes
 from fusegrad.ir.loops import Body
 from fusegrad.ir.passes import optimize
 from fusegrad.tracer import pytree
-from fusegrad.tracer.source import user_line
+from fusegrad.tracer.source import function_location, user_line
 from fusegrad.tracer.state import TensorState
 
 LEAF, SEQUENCE, MAPPING = "leaf", "sequence", "mapping"
@@ -200,13 +199,13 @@ def _trace_body(f, init_def, types, xs_def, xs_values, where) -> tuple[Graph, li
         result = f(carry, x)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TraceError(located(
-                f"scan: the body {_function(f)} must return a pair (carry, y), got "
+                f"scan: the body {function_location(f)} must return a pair (carry, y), got "
                 f"{_describe(result)}", where))
         carry_leaves: list = []
         carry_def = _flatten(result[0], carry_leaves, "the body's carry", where)
         if carry_def != init_def:
             raise TraceError(located(
-                f"scan: the body {_function(f)} returns a carry of another structure than "
+                f"scan: the body {function_location(f)} returns a carry of another structure than "
                 f"init: {_structure(carry_def)} for {_structure(init_def)}", where))
         ys_leaves: list = []
         ys_def = _flatten(result[1], ys_leaves, "the body's y", where)
@@ -241,7 +240,7 @@ def _check_carry(body: Graph, init_def, types, f, where) -> None:
             error = ShapeError if out.shape != tuple(shape) else DTypeError
             expected = Value(shape, dtype).type_str
             raise error(located(
-                f"scan: the body {_function(f)} returns {path} as {out.type_str}, but it "
+                f"scan: the body {function_location(f)} returns {path} as {out.type_str}, but it "
                 f"enters as {expected}: the carry must keep its shape and dtype from step "
                 f"to step (cast or reshape it in the body, or start from an init of the "
                 f"type the body returns)", where))
@@ -259,7 +258,7 @@ def _scan_eager(f, init, init_leaves, xs_def, xs_leaves, length, reverse, where)
         result = f(carry, x)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TraceError(located(
-                f"scan: the body {_function(f)} must return a pair (carry, y), got "
+                f"scan: the body {function_location(f)} must return a pair (carry, y), got "
                 f"{_describe(result)}", where))
         carry, y = result
         ys.append(y)
@@ -333,14 +332,6 @@ def _length(xs_leaves: list, length: int | None, where: str | None) -> int:
             f"scan: the xs arrays (and length=) disagree on the number of steps: "
             f"{', '.join(map(str, sizes))}", where))
     return sizes[0]
-
-
-def _function(f: Callable) -> str:
-    try:
-        code = f.__code__
-        return f"{f.__name__} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
-    except AttributeError:
-        return repr(f)
 
 
 def _describe(value: Any) -> str:

@@ -25,3 +25,12 @@ def user_line() -> str | None:
             return f"{os.path.basename(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+def function_location(fn) -> str:
+    """'name (file.py:LINE)' of a function, for messages; its repr if it has no code."""
+    try:
+        code = fn.__code__
+        return f"{fn.__name__} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
+    except AttributeError:
+        return repr(fn)

@@ -12,7 +12,7 @@ from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.ir.loops import run_scan
-from fusegrad.runtime import buffers, stats
+from fusegrad.runtime import blas, buffers, stats
 from fusegrad.runtime.loader import Launcher, load, source_path
 from fusegrad.runtime.threads import choose_threading_layer
 
@@ -81,6 +81,18 @@ class LibraryStep:
         stats.count("library_calls")
 
 
+class MatmulStep(LibraryStep):
+    """A matrix product: NumPy's, on one BLAS thread where it is small (runtime.blas)."""
+
+    def run(self, env: dict, threads: int) -> None:
+        a, b = [env[v] for v in self.node.inputs]
+        out = self.node.out
+        with np.errstate(all="ignore"):
+            result = blas.matmul(a, b)
+        env[out] = result.astype(out.dtype, copy=False).reshape(out.shape)
+        stats.count("library_calls")
+
+
 class ScanStep(LibraryStep):
     """A scan: the host loop (`ir.loops.run_scan`) calling the body compiled once, on
     the CPU, with the same plan options as the graph around it (fuse=False too)."""
@@ -93,7 +105,7 @@ class ScanStep(LibraryStep):
         self.body = Executable(plan_kernels(self.params["body"].graph, fuse=fuse))
         # The loop runs under one np.errstate: entering one per library call of the
         # body, each step, was a third of a small body's host time.
-        self.body.steps = [_QuietLibraryStep(s) if type(s) is LibraryStep else s
+        self.body.steps = [_QuietLibraryStep(s) if type(s) in (LibraryStep, MatmulStep) else s
                            for s in self.body.steps]
 
     def run(self, env: dict, threads: int) -> None:
@@ -111,6 +123,8 @@ class _QuietLibraryStep:
         node = step.node
         self.node, self.inputs, self.outputs = node, step.inputs, step.outputs
         self.impl, self.attrs = node.primitive.impl, node.attrs
+        if node.primitive is P.matmul:
+            self.impl = blas.matmul
         self.out = node.out
 
     def run(self, env: dict, threads: int) -> None:
@@ -149,6 +163,8 @@ class Executable:
         if isinstance(step, LibraryCall):
             if step.node.primitive is P.scan:
                 return ScanStep(step, self.plan.fused)
+            if step.node.primitive is P.matmul:
+                return MatmulStep(step)
             return LibraryStep(step)
         compiled = compile_kernel(step, self.names, self.plan, self.device)
         # Shapes are static, so the threaded-or-not choice is made once, here.

@@ -1,12 +1,13 @@
 """Running a kernel plan: buffers, launches in order, outputs."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numba
 import numpy as np
 
-from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
+from fusegrad.codegen import Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
 from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
@@ -53,21 +54,46 @@ class KernelStep:
             return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
         return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
 
+    # Inputs another kernel of the same executable made: fresh C-contiguous arrays of
+    # at least one dimension, which _kernel_array would pass as they are (Executable
+    # sets it; a small call is mostly such per-call Python work).
+    trusted: frozenset = frozenset()
+
     def run(self, env: dict, threads: int) -> None:
         domain = self.compiled.domain
-        nchunks = max(1, min(threads, domain[0])) if domain else 1
-        args = [_kernel_array(env[v]) for v in self.inputs]
-        arrays = [_allocate(b, nchunks) for b in self.compiled.buffers]
+        prepared = self._prepared
+        if prepared is None or prepared[0] != (threads, domain):
+            prepared = self._prepare(threads, domain)
+        _, nchunks, allocations, checked, reshaped = prepared
+        args = [_kernel_array(env[v]) if check else env[v] for v, check in checked]
+        arrays = [np.empty(shape, dtype) if small else _allocate_filled(shape, dtype, fill)
+                  for shape, dtype, fill, small in allocations]
         self.launch(*args, *arrays, nchunks, *domain)
-        for value, array in zip(self.outputs, arrays):
-            env[value] = array.reshape(value.shape)
+        for value, array, reshape in zip(self.outputs, arrays, reshaped):
+            env[value] = array.reshape(value.shape) if reshape else array
+
+    _prepared: tuple | None = None
+
+    def _prepare(self, threads: int, domain: tuple) -> tuple:
+        """What run works out from the thread count and the domain alone, once."""
+        nchunks = max(1, min(threads, domain[0])) if domain else 1
+        allocations = []
+        for b in self.compiled.buffers:
+            shape = (nchunks,) + b.shape if b.chunked else b.shape
+            small = b.fill is None and math.prod(shape) * b.dtype.itemsize < buffers.MIN_BYTES
+            allocations.append((shape, b.dtype, b.fill, small))
+        checked = [(v, v not in self.trusted) for v in self.inputs]
+        reshaped = [a[0] != v.shape for a, v in zip(allocations, self.outputs)]
+        self._prepared = ((threads, domain), nchunks, allocations, checked, reshaped)
+        return self._prepared
 
 
-def _allocate(buffer: Buffer, nchunks: int) -> np.ndarray:
-    shape = (nchunks,) + buffer.shape if buffer.chunked else buffer.shape
-    if buffer.fill is None:
-        return buffers.empty(shape, buffer.dtype)
-    return np.full(shape, buffer.fill, buffer.dtype)
+def _allocate_filled(shape: tuple, dtype: np.dtype, fill) -> np.ndarray:
+    if fill is None:
+        return buffers.empty(shape, dtype)
+    array = np.empty(shape, dtype)   # np.full's work without its Python layers
+    np.copyto(array, fill, casting="unsafe")
+    return array
 
 
 class LibraryStep:
@@ -143,6 +169,11 @@ class Executable:
         graph = plan.graph
         self.names = SourceNames(graph)
         self.steps = [self._compile(step) for step in plan.steps]
+        made_by_kernels = {v for s in self.steps if isinstance(s, KernelStep)
+                           for v in s.outputs if v.shape != ()}
+        for step in self.steps:
+            if isinstance(step, KernelStep):
+                step.trusted = frozenset(made_by_kernels & set(step.inputs))
         self.inputs = graph.inputs
         self.outputs = graph.outputs
         self.constants = {v: a for v, a in graph.constants}

@@ -1,6 +1,7 @@
 """Running a kernel plan: buffers, launches in order, outputs."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -66,11 +67,10 @@ class KernelStep:
             prepared = self._prepare(threads, domain)
         _, nchunks, allocations, checked, reshaped = prepared
         args = [_kernel_array(env[v]) if check else env[v] for v, check in checked]
-        arrays = [np.empty(shape, dtype) if small else _allocate_filled(shape, dtype, fill)
-                  for shape, dtype, fill, small in allocations]
+        arrays = [make(shape, dtype) for shape, dtype, make in allocations]
         self.launch(*args, *arrays, nchunks, *domain)
-        for value, array, reshape in zip(self.outputs, arrays, reshaped):
-            env[value] = array.reshape(value.shape) if reshape else array
+        for (value, shape), array in zip(reshaped, arrays):
+            env[value] = array if shape is None else array.reshape(shape)
 
     _prepared: tuple | None = None
 
@@ -80,20 +80,28 @@ class KernelStep:
         allocations = []
         for b in self.compiled.buffers:
             shape = (nchunks,) + b.shape if b.chunked else b.shape
-            small = b.fill is None and math.prod(shape) * b.dtype.itemsize < buffers.MIN_BYTES
-            allocations.append((shape, b.dtype, b.fill, small))
+            allocations.append((shape, b.dtype, _allocator(shape, b.dtype, b.fill)))
         checked = [(v, v not in self.trusted) for v in self.inputs]
-        reshaped = [a[0] != v.shape for a, v in zip(allocations, self.outputs)]
+        # Per output, the shape to view its buffer as, where that differs.
+        reshaped = [(v, None if a[0] == v.shape else v.shape)
+                    for a, v in zip(allocations, self.outputs)]
         self._prepared = ((threads, domain), nchunks, allocations, checked, reshaped)
         return self._prepared
 
 
-def _allocate_filled(shape: tuple, dtype: np.dtype, fill) -> np.ndarray:
+def _allocator(shape: tuple, dtype: np.dtype, fill) -> Callable:
+    """How to make a kernel's buffer, called with (shape, dtype): np.full's result,
+    with less Python per call for the common cases."""
     if fill is None:
-        return buffers.empty(shape, dtype)
-    array = np.empty(shape, dtype)   # np.full's work without its Python layers
-    np.copyto(array, fill, casting="unsafe")
-    return array
+        small = math.prod(shape) * dtype.itemsize < buffers.MIN_BYTES
+        return np.empty if small else buffers.empty   # small ones gain nothing from the pool
+    if fill == 0 and not np.signbit(fill):
+        return np.zeros
+    return functools.partial(_full, fill=fill)
+
+
+def _full(shape: tuple, dtype: np.dtype, fill) -> np.ndarray:
+    return np.full(shape, fill, dtype)
 
 
 class LibraryStep:
@@ -187,6 +195,7 @@ class Executable:
         roots = _view_roots(plan)
         owners = [roots.get(v, v) for v in graph.outputs]
         self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
+        self._copies = any(self._copy)
         choose_threading_layer()  # before get_num_threads, which starts the pool
         self._threads = numba.get_num_threads()
 
@@ -212,7 +221,9 @@ class Executable:
         threads = self._threads
         for step in self.steps:
             step.run(env, threads)
-        return [np.array(env[v]) if copy else env[v] for v, copy in zip(self.outputs, self._copy)]
+        if self._copies:
+            return [np.array(env[v]) if copy else env[v] for v, copy in zip(self.outputs, self._copy)]
+        return [env[v] for v in self.outputs]
 
     @property
     def kernel_count(self) -> int:

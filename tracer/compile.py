@@ -66,7 +66,7 @@ class CompiledGrad:
         self.has_aux = bool(has_aux)
         self._cache: dict[tuple, Traced] = {}
         # The same traces by a cheaper key, for calls of plain C-contiguous arrays
-        # only (see _fast_key): most calls, and a small call is mostly this overhead.
+        # only (see _fast_key): most calls, and a small call is mostly lookup overhead.
         self._fast: dict[tuple, Traced] = {}
         self._names = _parameter_names(fn)
         self._rebinds = 0
@@ -247,14 +247,17 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
 
 
 def _fast_key(args: Sequence[Any]) -> tuple | None:
-    """A cache key for arguments that are all plain C-contiguous arrays, which
-    `_signature` would pass through as they are; None for any other call. A key is
-    only ever stored for arrays `_signature` accepted unchanged (supported, native
-    dtypes), so a hit needs no checks of its own."""
+    """A cache key for arguments that are all plain arrays; None for any other call.
+    A key is only ever stored for arrays `_signature` passed through unchanged
+    (supported native dtypes, C-contiguous), and whether it does is a matter of the
+    shape, strides and dtype the key holds: a hit needs no checks of its own (and
+    reading the strides is cheaper than asking for the flags)."""
+    key = []
     for arg in args:
-        if type(arg) is not np.ndarray or not arg.flags.c_contiguous:
+        if type(arg) is not np.ndarray:
             return None
-    return tuple([(arg.shape, arg.dtype) for arg in args])
+        key += (arg.shape, arg.strides, arg.dtype)
+    return tuple(key)
 
 
 def _culprit(args: Sequence[Any], names: Sequence[str]) -> str:

@@ -1,18 +1,20 @@
 """Running a kernel plan: buffers, launches in order, outputs."""
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable, Sequence
 
 import numba
 import numpy as np
 
-from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
+from fusegrad.codegen import Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
 from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.ir.loops import run_scan
-from fusegrad.runtime import buffers, stats
+from fusegrad.runtime import blas, buffers, stats
 from fusegrad.runtime.loader import Launcher, load, source_path
 from fusegrad.runtime.threads import choose_threading_layer
 
@@ -53,21 +55,53 @@ class KernelStep:
             return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
         return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
 
+    # Inputs another kernel of the same executable made: fresh C-contiguous arrays of
+    # at least one dimension, which _kernel_array would pass as they are (Executable
+    # sets it; a small call is mostly such per-call Python work).
+    trusted: frozenset = frozenset()
+
     def run(self, env: dict, threads: int) -> None:
         domain = self.compiled.domain
-        nchunks = max(1, min(threads, domain[0])) if domain else 1
-        args = [_kernel_array(env[v]) for v in self.inputs]
-        arrays = [_allocate(b, nchunks) for b in self.compiled.buffers]
+        prepared = self._prepared
+        if prepared is None or prepared[0] != (threads, domain):
+            prepared = self._prepare(threads, domain)
+        _, nchunks, allocations, checked, reshaped = prepared
+        args = [_kernel_array(env[v]) if check else env[v] for v, check in checked]
+        arrays = [make(shape, dtype) for shape, dtype, make in allocations]
         self.launch(*args, *arrays, nchunks, *domain)
-        for value, array in zip(self.outputs, arrays):
-            env[value] = array.reshape(value.shape)
+        for (value, shape), array in zip(reshaped, arrays):
+            env[value] = array if shape is None else array.reshape(shape)
+
+    _prepared: tuple | None = None
+
+    def _prepare(self, threads: int, domain: tuple) -> tuple:
+        """What run works out from the thread count and the domain alone, once."""
+        nchunks = max(1, min(threads, domain[0])) if domain else 1
+        allocations = []
+        for b in self.compiled.buffers:
+            shape = (nchunks,) + b.shape if b.chunked else b.shape
+            allocations.append((shape, b.dtype, _allocator(shape, b.dtype, b.fill)))
+        checked = [(v, v not in self.trusted) for v in self.inputs]
+        # Per output, the shape to view its buffer as, where that differs.
+        reshaped = [(v, None if a[0] == v.shape else v.shape)
+                    for a, v in zip(allocations, self.outputs)]
+        self._prepared = ((threads, domain), nchunks, allocations, checked, reshaped)
+        return self._prepared
 
 
-def _allocate(buffer: Buffer, nchunks: int) -> np.ndarray:
-    shape = (nchunks,) + buffer.shape if buffer.chunked else buffer.shape
-    if buffer.fill is None:
-        return buffers.empty(shape, buffer.dtype)
-    return np.full(shape, buffer.fill, buffer.dtype)
+def _allocator(shape: tuple, dtype: np.dtype, fill) -> Callable:
+    """How to make a kernel's buffer, called with (shape, dtype): np.full's result,
+    with less Python per call for the common cases."""
+    if fill is None:
+        small = math.prod(shape) * dtype.itemsize < buffers.MIN_BYTES
+        return np.empty if small else buffers.empty   # small ones gain nothing from the pool
+    if fill == 0 and not np.signbit(fill):
+        return np.zeros
+    return functools.partial(_full, fill=fill)
+
+
+def _full(shape: tuple, dtype: np.dtype, fill) -> np.ndarray:
+    return np.full(shape, fill, dtype)
 
 
 class LibraryStep:
@@ -78,6 +112,18 @@ class LibraryStep:
 
     def run(self, env: dict, threads: int) -> None:
         env[self.node.out] = run_node(self.node, [env[v] for v in self.node.inputs])
+        stats.count("library_calls")
+
+
+class MatmulStep(LibraryStep):
+    """A matrix product: NumPy's, on one BLAS thread where it is small (runtime.blas)."""
+
+    def run(self, env: dict, threads: int) -> None:
+        a, b = [env[v] for v in self.node.inputs]
+        out = self.node.out
+        with np.errstate(all="ignore"):
+            result = blas.matmul(a, b)
+        env[out] = result.astype(out.dtype, copy=False).reshape(out.shape)
         stats.count("library_calls")
 
 
@@ -93,7 +139,7 @@ class ScanStep(LibraryStep):
         self.body = Executable(plan_kernels(self.params["body"].graph, fuse=fuse))
         # The loop runs under one np.errstate: entering one per library call of the
         # body, each step, was a third of a small body's host time.
-        self.body.steps = [_QuietLibraryStep(s) if type(s) is LibraryStep else s
+        self.body.steps = [_QuietLibraryStep(s) if type(s) in (LibraryStep, MatmulStep) else s
                            for s in self.body.steps]
 
     def run(self, env: dict, threads: int) -> None:
@@ -111,6 +157,8 @@ class _QuietLibraryStep:
         node = step.node
         self.node, self.inputs, self.outputs = node, step.inputs, step.outputs
         self.impl, self.attrs = node.primitive.impl, node.attrs
+        if node.primitive is P.matmul:
+            self.impl = blas.matmul
         self.out = node.out
 
     def run(self, env: dict, threads: int) -> None:
@@ -129,6 +177,11 @@ class Executable:
         graph = plan.graph
         self.names = SourceNames(graph)
         self.steps = [self._compile(step) for step in plan.steps]
+        made_by_kernels = {v for s in self.steps if isinstance(s, KernelStep)
+                           for v in s.outputs if v.shape != ()}
+        for step in self.steps:
+            if isinstance(step, KernelStep):
+                step.trusted = frozenset(made_by_kernels & set(step.inputs))
         self.inputs = graph.inputs
         self.outputs = graph.outputs
         self.constants = {v: a for v, a in graph.constants}
@@ -142,6 +195,7 @@ class Executable:
         roots = _view_roots(plan)
         owners = [roots.get(v, v) for v in graph.outputs]
         self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
+        self._copies = any(self._copy)
         choose_threading_layer()  # before get_num_threads, which starts the pool
         self._threads = numba.get_num_threads()
 
@@ -149,6 +203,8 @@ class Executable:
         if isinstance(step, LibraryCall):
             if step.node.primitive is P.scan:
                 return ScanStep(step, self.plan.fused)
+            if step.node.primitive is P.matmul:
+                return MatmulStep(step)
             return LibraryStep(step)
         compiled = compile_kernel(step, self.names, self.plan, self.device)
         # Shapes are static, so the threaded-or-not choice is made once, here.
@@ -165,7 +221,9 @@ class Executable:
         threads = self._threads
         for step in self.steps:
             step.run(env, threads)
-        return [np.array(env[v]) if copy else env[v] for v, copy in zip(self.outputs, self._copy)]
+        if self._copies:
+            return [np.array(env[v]) if copy else env[v] for v, copy in zip(self.outputs, self._copy)]
+        return [env[v] for v in self.outputs]
 
     @property
     def kernel_count(self) -> int:

@@ -66,14 +66,24 @@ class CompiledGrad:
         self.fuse = fuse
         self.has_aux = bool(has_aux)
         self._cache: dict[tuple, Traced] = {}
+        # The same traces by a cheaper key, for calls of plain C-contiguous arrays
+        # only (see _fast_key): most calls, and a small call is mostly lookup overhead.
+        self._fast: dict[tuple, Traced] = {}
         self._names = _parameter_names(fn)
         self._rebinds = 0
         self._call_signature: inspect.Signature | None = None
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any):
-        traced, leaves = self._lookup(args, kwargs)
-        outputs = traced.executable(leaves)
+        fast = None if kwargs else _fast_key(args)
+        traced = None if fast is None else self._fast.get(fast)
+        if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
+            outputs = traced.executable(list(args))
+        else:
+            traced, leaves = self._lookup(args, kwargs)
+            if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
+                self._fast[fast] = traced
+            outputs = traced.executable(leaves)
         if traced.aux is not None:
             return _with_aux(traced, outputs)
         value, grads = outputs[0], tuple(outputs[1:])
@@ -235,6 +245,20 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
     except (DTypeError, ShapeError) as error:   # a float16 array, a ragged list
         raise type(error)(f"{_culprit(args, names)}: {bare(error)}") from None
     return leaves, tuple(key)
+
+
+def _fast_key(args: Sequence[Any]) -> tuple | None:
+    """A cache key for arguments that are all plain arrays; None for any other call.
+    A key is only ever stored for arrays `_signature` passed through unchanged
+    (supported native dtypes, C-contiguous), and whether it does is a matter of the
+    shape, strides and dtype the key holds: a hit needs no checks of its own (and
+    reading the strides is cheaper than asking for the flags)."""
+    key = []
+    for arg in args:
+        if type(arg) is not np.ndarray:
+            return None
+        key += (arg.shape, arg.strides, arg.dtype)
+    return tuple(key)
 
 
 def _culprit(args: Sequence[Any], names: Sequence[str]) -> str:

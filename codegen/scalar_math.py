@@ -33,9 +33,15 @@ Tests in tests/codegen/test_scalar_math.py.
   window of 2/pi's bits, picked by the exponent, in 64-bit integer arithmetic,
   exact for every float32 up to 3.4e38. Both are computed for every element (the
   select between them is what lets the loop vectorize), which makes these 1.7 ns an
-  element against 0.5 for the Cody-Waite path alone, and glibc's 5.4. (Picking the
-  table words by selects instead of loads took 4 s to compile.)
-  Max error 0.53 ulp over every float32.
+  element against 0.5 for the Cody-Waite path alone, and glibc's 5.4. Nothing in it
+  reads memory or converts int64 <-> float64 (both are one lane at a time on AVX2):
+  the 2/pi words are picked by selects, conversions go through the 1.5 * 2^52
+  shifter, so the loop is 8 float32 lanes on AVX2 as on AVX-512 (issue 12; it was
+  4 lanes with scalar table loads on AVX2). On AVX2 the far path is still most of
+  the cost: 64-bit integer multiplies, minima and selects take several instructions
+  each there (sin 8 ns an element against 1.8 for the Cody-Waite path alone, on an
+  AVX-512 machine compiling for haswell). Max error 0.53 ulp over every float32,
+  bit for bit as the table version.
 
 - log1p: log(u) + (x - (u - 1)) / u with u = 1 + x in float64 (the correction is
   the rounding of u, to first order), log as above. Max 0.5006 ulp.

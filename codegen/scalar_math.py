@@ -33,9 +33,15 @@ Tests in tests/codegen/test_scalar_math.py.
   window of 2/pi's bits, picked by the exponent, in 64-bit integer arithmetic,
   exact for every float32 up to 3.4e38. Both are computed for every element (the
   select between them is what lets the loop vectorize), which makes these 1.7 ns an
-  element against 0.5 for the Cody-Waite path alone, and glibc's 5.4. (Picking the
-  table words by selects instead of loads took 4 s to compile.)
-  Max error 0.53 ulp over every float32.
+  element against 0.5 for the Cody-Waite path alone, and glibc's 5.4. Nothing in it
+  reads memory or converts int64 <-> float64 (both are one lane at a time on AVX2):
+  the 2/pi words are picked by selects, conversions go through the 1.5 * 2^52
+  shifter, so the loop is 8 float32 lanes on AVX2 as on AVX-512 (issue 12; it was
+  4 lanes with scalar table loads on AVX2). On AVX2 the far path is still most of
+  the cost: 64-bit integer multiplies, minima and selects take several instructions
+  each there (sin 8 ns an element against 1.8 for the Cody-Waite path alone, on an
+  AVX-512 machine compiling for haswell). Max error 0.53 ulp over every float32,
+  bit for bit as the table version.
 
 - log1p: log(u) + (x - (u - 1)) / u with u = 1 + x in float64 (the correction is
   the rounding of u, to first order), log as above. Max 0.5006 ulp.
@@ -242,6 +248,41 @@ def _pick(condition, yes, no):
     return yes if condition else no
 
 
+# The pairs as seven constants: `_pair(i)` picks one by selects, not a table load. A
+# load per lane is a gather, which LLVM's cost model rejects on AVX2 (no cheap
+# vpgatherqq): it then loaded the table one lane at a time, and the whole loop ran at
+# 4 lanes with scalar extracts and inserts (W2 96.9 ms on an AVX2-only EPYC against
+# 19.9 on AVX-512).
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (_U(int(p)) for p in _TWO_OVER_PI_PAIRS)
+
+
+@register_jitable
+def _pair(i):
+    """_TWO_OVER_PI_PAIRS[i] for 0 <= i <= 6, by a tree of selects on i's bits."""
+    low, middle, high = (i & _U(1)) != _U(0), (i & _U(2)) != _U(0), (i & _U(4)) != _U(0)
+    p01, p23 = _pick(low, _P1, _P0), _pick(low, _P3, _P2)
+    p45, p6 = _pick(low, _P5, _P4), _P6
+    return _pick(high, _pick(middle, p6, p45), _pick(middle, p23, p01))
+
+
+@register_jitable
+def _int_of(xd):
+    """An integral float64 with |xd| < 2^51 as an int64: adding 1.5 * 2^52 leaves it in
+    the low bits. (np.int64(xd) is a conversion AVX2 does not have for vectors: LLVM
+    does it one lane at a time.)"""
+    return _bits_of(xd + _SHIFTER) - _SHIFTER_BITS
+
+
+@register_jitable
+def _float_of_int(i):
+    """An int64 as the nearest float64, without int64 -> float64 conversions (AVX-512
+    only, one lane at a time on AVX2): the high 51 bits and the low 11 exactly through
+    the 1.5 * 2^52 shifter, then one rounding when they are added."""
+    high = _float_of((i >> 11) + _SHIFTER_BITS) - _SHIFTER
+    low = _float_of((i & 0x7FF) + _SHIFTER_BITS) - _SHIFTER
+    return high * 2048.0 + low
+
+
 @njit(inline="always")  # too big for LLVM's inliner, which would leave a call
 def _reduce_pio2(x):
     """(r, n) with x = r + n pi/2, |r| <= pi/4 (float64), for a float32 x."""
@@ -253,22 +294,21 @@ def _reduce_pio2(x):
     # k - 1 matters. q = (m * window) mod 2^96, top 64 bits: quadrant and fraction.
     bits = _U(_bits_of(xd))
     # float64's exponent, kept to float32's finite range (|x| < 1/2 takes the other
-    # path; inf and NaN give NaN at the end) so the table reads stay inside it.
+    # path; inf and NaN give NaN at the end) so the pair indices stay inside 0..6.
     exponent = min(max((bits >> _U(52)) & _U(0x7FF), _U(1022)), _U(1150))
     m = ((bits >> _U(29)) & _U(0x7FFFFF)) | _U(0x800000)
     start = exponent - _U(1016)  # k - 2 + one word of leading zeros, in bits
     word, shift = start >> _U(5), start & _U(31)
-    pairs = _TWO_OVER_PI_PAIRS  # a constant; word + 2 <= 6 (start <= 134)
-    first, second = pairs[word], pairs[word + _U(2)]
+    first, second = _pair(word), _pair(word + _U(2))  # word + 2 <= 6 (start <= 134)
     high = (first << shift) | _pick(shift != _U(0), second >> (_U(64) - shift), _U(0))
     low = (second << shift) >> _U(32)
     q = m * high + ((m * low) >> _U(32))
     n_far = (q + (_U(1) << _U(61))) >> _U(62)
-    r_far = np.float64(np.int64(q - (n_far << _U(62)))) * _PIO2_BY_2_62
+    r_far = _float_of_int(np.int64(q - (n_far << _U(62)))) * _PIO2_BY_2_62
     near = abs(xd) < 1048576.0
     flip = (not near) & (xd < 0.0)
     r = _pick(near, r_near, r_far)
-    n_near = np.int64(_pick(near, nd, 0.0))  # far away nd may not fit an int64
+    n_near = _int_of(_pick(near, nd, 0.0))  # far away nd may not fit an int64
     n = _pick(near, n_near, np.int64(n_far))
     return _pick(flip, -r, r), _pick(flip, -n, n)
 

@@ -185,42 +185,85 @@ def test_float32_loop_vectorizes(name):
 
 
 # Lanes per vector iteration, the same on AVX2 (haswell) and AVX-512 (skylake-avx512,
-# whose LLVM tuning prefers 256-bit vectors): exp, log and tanh fill a 256-bit register
-# with float32; sin and cos do their Payne-Hanek reduction in 64-bit integers, 4 to a
-# 256-bit register. Their two 2/pi table reads per element are 4-lane gathers on
-# AVX-512 but scalar loads on AVX2, where LLVM's cost model judges vpgatherqq
-# unprofitable (seen with llvmlite 0.50, LLVM 22). On a target that prefers 512-bit
-# vectors (znver4, say) all of them are twice as wide.
-LANES = {"exp": 8, "log": 8, "tanh": 8, "sin": 4, "cos": 4, "log1p": 8, "expm1": 8, "erf": 8}
+# whose LLVM tuning prefers 256-bit vectors): every float32 function fills a 256-bit
+# register with float32 (its float64 arithmetic takes two). On a target that prefers
+# 512-bit vectors (znver4, say) all of them are twice as wide. sin and cos were 4 lanes
+# with scalar loads on AVX2 until their Payne-Hanek reduction stopped reading a table
+# (LLVM judged vpgatherqq unprofitable there; W2 96.9 ms on an AVX2-only EPYC).
+LANES = 8
+
+
+def kernel_spellings() -> dict[str, str]:
+    """Each function's element expression as the CPU kernels spell it (the primitives'
+    own `spell`), sigmoid and softplus (ops.softplus's composition) included."""
+    from fusegrad.ir import primitives as P
+
+    def spell(primitive, *args):
+        return primitive.spell([f"({a})" for a in args], np.dtype(np.float32), {})
+    spellings = {name: spell(getattr(P, name), "x") for name in NAMES}
+    spellings["sigmoid"] = spell(P.sigmoid, "x")
+    tail = spell(P.log1p, spell(P.exp, spell(P.neg, spell(P.abs_, "x"))))
+    spellings["softplus"] = spell(P.add, spell(P.maximum, "x", "np.float32(0.0)"), tail)
+    return spellings
+
+
 LANES_SCRIPT = """
-import json, re
+import json, math, re
+import numpy as np
 from numba import njit
-from fusegrad.codegen import scalar_math as fm
-lanes = {}
-for name in %r:
-    f = getattr(fm, name)
+from fusegrad.codegen import scalar_math
+found = {}
+for name, expression in %r.items():
+    namespace = dict(np=np, math=math, scalar_math=scalar_math, njit=njit)
+    exec("def element(x):\\n    return " + expression, namespace)
+    element = njit(inline="always")(namespace["element"])
     @njit("void(float32[::1], float32[::1])", error_model="numpy")  # compiled, never run
     def kernel(a, out):
         for i in range(a.shape[0]):
-            out[i] = f(a[i])
+            out[i] = element(a[i])
     llvm = kernel.inspect_llvm()[kernel.signatures[0]]
-    found = [int(n) for n in re.findall(r"<(\\d+) x float>", llvm)]
-    vector = "llvm.loop.isvectorized" in llvm and not re.search(%r, llvm)
-    lanes[name] = max(found, default=0) if vector else 0
-print(json.dumps(lanes))
+    # The vector loop's blocks: from each "vector.body" label to the next label.
+    body = "\\n".join(re.findall(r"^vector\\.body[^\\n]*:.*?(?=^[\\w.]+:|\\Z)", llvm, re.S | re.M))
+    found[name] = dict(
+        vectorized="llvm.loop.isvectorized" in llvm and bool(body),
+        lanes=max(map(int, re.findall(r"<(\\d+) x float>", body)), default=0),
+        libm=bool(re.search(%r, llvm)),
+        # table reads (gathers) and work done one lane at a time: extracts and
+        # inserts, scalar loads, calls that are not vector intrinsics
+        lane_by_lane=sorted(set(re.findall(r"extractelement|insertelement|gather"
+                                           r"|= load (?!<)\\S+|call [^@\\n]*@(?!llvm\\.\\w+\\.v\\d)[\\w.]+",
+                                           body))))
+print(json.dumps(found))
 """
 
 
 @pytest.mark.parametrize("cpu", ["haswell", "skylake-avx512"])
 def test_float32_lanes_per_target(cpu):
     """Compiled for an explicit target in a subprocess (the target is fixed when Numba
-    starts), so the expectation holds whatever CPU runs the suite. A loop that still
-    calls libm counts as 0 lanes: LLVM vectorizes around scalarized libm calls too."""
+    starts), so the expectation holds whatever CPU runs the suite: every function's
+    float32 loop is vectorized at full width, with no libm call and nothing done one
+    lane at a time in its body (LLVM vectorizes around scalarized code too)."""
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="")  # "": the CPU's own
-    result = subprocess.run([sys.executable, "-c", LANES_SCRIPT % (tuple(LANES), LIBM_CALL)], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", LANES_SCRIPT % (kernel_spellings(), LIBM_CALL)],
+                            env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1]) == LANES
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert set(found) == set(NAMES) | {"sigmoid", "softplus"}
+    expected = dict(vectorized=True, lanes=LANES, libm=False, lane_by_lane=[])
+    assert {name: seen for name, seen in found.items() if seen != expected} == {}
+
+
+def test_lane_by_lane_code_is_seen():
+    """The inspection finds what it looks for: a table read per element (the old sin
+    reduction's) on haswell, and libm's sin anywhere."""
+    spellings = {"table": "scalar_math._TWO_OVER_PI_PAIRS[np.int64(x) & 3] * x",
+                 "libm": "math.sin(x)"}
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    result = subprocess.run([sys.executable, "-c", LANES_SCRIPT % (spellings, LIBM_CALL)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["table"]["lane_by_lane"] != [] and found["libm"]["libm"]
 
 
 def test_compiling_them_warns_nothing(tmp_path, monkeypatch, recwarn):

@@ -107,3 +107,12 @@ def test_the_optimizer_keeps_size_constants_marked_and_the_structure_fixed():
         assert not [n for n in graph.nodes
                     if n.primitive is ir.primitives.const and n.param("value") == count
                     and not ops.is_size_const(n)]
+
+
+def test_the_dump_names_size_arguments_and_the_source_holds_no_size():
+    dump = COMPILED["mlp"].dump(*_inputs("mlp", 64, np.float32))
+    plan, source = dump.split("# generated source")
+    count = 64 * CLASSES
+    assert "size-derived arguments: " in plan and repr(float(count)) in plan
+    assert repr(float(count)) not in source
+    assert repr(float(np.float32(1) / np.float32(count))) not in source

@@ -157,8 +157,10 @@ def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
 
 def _reciprocal(node: Node, producers) -> "list[Node] | None":
     """a / c -> a * (1 / c) for a constant c whose reciprocal is exact (a power of two
-    such as a mean's count of 256): both round the same real number, so the result is
-    the same, and a multiply is cheaper than a divide. Other divisors stay divisions:
+    such as 256): both round the same real number, so the result is the same, and a
+    multiply is cheaper than a divide. Not for a mean's count (a size-derived constant,
+    see `_const_value`): the program would differ between a batch of 64 and one of 100;
+    its division is by the kernel argument, once per mean, and gives the same bits. Other divisors stay divisions:
     a * (1 / b) can be an ulp off, and is inf where 1 / b overflows (b subnormal)."""
     if node.primitive is not P.div or node.out.dtype.kind != "f":
         return None

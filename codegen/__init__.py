@@ -12,7 +12,9 @@ __all__ = ["Buffer", "KernelSource", "compile_kernel", "emit", "emit_cpu", "kern
 def compile_kernel(kernel: Kernel, names: SourceNames, plan: Plan,
                    device: str = "cpu") -> KernelSource:
     """`kernel` for `device`: its source and how to launch it."""
-    consts = {n.out: n for n in plan.graph.nodes if n.primitive.name == "const"}
+    # Size-derived constants are not literals: the plan made them kernel inputs.
+    consts = {n.out: n for n in plan.graph.nodes
+              if n.primitive.name == "const" and not n.param("size")}
     if device == "cpu":
         return compile_cpu(kernel, names, consts)
     from fusegrad.codegen.cuda import compile_cuda

@@ -16,9 +16,19 @@ def describe_plan(plan: Plan, names: SourceNames) -> str:
     mode = "fused" if plan.fused else "unfused (fuse=False)"
     lines = [f"# kernel plan: {kernels} kernel(s), "
              f"{len(plan.steps) - kernels} library call(s), {mode}"]
+    sized = {n.out: n for n in plan.graph.nodes if n.primitive.name == "const" and n.param("size")}
     for step in plan.steps:
         lines.extend(_describe_step(step, names))
+        if isinstance(step, Kernel):
+            lines.extend(_size_arguments(step, sized, names))
     return "\n".join(lines)
+
+
+def _size_arguments(step: Kernel, sized: dict, names: SourceNames) -> list[str]:
+    """The constants derived from shapes that the kernel reads as arguments (its
+    source holds no size: a new batch size runs the same compiled kernel)."""
+    found = [f"{names.ir(v)} = {sized[v].param('value')!r}" for v in step.inputs if v in sized]
+    return [f"    size-derived arguments: {', '.join(found)}"] if found else []
 
 
 def _describe_step(step, names: SourceNames) -> list[str]:

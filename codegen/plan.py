@@ -252,7 +252,10 @@ class _Planner:
         self.steps: list[Step] = []
         self.step_of: dict[Value, Step] = {}
         self.deps: dict[int, set[int]] = {}
-        self.consts = {n.out for n in graph.nodes if n.primitive is P.const}
+        # Constants are spelled as literals in kernels; those derived from shapes are
+        # kernel inputs instead (ops.size_const), so the source fits every batch size.
+        self.consts = {n.out for n in graph.nodes
+                       if n.primitive is P.const and not n.param("size")}
 
     def run(self) -> Plan:
         for node in self.graph.nodes:

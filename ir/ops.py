@@ -368,7 +368,8 @@ def mean(x: Value, axes=None, keepdims: bool = False) -> Value:
     x = _floating(x)
     axes = _axes("mean", x, axes)
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
-    return div(reduce_sum(x, axes, keepdims), count)
+    total = reduce_sum(x, axes, keepdims)
+    return div(total, size_const(count, total))
 
 
 def argmax(x: Value, axis: int, keepdims: bool = False) -> Value:
@@ -1170,3 +1171,21 @@ def scan(body, consts: Sequence[Value], init: Sequence[Value], xs: Sequence[Valu
     node = make_node(P.scan, inputs, params, types)
     current_builder().add(node)
     return list(node.outputs)
+
+
+# ---------------------------------------------------------------- issue 12 (shapes): size-derived constants
+
+def size_const(value: numbers.Number, like: Value) -> Value:
+    """A number derived from shapes (a mean's count), typed as `like`'s operand (as a
+    Python number beside it would be). Marked `size=True`: kernels take it as an
+    argument rather than a literal, so a new batch size runs the kernels compiled for
+    the last one (the numbers are the same: the argument holds the value the literal
+    would have, and the optimizer keeps the mark on what it folds from it)."""
+    # A count is an integer: beside a float it takes the float's dtype (as `_lift`).
+    dtype = like.dtype if like.dtype.kind == "f" else DEFAULT_FLOAT
+    return P.const.bind(value=_python_number(value, dtype), dtype=dtype, size=True)
+
+
+def is_size_const(node) -> bool:
+    """Whether `node` is a constant derived from shapes (see `size_const`)."""
+    return node.primitive is P.const and bool(node.param("size"))

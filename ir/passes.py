@@ -19,8 +19,11 @@ from fusegrad.ir.primitive import ELEMENTWISE
 from fusegrad.ir.shapes import broadcast_shapes
 
 def _const_value(value: Value, producers: dict[Value, Node]):
+    """The constant `value` is, for rewrites that change the graph's structure by its
+    value; None for a constant derived from shapes (ops.size_const), whose value
+    changes with the batch size while the kernels compiled for the graph should not."""
     node = producers.get(value)
-    if node is not None and node.primitive is P.const:
+    if node is not None and node.primitive is P.const and not ops.is_size_const(node):
         return node.param("value")
     return None
 
@@ -154,8 +157,10 @@ def _defining(nodes: list[Node], result: Value, original: Node) -> list[Node]:
 
 def _reciprocal(node: Node, producers) -> "list[Node] | None":
     """a / c -> a * (1 / c) for a constant c whose reciprocal is exact (a power of two
-    such as a mean's count of 256): both round the same real number, so the result is
-    the same, and a multiply is cheaper than a divide. Other divisors stay divisions:
+    such as 256): both round the same real number, so the result is the same, and a
+    multiply is cheaper than a divide. Not for a mean's count (a size-derived constant,
+    see `_const_value`): the program would differ between a batch of 64 and one of 100;
+    its division is by the kernel argument, once per mean, and gives the same bits. Other divisors stay divisions:
     a * (1 / b) can be an ulp off, and is inf where 1 / b overflows (b subnormal)."""
     if node.primitive is not P.div or node.out.dtype.kind != "f":
         return None
@@ -184,12 +189,12 @@ def simplify(graph: Graph) -> Graph:
     return _rewrite(graph, visit)
 
 
-def _splat(value: Value, producers: dict[Value, Node]):
-    """The scalar a value is filled with, if it is a constant or a broadcast constant."""
+def _splat(value: Value, producers: dict[Value, Node]) -> Node | None:
+    """The const node a value is filled with, if it is a constant or a broadcast one."""
     node = producers.get(value)
     if node is not None and node.primitive is P.broadcast_to:
-        return _const_value(node.inputs[0], producers)
-    return _const_value(value, producers)
+        node = producers.get(node.inputs[0])
+    return node if node is not None and node.primitive is P.const else None
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -198,12 +203,15 @@ def fold_constants(graph: Graph) -> Graph:
     def visit(node, producers, replaced):
         if node.primitive.kind != ELEMENTWISE or not node.inputs or node.primitive is P.broadcast_to:
             return node
-        scalars = [_splat(v, producers) for v in node.inputs]
-        if any(s is None for s in scalars):
+        consts = [_splat(v, producers) for v in node.inputs]
+        if any(c is None for c in consts):
             return node
-        args = [np.asarray(s, dtype=v.dtype) for s, v in zip(scalars, node.inputs)]
+        args = [np.asarray(c.param("value"), dtype=v.dtype) for c, v in zip(consts, node.inputs)]
         folded = run_node(_scalar_node(node), args)[()].item()
-        params = (("dtype", node.out.dtype), ("value", folded))
+        # Folded from a size-derived constant, it is one too (a mean's 1/N times the
+        # backward's seed): still a kernel argument, of the same value.
+        size = (("size", True),) if any(ops.is_size_const(c) for c in consts) else ()
+        params = (("dtype", node.out.dtype),) + size + (("value", folded),)
         if node.out.shape == ():
             return Node(P.const, (), params, node.outputs, node.source)
         scalar = Value((), node.out.dtype)

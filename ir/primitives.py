@@ -26,9 +26,11 @@ from fusegrad.ir.primitive import (COSTLY, ELEMENTWISE, INDEX, LAYOUT, MATMUL, R
 
 const = primitive(
     "const", kind=ELEMENTWISE,
-    infer=lambda *, value, dtype: ((), np.dtype(dtype)),
-    impl=lambda *, value, dtype: np.asarray(value, dtype=dtype),
-    scalar=lambda *, dtype, value: literal(value, dtype),
+    # size=True: a number derived from shapes (a mean's count, 1/N); kernels take it
+    # as an argument, not a literal (ir/ops.py `size_const` says why).
+    infer=lambda *, value, dtype, size=False: ((), np.dtype(dtype)),
+    impl=lambda *, value, dtype, size=False: np.asarray(value, dtype=dtype),
+    scalar=lambda *, dtype, value, size=False: literal(value, dtype),
 )
 
 # ---------------------------------------------------------------- unary

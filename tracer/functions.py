@@ -379,7 +379,8 @@ def _variance(x, *, axes, keepdims, correction):
     centred = ops.sub(x, ops.mean(x, axes, keepdims=True))
     squares = ops.reduce_sum(ops.mul(centred, centred), axes, keepdims)
     count = x.size // squares.size if squares.size else 0
-    return ops.div(squares, count - correction if count > correction else 0)
+    return ops.div(squares, ops.size_const(count - correction if count > correction else 0,
+                                           squares))
 
 
 # ---------------------------------------------------------------- helpers

@@ -295,6 +295,6 @@ def test_eager_in_place_ops_on_a_slice_write_through_the_base():
     assert grad_of(shifted) == [24.0, 40.0, 24.0, 32.0]
     x = fg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
     base = x * 2
-    left, middle = base[0:2], base[1:3]
+    views = base[0:2], base[1:3]          # both alive: the first overlaps the second
     with pytest.raises(fg.UnsupportedError, match=r"would change a view of it"):
-        middle.mul_(3)                    # `left` overlaps it, and its gradient would not see
+        views[1].mul_(3)                  # the first one's gradient would not see it

@@ -46,8 +46,10 @@ def test_kernels_doing_the_same_work_share_one_compilation(traced_for, assert_al
     files = {s.compiled.text for s in kernels}
     # Each middle step's forward kernel and backward kernel is one file.
     assert len(files) <= len(kernels) - 2 * (STEPS - 3), (len(files), len(kernels))
-    # Compiled (or loaded) once per file, not once per kernel.
-    assert counts["compiles"] + counts["cache_loads"] == len(files)
+    # Compiled (or loaded) once per file, not once per kernel; a file another test
+    # already compiled in this process is neither.
+    assert counts["compiles"] + counts["cache_loads"] <= len(files)
+    assert all(len(load(s.compiled.text, s.entry).signatures) == 1 for s in kernels)
     assert counts["kernels_launched"] == len(kernels)
     # Sharing a kernel changes no number: the unfused plan computes the same.
     plain = fg.compile_grad(_rnn, fuse=False)(*args)

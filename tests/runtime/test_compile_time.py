@@ -39,17 +39,19 @@ def _kernel_steps(traced_for, f, *args):
 
 def test_kernels_doing_the_same_work_share_one_compilation(traced_for, assert_all_close):
     args = _rnn_args()
-    stats.reset()
-    value, grads = RNN(*args)
-    counts = stats.snapshot()
-    kernels = _kernel_steps(traced_for, RNN, *args)
+    kernels = _kernel_steps(traced_for, RNN, *args)  # traced and planned; nothing compiled
     files = {s.compiled.text for s in kernels}
     # Each middle step's forward kernel and backward kernel is one file.
     assert len(files) <= len(kernels) - 2 * (STEPS - 3), (len(files), len(kernels))
-    # Compiled (or loaded) once per file, not once per kernel; a file another test
-    # already compiled in this process is neither.
+    functions = {id(f): f for f in (load(s.compiled.text, s.entry) for s in kernels)}
+    known = {key: len(f.signatures) for key, f in functions.items()}
+    stats.reset()
+    value, grads = RNN(*args)
+    counts = stats.snapshot()
+    # Compiled (or loaded) once per file, not once per kernel (an earlier test of this
+    # process may have compiled a file already, for these argument types or others).
     assert counts["compiles"] + counts["cache_loads"] <= len(files)
-    assert all(len(load(s.compiled.text, s.entry).signatures) == 1 for s in kernels)
+    assert all(len(f.signatures) - known[key] <= 1 for key, f in functions.items())
     assert counts["kernels_launched"] == len(kernels)
     # Sharing a kernel changes no number: the unfused plan computes the same.
     plain = fg.compile_grad(_rnn, fuse=False)(*args)
@@ -68,25 +70,26 @@ def test_the_dump_shows_the_graphs_names_and_the_file_that_runs(traced_for):
     assert shared and all(s.kernel.name in dump for s in shared)
 
 
-def _variants(step):
-    module_text = step.compiled.text
-    return (load(module_text, step.compiled.entry), load(module_text, step.compiled.serial))
+def _compiled_variants(traced_for, f, x):
+    """For each kernel of `f` at `x`: how many signatures its threaded and its
+    single-threaded variant gained from the first call, and whether each has one."""
+    kernels = _kernel_steps(traced_for, f, x)
+    variants = [(load(s.compiled.text, s.compiled.entry), load(s.compiled.text, s.compiled.serial))
+                for s in kernels]
+    before = [(len(t.signatures), len(u.signatures)) for t, u in variants]
+    f(x)
+    return [(len(t.signatures) - bt, len(u.signatures) - bu, bool(t.signatures), bool(u.signatures))
+            for (t, u), (bt, bu) in zip(variants, before)]
 
 
 def test_a_small_kernel_compiles_its_single_threaded_variant_only(traced_for):
     f = fg.compile_grad(lambda x: (fg.sin(x) * x).sum())
-    x = np.linspace(0, 1, 7, dtype=np.float32)
-    f(x)
-    for step in _kernel_steps(traced_for, f, x):
-        threaded, serial = _variants(step)
-        assert len(serial.signatures) == 1 and not threaded.signatures
+    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 7, dtype=np.float32))
+    assert changes and all(threaded == 0 and has_serial for threaded, _, _, has_serial in changes)
 
 
 def test_a_large_kernel_compiles_its_threaded_variant_only(traced_for, monkeypatch):
     monkeypatch.setattr(executable, "PARALLEL_MIN_SIZE", 0)
     f = fg.compile_grad(lambda x: (fg.cos(x) * x).sum())
-    x = np.linspace(0, 1, 9, dtype=np.float32)
-    f(x)
-    for step in _kernel_steps(traced_for, f, x):
-        threaded, serial = _variants(step)
-        assert len(threaded.signatures) == 1 and not serial.signatures
+    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 9, dtype=np.float32))
+    assert changes and all(serial == 0 and has_threaded for _, serial, has_threaded, _ in changes)

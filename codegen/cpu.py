@@ -48,28 +48,34 @@ from fusegrad.codegen import scalar_math  # version {_scalar_math_digest()}
 SERIAL_SUFFIX = "_serial"
 
 
-def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> KernelSource:
+def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
+                function: str | None = None) -> KernelSource:
     """The kernel's source (see `emit_cpu`) and how to launch it. Every partial starts
-    at its identity: a kernel without a domain combines partials it never wrote."""
+    at its identity: a kernel without a domain combines partials it never wrote.
+    `function` names the entry point (default: the kernel's name)."""
+    function = function or kernel.name
     return KernelSource(
-        name=kernel.name, text=emit_cpu(kernel, names, consts), entry=kernel.name,
-        serial=kernel.name + SERIAL_SUFFIX if kernel.domain else None, epilogue=None,
+        name=function, text=emit_cpu(kernel, names, consts, function), entry=function,
+        serial=function + SERIAL_SUFFIX if kernel.domain else None, epilogue=None,
         inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
         buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=True),
         domain=tuple(kernel.domain), outer_points=0)
 
 
-def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> str:
-    """Source defining `kernel.name` (threaded) and, for loop kernels, the same loops
-    compiled without threads as `kernel.name + SERIAL_SUFFIX`: for small inputs,
-    waking a thread pool costs more than the work."""
+def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
+             function: str | None = None) -> str:
+    """Source defining `function` (default `kernel.name`; threaded) and, for loop
+    kernels, the same loops compiled without threads as `function + SERIAL_SUFFIX`:
+    for small inputs, waking a thread pool costs more than the work. Numba compiles
+    a function on its first call, so only the variant that runs is compiled."""
+    function = function or kernel.name
     sched = schedule(kernel, consts)
     w = Writer()
     w.line(HEADER)
     # error_model="numpy": 1/0 is inf and log(-1) NaN, as in NumPy, not an exception.
-    variants = [(kernel.name, "parallel=True, ")] if kernel.domain else [(kernel.name, "")]
+    variants = [(function, "parallel=True, ")] if kernel.domain else [(function, "")]
     if kernel.domain:
-        variants.append((kernel.name + SERIAL_SUFFIX, ""))
+        variants.append((function + SERIAL_SUFFIX, ""))
     computed = " ".join(names.ir(n.out) for n in kernel.nodes)
     for name, parallel in variants:
         w.line()

@@ -256,6 +256,8 @@ class _Planner:
         # kernel inputs instead (ops.size_const), so the source fits every batch size.
         self.consts = {n.out for n in graph.nodes
                        if n.primitive is P.const and not n.param("size")}
+        self.kernels_of: dict[Shape, list[Kernel]] = {}  # by domain, in creation order
+        self._ancestors: set[int] | None = None
 
     def run(self) -> Plan:
         for node in self.graph.nodes:
@@ -267,10 +269,20 @@ class _Planner:
                 continue
             self._place(node)
         steps = self._ordered()
+        users = self._users()
         for step in steps:
             if isinstance(step, Kernel):
-                self._finish_kernel(step)
+                self._finish_kernel(step, users)
         return Plan(self.graph, steps, self.fuse)
+
+    def _users(self) -> dict[Value, set[int]]:
+        """For each value, the steps (by id) of the nodes that read it."""
+        users: dict[Value, set[int]] = {}
+        for node in self.graph.nodes:
+            step = id(self.step_of.get(node.outputs[0]))
+            for value in node.inputs:
+                users.setdefault(value, set()).add(step)
+        return users
 
     def _producer_steps(self, node: Node) -> list[Step]:
         seen: list[Step] = []
@@ -282,11 +294,11 @@ class _Planner:
 
     def _place(self, node: Node) -> None:
         notes: list[Note] = []
+        self._ancestors = None  # of this node's producers, found when a sibling asks
         if self.fuse:
             producers = [s for s in reversed(self._producer_steps(node)) if isinstance(s, Kernel)]
-            siblings = [s for s in reversed(self.steps)
-                        if isinstance(s, Kernel) and s not in producers
-                        and s.domain == start_domain(node)]
+            siblings = [s for s in reversed(self.kernels_of.get(start_domain(node), []))
+                        if s not in producers]
             chosen = None
             for kernel in producers + siblings:
                 if chosen is not None and kernel not in producers:
@@ -334,6 +346,8 @@ class _Planner:
 
     def _add_step(self, step: Step, node: Node | None) -> None:
         self.steps.append(step)
+        if isinstance(step, Kernel):
+            self.kernels_of.setdefault(step.domain, []).append(step)
         self.deps[id(step)] = set()
         if node is not None:
             for out in node.outputs:
@@ -347,7 +361,15 @@ class _Planner:
 
     def _creates_cycle(self, node: Node, kernel: Kernel) -> bool:
         """Joining is wrong if an input comes from a step that depends on `kernel`."""
-        stack = [id(s) for s in self._producer_steps(node) if s is not kernel]
+        producers = self._producer_steps(node)
+        if kernel not in producers:
+            # A sibling: one search of the producers' ancestors serves every sibling the
+            # node is offered to (a search per sibling made planning an unrolled loop
+            # cubic in its length).
+            if self._ancestors is None:
+                self._ancestors = self._reachable([id(s) for s in producers])
+            return id(kernel) in self._ancestors
+        stack = [id(s) for s in producers if s is not kernel]
         seen: set[int] = set()
         while stack:
             current = stack.pop()
@@ -357,6 +379,16 @@ class _Planner:
                 seen.add(current)
                 stack.extend(self.deps[current])
         return False
+
+    def _reachable(self, stack: list[int]) -> set[int]:
+        """The steps in `stack` and every step they depend on, by id."""
+        seen: set[int] = set()
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.deps[current])
+        return seen
 
     def _ordered(self) -> list[Step]:
         """Steps in an order that respects their dependencies (creation order if possible)."""
@@ -376,11 +408,11 @@ class _Planner:
             step.index = number
         return order
 
-    def _finish_kernel(self, kernel: Kernel) -> None:
+    def _finish_kernel(self, kernel: Kernel, users: dict[Value, set[int]]) -> None:
         outside = set(self.graph.outputs)
-        for node in self.graph.nodes:
-            if self.step_of.get(node.outputs[0]) is not kernel:
-                outside.update(node.inputs)
+        for node in kernel.nodes:
+            if users.get(node.out, set()) - {id(kernel)}:
+                outside.add(node.out)
         for node in kernel.nodes:
             for value in node.inputs:
                 if (value not in kernel.levels and value not in self.consts

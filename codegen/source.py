@@ -98,3 +98,30 @@ class SourceNames:
         base = base if base[:1].isalpha() or base[:1] == "_" else "v" + base
         candidates = (f"{base}_v{k if k > 1 else ''}" for k in range(1, len(self._taken) + 2))
         return next(c for c in candidates if c not in self._taken and not is_generated(c))
+
+
+# ---------------------------------------------------------------- issue 12: compile time
+
+class KernelNames:
+    """Names local to one kernel, `v0, v1, ...` in the order the kernel reads and
+    computes values, for the code and its comments alike. Kernels that do the same
+    work on the same shapes (each step of an unrolled loop, each layer of a model, a
+    graph compiled again) then have the same text, hence one file and one Numba
+    compilation for all of them; the dump shows the graph's names (`SourceNames`)."""
+
+    def __init__(self, kernel) -> None:
+        self._names: dict[Value, str] = {}
+        for value in kernel.inputs:
+            self(value)
+        for node in kernel.nodes:
+            for value in node.outputs:
+                self(value)
+
+    def __call__(self, value: Value) -> str:
+        name = self._names.get(value)
+        if name is None:
+            name = self._names[value] = f"v{len(self._names)}"
+        return name
+
+    def ir(self, value: Value) -> str:
+        return self(value)

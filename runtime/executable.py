@@ -8,7 +8,8 @@ from typing import Callable, Sequence
 import numba
 import numpy as np
 
-from fusegrad.codegen import Kernel, KernelSource, LibraryCall, Plan, SourceNames, compile_kernel
+from fusegrad.codegen import (Kernel, KernelSource, LibraryCall, Plan, SourceNames,
+                              compile_kernel, compile_shared)
 from fusegrad.codegen.describe import annotate, split_source
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Value
@@ -29,10 +30,13 @@ class KernelStep:
     """One compiled loop kernel and how to call it."""
 
     def __init__(self, kernel: Kernel, compiled: KernelSource, launch: Callable,
-                 entry: str | None = None) -> None:
+                 entry: str | None = None,
+                 shown: Callable[[], KernelSource] | None = None) -> None:
         self.kernel = kernel          # the plan's, for descriptions; launches read `compiled`
         self.compiled = compiled
-        self.source = compiled.text
+        # The kernel under the graph's names, for the dump: `compiled` may be spelled
+        # with names local to the kernel (codegen.compile_shared). Made when asked.
+        self._shown = shown
         self.launch = launch
         self.inputs = compiled.inputs
         self.outputs = compiled.outputs
@@ -40,11 +44,22 @@ class KernelStep:
         # the kernel is too small to thread.
         self.entry = entry or compiled.entry
 
+    def shown(self) -> KernelSource:
+        """The kernel as the dump shows it: the code that runs, under the graph's names."""
+        if callable(self._shown):
+            self._shown = self._shown()
+        return self.compiled if self._shown is None else self._shown
+
+    @property
+    def source(self) -> str:
+        return self.shown().text
+
     def twin(self) -> str | None:
-        """The function of the source that does not run (the other CPU variant)."""
-        if self.compiled.serial is None:
+        """The function of `source` that does not run (the other CPU variant)."""
+        shown = self.shown()
+        if shown.serial is None:
             return None
-        return self.compiled.entry if self.entry == self.compiled.serial else self.compiled.serial
+        return shown.entry if self.entry == self.compiled.serial else shown.serial
 
     def note(self) -> str:
         """For the dump: which variant runs, and why."""
@@ -206,14 +221,18 @@ class Executable:
             if step.node.primitive is P.matmul:
                 return MatmulStep(step)
             return LibraryStep(step)
-        compiled = compile_kernel(step, self.names, self.plan, self.device)
+        # Compiled under names local to the kernel, so that kernels doing the same
+        # work share one file and one compilation; the dump shows the graph's names.
+        compiled = compile_shared(step, self.plan)
+        shown = lambda: compile_kernel(step, self.names, self.plan, self.device)  # noqa: E731
         # Shapes are static, so the threaded-or-not choice is made once, here.
         threaded = bool(compiled.domain) and compiled.size >= PARALLEL_MIN_SIZE
         serial = Launcher(load(compiled.text, compiled.serial)) if compiled.serial else None
         if not threaded:
             return KernelStep(step, compiled, serial or Launcher(load(compiled.text, compiled.entry)),
-                              entry=compiled.serial or compiled.entry)
-        return KernelStep(step, compiled, Launcher(load(compiled.text, compiled.entry), serial))
+                              entry=compiled.serial or compiled.entry, shown=shown)
+        return KernelStep(step, compiled, Launcher(load(compiled.text, compiled.entry), serial),
+                          shown=shown)
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)
@@ -249,7 +268,8 @@ class Executable:
                 lines.append(header)
                 shown_header = header
             hidden = None if variants == "all" else step.twin()
-            lines.append(f"\n# ---- {step.kernel.name}  ({source_path(step.source).name}{step.note()})")
+            lines.append(f"\n# ---- {step.kernel.name}  "
+                         f"({source_path(step.compiled.text).name}{step.note()})")
             lines.append("\n\n".join(annotate(text, step.kernel, self.names)
                                      for name, text in functions.items() if name != hidden))
         for step in self.steps:

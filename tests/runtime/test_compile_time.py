@@ -1,0 +1,95 @@
+"""What a compilation costs (issue 12): kernels that do the same work are compiled
+once, and of a CPU kernel's two variants only the one that runs is compiled."""
+from __future__ import annotations
+
+import numpy as np
+
+import fusegrad as fg
+from fusegrad.runtime import executable, stats
+from fusegrad.runtime.executable import KernelStep
+from fusegrad.runtime.loader import load
+
+STEPS = 5
+
+
+def _rnn(w, u, b, xs, h0):
+    """An unrolled RNN: every step's forward and backward kernels do the same work."""
+    h, total = h0, 0.0
+    for t in range(STEPS):
+        h = fg.tanh(h @ w + xs[t] @ u + b)
+        total = total + h.sum()
+    return total
+
+
+def _rnn_args(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((3, 3)).astype(dtype) * 0.5,
+            rng.standard_normal((2, 3)).astype(dtype) * 0.5,
+            rng.standard_normal(3).astype(dtype),
+            rng.standard_normal((STEPS, 2, 2)).astype(dtype),
+            np.zeros((2, 3), dtype))
+
+
+RNN = fg.compile_grad(_rnn)
+
+
+def _kernel_steps(traced_for, f, *args):
+    return [s for s in traced_for(f, *args).executable.steps if isinstance(s, KernelStep)]
+
+
+def test_kernels_doing_the_same_work_share_one_compilation(traced_for, assert_all_close):
+    args = _rnn_args()
+    kernels = _kernel_steps(traced_for, RNN, *args)  # traced and planned; nothing compiled
+    files = {s.compiled.text for s in kernels}
+    # Each middle step's forward kernel and backward kernel is one file.
+    assert len(files) <= len(kernels) - 2 * (STEPS - 3), (len(files), len(kernels))
+    functions = {id(f): f for f in (load(s.compiled.text, s.entry) for s in kernels)}
+    known = {key: len(f.signatures) for key, f in functions.items()}
+    stats.reset()
+    value, grads = RNN(*args)
+    counts = stats.snapshot()
+    # Compiled (or loaded) once per file, not once per kernel (an earlier test of this
+    # process may have compiled a file already, for these argument types or others).
+    assert counts["compiles"] + counts["cache_loads"] <= len(files)
+    assert all(len(f.signatures) - known[key] <= 1 for key, f in functions.items())
+    assert counts["kernels_launched"] == len(kernels)
+    # Sharing a kernel changes no number: the unfused plan computes the same.
+    plain = fg.compile_grad(_rnn, fuse=False)(*args)
+    assert_all_close([value, *grads], [plain[0], *plain[1]], np.float64)
+
+
+def test_the_dump_shows_the_graphs_names_and_the_file_that_runs(traced_for):
+    args = _rnn_args()
+    kernels = _kernel_steps(traced_for, RNN, *args)
+    names = traced_for(RNN, *args).executable.names
+    for step in kernels:
+        for node in step.kernel.nodes:
+            assert f"# {names.ir(node.out)} = {node.primitive.name}" in step.source
+    dump = RNN.dump(*args)
+    shared = [s for s in kernels if sum(t.compiled.text == s.compiled.text for t in kernels) > 1]
+    assert shared and all(s.kernel.name in dump for s in shared)
+
+
+def _compiled_variants(traced_for, f, x):
+    """For each kernel of `f` at `x`: how many signatures its threaded and its
+    single-threaded variant gained from the first call, and whether each has one."""
+    kernels = _kernel_steps(traced_for, f, x)
+    variants = [(load(s.compiled.text, s.compiled.entry), load(s.compiled.text, s.compiled.serial))
+                for s in kernels]
+    before = [(len(t.signatures), len(u.signatures)) for t, u in variants]
+    f(x)
+    return [(len(t.signatures) - bt, len(u.signatures) - bu, bool(t.signatures), bool(u.signatures))
+            for (t, u), (bt, bu) in zip(variants, before)]
+
+
+def test_a_small_kernel_compiles_its_single_threaded_variant_only(traced_for):
+    f = fg.compile_grad(lambda x: (fg.sin(x) * x).sum())
+    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 7, dtype=np.float32))
+    assert changes and all(threaded == 0 and has_serial for threaded, _, _, has_serial in changes)
+
+
+def test_a_large_kernel_compiles_its_threaded_variant_only(traced_for, monkeypatch):
+    monkeypatch.setattr(executable, "PARALLEL_MIN_SIZE", 0)
+    f = fg.compile_grad(lambda x: (fg.cos(x) * x).sum())
+    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 9, dtype=np.float32))
+    assert changes and all(serial == 0 and has_threaded for _, serial, has_threaded, _ in changes)

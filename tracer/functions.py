@@ -424,8 +424,15 @@ def _stack(*xs, axis):
     return ops.stack(xs, axis)
 
 
-def concatenate(xs, axis=None, *, dim=None):
-    """``fg.concatenate(xs, axis=)`` (NumPy), ``fg.cat(tensors, dim=)`` (PyTorch)."""
+_AXIS_UNSET = object()   # concatenate's axis not given: 0; given as None: flattened
+
+
+def concatenate(xs, axis=_AXIS_UNSET, *, dim=None):
+    """``fg.concatenate(xs, axis=)`` (NumPy), ``fg.cat(tensors, dim=)`` (PyTorch).
+    As NumPy's, ``axis=None`` concatenates the arrays flattened."""
+    if axis is None and dim is None:
+        return concatenate([reshape(x, -1) for x in xs], axis=0)
+    axis = None if axis is _AXIS_UNSET else axis
     return apply(_concatenate, *xs, axis=_one_axis(axis, dim, 0), grad_fn="CatBackward0")
 
 

@@ -290,13 +290,13 @@ def _issue11_autograd(ns) -> None:
         return out
 
     def take_along_axis(x, indices, axis):
-        index = list(np.ix_(*(np.arange(n) for n in anp.shape(indices))))
-        index[axis] = indices
-        index = [np.broadcast_to(i, np.broadcast_shapes(*(np.shape(j) for j in index)))
-                 for i in index]
-        for d, n in enumerate(anp.shape(x)):   # broadcast dims of size 1 in x
-            if d != axis and n == 1:
-                index[d] = np.zeros_like(index[d])
+        # x and indices broadcast against each other except along axis, as NumPy's.
+        ndim, axis = anp.ndim(x), axis % anp.ndim(x)
+        shape = [np.shape(indices)[d] if d == axis else max(anp.shape(x)[d], np.shape(indices)[d])
+                 for d in range(ndim)]
+        index = [np.broadcast_to(indices, shape) if d == axis else np.broadcast_to(
+            (np.arange(shape[d]) if anp.shape(x)[d] > 1 else np.zeros(shape[d], int)).reshape(
+                [-1 if e == d else 1 for e in range(ndim)]), shape) for d in range(ndim)]
         return x[tuple(index)]
 
     def diag(x, k=0):

@@ -159,3 +159,23 @@ def test_clamp_gradient_at_its_bounds(fuzz):
     x = np.array([0.6, -0.7, 0.0, 1.0], np.float32)
     program = fuzz.gen.handwritten({"x0": x}, [("clip", "xp.clip({0}, -0.7, 0.6)", "x0")])
     assert findings(fuzz, program) == []
+
+
+# ---------------------------------------------------------------- issue 11's ops: defects it found (fixed)
+
+def test_concatenate_with_axis_none_flattens(fuzz):
+    """Found by the fuzzer: fg.concatenate(xs, axis=None) joined along axis 0; NumPy's flattens."""
+    program = fuzz.gen.handwritten(
+        {"x0": np.arange(6.0).reshape(2, 3), "x1": np.array([0.5, -1.0])},
+        [("concatenate", "xp.concatenate([{0}, {1}], axis=None)", "x0", "x1")])
+    assert findings(fuzz, program) == []
+
+
+def test_variance_method_with_numpy_keywords_is_biased(fuzz):
+    """Found by the fuzzer: x.var(axis=None, keepdims=True) took PyTorch's unbiased default
+    (axis=None was not seen as NumPy's keyword); NumPy's keywords mean ddof=0."""
+    program = fuzz.gen.handwritten(
+        {"x0": np.array([[0.0, 1.0, 2.0, 2.0, 2.0]], np.float32)},
+        [("var", "{0}.var(axis=None, keepdims=True)", "x0"),
+         ("std", "{0}.std(keepdims=True)", "x0")])
+    assert findings(fuzz, program) == []

@@ -335,6 +335,9 @@ def _issue11_autograd(ns) -> None:
             return anp.concatenate([anp.reshape(x, (-1,)) for x in xs], 0)
         return anp.concatenate(xs, axis)
     ns.tile, ns.concatenate = tile, concatenate
+    # autograd's gradient of repeat is wrong for a negative axis.
+    ns.repeat = lambda x, repeats, axis=None: anp.repeat(
+        x, repeats, axis if axis is None else axis % anp.ndim(x))
 
     def matmul(a, b):
         # autograd's gradient of matmul "can't handle extra leading dims" (broadcast batch

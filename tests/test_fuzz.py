@@ -56,6 +56,18 @@ def test_a_random_program_compiled_unfused_matches_the_interpreter(fuzz):
     assert findings(fuzz, program, frozenset({"unfused"})) == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_programs_of_issue_11_ops_match_numpy_and_autograd(fuzz, seed):
+    # Batched matmul, einsum, gathers, at[] updates, scans, builders, erf/gelu, masks.
+    program = fuzz.gen.generate(seed, size=100, families=fuzz.ISSUE11)
+    assert fuzz.check(program, NO_KERNELS) == []
+
+
+def test_a_random_program_of_issue_11_ops_compiled_fused_and_eager_matches(fuzz):
+    program = fuzz.gen.generate(3, size=12, families=fuzz.ISSUE11)
+    assert findings(fuzz, program, frozenset({"fused", "eager"})) == []
+
+
 # ---------------------------------------------------------------- the oracles can fail
 
 @contextlib.contextmanager

@@ -92,7 +92,9 @@ def test_the_fuzzer_reports_a_wrong_gradient(fuzz):
 
 def test_minimizing_keeps_the_finding_and_cuts_the_rest(fuzz):
     from fusegrad.ir import primitives
-    program = fuzz.gen.generate(5, size=40)
+    # The families before issue 11's: this seed's program has sin statements.
+    before = tuple(f for f in fuzz.gen.FAMILIES if f not in fuzz.gen.ISSUE11_FAMILIES)
+    program = fuzz.gen.generate(5, size=40, families=before)
     with wrong_vjp(primitives.sin, lambda g, x, y: [g]):
         (finding,) = {f.signature: f for f in fuzz.check(program, NO_KERNELS)}.values()
         small = fuzz.minimize(program, finding, NO_KERNELS, budget=30)

@@ -340,6 +340,8 @@ def write_reproducer(directory: Path, program: fp.Program, finding: Finding, ind
 # ---------------------------------------------------------------- the command line
 
 FG = ANP = None
+# issue 11's ops, with some ordinary arithmetic between them
+ISSUE11 = (*gen.ISSUE11_FAMILIES, "unary", "binary", "reduce", "select")
 MINIMIZE_EACH = 4   # findings of one signature minimized (told apart afterwards)
 DEFAULT_PARALLEL_MIN_SIZE = 1 << 15
 
@@ -367,12 +369,18 @@ def main(argv=None) -> int:
                         help="every N graphs, a small one also compiled fuse=False (0: never)")
     parser.add_argument("--unfused-size", type=int, default=25,
                         help="statements of those (one kernel per primitive compiles slowly)")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated statement families to draw from (default: all; "
+                        "'issue11': those of issue 11's ops, with unary and binary)")
     parser.add_argument("--include-known", action="store_true",
                         help="also write the spellings of known open defects (issue 9)")
     parser.add_argument("--minimize", type=float, default=120,
                         help="seconds to spend minimizing each new kind of finding")
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"))
     args = parser.parse_args(argv)
+    families = None if args.families is None else tuple(
+        f for name in args.families.split(",")
+        for f in (ISSUE11 if name == "issue11" else (name,)))
     setup(dodge_known=not args.include_known)
     args.out.mkdir(parents=True, exist_ok=True)
     began, seed = time.monotonic(), args.seed
@@ -382,7 +390,7 @@ def main(argv=None) -> int:
         unfused = args.unfused_every and seed % args.unfused_every == 0
         try:
             program = gen.generate(seed, args.unfused_size if unfused else args.size,
-                                  args.include_known)
+                                  args.include_known, families)
         except AssertionError as e:   # a defect of the generator, not of fusegrad
             print(f"seed {seed}: {e}", flush=True)
             counts["generator failed (not a finding)"] += 1

@@ -29,7 +29,9 @@ INTS = ("int8", "uint8", "int16", "int32", "int64")
 class Generator:
     """Builds one program of about `size` statements from `seed`."""
 
-    def __init__(self, seed: int, size: int, include_known: bool = False) -> None:
+    def __init__(self, seed: int, size: int, include_known: bool = False,
+                 families: tuple[str, ...] | None = None) -> None:
+        self.families = families or tuple(FAMILIES)   # the statement families it draws from
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.size = size
@@ -133,7 +135,7 @@ class Generator:
             self.new_input(self.shapes[int(self.rng.integers(1, len(self.shapes)))], dtype)
         if self.rng.random() < 0.2:   # a float input of the other precision: promotions
             self.new_input((self.dims[1],), FLOATS[1 - FLOATS.index(self.float)])
-        families = list(FAMILIES)
+        families = list(self.families)
         weights = np.array([FAMILIES[f][0] for f in families], dtype=float)
         while len(self.stmts) < self.size:
             family = families[int(self.rng.choice(len(families), p=weights / weights.sum()))]
@@ -454,6 +456,230 @@ def handwritten(inputs: dict[str, np.ndarray], lines: list[tuple[str, ...]],
     return g.finish()
 
 
-def generate(seed: int, size: int = 120, include_known: bool = False) -> Program:
-    """A program of `size` statements (a few more: squashing follows the last)."""
-    return Generator(seed, size, include_known).generate()
+def generate(seed: int, size: int = 120, include_known: bool = False,
+             families: tuple[str, ...] | None = None) -> Program:
+    """A program of `size` statements (a few more: squashing follows the last), drawn
+    from `families` (default: all)."""
+    return Generator(seed, size, include_known, families).generate()
+
+
+# ---------------------------------------------------------------- issue 11's ops
+# Batched matmul and einsum, axis moves, integer-array gathers (index arrays as integer
+# inputs and as constants, repeated and negative), functional updates, scans and
+# products, shape builders and the new elementwise functions. Values stay small
+# (tanh before products), and gradients the oracles cannot agree on (std and norm
+# at 0) are not written.
+
+def _float_of_shape(g: Generator, shape) -> str:
+    """A float value of `shape`: an existing one when there is, else a new input."""
+    shape = tuple(shape)
+    name = g.pick(lambda v: v.dtype.kind == "f" and v.shape == shape)
+    return name if name and g.rng.random() < 0.7 else g.new_input(shape)
+
+
+def _index_input(g: Generator, shape, size: int) -> str:
+    """Integer indices into an axis of `size`, negative ones and repeats included."""
+    name = f"i{len(g.inputs)}"
+    dtype = g.choice(["int64", "int32"])
+    g.inputs[name] = g.env[name] = g.rng.integers(-size, size, shape).astype(dtype)
+    return name
+
+
+def batched_matmul(g: Generator) -> None:
+    a, b, c = g.small_dims
+    form = int(g.rng.integers(6))
+    if form == 0:      # x(B,T,D) @ W(D,E)
+        # (autograd's own @ cannot differentiate broadcast batch dimensions: xp.matmul)
+        g.emit("bmatmul", "xp.matmul({0}, {1})", _float_of_shape(g, (c, a, b)), _float_of_shape(g, (b, a)))
+    elif form == 1:    # q @ k.swapaxes(-1, -2)
+        g.emit("bmatmul_swap", "{0} @ xp.swapaxes({1}, -1, -2)",
+               _float_of_shape(g, (c, a, b)), _float_of_shape(g, (c, a, b)))
+    elif form == 2:    # broadcast batch dimensions
+        g.emit("bmatmul_broadcast", "xp.matmul({0}, {1})",
+               _float_of_shape(g, (1, a, b)), _float_of_shape(g, (c, b, a)))
+    elif form == 3:    # vector @ batch, batch @ vector
+        template = g.choice(["xp.matmul({0}, {1})", "xp.matmul(xp.swapaxes({1}, -1, -2), {0})"])
+        g.emit("bmatmul_vector", template, _float_of_shape(g, (b,)), _float_of_shape(g, (c, b, a)))
+    else:
+        pattern, shapes = g.choice([
+            ("ij,jk->ik", [(a, b), (b, c)]), ("bij,bjk->bik", [(c, a, b), (c, b, a)]),
+            ("ij,ij->i", [(a, b), (a, b)]), ("ij->ji", [(a, b)]), ("ij,j->i", [(a, b), (b,)]),
+            ("i,j->ij", [(a,), (b,)]), ("bij->bj", [(c, a, b)]), ("bij,bkj->bik", [(c, a, b), (c, c, b)]),
+            ("ij,kj->", [(a, b), (c, b)]), ("...ij,jk->...ik", [(c, a, b), (b, a)]),
+        ])
+        names = [_float_of_shape(g, s) for s in shapes]
+        g.emit("einsum", f"xp.einsum({pattern!r}, " + ", ".join(f"{{{k}}}" for k in range(len(names))) + ")",
+               *names)
+
+
+def axes_moves(g: Generator) -> None:
+    a = g.pick(lambda v: v.ndim >= 2)
+    if a is None:
+        return batched_matmul(g)
+    ndim = g.env[a].ndim
+    form = int(g.rng.integers(3))
+    if form == 0:
+        src, dst = (int(d) for d in g.rng.integers(-ndim, ndim, 2))
+        g.emit("moveaxis", f"xp.moveaxis({{0}}, {src}, {dst})", a)
+    elif form == 1:
+        perm = tuple(int(p) for p in g.rng.permutation(ndim))
+        g.emit("transpose_axes", f"{{0}}.transpose({perm!r})", a)
+    else:
+        d1, d2 = (int(d) for d in g.rng.integers(-ndim, ndim, 2))
+        g.emit("swapaxes", f"xp.swapaxes({{0}}, {d1}, {d2})", a)
+
+
+def gathers(g: Generator) -> None:
+    a = g.pick(lambda v: v.ndim >= 1 and v.size > 0)
+    if a is None:
+        return
+    shape = g.env[a].shape
+    n = shape[0]
+    form = int(g.rng.integers(5))
+    if form == 0:      # x[idx], idx an integer input (maybe 2-D)
+        idx = _index_input(g, g.choice([(4,), (2, 3), (1,)]), n)
+        g.emit("gather_input", "{0}[{1}]", a, idx)
+    elif form == 1:    # x[constant list]
+        constant = [int(i) for i in g.rng.integers(-n, n, int(g.rng.integers(1, 5)))]
+        g.emit("gather_constant", f"{{0}}[{constant!r}]", a)
+    elif form == 2 and len(shape) >= 2:   # the cross-entropy idiom x[arange(n), labels]
+        labels = _index_input(g, (n,), shape[1])
+        g.emit("gather_labels", f"{{0}}[xp.arange({n}), {{1}}]", a, labels)
+    elif form == 3 and len(shape) >= 2:   # take_along_axis
+        axis = int(g.rng.integers(-len(shape), len(shape)))
+        idx_shape = list(shape)
+        idx_shape[axis] = int(g.rng.integers(1, 4))
+        if g.rng.random() < 0.3:   # broadcast an other axis
+            other = (axis + 1) % len(shape)
+            idx_shape[other] = 1
+        idx = _index_input(g, tuple(idx_shape), shape[axis])
+        g.emit("take_along_axis", f"xp.take_along_axis({{0}}, {{1}}, {axis})", a, idx)
+    elif g.env[a].dtype.kind == "f":      # functional updates
+        mode = g.choice(["set", "add"])
+        if mode == "add" or g.rng.random() < 0.5:
+            index = g.choice([f"{int(g.rng.integers(-n, n))}", "slice(1, None)", "slice(None, None, 2)"])
+            if mode == "add" and g.rng.random() < 0.5:   # repeated indices add twice
+                index = repr([int(i) for i in g.rng.integers(-n, n, 3)])
+        else:
+            index = repr(sorted({int(i) for i in g.rng.integers(0, n, 2)}))
+        target = np.zeros(shape)[eval(index)].shape
+        value = _float_of_shape(g, target[1:] if target and g.rng.random() < 0.4 else target)
+        g.emit(f"at_{mode}", f"xp.at_{mode}({{0}}, {index}, {{1}})", a, value)
+
+
+def scans(g: Generator) -> None:
+    a = g.pick(lambda v: v.dtype.kind == "f" and v.ndim >= 1)
+    if a is None:
+        return
+    shape, ndim = g.env[a].shape, g.env[a].ndim
+    axis = int(g.rng.integers(-ndim, ndim))
+    form = int(g.rng.integers(7))
+    if form == 0:
+        g.emit("cumsum", f"xp.cumsum({{0}}, axis={g.choice([axis, None])!r})", a)
+    elif form in (1, 2) and shape[axis] <= 6:
+        # cumprod and prod of tanh: small factors, and exact zeros where x is 0
+        op = "cumprod" if form == 1 else "prod"
+        zeros = g.rng.random() < 0.5
+        source = g.emit("relu", "xp.relu({0})", a) if zeros else a
+        g.emit(op, f"xp.{op}(xp.tanh({{0}}), axis={axis})", source)
+    elif form == 3 and np.prod(shape) <= 8:
+        g.emit("prod_all", "xp.prod(xp.tanh({0}))", a)
+    elif form == 4:
+        ax = g.choice([axis, None])
+        value = g.env[a]
+        if np.std(value, axis=ax).min(initial=1) > 1e-3:
+            g.emit("std", f"xp.std({{0}}, axis={ax!r})", a)
+    elif form == 5:
+        ax = g.choice([axis, None]) if ndim <= 2 else axis
+        if np.linalg.norm(g.env[a], axis=ax).min(initial=1) > 1e-3:
+            g.emit("norm", f"xp.norm({{0}}, axis={ax!r})", a)
+    else:
+        m = g.pick(lambda v: v.dtype == np.bool_ and v.ndim >= 1)
+        if m is not None:
+            op = g.choice(["any", "all"])
+            g.emit(op, f"xp.{op}({{0}}, axis={int(g.rng.integers(g.env[m].ndim))})", m)
+
+
+def builders(g: Generator) -> None:
+    a = g.pick(lambda v: v.dtype.kind == "f" and v.ndim >= 1)
+    if a is None:
+        return
+    shape, ndim = g.env[a].shape, g.env[a].ndim
+    axis = int(g.rng.integers(-ndim, ndim))
+    form = int(g.rng.integers(10))
+    if form == 0:
+        b = g.pick(lambda v: v.dtype == g.env[a].dtype and v.ndim == ndim and all(
+            s == t for d, (s, t) in enumerate(zip(v.shape, shape)) if d != axis % ndim))
+        ax = g.choice([axis, axis, None])
+        g.emit("concatenate", f"xp.concatenate([{{0}}, {{1}}, {{0}}], axis={ax!r})", a, b)
+    elif form == 1:
+        b = _float_of_shape(g, shape)
+        g.emit("stack", f"xp.stack([{{0}}, {{1}}], axis={int(g.rng.integers(-ndim - 1, ndim + 1))})", a, b)
+    elif form == 2 and shape[axis] >= 2:
+        n = shape[axis]
+        sections = g.choice([s for s in (2, 3, 1) if n % s == 0] + [[1], [0, n - 1], [1, n]])
+        k = int(g.rng.integers(len(sections) + 1 if isinstance(sections, list) else sections))
+        g.emit("split", f"xp.split({{0}}, {sections!r}, axis={axis})[{k}]", a)
+    elif form == 3:
+        g.emit("flip", f"xp.flip({{0}}, axis={g.choice([axis, None])!r})", a)
+    elif form == 4:
+        g.emit("repeat", f"xp.repeat({{0}}, {int(g.rng.integers(1, 3))}, axis={g.choice([axis, None])!r})", a)
+    elif form == 5:
+        reps = tuple(int(r) for r in g.rng.integers(1, 3, int(g.rng.integers(1, ndim + 2))))
+        g.emit("tile", f"xp.tile({{0}}, {reps!r})", a)
+    elif form == 6:
+        width = tuple((int(l), int(r)) for l, r in g.rng.integers(0, 3, (ndim, 2)))
+        g.emit("pad", f"xp.pad({{0}}, {width!r})", a)
+    elif form == 7 and ndim >= 2:
+        op = g.choice(["tril", "triu"])
+        g.emit(op, f"xp.{op}({{0}}, {int(g.rng.integers(-2, 3))})", a)
+    elif form == 8:
+        b = g.pick(lambda v: v.dtype.kind == "f" and v.ndim == 1)
+        if ndim == 1 and b is not None:
+            g.emit("outer", "xp.outer({0}, {1})", a, b)
+    elif ndim <= 2:
+        k = int(g.rng.integers(-1, 2))
+        if ndim == 2 and g.rng.random() < 0.4:
+            g.emit("trace", "xp.trace({0})", a)
+        else:
+            g.emit("diag", f"xp.diag({{0}}, {k})", a)
+
+
+ELEMENTWISE11 = [("log1p", "xp.log1p({0} * {0})"), ("log1p_sigmoid", "xp.log1p(-xp.sigmoid({0}))"),
+                 ("expm1", "xp.expm1(xp.tanh({0}))"), ("erf", "xp.erf({0})"),
+                 ("gelu", "xp.gelu({0})"), ("gelu_tanh", "xp.gelu_tanh({0})"),
+                 ("float_mod", "{0} % 0.75"), ("float_floordiv", "xp.floor_divide({0}, 0.5) + {0}")]
+
+
+def elementwise11(g: Generator) -> None:
+    form = int(g.rng.integers(4))
+    if form <= 1:
+        op, template = g.choice(ELEMENTWISE11)
+        g.emit(op, template, g.pick(g.is_float))
+    elif form == 2:
+        a = g.pick(lambda v: v.dtype.kind == "f" and v.ndim >= 1)
+        if a is not None:
+            axis = int(g.rng.integers(-g.env[a].ndim, g.env[a].ndim))
+            g.emit("log_softmax", f"xp.log_softmax({{0}}, axis={axis})", a)
+    else:
+        i = g.pick(lambda v: v.dtype.kind in "iu" and np.abs(v).max(initial=0) <= INT_LIMIT)
+        m = g.pick(lambda v: v.dtype == np.bool_)
+        if m is not None and g.rng.random() < 0.5:
+            n = g.broadcastable(m, lambda v: v.dtype == np.bool_)
+            op, template = g.choice([("and_op", "({0} & {1})"), ("or_op", "({0} | {1})"),
+                                     ("not_op", "(~{0} | {1})")])
+            g.emit(op, template, m, n)
+        elif i is not None:
+            j = g.broadcastable(i, lambda v: v.dtype.kind in "iu" and np.abs(v).max(initial=0) <= INT_LIMIT
+                                and v.dtype == g.env[i].dtype)
+            op, template = g.choice([("int_mod", "{0} % 3"), ("int_floordiv", "{0} // 2"),
+                                     ("int_mod_array", "{0} % (xp.abs({1}) + 1)"),
+                                     ("int_floordiv_array", "{0} // (xp.abs({1}) + 1)"),
+                                     ("neg_mod", "{0} % -3")])
+            g.emit(op, template, i, j if "{1}" in template else i)
+
+
+ISSUE11_FAMILIES = {"batched_matmul": (1, batched_matmul), "axes_moves": (0.7, axes_moves),
+                    "gathers": (1.5, gathers), "scans": (1.2, scans), "builders": (1.5, builders),
+                    "elementwise11": (1.5, elementwise11)}
+FAMILIES.update(ISSUE11_FAMILIES)

@@ -56,6 +56,18 @@ def test_a_random_program_compiled_unfused_matches_the_interpreter(fuzz):
     assert findings(fuzz, program, frozenset({"unfused"})) == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_programs_of_issue_11_ops_match_numpy_and_autograd(fuzz, seed):
+    # Batched matmul, einsum, gathers, at[] updates, scans, builders, erf/gelu, masks.
+    program = fuzz.gen.generate(seed, size=100, families=fuzz.ISSUE11)
+    assert fuzz.check(program, NO_KERNELS) == []
+
+
+def test_a_random_program_of_issue_11_ops_compiled_fused_and_eager_matches(fuzz):
+    program = fuzz.gen.generate(3, size=12, families=fuzz.ISSUE11)
+    assert findings(fuzz, program, frozenset({"fused", "eager"})) == []
+
+
 # ---------------------------------------------------------------- the oracles can fail
 
 @contextlib.contextmanager
@@ -80,7 +92,9 @@ def test_the_fuzzer_reports_a_wrong_gradient(fuzz):
 
 def test_minimizing_keeps_the_finding_and_cuts_the_rest(fuzz):
     from fusegrad.ir import primitives
-    program = fuzz.gen.generate(5, size=40)
+    # The families before issue 11's: this seed's program has sin statements.
+    before = tuple(f for f in fuzz.gen.FAMILIES if f not in fuzz.gen.ISSUE11_FAMILIES)
+    program = fuzz.gen.generate(5, size=40, families=before)
     with wrong_vjp(primitives.sin, lambda g, x, y: [g]):
         (finding,) = {f.signature: f for f in fuzz.check(program, NO_KERNELS)}.values()
         small = fuzz.minimize(program, finding, NO_KERNELS, budget=30)
@@ -158,4 +172,24 @@ def test_clamp_gradient_at_its_bounds(fuzz):
     """Found by the fuzzer: clamp halves the gradient at its bounds (maximum/minimum split ties); PyTorch passes it whole."""
     x = np.array([0.6, -0.7, 0.0, 1.0], np.float32)
     program = fuzz.gen.handwritten({"x0": x}, [("clip", "xp.clip({0}, -0.7, 0.6)", "x0")])
+    assert findings(fuzz, program) == []
+
+
+# ---------------------------------------------------------------- issue 11's ops: defects it found (fixed)
+
+def test_concatenate_with_axis_none_flattens(fuzz):
+    """Found by the fuzzer: fg.concatenate(xs, axis=None) joined along axis 0; NumPy's flattens."""
+    program = fuzz.gen.handwritten(
+        {"x0": np.arange(6.0).reshape(2, 3), "x1": np.array([0.5, -1.0])},
+        [("concatenate", "xp.concatenate([{0}, {1}], axis=None)", "x0", "x1")])
+    assert findings(fuzz, program) == []
+
+
+def test_variance_method_with_numpy_keywords_is_biased(fuzz):
+    """Found by the fuzzer: x.var(axis=None, keepdims=True) took PyTorch's unbiased default
+    (axis=None was not seen as NumPy's keyword); NumPy's keywords mean ddof=0."""
+    program = fuzz.gen.handwritten(
+        {"x0": np.array([[0.0, 1.0, 2.0, 2.0, 2.0]], np.float32)},
+        [("var", "{0}.var(axis=None, keepdims=True)", "x0"),
+         ("std", "{0}.std(keepdims=True)", "x0")])
     assert findings(fuzz, program) == []

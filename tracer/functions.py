@@ -425,8 +425,15 @@ def _stack(*xs, axis):
     return ops.stack(xs, axis)
 
 
-def concatenate(xs, axis=None, *, dim=None):
-    """``fg.concatenate(xs, axis=)`` (NumPy), ``fg.cat(tensors, dim=)`` (PyTorch)."""
+_AXIS_UNSET = object()   # concatenate's axis not given: 0; given as None: flattened
+
+
+def concatenate(xs, axis=_AXIS_UNSET, *, dim=None):
+    """``fg.concatenate(xs, axis=)`` (NumPy), ``fg.cat(tensors, dim=)`` (PyTorch).
+    As NumPy's, ``axis=None`` concatenates the arrays flattened."""
+    if axis is None and dim is None:
+        return concatenate([reshape(x, -1) for x in xs], axis=0)
+    axis = None if axis is _AXIS_UNSET else axis
     return apply(_concatenate, *xs, axis=_one_axis(axis, dim, 0), grad_fn="CatBackward0")
 
 
@@ -768,12 +775,14 @@ def _correction(ddof, unbiased, correction, torch_default: bool) -> int:
 def _torch_moment(function):
     """``x.std()``, ``x.var()``: PyTorch's methods, unbiased unless told otherwise;
     ``x.std(1)`` is dim 1, ``x.std(False)`` the biased estimate (PyTorch's overloads),
-    NumPy's axis=/ddof= as keywords keep NumPy's default."""
-    def method(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
-               keepdims=False, ddof=None):
+    NumPy's axis=/keepdims=/ddof= as keywords (``axis=None`` too) keep NumPy's default."""
+    def method(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=_AXIS_UNSET,
+               keepdims=_AXIS_UNSET, ddof=None):
         if isinstance(dim, bool):   # x.std(False): the overload whose first argument is unbiased
             dim, unbiased = None, dim
-        numpy_style = axis is not None or ddof is not None
+        numpy_style = axis is not _AXIS_UNSET or keepdims is not _AXIS_UNSET or ddof is not None
+        axis = None if axis is _AXIS_UNSET else axis
+        keepdims = False if keepdims is _AXIS_UNSET else keepdims
         if correction is None and ddof is None and unbiased is None and not numpy_style:
             correction = 1
         return function(x, axis=axis, keepdims=keepdims, ddof=ddof, dim=dim, keepdim=keepdim,

@@ -274,25 +274,30 @@ def scatter_slice(g: Value, shape: Shape, index) -> Value:
     return P.scatter_slice.bind(g, shape=tuple(shape), index=tuple(index))
 
 
+def _full_index(x: Value, index: tuple, *, arrays: bool) -> tuple:
+    """`index` checked, with its `...` (or the axes it leaves out) spelled as slices."""
+    allowed = (int, np.integer, slice, type(None), type(Ellipsis)) + ((Value,) if arrays else ())
+    if any(isinstance(i, bool) or not isinstance(i, allowed) for i in index):
+        what = ("integers, slices, None, ... and integer index arrays" if arrays else
+                "integers, slices, None and ...")
+        raise TypeError(located(
+            f"indexing {x.type_str} with {index!r}: only {what} are supported (indices must "
+            "be known when tracing; use fg.where for masks)", current_source()))
+    explicit = sum(i is not None and i is not Ellipsis for i in index)
+    if explicit > x.ndim or sum(i is Ellipsis for i in index) > 1:
+        raise ShapeError(located(f"too many indices for {x.type_str}: {explicit} given",
+                                 current_source()))
+    at = index.index(Ellipsis) if Ellipsis in index else len(index)
+    return index[:at] + (slice(None),) * (x.ndim - explicit) + index[at + 1:]
+
+
 def getitem(x: Value, index) -> Value:
     """NumPy basic indexing: integers, slices, None and Ellipsis (static, no arrays);
     with integer index arrays (`Value`s) among them, NumPy's advanced indexing."""
     index = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, Value) for i in index):
         return gather_index(x, index)
-    if any(not isinstance(i, (int, np.integer, slice, type(None), type(Ellipsis))) or
-           isinstance(i, bool) for i in index):
-        raise TypeError(located(
-            f"indexing {x.type_str} with {index!r}: only integers, slices, None and ... are "
-            "supported (indices must be known when tracing; use fg.where for masks)",
-            current_source()))
-    explicit = sum(i is not None and i is not Ellipsis for i in index)
-    if explicit > x.ndim or sum(i is Ellipsis for i in index) > 1:
-        raise ShapeError(located(f"too many indices {index!r} for {x.type_str}", current_source()))
-    if Ellipsis not in index:
-        index = index + (Ellipsis,)
-    at = index.index(Ellipsis)
-    index = index[:at] + (slice(None),) * (x.ndim - explicit) + index[at + 1:]
+    index = _full_index(x, index, arrays=False)
     triples, shape, axis = [], [], 0
     for item in index:
         if item is None:
@@ -743,23 +748,12 @@ class IndexPlan:
         self.x_shape, self.dtype = x.shape, x.dtype
         arrays = [i for i in index if isinstance(i, Value)]
         _index_arrays("indexing", arrays)
-        if any(isinstance(i, bool) or not isinstance(i, (Value, int, np.integer, slice,
-                                                         type(None), type(Ellipsis)))
-               for i in index):
-            raise TypeError(located(
-                f"indexing {x.type_str} with {index!r}: only integers, slices, None, ... and "
-                "integer index arrays are supported (use fg.where for masks)", current_source()))
+        index = _full_index(x, index, arrays=True)
         if arrays and any(i is None for i in index):
             raise UnsupportedError(located(
                 f"indexing {x.type_str}: None (np.newaxis) together with index arrays is not "
                 "supported; index first, then add the axis with fg.expand_dims or reshape",
                 current_source()))
-        explicit = sum(i is not None and i is not Ellipsis for i in index)
-        if explicit > x.ndim or sum(i is Ellipsis for i in index) > 1:
-            raise ShapeError(located(f"too many indices for {x.type_str}: {explicit} given",
-                                     current_source()))
-        at = index.index(Ellipsis) if Ellipsis in index else len(index)
-        index = index[:at] + (slice(None),) * (x.ndim - explicit) + index[at + 1:]
         self.triples, self.shape, self.axes, advanced = [], [], [], []
         axis = 0
         for item in index:

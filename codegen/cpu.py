@@ -1,11 +1,17 @@
-"""The CPU target: a loop kernel as a Numba `njit(parallel=True)` function.
+"""The CPU target: a loop kernel as one single-threaded Numba `njit` function.
 
-The outer axis is split into `nchunks` chunks run by `prange`; reductions across
-chunks go through per-chunk partial buffers that the kernel combines at the end,
-so no two threads write the same memory. Sums of float32 are accumulated in
-float64 (a sequential float32 sum of 10^7 terms would lose about three digits);
-all elementwise work stays in the IR's dtype. The statements themselves come
-from `codegen.body`, shared with the CUDA target.
+The outer axis is split into `nchunks` chunks. The function runs the chunks
+[first, last) it is given and, if `finish`, the epilogue: the runtime calls it once
+for every chunk and the epilogue on one thread, or runs chunks on its own thread pool
+(`runtime.threads.run_chunks`: the function is `nogil`) and then the epilogue.
+One function serves both, so a kernel compiles once whatever its size, and never as
+a Numba parfor (`parallel=True` cost about twice the compile time of the same loops
+without it). Reductions across chunks go through per-chunk partial buffers that the
+epilogue combines in chunk order, so no two threads write the same memory and the
+result does not depend on how many threads ran the chunks. Sums of float32 are
+accumulated in float64 (a sequential float32 sum of 10^7 terms would lose about
+three digits); all elementwise work stays in the IR's dtype. The statements
+themselves come from `codegen.body`, shared with the CUDA target.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
 
-__all__ = ["compile_cpu", "emit_cpu", "kernel_parameters", "partial_nodes", "SERIAL_SUFFIX"]
+__all__ = ["compile_cpu", "emit_cpu", "kernel_parameters", "partial_nodes", "CHUNK_PARAMETERS"]
 
 
 def _scalar_math_digest() -> str:
@@ -40,12 +46,14 @@ HEADER = f"""\
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from fusegrad.codegen import scalar_math  # version {_scalar_math_digest()}
 """
 
-SERIAL_SUFFIX = "_serial"
+# What a loop kernel takes after the domain's sizes: the chunks to run, [first, last),
+# and whether to run the epilogue (after every chunk has run).
+CHUNK_PARAMETERS = ("first", "last", "finish")
 
 
 def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
@@ -56,7 +64,7 @@ def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
     function = function or kernel.name
     return KernelSource(
         name=function, text=emit_cpu(kernel, names, consts, function), entry=function,
-        serial=function + SERIAL_SUFFIX if kernel.domain else None, epilogue=None,
+        runs_chunks=bool(kernel.domain), epilogue=None,
         inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
         buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=True),
         domain=tuple(kernel.domain), outer_points=0)
@@ -64,28 +72,30 @@ def compile_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
 
 def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
              function: str | None = None) -> str:
-    """Source defining `function` (default `kernel.name`; threaded) and, for loop
-    kernels, the same loops compiled without threads as `function + SERIAL_SUFFIX`:
-    for small inputs, waking a thread pool costs more than the work. Numba compiles
-    a function on its first call, so only the variant that runs is compiled."""
+    """Source defining `function` (default `kernel.name`). A loop kernel's takes
+    `CHUNK_PARAMETERS` after the usual ones (see the module's docstring); it releases
+    the GIL, so that the runtime's threads can run its chunks at the same time."""
     function = function or kernel.name
     sched = schedule(kernel, consts)
+    parameters = kernel_parameters(kernel, names)
+    if kernel.domain:
+        parameters += CHUNK_PARAMETERS
     w = Writer()
     w.line(HEADER)
+    w.line()
     # error_model="numpy": 1/0 is inf and log(-1) NaN, as in NumPy, not an exception.
-    variants = [(function, "parallel=True, ")] if kernel.domain else [(function, "")]
-    if kernel.domain:
-        variants.append((function + SERIAL_SUFFIX, ""))
+    nogil = "nogil=True, " if kernel.domain else ""
+    w.line(f'@njit({nogil}cache=True, error_model="numpy")')
     computed = " ".join(names.ir(n.out) for n in kernel.nodes)
-    for name, parallel in variants:
-        w.line()
-        w.line(f'@njit({parallel}cache=True, error_model="numpy")')
-        with w.block(f"def {name}({', '.join(kernel_parameters(kernel, names))}):", computed):
-            if not kernel.domain:
-                emit_point(w, sched, names, CPU)
-            else:
-                _emit_chunks(w, sched, names)
+    with w.block(f"def {function}({', '.join(parameters)}):", computed):
+        if not kernel.domain:
+            emit_point(w, sched, names, CPU)
             _emit_epilogue(w, sched, names)
+        else:
+            _emit_chunks(w, sched, names)
+            if any(kernel.levels[n.out] == FINAL for n in kernel.nodes):
+                with w.block("if finish:"):
+                    _emit_epilogue(w, sched, names)
     return w.text()
 
 
@@ -100,7 +110,7 @@ CPU = Dialect(update_column=_update_column, row_buffers=True, split_reductions=T
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:
     fulls = full_reductions(sched.kernel)
-    with w.block("for chunk in prange(nchunks):"):
+    with w.block("for chunk in range(first, last):"):
         w.line("start = chunk * n0 // nchunks")
         w.line("stop = (chunk + 1) * n0 // nchunks")
         for declaration in (row_buffer_declarations(sched, names)

@@ -56,7 +56,7 @@ def compile_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) 
     threads = epilogue_threads(kernel)
     return KernelSource(
         name=kernel.name, text=emit_cuda(kernel, names, consts), entry=kernel.name,
-        serial=None, epilogue=kernel.name + EPILOGUE_SUFFIX if threads else None,
+        runs_chunks=False, epilogue=kernel.name + EPILOGUE_SUFFIX if threads else None,
         inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
         buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=False),
         domain=tuple(kernel.domain), outer_points=outer_points(kernel),

@@ -6,6 +6,8 @@ Every entry point takes the same arguments, in this order:
 ``*inputs, *buffers, nchunks, *domain`` -- the input arrays, one array per
 `Buffer` (the outputs', then the partials'), the number of chunks (CPU) or blocks
 (CUDA) the `chunked` buffers have a row for, and the domain's sizes n0, n1, ....
+A CPU loop kernel (`runs_chunks`) then takes `first, last, finish`: the chunks
+[first, last) to run and whether to run the epilogue (codegen/cpu.py).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class KernelSource:
     name: str
     text: str
     entry: str                      # the function to launch
-    serial: str | None              # CPU: `entry` without threads, for small inputs
+    runs_chunks: bool               # CPU: `entry` takes the chunks to run (cpu.CHUNK_PARAMETERS)
     epilogue: str | None            # CUDA: launched right after `entry`, same arguments
     inputs: tuple[Value, ...]
     outputs: tuple[Value, ...]      # the values of the first len(outputs) buffers

@@ -5,7 +5,6 @@ import functools
 import math
 from typing import Callable, Sequence
 
-import numba
 import numpy as np
 
 from fusegrad.codegen import (Kernel, KernelSource, LibraryCall, Plan, SourceNames,
@@ -16,21 +15,22 @@ from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
 from fusegrad.ir.loops import run_scan
 from fusegrad.runtime import blas, buffers, stats
-from fusegrad.runtime.loader import Launcher, load, source_path
-from fusegrad.runtime.threads import choose_threading_layer
+from fusegrad.runtime.loader import ChunkLauncher, Launcher, load, source_path
+from fusegrad.runtime.threads import thread_count
 
 
-# Below this many domain elements a kernel runs its single-threaded variant: waking
-# the thread pool costs microseconds (milliseconds when the machine is busy) and the
-# work itself less than that. Tests lower it to exercise the threaded code.
-PARALLEL_MIN_SIZE = 1 << 15
+# Below this many domain elements a kernel runs its chunks in one call on the calling
+# thread: handing chunks to the pool and waiting for them costs about 10-20 us more
+# than that call (milliseconds when the machine is busy), and the work itself less
+# than that. Measured on a 2-core Xeon: W1 at 10^5 took 39-47 us in one call, 63-74 us
+# on two threads. Tests lower it to exercise the threads.
+PARALLEL_MIN_SIZE = 1 << 17
 
 
 class KernelStep:
     """One compiled loop kernel and how to call it."""
 
     def __init__(self, kernel: Kernel, compiled: KernelSource, launch: Callable,
-                 entry: str | None = None,
                  shown: Callable[[], KernelSource] | None = None) -> None:
         self.kernel = kernel          # the plan's, for descriptions; launches read `compiled`
         self.compiled = compiled
@@ -40,9 +40,7 @@ class KernelStep:
         self.launch = launch
         self.inputs = compiled.inputs
         self.outputs = compiled.outputs
-        # The function of the source that runs: _compile names the serial one where
-        # the kernel is too small to thread.
-        self.entry = entry or compiled.entry
+        self.entry = compiled.entry
 
     def shown(self) -> KernelSource:
         """The kernel as the dump shows it: the code that runs, under the graph's names."""
@@ -54,21 +52,14 @@ class KernelStep:
     def source(self) -> str:
         return self.shown().text
 
-    def twin(self) -> str | None:
-        """The function of `source` that does not run (the other CPU variant)."""
-        shown = self.shown()
-        if shown.serial is None:
-            return None
-        return shown.entry if self.entry == self.compiled.serial else shown.serial
-
     def note(self) -> str:
-        """For the dump: which variant runs, and why."""
-        if self.twin() is None:
+        """For the dump: whether the chunks run on threads, and why."""
+        if not self.compiled.runs_chunks:
             return ""
         size = self.compiled.size
-        if self.entry == self.compiled.serial:
-            return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
-        return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
+        if isinstance(self.launch, ChunkLauncher) and self.launch.threaded:
+            return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
+        return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
 
     # Inputs another kernel of the same executable made: fresh C-contiguous arrays of
     # at least one dimension, which _kernel_array would pass as they are (Executable
@@ -211,8 +202,7 @@ class Executable:
         owners = [roots.get(v, v) for v in graph.outputs]
         self._copy = [owner in own or owner in owners[:i] for i, owner in enumerate(owners)]
         self._copies = any(self._copy)
-        choose_threading_layer()  # before get_num_threads, which starts the pool
-        self._threads = numba.get_num_threads()
+        self._threads = thread_count()
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):
@@ -225,14 +215,12 @@ class Executable:
         # work share one file and one compilation; the dump shows the graph's names.
         compiled = compile_shared(step, self.plan)
         shown = lambda: compile_kernel(step, self.names, self.plan, self.device)  # noqa: E731
-        # Shapes are static, so the threaded-or-not choice is made once, here.
-        threaded = bool(compiled.domain) and compiled.size >= PARALLEL_MIN_SIZE
-        serial = Launcher(load(compiled.text, compiled.serial)) if compiled.serial else None
-        if not threaded:
-            return KernelStep(step, compiled, serial or Launcher(load(compiled.text, compiled.entry)),
-                              entry=compiled.serial or compiled.entry, shown=shown)
-        return KernelStep(step, compiled, Launcher(load(compiled.text, compiled.entry), serial),
-                          shown=shown)
+        launch = Launcher(load(compiled.text, compiled.entry))
+        if compiled.runs_chunks:
+            # Shapes are static, so the threaded-or-not choice is made once, here.
+            threaded = compiled.size >= PARALLEL_MIN_SIZE
+            launch = ChunkLauncher(launch, len(compiled.inputs) + len(compiled.buffers), threaded)
+        return KernelStep(step, compiled, launch, shown=shown)
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         env: dict[Value, np.ndarray] = dict(self.constants)
@@ -248,17 +236,11 @@ class Executable:
     def kernel_count(self) -> int:
         return sum(isinstance(s, KernelStep) for s in self.steps)
 
-    def describe(self, variants: str = "running") -> str:
-        """The kernel plan and the generated source, for dumps. Of a kernel's
-        functions, `variants="running"` shows those that run at these shapes (a CPU
-        loop kernel's file also has its threaded or single-threaded twin), "all" all;
-        the header the kernel files share is shown once."""
-        if variants not in ("running", "all"):
-            raise ValueError(f'variants must be "running" or "all", not {variants!r}')
+    def describe(self) -> str:
+        """The kernel plan and the generated source, for dumps; the header the kernel
+        files share is shown once."""
         from fusegrad.codegen import describe_plan
-        title = "# generated source" + ("" if variants == "all" else
-                                        " (the variants that run; FUSEGRAD_DUMP=all: all)")
-        lines = [describe_plan(self.plan, self.names), "", title]
+        lines = [describe_plan(self.plan, self.names), "", "# generated source"]
         shown_header = None
         for step in self.steps:
             if not isinstance(step, KernelStep):
@@ -267,16 +249,15 @@ class Executable:
             if header != shown_header:
                 lines.append(header)
                 shown_header = header
-            hidden = None if variants == "all" else step.twin()
             lines.append(f"\n# ---- {step.kernel.name}  "
                          f"({source_path(step.compiled.text).name}{step.note()})")
             lines.append("\n\n".join(annotate(text, step.kernel, self.names)
-                                     for name, text in functions.items() if name != hidden))
+                                     for text in functions.values()))
         for step in self.steps:
             if isinstance(step, ScanStep):   # its body's own plan and kernels
                 lines.append(f"\n# ==== the body of {step.name}, run once per step "
                              f"(names are the body's, as its IR prints them)")
-                lines.append(step.body.describe(variants))
+                lines.append(step.body.describe())
         return "\n".join(lines) + "\n"
 
 

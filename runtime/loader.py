@@ -20,7 +20,6 @@ from types import ModuleType
 from typing import Callable
 
 from fusegrad.runtime import cache, numba_cache, stats, threads
-from fusegrad.runtime.threads import launch_lock
 
 _modules: dict[str, ModuleType] = {}
 _lock = threading.Lock()
@@ -107,41 +106,25 @@ def _run(source: str, filename: str, on_disk: bool) -> ModuleType:
 
 
 class Launcher:
-    """Calls a Numba dispatcher, timing the first call (compile or cache load).
+    """Calls a Numba dispatcher, timing the first call (compile or cache load)."""
 
-    A threaded kernel comes with its single-threaded variant, `serial`: it launches
-    under `launch_lock` where the layer needs it, and runs `serial` where the pool
-    cannot run (runtime/threads.py says why)."""
+    __slots__ = ("function", "ready")
 
-    __slots__ = ("function", "ready", "lock", "serial")
-
-    def __init__(self, function: Callable, serial: Launcher | None = None) -> None:
+    def __init__(self, function: Callable) -> None:
         self.function = function
         # Not ready merely because the dispatcher has compiled before: one kernel
         # source serves several argument types (an int32 and an int64 array are
         # cast alike), and each new type is a new compilation to count.
         self.ready = False
-        self.serial = serial
-        self.lock = launch_lock if serial is not None else contextlib.nullcontext()
 
     def __call__(self, *args) -> None:
-        if self.serial is None and self.ready:   # most calls: no lock, no pool to check
+        if self.ready:
             self.function(*args)
-            stats.count("kernels_launched")
-            return
-        if self.serial is not None and threads.forked_from_gnu_openmp:
-            self.serial(*args)
-            return
-        with self.lock:
-            if self.ready:
-                self.function(*args)
-            else:
-                self._first_call(args)
+        else:
+            self._first_call(args)
         stats.count("kernels_launched")
 
     def _first_call(self, args) -> None:
-        if self.serial is not None and not threads.needs_launch_lock():
-            self.lock = contextlib.nullcontext()  # the pool is thread-safe
         signatures = getattr(self.function, "signatures", None)
         known = None if signatures is None else len(signatures)
         before = self.function.stats.cache_hits.copy() if hasattr(self.function, "stats") else None
@@ -154,3 +137,30 @@ class Launcher:
         hits = self.function.stats.cache_hits if before is not None else None
         stats.count("cache_loads" if hits and hits != before else "compiles")
         stats.count("compile_seconds", elapsed)
+
+
+class ChunkLauncher:
+    """Launches a CPU loop kernel (codegen.cpu: it runs the chunks it is given): all
+    its chunks and the epilogue in one call where it is small, or its chunks on the
+    thread pool (runtime/threads.py). A first call runs its first chunk alone, so that
+    this thread compiles the kernel (or loads it) while no other waits on Numba's
+    compile lock."""
+
+    __slots__ = ("launcher", "nchunks_at", "threaded")
+
+    def __init__(self, launcher: Launcher, nchunks_at: int, threaded: bool) -> None:
+        self.launcher = launcher
+        self.nchunks_at = nchunks_at    # where `nchunks` is among the arguments
+        self.threaded = threaded
+
+    def __call__(self, *args) -> None:
+        nchunks = args[self.nchunks_at]
+        launcher = self.launcher
+        if not (self.threaded and nchunks > 1):
+            launcher(*args, 0, nchunks, True)
+        elif launcher.ready:
+            threads.run_chunks(launcher.function, args, range(nchunks))
+            stats.count("kernels_launched")
+        else:
+            launcher(*args, 0, 1, False)
+            threads.run_chunks(launcher.function, args, range(1, nchunks))

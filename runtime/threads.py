@@ -1,38 +1,87 @@
-"""The thread pool fusegrad's kernels run on: Numba's, shared with the user's own
-`parallel=True` code, so fusegrad leaves the choice of layer to Numba and the user.
+"""The threads fusegrad's kernels run on: a pool of its own, not Numba's.
 
-Numba's default picks tbb if it is installed, else OpenMP, else workqueue. Workqueue
-aborts the process when two threads enter it at once ("Concurrent access has been
-detected"), so forcing it, as fusegrad used to, killed programs whose own parallel
-Numba code ran in another thread. OpenMP is thread-safe, but by default its idle
-workers spin; so does OpenBLAS, which matmul-heavy graphs call between kernels, and
-on a machine with few cores the two pools then stole each other's cores (measured on
-a 2-core machine: 8 ms per launch, W3 9x slower). OMP_WAIT_POLICY=PASSIVE makes
-OpenMP's workers sleep instead; libgomp reads it once, when Numba loads it, so
-fusegrad sets it just for that moment, unless the user has set it (or GOMP_SPINCOUNT).
+A CPU loop kernel is one single-threaded `nogil` function that runs the chunks it is
+given (codegen/cpu.py); `run_chunks` hands all but the first chunk to this module's
+pool, runs the first on the calling thread, waits, then runs the epilogue. Compiled
+as a Numba parfor instead (`parallel=True`, Numba's pool), every kernel cost about
+twice the compile time, plus a single-threaded twin for small inputs, and it had to
+live with Numba's threading layers: workqueue aborts when two threads enter it at
+once, GNU OpenMP terminates a process forked after it started, and OpenMP's spinning
+workers fought OpenBLAS's for the cores. Python threads have none of these limits:
+any number of the user's threads may launch kernels at once (their chunks queue in
+the one pool), and a forked child starts a pool of its own.
 
-Two costs remain, each handled here:
-- workqueue (the user's choice, or the only layer there is) must not be entered by two
-  threads at once: fusegrad's threaded launches then take `launch_lock`;
-- GNU OpenMP cannot run in a process forked after it started (Numba terminates such a
-  child): there, fusegrad runs its kernels' single-threaded variants instead.
+How many chunks a kernel is cut into follows Numba's thread count (`thread_count`),
+so `numba.set_num_threads` and NUMBA_NUM_THREADS still set it. The user's own
+`parallel=True` code keeps Numba's pool; `choose_threading_layer` still starts that
+one for the benchmark's Numba baselines, with OpenMP's workers waiting passively.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numba
 import numba.np.ufunc.parallel as _parallel
 
-launch_lock = threading.Lock()
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
+
+def thread_count() -> int:
+    """Threads a kernel may use: Numba's setting, read without starting Numba's pool
+    (which fusegrad's kernels do not use) unless something else has started it."""
+    if _parallel._is_initialized:
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def run_chunks(function: Callable, args: tuple, chunks: range) -> None:
+    """`function(*args, first, last, finish)` for each of `chunks`, the first on this
+    thread and the others on the pool, then the epilogue once they have all finished."""
+    pool = _shared_pool()
+    others = [pool.submit(function, *args, chunk, chunk + 1, False) for chunk in chunks[1:]]
+    try:
+        function(*args, chunks[0], chunks[0] + 1, False)
+    finally:
+        for future in others:   # also after an error: no chunk may outlive the call
+            future.result()
+    function(*args, 0, 0, True)
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                # Numba caps its thread count at NUMBA_NUM_THREADS: with the calling
+                # thread, this many workers serve any count a kernel is given.
+                workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+                _pool = ThreadPoolExecutor(workers, thread_name_prefix="fusegrad")
+            pool = _pool
+    return pool
+
+
+def _after_fork_in_child() -> None:
+    # The parent's workers do not exist in the child: a fresh pool on first use.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------- Numba's own pool
 
 def choose_threading_layer() -> None:
     """Start Numba's thread pool, with OpenMP's workers waiting passively, unless the
-    user has chosen otherwise or it has started already."""
+    user has chosen otherwise or it has started already (the benchmark does this
+    before its hand-written parallel Numba baselines run)."""
     if _parallel._is_initialized:
         return
     chosen = [name for name in _WAIT_VARIABLES if name in os.environ]
@@ -53,27 +102,7 @@ def _environment(settings: dict[str, str]):
 
 
 def threading_layer() -> str:
-    """The layer in use, or the one that will be used."""
+    """Numba's layer in use, or the one that will be used."""
     if _parallel._is_initialized:
         return numba.threading_layer()
     return numba.config.THREADING_LAYER
-
-
-def needs_launch_lock() -> bool:
-    """Whether fusegrad's threaded launches must be serialized (workqueue)."""
-    return threading_layer() == "workqueue"
-
-
-# True in a child forked after the pool started on GNU OpenMP, where entering the pool
-# would terminate the child: fusegrad's launchers read it on every threaded call.
-forked_from_gnu_openmp = False
-
-
-def _after_fork_in_child() -> None:
-    global forked_from_gnu_openmp
-    if _parallel._is_initialized and numba.threading_layer() == "omp":
-        from numba.np.ufunc import omppool
-        forked_from_gnu_openmp = omppool.openmp_vendor == "GNU"
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

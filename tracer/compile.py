@@ -390,9 +390,7 @@ def _dump_text(fn: Callable, traced: Traced) -> str:
         ir.pretty(traced.forward, title=f"forward IR of {name}"),
         ir.pretty(traced.joint, title="forward + backward IR (symbolic backward, after optimisation)",
                   mark_from=first_backward_node(traced.joint, len(traced.forward.outputs))),
-        # FUSEGRAD_DUMP=all: each kernel's every variant, not just the one that runs.
-        traced.executable.describe(
-            "all" if os.environ.get("FUSEGRAD_DUMP", "").lower() == "all" else "running"),
+        traced.executable.describe(),
     ]
     return "\n\n".join(parts)
 

@@ -10,6 +10,7 @@ import pytest
 
 from fusegrad import ir
 from fusegrad.codegen import SourceNames, compile_kernel, kernel_parameters, plan_kernels
+from fusegrad.codegen.cpu import CHUNK_PARAMETERS
 from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
 
@@ -41,12 +42,14 @@ def compiled():
 def test_entry_points_are_defined_with_the_arguments_described(compiled, device):
     sources, parameters = compiled
     source = sources[device]
-    entries = [source.entry, source.serial, source.epilogue]
-    assert (source.serial is not None) == (device == "cpu")
+    entries = [source.entry, source.epilogue]
+    assert source.runs_chunks == (device == "cpu")
     assert (source.epilogue is not None) == (device == "cuda")
+    # The CPU's one function also takes the chunks it runs (codegen.cpu).
+    expected = parameters + list(CHUNK_PARAMETERS if source.runs_chunks else ())
     for entry in filter(None, entries):
         signature = re.search(rf"^def {entry}\((.*)\):", source.text, re.MULTILINE).group(1)
-        assert signature.split(", ") == parameters
+        assert signature.split(", ") == expected
     # *inputs, *buffers, nchunks, *domain
     assert len(parameters) == len(source.inputs) + len(source.buffers) + 1 + len(source.domain)
 

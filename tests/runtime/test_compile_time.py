@@ -1,5 +1,5 @@
 """What a compilation costs (issue 12): kernels that do the same work are compiled
-once, and of a CPU kernel's two variants only the one that runs is compiled."""
+once, and a CPU kernel is one function, compiled once whether it runs on threads."""
 from __future__ import annotations
 
 import numpy as np
@@ -70,26 +70,28 @@ def test_the_dump_shows_the_graphs_names_and_the_file_that_runs(traced_for):
     assert shared and all(s.kernel.name in dump for s in shared)
 
 
-def _compiled_variants(traced_for, f, x):
-    """For each kernel of `f` at `x`: how many signatures its threaded and its
-    single-threaded variant gained from the first call, and whether each has one."""
-    kernels = _kernel_steps(traced_for, f, x)
-    variants = [(load(s.compiled.text, s.compiled.entry), load(s.compiled.text, s.compiled.serial))
-                for s in kernels]
-    before = [(len(t.signatures), len(u.signatures)) for t, u in variants]
-    f(x)
-    return [(len(t.signatures) - bt, len(u.signatures) - bu, bool(t.signatures), bool(u.signatures))
-            for (t, u), (bt, bu) in zip(variants, before)]
-
-
-def test_a_small_kernel_compiles_its_single_threaded_variant_only(traced_for):
-    f = fg.compile_grad(lambda x: (fg.sin(x) * x).sum())
-    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 7, dtype=np.float32))
-    assert changes and all(threaded == 0 and has_serial for threaded, _, _, has_serial in changes)
-
-
-def test_a_large_kernel_compiles_its_threaded_variant_only(traced_for, monkeypatch):
+def test_a_kernel_is_one_function_compiled_once_for_every_size(traced_for, monkeypatch):
+    """A CPU loop kernel is one plain function (no Numba parfor, no single-threaded
+    twin): a small call and a threaded call of the same kernel share its one
+    compilation, and the threaded call's numbers are the small call's."""
+    def loss(x):
+        return (fg.sin(x) * x).sum()
+    x = np.linspace(0, 1, 9, dtype=np.float32)
+    steps = _kernel_steps(traced_for, fg.compile_grad(loss), x)
+    assert steps and all(s.compiled.text.count("\ndef ") == 1 for s in steps)
+    functions = [load(s.compiled.text, s.entry) for s in steps]
+    assert all(not fn.targetoptions.get("parallel") for fn in functions)
+    assert any(fn.targetoptions.get("nogil") for fn in functions)   # a loop kernel's
+    small = fg.compile_grad(loss)(x)
+    known = [len(fn.signatures) for fn in functions]
     monkeypatch.setattr(executable, "PARALLEL_MIN_SIZE", 0)
-    f = fg.compile_grad(lambda x: (fg.cos(x) * x).sum())
-    changes = _compiled_variants(traced_for, f, np.linspace(0, 1, 9, dtype=np.float32))
-    assert changes and all(serial == 0 and has_threaded for _, serial, has_threaded, _ in changes)
+    threaded = fg.compile_grad(loss)   # a fresh trace, whose loop kernels run on threads
+    assert all(s.launch.threaded for s in _kernel_steps(traced_for, threaded, x)
+               if s.compiled.runs_chunks)
+    stats.reset()
+    for _ in range(2):   # the second call runs every chunk on the pool
+        value, grad = threaded(x)
+    assert stats.snapshot()["compiles"] == 0
+    assert [len(fn.signatures) for fn in functions] == known
+    np.testing.assert_array_equal(value, small[0])
+    np.testing.assert_array_equal(grad[0], small[1][0])

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="FILE.png", help="draw time and bandwidth")
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
+    bench.add_argument("--cold", action="store_true",
+                       help="instead of timing calls: fusegrad's first call in a fresh "
+                            "process with an empty kernel cache, then in a second one "
+                            "from the disk cache (import and first-call seconds)")
     commands.add_parser("info", help="versions, CUDA, the kernel cache")
     cache = commands.add_parser("cache", help="the kernel cache: info or clear",
                                 description="The on-disk kernel cache (FUSEGRAD_CACHE_DIR, "
@@ -119,6 +123,8 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
     options = bench.Options(workloads=workloads, sizes=tuple(args.size or ()),
                             quick=args.quick, device=args.device, repeat=args.repeat,
                             threads=args.threads)
+    if args.cold:
+        return run_cold_bench(options, args.json)
     systems = bench.find_systems(args.device, notes)
     report = _run_with_progress(bench, options, systems, notes)
     show_report(report, bench.TOLERANCE)
@@ -151,6 +157,28 @@ def _run_with_progress(bench: Any, options: Any, systems: list, notes: list[str]
             progress.update(task, completed=done, description=description)
             done += 1
         return bench.run_suite(options, systems, notes, show_step)
+
+
+# --- bench --cold (issue 12: compile time) -------------------------------------------------
+
+def run_cold_bench(options: Any, json_path: str | None) -> int:
+    import platform
+
+    import numba
+
+    from fusegrad import bench_cold
+
+    def step(description: str) -> None:
+        print(description, file=sys.stderr, flush=True)
+
+    records = bench_cold.run_cold(options.workloads, options.sizes_for, step)
+    machine = {"python": platform.python_version(), "numba": numba.__version__,
+               "platform": platform.platform(), "cpus": os.cpu_count()}
+    print(bench_cold.cold_table(records))
+    if json_path:
+        bench_cold.write_cold_json(records, machine, json_path)
+        print(f"wrote {len(records)} records to {json_path}")
+    return 0 if all(r.status == "ok" for r in records) else 1
 
 
 # --- info ----------------------------------------------------------------------------------

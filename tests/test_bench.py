@@ -140,3 +140,22 @@ def test_info_reports_the_cache(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("FUSEGRAD_CACHE_DIR", "off")
     assert main(["info"]) == 0
     assert "off" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- issue 12: bench --cold
+
+def test_cold_start_then_the_disk_cache(tmp_path, capsys):
+    """`bench --cold`: a fresh process with an empty cache compiles, a second one
+    loads the same kernels from the disk cache and compiles nothing."""
+    out = tmp_path / "cold.json"
+    assert main(["bench", "--cold", "--keep-blas-env", "--workload", "W1", "--size", "40",
+                 "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["cold"]
+    assert [(r["workload"], r["size"], r["cache"]) for r in records] == \
+        [("W1", 40, "empty"), ("W1", 40, "disk")]
+    empty, disk = records
+    assert all(r["status"] == "ok" and r["import_s"] > 0 and r["first_call_s"] > 0
+               and r["cpu_s"] > 0 for r in records)
+    assert empty["compiles"] >= 1 and empty["cache_loads"] == 0
+    assert disk["compiles"] == 0 and disk["cache_loads"] == empty["compiles"]
+    assert "first call s" in capsys.readouterr().out

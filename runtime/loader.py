@@ -156,11 +156,18 @@ class ChunkLauncher:
     def __call__(self, *args) -> None:
         nchunks = args[self.nchunks_at]
         launcher = self.launcher
-        if not (self.threaded and nchunks > 1):
-            launcher(*args, 0, nchunks, True)
-        elif launcher.ready:
+        if not launcher.ready:
+            self._first_call(args, nchunks)
+            return
+        if self.threaded and nchunks > 1:
             threads.run_chunks(launcher.function, args, range(nchunks))
-            stats.count("kernels_launched")
-        else:
-            launcher(*args, 0, 1, False)
-            threads.run_chunks(launcher.function, args, range(1, nchunks))
+        else:   # most calls of small kernels: one call, nothing else
+            launcher.function(*args, 0, nchunks, True)
+        stats.count("kernels_launched")
+
+    def _first_call(self, args: tuple, nchunks: int) -> None:
+        if not (self.threaded and nchunks > 1):
+            self.launcher(*args, 0, nchunks, True)
+            return
+        self.launcher(*args, 0, 1, False)
+        threads.run_chunks(self.launcher.function, args, range(1, nchunks))

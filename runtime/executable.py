@@ -52,12 +52,17 @@ class KernelStep:
     def source(self) -> str:
         return self.shown().text
 
+    @property
+    def threaded(self) -> bool:
+        """Whether the kernel's chunks run on the thread pool (at these shapes)."""
+        return isinstance(self.launch, ChunkLauncher)
+
     def note(self) -> str:
         """For the dump: whether the chunks run on threads, and why."""
         if not self.compiled.runs_chunks:
             return ""
         size = self.compiled.size
-        if isinstance(self.launch, ChunkLauncher) and self.launch.threaded:
+        if self.threaded:
             return f"; threaded: {size} points >= PARALLEL_MIN_SIZE"
         return f"; single-threaded: {size} points < PARALLEL_MIN_SIZE"
 
@@ -71,10 +76,10 @@ class KernelStep:
         prepared = self._prepared
         if prepared is None or prepared[0] != (threads, domain):
             prepared = self._prepare(threads, domain)
-        _, nchunks, allocations, checked, reshaped = prepared
+        _, tail, allocations, checked, reshaped = prepared
         args = [_kernel_array(env[v]) if check else env[v] for v, check in checked]
         arrays = [make(shape, dtype) for shape, dtype, make in allocations]
-        self.launch(*args, *arrays, nchunks, *domain)
+        self.launch(*args, *arrays, *tail)
         for (value, shape), array in zip(reshaped, arrays):
             env[value] = array if shape is None else array.reshape(shape)
 
@@ -91,7 +96,10 @@ class KernelStep:
         # Per output, the shape to view its buffer as, where that differs.
         reshaped = [(v, None if a[0] == v.shape else v.shape)
                     for a, v in zip(allocations, self.outputs)]
-        self._prepared = ((threads, domain), nchunks, allocations, checked, reshaped)
+        tail = (nchunks, *domain)
+        if self.compiled.runs_chunks and not isinstance(self.launch, ChunkLauncher):
+            tail += (0, nchunks, True)   # every chunk and the epilogue, in this one call
+        self._prepared = ((threads, domain), tail, allocations, checked, reshaped)
         return self._prepared
 
 
@@ -216,10 +224,10 @@ class Executable:
         compiled = compile_shared(step, self.plan)
         shown = lambda: compile_kernel(step, self.names, self.plan, self.device)  # noqa: E731
         launch = Launcher(load(compiled.text, compiled.entry))
-        if compiled.runs_chunks:
-            # Shapes are static, so the threaded-or-not choice is made once, here.
-            threaded = compiled.size >= PARALLEL_MIN_SIZE
-            launch = ChunkLauncher(launch, len(compiled.inputs) + len(compiled.buffers), threaded)
+        # Shapes are static, so the threaded-or-not choice is made once, here: a small
+        # kernel's launch is the dispatcher's call alone (KernelStep._prepare).
+        if compiled.runs_chunks and compiled.size >= PARALLEL_MIN_SIZE:
+            launch = ChunkLauncher(launch, len(compiled.inputs) + len(compiled.buffers))
         return KernelStep(step, compiled, launch, shown=shown)
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -140,34 +140,25 @@ class Launcher:
 
 
 class ChunkLauncher:
-    """Launches a CPU loop kernel (codegen.cpu: it runs the chunks it is given): all
-    its chunks and the epilogue in one call where it is small, or its chunks on the
-    thread pool (runtime/threads.py). A first call runs its first chunk alone, so that
-    this thread compiles the kernel (or loads it) while no other waits on Numba's
-    compile lock."""
+    """Launches a CPU loop kernel (codegen.cpu: it runs the chunks it is given) large
+    enough for threads: its chunks on the thread pool (runtime/threads.py), then the
+    epilogue. A first call runs the first chunk alone, so that this thread compiles
+    the kernel (or loads it) while no other waits on Numba's compile lock."""
 
-    __slots__ = ("launcher", "nchunks_at", "threaded")
+    __slots__ = ("launcher", "nchunks_at")
 
-    def __init__(self, launcher: Launcher, nchunks_at: int, threaded: bool) -> None:
+    def __init__(self, launcher: Launcher, nchunks_at: int) -> None:
         self.launcher = launcher
         self.nchunks_at = nchunks_at    # where `nchunks` is among the arguments
-        self.threaded = threaded
 
     def __call__(self, *args) -> None:
         nchunks = args[self.nchunks_at]
         launcher = self.launcher
-        if not launcher.ready:
-            self._first_call(args, nchunks)
-            return
-        if self.threaded and nchunks > 1:
+        if nchunks == 1:   # one thread: nothing to hand out
+            launcher(*args, 0, 1, True)
+        elif launcher.ready:
             threads.run_chunks(launcher.function, args, range(nchunks))
-        else:   # most calls of small kernels: one call, nothing else
-            launcher.function(*args, 0, nchunks, True)
-        stats.count("kernels_launched")
-
-    def _first_call(self, args: tuple, nchunks: int) -> None:
-        if not (self.threaded and nchunks > 1):
-            self.launcher(*args, 0, nchunks, True)
-            return
-        self.launcher(*args, 0, 1, False)
-        threads.run_chunks(self.launcher.function, args, range(1, nchunks))
+            stats.count("kernels_launched")
+        else:
+            launcher(*args, 0, 1, False)
+            threads.run_chunks(launcher.function, args, range(1, nchunks))

@@ -86,7 +86,7 @@ def test_a_kernel_is_one_function_compiled_once_for_every_size(traced_for, monke
     known = [len(fn.signatures) for fn in functions]
     monkeypatch.setattr(executable, "PARALLEL_MIN_SIZE", 0)
     threaded = fg.compile_grad(loss)   # a fresh trace, whose loop kernels run on threads
-    assert all(s.launch.threaded for s in _kernel_steps(traced_for, threaded, x)
+    assert all(s.threaded for s in _kernel_steps(traced_for, threaded, x)
                if s.compiled.runs_chunks)
     stats.reset()
     for _ in range(2):   # the second call runs every chunk on the pool

@@ -246,7 +246,7 @@ def test_threaded_kernels(name, monkeypatch, traced_for, interpret, assert_all_c
     first = flatten(f(*args))
     result = flatten(f(*args))
     steps = [s for s in traced_for(f, *args).executable.steps if hasattr(s, "launch")]
-    assert steps and all(s.launch.threaded for s in steps if s.compiled.runs_chunks)
+    assert steps and all(s.threaded for s in steps if s.compiled.runs_chunks)
     assert_all_close(result, interpret(f, *args), F64, what=f"threaded {name}")
     for a, b in zip(first, result):
         np.testing.assert_array_equal(a, b)

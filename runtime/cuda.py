@@ -1,15 +1,20 @@
 """Running a kernel plan on a CUDA device through numba.cuda (or Numba's CUDA
 simulator, with NUMBA_ENABLE_CUDASIM=1 set before numba is imported).
 
-Inputs are copied to the device once per call, every intermediate stays there,
-and the graph's outputs are copied back as NumPy arrays. Library calls run on the
-device where a kernel exists for them (matmul, transpose; reshape is a view) and
-otherwise on the host, with their operands copied over and back: the plan's
-reason for the call says which.
+Arguments already on the device (anything with `__cuda_array_interface__`, or a
+Numba device array: see runtime/device_arrays.py) are used where they are, and the
+results come back as device arrays: a call then moves nothing across the bus. NumPy
+arguments are copied to the device, and the results of an all-NumPy call copied
+back as NumPy arrays: each such call pays both copies. Every intermediate stays on
+the device, buffers included (filled there). Library calls run on the device where
+a kernel exists for them (matmul, transpose; reshape is a view) and otherwise on
+the host, with their operands copied over and back: the plan's reason for the call
+says which.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from typing import Callable, Sequence
@@ -17,11 +22,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, compile_kernel
-from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
-                                   emit_cuda_matmul, emit_cuda_transpose, transpose_entry)
+from fusegrad.codegen.cuda import (BLOCK, FILL_ENTRY, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
+                                   emit_cuda_fill, emit_cuda_matmul, emit_cuda_transpose,
+                                   transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
 from fusegrad.runtime import stats
+from fusegrad.runtime.device_arrays import as_numba, to_cupy, wants_cupy
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
 from fusegrad.runtime.loader import load
@@ -91,9 +98,13 @@ class CudaKernelStep(KernelStep):
 
     def _allocate(self, buffer: Buffer):
         shape = (self.blocks,) + buffer.shape if buffer.chunked else buffer.shape
-        if buffer.fill is None:
-            return cuda.device_array(shape, buffer.dtype)
-        return cuda.to_device(np.full(shape, buffer.fill, buffer.dtype))
+        array = cuda.device_array(shape, buffer.dtype)
+        if buffer.fill is not None:
+            # Filled on the device: nothing crosses the bus per call.
+            flat = array.reshape(array.size)
+            _fill()(min(_blocks(array.size, BLOCK), MAX_BLOCKS), BLOCK,
+                    flat, buffer.dtype.type(buffer.fill))
+        return array
 
 
 class CudaLibraryStep:
@@ -144,7 +155,7 @@ class CudaLibraryStep:
 
     def run(self, env: dict, threads: int = 0) -> None:
         if self.node.primitive.multiple_results:   # a scan, run by the interpreter
-            arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(
+            arrays = [_to_host(a).reshape(v.shape) for a, v in zip(
                 [env[v] for v in self.inputs], self.inputs)]
             results = run_node_outputs(self.node, arrays)
             env.update((v, _to_device(r)) for v, r in zip(self.node.outputs, results))
@@ -181,7 +192,7 @@ class CudaLibraryStep:
         return out
 
     def _host(self, args: list):
-        arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(args, self.inputs)]
+        arrays = [_to_host(a).reshape(v.shape) for a, v in zip(args, self.inputs)]
         return _to_device(run_node(self.node, arrays))
 
 
@@ -204,9 +215,20 @@ def _cuda_reason(reason: str, how: str | None) -> str:
     return f"{what}: {how}"
 
 
+# Copies across the bus made by running plans (not by setting them up: constants
+# and index maps go to the device once, with the executable). Tests read them.
+bus_copies = {"host_to_device": 0, "device_to_host": 0}
+
+
 def _to_device(array: np.ndarray):
     # Kernels take 0-d arrays as shape (1,) and C-contiguous memory.
+    bus_copies["host_to_device"] += 1
     return cuda.to_device(_kernel_array(np.asarray(array)))
+
+
+def _to_host(array) -> np.ndarray:
+    bus_copies["device_to_host"] += 1
+    return array.copy_to_host()
 
 
 class CudaExecutable(Executable):
@@ -220,17 +242,58 @@ class CudaExecutable(Executable):
         steps = [s.call if isinstance(s, CudaLibraryStep) else s.kernel for s in self.steps]
         self.plan = dataclasses.replace(plan, steps=steps)
         # Constants go to the device once, with the executable.
-        self.constants = {v: _to_device(a) for v, a in self.constants.items()}
+        self.constants = {v: cuda.to_device(_kernel_array(np.asarray(a)))
+                          for v, a in self.constants.items()}
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):
             return CudaLibraryStep(step)
         return CudaKernelStep(step, compile_kernel(step, self.names, self.plan, "cuda"))
 
-    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, args: Sequence) -> list:
+        """NumPy arrays in (each copied to the device), NumPy arrays out (copied
+        back); any device array in, device arrays out, nothing copied across the
+        bus (see runtime/device_arrays.py for the kinds)."""
         env: dict = dict(self.constants)
-        env.update((v, _to_device(a)) for v, a in zip(self.inputs, args))
+        resident = False
+        for v, a in zip(self.inputs, args):
+            if isinstance(a, np.ndarray):
+                env[v] = _to_device(a)
+            else:
+                env[v] = _device_input(a)
+                resident = True
         for step in self.steps:
             step.run(env)
-        # copy_to_host gives fresh arrays: no output aliases an input or another output.
-        return [env[v].copy_to_host().reshape(v.shape) for v in self.outputs]
+        if not resident:
+            # copy_to_host gives fresh arrays: no output aliases an input or another output.
+            return [_to_host(env[v]).reshape(v.shape) for v in self.outputs]
+        # Outputs that are inputs, constants, views of them or repeats are copied on
+        # the device (Executable's rule): the caller may write to what comes back.
+        outputs = [_device_copy(env[v]) if copy else env[v]
+                   for v, copy in zip(self.outputs, self._copy)]
+        outputs = [a.reshape(v.shape) for a, v in zip(outputs, self.outputs)]
+        if wants_cupy(args):
+            return [to_cupy(a) for a in outputs]
+        return outputs
+
+
+@functools.cache
+def _fill() -> CudaLauncher:
+    return CudaLauncher(load(emit_cuda_fill(), FILL_ENTRY))
+
+
+def _device_input(array):
+    """A device array as the kernels take it: a Numba device array, C-contiguous,
+    at least 1-d, on the caller's memory (kernels never write their inputs)."""
+    array = as_numba(array)
+    if not array.is_c_contiguous():
+        # Rare (a strided view): the kernels index C-contiguous arrays. Numba has no
+        # device-side gather for it, so the copy goes through the host.
+        array = _to_device(np.ascontiguousarray(_to_host(array)))
+    return array.reshape(1) if array.ndim == 0 else array
+
+
+def _device_copy(array):
+    copy = cuda.device_array(array.shape, array.dtype)
+    copy.copy_to_device(array)
+    return copy

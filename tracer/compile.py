@@ -15,6 +15,7 @@ from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError, bare
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
+from fusegrad.runtime.device_arrays import is_device_array, shape_and_dtype
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import function_location
@@ -142,7 +143,9 @@ class CompiledGrad:
                                    self._parameter_positions(len(args), kwnames), function_location(self.fn))
         wrt_leaves = tuple(j for i in wrt for j in ranges[i] if leaves[j].dtype.kind == "f")
         names = _unique([pytree.identifier(p) for p in paths])
-        inputs = tuple(Value(a.shape, a.dtype, name=n) for a, n in zip(leaves, names))
+        if self.device == "cpu":
+            _refuse_device_arrays(leaves, owner, paths)
+        inputs = tuple(Value(*_shape_and_dtype(a), name=n) for a, n in zip(leaves, names))
         captured = capture(self.fn)
         with Tracing() as builder:
             tensors = iter([Tensor._traced(v) for v in inputs])
@@ -434,3 +437,24 @@ def _with_aux(traced: Traced, outputs: list) -> tuple:
     if traced.grad_keys is not None:
         grads = _assemble(traced.grad_keys, grads)
     return (outputs[0], aux), (grads[0] if traced.single_grad else grads)
+
+
+# ---------------------------------------------------------------- device arrays (issue 13, item 1)
+
+def _shape_and_dtype(leaf) -> tuple[tuple, np.dtype]:
+    if isinstance(leaf, np.ndarray):
+        return leaf.shape, leaf.dtype
+    return shape_and_dtype(leaf)
+
+
+def _refuse_device_arrays(leaves: list, owner: list[int], paths: list[str]) -> None:
+    """The CPU target runs on host memory: a GPU array is the caller's to move (as
+    PyTorch refuses a CUDA tensor in a CPU op), not silently copied per call."""
+    for leaf, i, path in zip(leaves, owner, paths):
+        if is_device_array(leaf):
+            shape, dtype = shape_and_dtype(leaf)
+            raise ArgumentError(
+                f"argument {i} ({path}) is a {type(leaf).__name__} in CUDA device memory "
+                f"(shape {shape}, {dtype}), but this function was compiled for device='cpu': "
+                f"compile it with device='cuda', or copy the array to the host first "
+                f"(.copy_to_host(), cupy.asnumpy(a), t.cpu().numpy())")

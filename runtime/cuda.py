@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 import warnings
 from typing import Callable, Sequence
@@ -27,16 +28,18 @@ from fusegrad.codegen.cuda import (BLOCK, FILL_ENTRY, MATMUL_TILE, MAX_BATCH_BLO
                                    transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
-from fusegrad.runtime import stats
+from fusegrad.runtime import numba_cache, stats
 from fusegrad.runtime.device_arrays import as_numba, to_cupy, wants_cupy
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
-from fusegrad.runtime.loader import load
+from fusegrad.runtime.loader import load, source_path
 
 try:
     from numba import cuda
 except ImportError:  # a Numba whose CUDA target is a separate package (numba-cuda)
     cuda = None
+else:
+    numba_cache.install_cuda()   # compiled CUDA kernels go where the CPU's do
 
 # Numba warns at every launch of fewer than 128 blocks. An epilogue is one block by
 # design, and small shapes are the caller's choice, not a mistake to report.
@@ -73,6 +76,10 @@ class CudaLauncher:
 MAX_BLOCKS = 2048
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 def _blocks(threads: int, per_block: int) -> int:
     return max(1, -(-threads // per_block))
 
@@ -86,6 +93,14 @@ class CudaKernelStep(KernelStep):
         self.blocks = min(_blocks(compiled.outer_points, BLOCK), MAX_BLOCKS)
         self.epilogue = (CudaLauncher(load(compiled.text, compiled.epilogue))
                          if compiled.epilogue else None)
+
+    def note(self) -> str:
+        """For the dump: how the kernel is launched."""
+        text = f"; launched on {_counted(self.blocks, 'block')} of {BLOCK} threads"
+        if self.epilogue is not None:
+            blocks = _blocks(self.compiled.epilogue_threads, BLOCK)
+            text += f", then {self.compiled.epilogue} on {_counted(blocks, 'block')}"
+        return text
 
     def run(self, env: dict, threads: int = 0) -> None:
         args = [env[v] for v in self.inputs]
@@ -121,11 +136,18 @@ class CudaLibraryStep:
 
     def _lower_matmul(self) -> str:
         dtype = self.node.out.dtype
+        if _cupy() is not None:
+            self.run_call = self._cublas_matmul
+            return "cuBLAS, through CuPy (cupy.matmul on the device arrays, no copy)"
         if self.node.out.ndim > 2:
             return self._lower_batched_matmul()
-        self.kernel = CudaLauncher(load(emit_cuda_matmul(dtype), f"matmul_{dtype.name}"))
+        self.source = emit_cuda_matmul(dtype)
+        self.kernel = CudaLauncher(load(self.source, f"matmul_{dtype.name}"))
         self.run_call = self._matmul
-        return "a tiled shared-memory CUDA kernel"
+        rows, columns = self.node.out.shape
+        self.launch = (f"grid {_blocks(columns, MATMUL_TILE)}x{_blocks(rows, MATMUL_TILE)} "
+                       f"of {MATMUL_TILE}x{MATMUL_TILE} threads")
+        return f"a tiled shared-memory CUDA kernel, {self.launch} ({WITHOUT_CUPY})"
 
     def _lower_batched_matmul(self) -> str:
         dtype = self.node.out.dtype
@@ -139,7 +161,13 @@ class CudaLibraryStep:
                 batch).ravel()))
             for v in self.inputs]
         self.run_call = self._batched_matmul
-        return "a tiled shared-memory CUDA kernel, one grid layer per matrix of the batch"
+        self.source = emit_cuda_bmm(dtype)
+        shape = self.node.out.shape
+        self.launch = (f"grid {_blocks(shape[-1], MATMUL_TILE)}x{_blocks(shape[-2], MATMUL_TILE)}"
+                       f"x{max(1, min(int(np.prod(batch, dtype=np.int64)), MAX_BATCH_BLOCKS))} "
+                       f"of {MATMUL_TILE}x{MATMUL_TILE} threads")
+        return (f"a tiled shared-memory CUDA kernel, one grid layer per matrix of the batch, "
+                f"{self.launch} ({WITHOUT_CUPY})")
 
     def _lower_reshape(self) -> str:
         self.run_call = self._reshape
@@ -149,9 +177,12 @@ class CudaLibraryStep:
         if not self.node.out.shape:
             return None   # a 0-d transpose: nothing to launch threads over
         perm = tuple(self.node.param("perm"))
-        self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
+        self.source = emit_cuda_transpose(perm)
+        self.kernel = CudaLauncher(load(self.source, transpose_entry(perm)))
         self.run_call = self._transpose
-        return "a CUDA copy kernel"
+        blocks = _blocks(int(np.prod(self.node.out.shape)), BLOCK)
+        self.launch = f"{_counted(blocks, 'block')} of {BLOCK} threads"
+        return f"a CUDA copy kernel, {self.launch}"
 
     def run(self, env: dict, threads: int = 0) -> None:
         if self.node.primitive.multiple_results:   # a scan, run by the interpreter
@@ -162,6 +193,12 @@ class CudaLibraryStep:
             return
         env[self.node.out] = self.run_call([env[v] for v in self.inputs])
         stats.count("library_calls")
+
+    def _cublas_matmul(self, args: list):
+        cupy = _cupy()
+        dtype = self.node.out.dtype
+        a, b = (cupy.asarray(x).astype(dtype, copy=False) for x in args)
+        return cuda.as_cuda_array(cupy.ascontiguousarray(cupy.matmul(a, b)))
 
     def _matmul(self, args: list):
         a, b = args
@@ -194,6 +231,24 @@ class CudaLibraryStep:
     def _host(self, args: list):
         arrays = [_to_host(a).reshape(v.shape) for a, v in zip(args, self.inputs)]
         return _to_device(run_node(self.node, arrays))
+
+
+# Why a product is not cuBLAS's: the plan's reason says so.
+WITHOUT_CUPY = "CuPy is not installed: pip install cupy-cuda12x for cuBLAS"
+
+
+@functools.cache
+def _cupy():
+    """CuPy, for cuBLAS, where it is installed and usable (never on the simulator,
+    whose arrays are host memory)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return None
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:   # not installed, or no driver for it: the kernels below run
+        return None
+    return cupy
 
 
 # The library calls the device runs itself: each sets up its step and says how (None:
@@ -244,6 +299,25 @@ class CudaExecutable(Executable):
         # Constants go to the device once, with the executable.
         self.constants = {v: cuda.to_device(_kernel_array(np.asarray(a)))
                           for v, a in self.constants.items()}
+
+    def describe(self, variants: str = "running") -> str:
+        """The CPU's dump (plan, loop kernels with their launch configuration), then
+        the library kernels the device runs for matmul and transpose calls."""
+        text = super().describe(variants)
+        library: dict[str, list] = {}
+        for step in self.steps:
+            if isinstance(step, CudaLibraryStep) and getattr(step, "source", None):
+                library.setdefault(step.source, []).append(step)
+        if not library:
+            return text
+        lines = [text.rstrip("\n"), "", "# library kernels on the device"]
+        for source, steps in library.items():
+            launches = "; ".join(dict.fromkeys(
+                f"{s.node.primitive.name} to {s.node.out.dtype}{list(s.node.out.shape)}: {s.launch}"
+                for s in steps))
+            lines.append(f"\n# ---- {source_path(source).name}  ({launches})")
+            lines.append(source.rstrip("\n"))
+        return "\n".join(lines) + "\n"
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):

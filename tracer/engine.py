@@ -26,6 +26,7 @@ from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
 from fusegrad.runtime import compile_graph, compile_seconds
+from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
@@ -121,6 +122,7 @@ class BackwardPlan:
     largest: int = field(init=False)  # elements of the graph's largest value
     interpret_seconds: float = field(init=False)  # predicted, one interpreter run
     compile_seconds: float | None = None          # predicted, compiling; known when asked
+    device_executable: object = None  # the CUDA one, for tensors on the GPU (issue 13)
 
     def __post_init__(self) -> None:
         nodes = [n for n in self.graph.nodes if n.primitive.name != "const"]
@@ -297,6 +299,12 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             value = plan.graph.inputs[len(arrays)]
             arrays.append(np.zeros(value.shape, value.dtype))
     plan.runs += 1
+    if any(on_device(a) for a in arrays):
+        # CUDA tensors: the backward runs on the device, whatever its size (the
+        # interpreter is NumPy's); its results are device arrays the caller owns.
+        if plan.device_executable is None:
+            plan.device_executable = compile_graph(plan.graph, device="cuda")
+        return plan, plan.device_executable(arrays)
     if should_compile(plan):
         if plan.executable is None:
             plan.executable = compile_graph(plan.graph)

@@ -20,7 +20,7 @@ from fusegrad.ir.builder import Builder, building, current_builder
 from fusegrad.ir.errors import FusegradError, bare, located
 from fusegrad.ir.graph import Value
 from fusegrad.ir.interpreter import run_node
-from fusegrad.tracer.devices import CPU, checked_device
+from fusegrad.tracer.devices import CPU, checked_device, to_storage
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer import pytree
@@ -38,6 +38,8 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | No
     tensor._version_counter = version if version is not None else Version()
     if device is not None and device != CPU:
         tensor._device = checked_device(device)
+    if type(data) is not np.ndarray or tensor._device is not CPU:
+        tensor._data = to_storage(data, tensor._device)   # (a gradient from the other device)
     if requires_grad:
         tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
                                         "require gradients")
@@ -65,12 +67,15 @@ def apply(build, args, params, grad_fn: str | None):
         signature.append((data.shape, data.dtype.str))
     device = _common_device(tensors)
     graph = op_graph(build, args, params, tuple(signature))
-    env = dict(graph.fixed)
-    env.update(zip(graph.inputs, arrays))
-    for node in graph.steps:
-        env[node.out] = run_node(node, [env[v] for v in node.inputs])
-    outputs = [_output(env[value], graph, i, args, arrays, device)
-               for i, value in enumerate(graph.outputs)]
+    if device.type == "cuda":
+        outputs = _run_on_device(graph, arrays, device)
+    else:
+        env = dict(graph.fixed)
+        env.update(zip(graph.inputs, arrays))
+        for node in graph.steps:
+            env[node.out] = run_node(node, [env[v] for v in node.inputs])
+        outputs = [_output(env[value], graph, i, args, arrays, device)
+                   for i, value in enumerate(graph.outputs)]
     note_views(outputs, tensors)
     if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
         _record(grad_fn, graph, args, arrays, outputs)
@@ -147,6 +152,35 @@ def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, de
     if device is not CPU:
         tensor._device = device
     return tensor
+
+
+# ---------------------------------------------------------------- on the GPU (issue 13, item 3)
+# An eager op on CUDA tensors runs the op's graph through the CUDA target: compiled
+# once per op graph (shapes, dtypes, numbers), on the device arrays of its arguments,
+# giving device arrays. Every result is storage of its own: the CUDA executable
+# copies a result that is an argument (a reshape to the same shape), where the CPU
+# would return a view; views, and in-place ops, stay CPU-only (Tensor._check_inplace).
+_device_executables: dict[int, object] = {}
+
+
+def _run_on_device(graph: OpGraph, arrays: list, device) -> list:
+    executable = _device_executables.get(graph.serial)
+    if executable is None:
+        from fusegrad.ir.graph import Graph
+        from fusegrad.runtime import compile_graph
+        if len(_device_executables) >= MAX_OP_GRAPHS:
+            _device_executables.clear()
+        executable = _device_executables[graph.serial] = compile_graph(
+            Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())),
+            device="cuda")
+    outputs = []
+    for data in executable(arrays):
+        tensor = TensorState._blank()
+        tensor._data = data
+        tensor._version_counter = Version()
+        tensor._device = device
+        outputs.append(tensor)
+    return outputs
 
 
 def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:

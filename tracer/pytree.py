@@ -47,8 +47,8 @@ class UnhashableConstant(Exception):
 
 def flatten(arg: Any, leaves: list[np.ndarray]) -> tuple:
     """The key of `arg`; its array leaves are appended to `leaves`."""
-    if is_device_array(arg):
-        array = device_leaf(arg)
+    if is_device_array(arg) or _on_gpu(arg):
+        array = device_leaf(arg._data if _on_gpu(arg) else arg)
         leaves.append(array)
         shape, dtype = shape_and_dtype(array)
         return (shape, dtype.str, ON_DEVICE)
@@ -65,7 +65,8 @@ def flatten(arg: Any, leaves: list[np.ndarray]) -> tuple:
 
 def substitute(arg: Any, replace: Callable[[np.ndarray], Any]) -> Any:
     """`arg` with each array leaf `a` replaced by `replace(a)`, in `flatten`'s order."""
-    array = device_leaf(arg) if is_device_array(arg) else as_array(arg)
+    array = (device_leaf(arg._data if _on_gpu(arg) else arg)
+             if is_device_array(arg) or _on_gpu(arg) else as_array(arg))
     if array is not None:
         return replace(array)
     if _is_sequence(arg):
@@ -229,3 +230,8 @@ def device_leaf(arg: Any):
     if isinstance(getattr(arg, "dtype", None), np.dtype):
         return arg
     return as_numba(arg)
+
+
+def _on_gpu(arg: Any) -> bool:
+    """An eager tensor whose storage is on the GPU: its device array is the leaf."""
+    return isinstance(arg, TensorState) and arg._device.type == "cuda"

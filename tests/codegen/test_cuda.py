@@ -214,6 +214,11 @@ def compile_ptx() -> dict:
     for perm in [(1, 0), (2, 0, 1)]:
         jobs.append((emit_cuda_transpose(perm), transpose_entry(perm),
                      (array("float32", len(perm)),) * 2 + (types.int64,) * len(perm)))
+    # Buffers set to a reduction's identity on the device (issue 13).
+    from fusegrad.codegen.cuda import FILL_ENTRY, emit_cuda_fill
+    for dtype in ("float32", "float64", "int64"):
+        jobs.append((emit_cuda_fill(), FILL_ENTRY,
+                     (array(dtype, 1), numba.from_dtype(np.dtype(dtype)))))
     failures = []
     for source, entry, signature in set(jobs):
         try:

@@ -94,12 +94,72 @@ def resident() -> dict:
 
 
 def train() -> dict:
+    """The example, then what it left in the kernel cache and the dump of its loss."""
+    from fusegrad.runtime import cache, loader
     from fusegrad.runtime import cuda as runtime_cuda
     example = runpy.run_path(str(ROOT / "examples" / "train_mlp.py"))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         example["main"](steps=2, device="cuda", batch=16, hidden=4, every=2)
-    return {"printed": printed.getvalue(), "bus_copies": runtime_cuda.bus_copies}
+    out = {"printed": printed.getvalue(), "bus_copies": dict(runtime_cuda.bus_copies)}
+    directory = Path(os.environ["FUSEGRAD_CACHE_DIR"])
+    files = sorted(p.name for p in directory.glob("k_*.py"))
+    # As a new process would: the kernels' modules forgotten, compiled again, from
+    # the files on disk (the simulator has no compiled code to cache: Numba's part,
+    # numba_cache.KernelLocator, is checked where numba-cuda is installed).
+    written = cache._written
+    loader._modules.clear()
+    f = fg.compile_grad(example["mlp_loss"], wrt=(1, 2, 3, 4), device="cuda")
+    x, y, params = example["data"](np.random.default_rng(0), 16, 4)
+    f(x, *params, y)
+    out["cache"] = {"files": files, "written_again": cache._written - written,
+                    "files_after": sorted(p.name for p in directory.glob("k_*.py")),
+                    "sources": [(directory / name).read_text() for name in files]}
+    out["dump"] = f.dump(x, *params, y)
+    return out
+
+
+def eager() -> dict:
+    """The seeds' CUDA programs (000 and 004), and what eager CUDA tensors hold."""
+    from fusegrad.autograd import Variable
+    from fusegrad.runtime import cuda as runtime_cuda
+    out: dict = {}
+    x = Variable((fg.ones(1) * 3).cuda(), requires_grad=True)      # seed 000, cuda scalar
+    y = Variable((fg.ones(1) * 4).cuda(), requires_grad=True)
+    z = x.pow(2) + 3 * y.pow(2)
+    z.backward()
+    out["scalar"] = [repr(x.grad), repr(y.grad), repr(z)]
+    x = Variable(fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda(), requires_grad=True)   # cuda matrix
+    y = Variable(fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda(), requires_grad=True)
+    z = x.mm(y.t())
+    z.backward(fg.ones(2, 2).cuda(0, non_blocking=True))
+    out["matrix"] = [repr(x.grad), repr(y.grad), repr(z)]
+    out["storage"] = sorted({type(t._data).__name__ for t in (x, y, z, x.grad, y.grad)})
+    c = Variable(fg.tensor([1.0, -2.0, 0.5]), requires_grad=True)   # seed 004: a copy to the GPU
+    d = c.cuda()
+    (d * 2).sum().backward()
+    out["copy"] = [repr(d), repr(c.grad), type(c.grad._data).__name__]
+    # After a first run (compiles), ops and their backward on the device copy nothing
+    # back, and only the implicit seed of backward() (one element) over.
+    w = fg.randn(4, 3, device="cuda", requires_grad=True)
+    inputs = fg.randn(5, 4).to("cuda")
+    for _ in range(2):
+        before = dict(runtime_cuda.bus_copies)
+        loss = (fg.tanh(inputs @ w) ** 2).mean()
+        loss.backward()
+        out["bus_copies"] = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    expected = (np.tanh(inputs.cpu().numpy() @ w.detach().cpu().numpy()) ** 2).mean()
+    out["mlp"] = [float(loss), float(expected), str(w.grad.device), list(w.grad.shape)]
+    m = fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda()
+    out["device"] = [str(m.device), m.is_cuda, str(m.cpu().device), m.cpu().tolist(), m[1].tolist(),
+                     str(fg.zeros(2, device="cuda").device), m.sum().item()]
+    out["mixed"] = error_of(lambda: m + fg.ones(2, 3))
+    out["numpy"] = error_of(lambda: m.numpy())
+    out["inplace"] = error_of(lambda: m.add_(1))
+    compiled = fg.compile_grad(lambda a: (a * a).sum(), device="cuda")
+    value, (grad,) = compiled(fg.tensor([1.0, 2.0], device="cuda"))
+    out["compiled"] = [type(grad).__name__, host(grad).tolist()]
+    return out
 
 
 def start(mode: str, tmp_path: Path) -> subprocess.Popen:
@@ -116,7 +176,7 @@ def report_of(process: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[-1])
 
 
-MODES = ("resident", "train")
+MODES = ("resident", "train", "eager")
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +245,74 @@ def test_train_mlp_on_the_device_matches_the_cpu(reports):
     assert len(losses) == 2
     # The loss is the caller's copy; the compiled function itself moved nothing.
     assert report["bus_copies"] == {"host_to_device": 0, "device_to_host": 0}
+
+
+def test_cuda_kernels_are_cached_on_disk_and_reused(reports):
+    cached = reports["train"]["cache"]
+    assert cached["files"] and cached["files_after"] == cached["files"]
+    assert cached["written_again"] == 0
+    assert any("def matmul_float32(" in s for s in cached["sources"])
+    assert any("def fill(" in s for s in cached["sources"])     # column sums start at 0
+    assert all("@cuda.jit(cache=True)" in s for s in cached["sources"])
+
+
+def test_cuda_dump_shows_sources_and_launch_configuration(reports):
+    dump = reports["train"]["dump"]
+    assert "launched on 1 block of 128 threads" in dump
+    assert "_epilogue on 1 block" in dump
+    assert "# library kernels on the device" in dump and "def matmul_float32(" in dump
+    assert "matmul to float32[16, 4]: grid 1x1 of 16x16 threads" in dump
+    assert "transpose to float32" in dump and "def transpose_1_0(" in dump
+    # Without CuPy (and always on the simulator) products run on fusegrad's kernel,
+    # and the plan says why.
+    assert "a tiled shared-memory CUDA kernel, grid 1x1 of 16x16 threads (CuPy is not installed" in dump
+
+
+def test_numba_cuda_caches_kernels_beside_their_files(tmp_path, monkeypatch):
+    """Where numba-cuda is installed (it has its own copy of Numba's caching), its
+    compiled kernels go to fusegrad's cache directory, as the CPU's do."""
+    import importlib.util
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") or importlib.util.find_spec("numba.cuda.core") is None:
+        pytest.skip("numba-cuda is not installed (the built-in numba.cuda caches as the CPU does)")
+    from numba.cuda.core import caching
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    from fusegrad.codegen.cuda import FILL_ENTRY, emit_cuda_fill
+    from fusegrad.runtime import numba_cache
+    from fusegrad.runtime.cuda import load   # installs the locator
+    assert caching.CacheImpl._locator_classes[0] is numba_cache.KernelLocator
+    kernel = load(emit_cuda_fill() + "\n# a file of this test's own\n", FILL_ENTRY)
+    cache = getattr(kernel._cache, "_inner", kernel._cache)
+    assert isinstance(cache._impl._locator, numba_cache.KernelLocator)
+    assert Path(cache._cache_path).parent == tmp_path
+
+
+def test_the_seeds_cuda_programs_print_the_seeds_numbers(reports):
+    report = reports["eager"]
+    assert report["scalar"] == ["tensor([6.], device='cuda:0')", "tensor([24.], device='cuda:0')",
+                                "tensor([57.], device='cuda:0', grad_fn=<AddBackward0>)"]
+    grad = "tensor([[5., 7., 9.],\n        [5., 7., 9.]], device='cuda:0')"
+    assert report["matrix"] == [grad, grad, "tensor([[14., 32.],\n        [32., 77.]], "
+                                            "device='cuda:0', grad_fn=<MmBackward0>)"]
+    assert report["copy"] == ["tensor([ 1.0000, -2.0000,  0.5000], device='cuda:0', "
+                              "grad_fn=<ToCopyBackward0>)", "tensor([2., 2., 2.])", "ndarray"]
+
+
+def test_eager_cuda_tensors_keep_their_data_on_the_device(reports):
+    report = reports["eager"]
+    assert report["storage"] == ["FakeCUDAArray"]      # leaves, results and gradients
+    assert report["bus_copies"] == {"host_to_device": 1, "device_to_host": 0}
+    value, expected, device, shape = report["mlp"]
+    assert value == pytest.approx(expected, rel=1e-6) and device == "cuda:0" and shape == [4, 3]
+    assert report["device"] == ["cuda:0", True, "cpu", [[1, 2, 3], [4, 5, 6]], [4, 5, 6],
+                                "cuda:0", 21]
+    assert report["compiled"] == ["FakeCUDAArray", [2.0, 4.0]]
+
+
+def test_eager_cuda_errors(reports):
+    report = reports["eager"]
+    assert report["mixed"][0] == "RuntimeError" and "same device" in report["mixed"][1]
+    assert report["numpy"][0] == "TypeError" and "Tensor.cpu()" in report["numpy"][1]
+    assert report["inplace"][0] == "UnsupportedError" and "x = x + y" in report["inplace"][1]
 
 
 if __name__ == "__main__":

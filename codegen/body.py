@@ -43,6 +43,14 @@ class Dialect:
     # Whether a float32 sin and cos of the same value are computed by one call to
     # `scalar_math.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
     sincos: bool = False
+    # CUDA's block per row (issue 13, item 6): how a stage's inner loop is opened
+    # (None: `open_loop`, every index by one thread), what follows each stage's loop
+    # (given the stage's row reductions: their block tree), and the condition under
+    # which a row statement only one thread of the row may run is run (the terms a
+    # row gives a full reduction; None: every thread runs it, as each has its row).
+    stage_loop: Callable[[Writer, "Schedule", int], None] | None = None
+    after_stage: Callable[[Writer, list[Node], SourceNames], None] | None = None
+    single: str | None = None
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).
 BLOCK = 1024
@@ -151,13 +159,27 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect,
                 else:
                     w.line(f"{names(node.out)} = {expression(node, sched, names)}",
                            ir_comment(node, sched, names))
-                store(w, node.out, sched, names)
+                _single(w, dialect, lambda: store(w, node.out, sched, names))
             elif (level == FINAL and node.primitive.kind == REDUCTION
                   and kernel.levels.get(node.inputs[0]) == ROW
                   and sched.ready[node.inputs[0]] == stage):
-                accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
+                _single(w, dialect, lambda: accumulate(w, node, names(node.out) + "_acc",
+                                                       names(node.inputs[0])))
         if stage < sched.stages:
             _emit_stage(w, sched, names, stage, dialect, buffered, stored, block_cell)
+
+
+def _single(w: Writer, dialect: Dialect, emit: Callable[[], None]) -> None:
+    """`emit`'s statements, run by one thread of the row where several share it."""
+    depth = w.depth
+    if dialect.single is not None:
+        w.line(f"if {dialect.single}:")
+        w.depth += 1
+    before = len(w.lines)
+    emit()
+    if dialect.single is not None and len(w.lines) == before:
+        w.lines.pop()             # nothing to guard (a value that is not an output)
+    w.depth = depth
 
 
 def _sinks(sched: Schedule, stage: int) -> list[Node]:
@@ -177,7 +199,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
-        open_loop(w, sched, axis)
+        (dialect.stage_loop or open_loop)(w, sched, axis)
     cell = "[" + ", ".join(f"i{a}" for a in range(sched.outer, sched.rank)) + "]"
     kept = []
     cone = _inner_cone(sinks, sched, stored)
@@ -214,6 +236,8 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         else:
             accumulate(w, node, names(node.out) + "_acc", value)
     w.depth = depth
+    if dialect.after_stage is not None:
+        dialect.after_stage(w, [n for n in sinks if row_reduction(n, kernel)], names)
     if deferred and sched.outer < sched.rank:
         count = " * ".join(f"n{a}" for a in range(sched.outer, sched.rank))
         _emit_deferred(w, sched, deferred, names, count)

@@ -5,6 +5,11 @@ The statements are the CPU's (`codegen.body`); only the loop template differs:
 - one thread per outer point: the outer axes are flattened onto `cuda.grid(1)`
   (a grid-stride loop, since the runtime caps the grid), and each thread runs
   the inner-loop stages of its point (a row stays serial in one thread);
+- except for rows of at least ROW_BLOCK_MIN elements (softmax, layernorm and
+  their gradients over long rows): one block per outer point, its threads taking
+  every BLOCK-th element of each stage (adjacent threads, adjacent elements), each
+  stage's row reductions combined by a tree in shared memory that every thread
+  then reads (see `_emit_row_blocks`);
 - a full reduction is accumulated per thread, combined across the block in
   shared memory, and written to the block's row of the partial buffer (`chunk`
   is the block, as it is the chunk on the CPU), so no two blocks touch the same
@@ -28,7 +33,8 @@ from fusegrad.codegen.body import (Dialect, accumulate, accumulated, accumulator
                                    full_reductions, identity, kernel_parameters,
                                    partial_nodes, store)
 from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
-from fusegrad.codegen.loops import Schedule, column_reduction, ir_comment, schedule
+from fusegrad.codegen.loops import (Schedule, column_reduction, ir_comment, row_reduction,
+                                    schedule)
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
@@ -54,12 +60,13 @@ def compile_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) 
     partial cell is written by its block's thread 0 before the epilogue reads it:
     no fill; column partials, updated by atomics, start at the identity."""
     threads = epilogue_threads(kernel)
+    per_point = BLOCK if row_blocks(kernel) else 1
     return KernelSource(
         name=kernel.name, text=emit_cuda(kernel, names, consts), entry=kernel.name,
         serial=None, epilogue=kernel.name + EPILOGUE_SUFFIX if threads else None,
         inputs=tuple(kernel.inputs), outputs=tuple(kernel.outputs),
         buffers=output_buffers(kernel) + partial_buffers(kernel, fill_written=False),
-        domain=tuple(kernel.domain), outer_points=outer_points(kernel),
+        domain=tuple(kernel.domain), outer_points=outer_points(kernel) * per_point,
         epilogue_threads=threads)
 
 
@@ -77,7 +84,10 @@ def emit_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> 
     w.line("@cuda.jit(cache=True)")
     looped = " ".join(names.ir(n.out) for n in kernel.nodes if _in_loop(n, kernel))
     with w.block(f"def {kernel.name}({params}):", looped):
-        _emit_threads(w, sched, names)
+        if row_blocks(kernel):
+            _emit_row_blocks(w, sched, names)
+        else:
+            _emit_threads(w, sched, names)
     if finals:
         w.line()
         w.line("@cuda.jit(cache=True)")
@@ -361,3 +371,74 @@ def {FILL_ENTRY}(out, value):
     for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
         out[i] = value
 '''
+
+
+# ---------------------------------------------------------------- a block per row (issue 13, item 6)
+
+# Rows at least this long are spread over a block's threads. A thread per row reads
+# memory a row apart from its neighbours' (uncoalesced) and leaves the GPU idle when
+# rows are few; shorter rows would leave most of a block's threads without work.
+ROW_BLOCK_MIN = BLOCK
+
+
+def row_blocks(kernel: Kernel) -> bool:
+    """Whether `kernel` runs a block per outer point: one inner axis (the row), of
+    at least ROW_BLOCK_MIN elements."""
+    inner = kernel.domain[kernel.outer_axes:]
+    return len(inner) == 1 and inner[0] >= ROW_BLOCK_MIN
+
+
+def _stage_loop(w: Writer, sched: Schedule, axis: int) -> None:
+    w.line(f"for i{axis} in range(lane, n{axis}, BLOCK):", "the block's threads share the row")
+    w.depth += 1
+
+
+def _row_trees(w: Writer, rows: list[Node], names: SourceNames) -> None:
+    """After a stage: each row reduction's per-thread terms combined in shared memory;
+    every thread continues with the row's total in `<name>_acc`."""
+    if not rows:
+        return
+    for node in rows:
+        w.line(f"{names(node.out)}_rows[lane] = {names(node.out)}_acc")
+    w.line("cuda.syncthreads()")
+    w.line("step = BLOCK // 2")
+    with w.block("while step > 0:"):
+        with w.block("if lane < step:"):
+            for node in rows:
+                name = names(node.out)
+                accumulate(w, node, f"{name}_rows[lane]", f"{name}_rows[lane + step]")
+        w.line("cuda.syncthreads()")
+        w.line("step //= 2")
+    for node in rows:
+        w.line(f"{names(node.out)}_acc = {names(node.out)}_rows[0]")
+    w.line("cuda.syncthreads()", "read by all before the next row writes the tree")
+
+
+ROW_BLOCKS = Dialect(update_column=_update_column, stage_loop=_stage_loop,
+                     after_stage=_row_trees, single="lane == 0")
+
+
+def _emit_row_blocks(w: Writer, sched: Schedule, names: SourceNames) -> None:
+    kernel = sched.kernel
+    fulls = full_reductions(kernel)
+    w.line("lane = cuda.threadIdx.x")
+    if partial_nodes(kernel):
+        w.line("chunk = cuda.blockIdx.x", "the row of the partial buffers this block writes")
+    for node in kernel.nodes:
+        if row_reduction(node, kernel):
+            w.line(f"{names(node.out)}_rows = cuda.shared.array(BLOCK, "
+                   f"np.{accumulator_dtype(node).name})")
+    for node in fulls:
+        w.line(f"{names(node.out)}_acc = {identity(node)}")
+    outer = list(range(sched.outer))
+    # Every thread of a block takes the same points, so all reach each barrier.
+    with w.block(f"for point in range(cuda.blockIdx.x, {_product(outer)}, cuda.gridDim.x):",
+                 "a block per outer point"):
+        _unflatten(w, "point", outer)
+        emit_point(w, sched, names, ROW_BLOCKS)
+    if fulls:
+        _emit_block_tree(w, fulls, names)
+        with w.block("if lane == 0:"):
+            for node in fulls:
+                name = names(node.out)
+                w.line(f"{name}_part[chunk] = {name}_tree[0]")

@@ -198,7 +198,9 @@ class CudaLibraryStep:
         cupy = _cupy()
         dtype = self.node.out.dtype
         a, b = (cupy.asarray(x).astype(dtype, copy=False) for x in args)
-        return cuda.as_cuda_array(cupy.ascontiguousarray(cupy.matmul(a, b)))
+        product = cupy.ascontiguousarray(cupy.matmul(a, b)).reshape(self.node.out.shape or (1,))
+        # Both libraries launch on the legacy default stream: ordered, no sync needed.
+        return cuda.as_cuda_array(product)   # the same memory, kept alive by the wrapper
 
     def _matmul(self, args: list):
         a, b = args

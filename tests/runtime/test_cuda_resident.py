@@ -150,6 +150,10 @@ def eager() -> dict:
         out["bus_copies"] = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
     expected = (np.tanh(inputs.cpu().numpy() @ w.detach().cpu().numpy()) ** 2).mean()
     out["mlp"] = [float(loss), float(expected), str(w.grad.device), list(w.grad.shape)]
+    a = fg.ones(3, device="cuda", requires_grad=True)
+    (a * 2).sum().backward()
+    (a * 3).sum().backward()                  # gradients accumulate on the device
+    out["accumulated"] = [a.grad.tolist(), type(a.grad._data).__name__]
     m = fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda()
     out["device"] = [str(m.device), m.is_cuda, str(m.cpu().device), m.cpu().tolist(), m[1].tolist(),
                      str(fg.zeros(2, device="cuda").device), m.sum().item()]
@@ -306,6 +310,7 @@ def test_eager_cuda_tensors_keep_their_data_on_the_device(reports):
     assert report["device"] == ["cuda:0", True, "cpu", [[1, 2, 3], [4, 5, 6]], [4, 5, 6],
                                 "cuda:0", 21]
     assert report["compiled"] == ["FakeCUDAArray", [2.0, 4.0]]
+    assert report["accumulated"] == [[5.0, 5.0, 5.0], "FakeCUDAArray"]
 
 
 def test_eager_cuda_errors(reports):

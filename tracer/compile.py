@@ -16,7 +16,7 @@ from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.runtime.devices import require_cuda
-from fusegrad.tracer import pytree
+from fusegrad.tracer import distributed, pytree
 from fusegrad.tracer.source import function_location
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
@@ -79,6 +79,8 @@ class CompiledGrad:
         traced = None if fast is None else self._fast.get(fast)
         if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
             outputs = traced.executable(list(args))
+        elif distributed.holds_dask(args, kwargs):
+            return distributed.call(self, args, kwargs)
         else:
             traced, leaves = self._lookup(args, kwargs)
             if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):

@@ -9,7 +9,8 @@ batch axis as a row or column. This pass proves it by following each value's kin
 from the graph's inputs:
 
     None          free: computed from parameters (replicated arguments) only
-    int a         mapped: one slice per row along axis a, row i from row i alone
+    int a         mapped: along axis a, row i's entries (computed from row i alone);
+                  the rows are outermost in that axis, N of them or N blocks of k
     SUMMED        a sum over the batch axis (of mapped values), or linear in such sums
 
 and rebuilds the graph for a chunk of `rows` rows (`chunk_graph`): mapped values get
@@ -169,7 +170,7 @@ class _Rewrite:
         params = node.attrs
         if name == "broadcast_to":
             shape = list(params["shape"])
-            shape[axis] = self.rows
+            shape[axis] = self._resized(shape[axis])
             params = {**params, "shape": tuple(shape)}
         return axis, params, inputs
 
@@ -231,6 +232,8 @@ class _Rewrite:
     def _layout(self, node: Node, kinds: list) -> tuple:
         name = node.primitive.name
         params = node.attrs
+        if name == "gather":
+            return self._gather(node, kinds), params, None
         if len(kinds) != 1 or name not in ("transpose", "reshape", "slice"):
             raise self._error(node, "cannot prove that it keeps rows apart")
         (kind,) = kinds
@@ -244,17 +247,35 @@ class _Rewrite:
             if tuple(index[kind]) != (0, x.shape[kind], 1):
                 raise self._error(node, "selects some rows of the batch: which rows depends "
                                         "on how the batch is chunked")
-            index[kind] = (0, self.rows, 1)
+            index[kind] = (0, self._resized(x.shape[kind]), 1)
             return kind, {**params, "index": tuple(index)}, None
         shape = list(params["shape"])
-        axis = _reshaped_axis(x.shape, kind, tuple(shape))
+        axis = _reshaped_axis(x.shape, kind, tuple(shape), self.batch)
         if axis is None:
-            raise self._error(node, f"reshapes {x.type_str} to {tuple(shape)}, merging the batch "
-                                    f"axis {kind} with another axis")
-        shape[axis] = self.rows
+            raise self._error(node, f"reshapes {x.type_str} to {tuple(shape)}, which moves the "
+                                    f"batch axis {kind} inside another axis (rows interleaved)")
+        shape[axis] = self._resized(shape[axis])
         return axis, {**params, "shape": tuple(shape)}, None
 
+    def _gather(self, node: Node, kinds: list) -> int:
+        """take_along_axis and x[rows, labels]: a gather whose leading (`batch`) axes,
+        shared by the array and the index arrays, include the batch axis reads each
+        row's values from that row only."""
+        leading = node.param("batch")
+        axis = kinds[0]
+        if not (isinstance(axis, int) and axis < leading and all(k == axis for k in kinds)):
+            raise self._error(node, "indexes across rows (only a gather that keeps the batch "
+                                    "axis among its leading axes, as take_along_axis does, reads "
+                                    "each row from that row)")
+        return axis
+
     # ---------------------------------------------------------------- helpers
+
+    def _resized(self, size: int) -> int:
+        """A batch axis's size in the chunk. The axis holds the rows outermost, each
+        row's `size // N` entries together (a reshape may have merged the rows with an
+        inner axis: x.reshape(N * T, D))."""
+        return self.rows * (size // self.batch)
 
     def _weighted(self, value: Value, dtype: np.dtype) -> Value:
         share = self.shares.get(dtype)
@@ -278,11 +299,14 @@ def _batch_size(graph: Graph, input_axes: tuple) -> int:
     return sizes.pop()
 
 
-def _reshaped_axis(shape: tuple, axis: int, new: tuple) -> int | None:
-    """Where a reshape puts axis `axis` when it stays an axis of its own (the same size
-    and the same number of elements before it), else None."""
+def _reshaped_axis(shape: tuple, axis: int, new: tuple, rows: int) -> int | None:
+    """Where a reshape puts the rows of batch axis `axis`, or None when they do not
+    stay the outermost index of one axis. The rows are outermost in axis i of the
+    result when as many elements come before it as before `axis`, and its size is a
+    multiple of the row count (merging inner axes into it, x(N, T, D) -> (N*T, D), or
+    splitting them off, (N*T, D) -> (N, T, D))."""
     before = int(np.prod(shape[:axis], dtype=np.int64))
     for i, size in enumerate(new):
-        if size == shape[axis] and int(np.prod(new[:i], dtype=np.int64)) == before:
+        if int(np.prod(new[:i], dtype=np.int64)) == before and size and size % rows == 0:
             return i
     return None

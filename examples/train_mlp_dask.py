@@ -65,7 +65,7 @@ def main(rows: int = 20000, chunk: int = 6000, steps: int = 20, lr: float = 0.2,
     if workers:
         from dask.distributed import Client, LocalCluster
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         context = Client(cluster)
     else:
         context = dask.config.set(scheduler="threads")

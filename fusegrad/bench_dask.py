@@ -68,7 +68,7 @@ def run(rows: int, chunks: int = 2, repeat: int = 5, json_path: str | None = Non
     try:
         for workers in (1, 2):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40,
+                                   dashboard_address=":0", silence_logs=40,
                                    env=_threads_env(max(1, cores // workers)))
             client = Client(cluster, set_as_default=False)
             clusters.append(cluster)

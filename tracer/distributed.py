@@ -5,9 +5,10 @@ arrays stand in by shape and dtype, never read), proved batch-separable by
 `ir.batch`, and run as one task per chunk: the chunk's program (the traced graph
 rebuilt for the chunk's rows, differentiated, fused and compiled in the worker,
 or loaded from its disk cache) returns the chunk's part of the loss and of every
-gradient. Dask adds the parts by its tree reduction; gradients of batch-chunked
-arguments come back as dask arrays chunked like them. What travels to workers is
-the graph (pickled with primitives by name, `ir.serialize`), never compiled code.
+gradient. A tree of Dask tasks adds the parts (fan-in 4, as Dask's reductions);
+gradients of batch-chunked arguments come back as dask arrays chunked like them.
+What travels to workers is the graph (pickled with primitives by name,
+`ir.serialize`), never compiled code.
 
 Nothing here imports dask until a call has a dask array in it.
 """
@@ -28,6 +29,7 @@ from fusegrad.ir import batch, serialize
 from fusegrad.ir.errors import ShapeError, UnsupportedError
 from fusegrad.runtime import compile_graph
 from fusegrad.tracer import pytree
+from fusegrad.tracer.pytree import ArgumentError
 
 # Opt-in progress bar for distributed calls (`dask_progress`).
 _PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("fusegrad_dask_progress",
@@ -93,14 +95,17 @@ def call(compiled: Any, args: tuple, kwargs: dict):
     found: dict[int, Any] = {}
     stand_args = tuple(_stand_in(a, found, da.Array) for a in args)
     stand_kwargs = {k: _stand_in(v, found, da.Array) for k, v in kwargs.items()}
+    if not found:
+        raise ArgumentError(f"{compiled!r}: a dask array sits where compile_grad does not look "
+                            f"for arrays (only in lists, tuples, NamedTuples and dicts)")
     traced, leaves = compiled._lookup(stand_args, stand_kwargs)
     chunked = [found.get(id(leaf)) for leaf in leaves]
     axes, chunks = _batch_axes([(x, compiled_label(traced, i)) for i, x in enumerate(chunked)])
     chunked = [None if x is None else _aligned(x, a, chunks) for x, a in zip(chunked, axes)]
     payload = _payload(traced, axes, compiled)
     tasks = _chunk_tasks(payload, chunked, leaves, axes, chunks)
-    value, grads, chunk_grads = _combine(tasks, traced, leaves, axes, chunked, da)
-    value, grads = _compute(value, grads, chunk_grads, dask)
+    total, chunk_grads = _combine(tasks, traced, axes, chunked, da)
+    value, grads = _compute(total, chunk_grads, dask)
     grads = tuple(grads)
     if traced.grad_keys is not None:
         from fusegrad.tracer.compile import _assemble
@@ -203,9 +208,11 @@ def _chunk_tasks(payload: Payload, chunked: list, leaves: list, axes: list,
     import dask
 
     name = f"fusegrad-graph-{payload.digest[:16]}"
-    shipped = dask.delayed(payload, name=name)   # one key: sent to each worker once
+    # One key each: a worker fetches the graph and each parameter once per step.
+    shipped = dask.delayed(payload, name=name, traverse=False)
     params = [None if x is not None else
-              dask.delayed(leaf, name=f"fusegrad-param-{dask.base.tokenize(leaf)}")
+              dask.delayed(leaf, name=f"fusegrad-param-{dask.base.tokenize(leaf)}",
+                           traverse=False)
               for x, leaf in zip(chunked, leaves)]
     blocks = [None if x is None else _blocks(x, a) for x, a in zip(chunked, axes)]
     run = dask.delayed(run_chunk, pure=True, nout=1 + len(payload.wrt))
@@ -222,49 +229,70 @@ def _blocks(x: Any, axis: int) -> list:
     return list(delayed[index]) if x.ndim else [delayed[()]]
 
 
-def _combine(tasks: list, traced: Any, leaves: list, axes: list, chunked: list, da: Any):
-    """The loss and the gradients as dask arrays: parts of the loss and of parameter
-    gradients added by Dask's tree reduction, gradients of batch-chunked arguments
-    concatenated back into chunks."""
-    dtype = traced.forward.outputs[0].dtype
-    value = da.stack([da.from_delayed(t[0], (), dtype) for t in tasks]).sum(axis=0, dtype=dtype)
-    grads, chunk_grads = [], []
+# Fan-in of the tree adding the chunks' parts (dask.array's default `split_every`).
+SPLIT_EVERY = 4
+
+
+def _combine(tasks: list, traced: Any, axes: list, chunked: list, da: Any):
+    """The parts of the loss and of the parameter gradients added up by a tree of
+    tasks (fan-in SPLIT_EVERY, as Dask's reductions), as one delayed tuple; and the
+    gradients of batch-chunked arguments, concatenated into dask arrays chunked
+    like those arguments (None for the others). A chunk's task returns all its
+    parts at once, so a chunk costs the scheduler one task and a third of one, not
+    one per output: its cost per chunk is what limits how far a cluster scales."""
+    import dask
+
+    summed = (0,) + tuple(1 + j for j, leaf in enumerate(traced.wrt_leaves)
+                          if chunked[leaf] is None)
+    add = dask.delayed(add_parts, pure=True)
+    level = [add(*tasks[i:i + SPLIT_EVERY], select=summed)
+             for i in range(0, len(tasks), SPLIT_EVERY)]
+    while len(level) > 1:
+        level = [add(*level[i:i + SPLIT_EVERY]) for i in range(0, len(level), SPLIT_EVERY)]
+    chunk_grads = []
     for j, leaf in enumerate(traced.wrt_leaves):
-        parts = [t[1 + j] for t in tasks]
-        x, axis, like = chunked[leaf], axes[leaf], leaves[leaf]
+        x, axis = chunked[leaf], axes[leaf]
         if x is None:
-            stacked = da.stack([da.from_delayed(p, like.shape, like.dtype) for p in parts])
-            grads.append(stacked.sum(axis=0, dtype=like.dtype))
-        else:
-            pieces = [da.from_delayed(p, _block_shape(x.shape, axis, rows), x.dtype)
-                      for p, rows in zip(parts, x.chunks[axis])]
-            grads.append(da.concatenate(pieces, axis=axis))
-        chunk_grads.append(x is not None)
-    return value, grads, chunk_grads
+            chunk_grads.append(None)
+            continue
+        pieces = [da.from_delayed(t[1 + j], _block_shape(x.shape, axis, rows), x.dtype)
+                  for t, rows in zip(tasks, x.chunks[axis])]
+        chunk_grads.append(da.concatenate(pieces, axis=axis))
+    return level[0], chunk_grads
+
+
+def add_parts(*parts: tuple, select: tuple | None = None) -> tuple:
+    """The sum of chunks' parts, position by position (runs in a worker); `select`:
+    the positions of a chunk's outputs that are summed (the first level)."""
+    if select is not None:
+        parts = tuple(tuple(p[i] for i in select) for p in parts)
+    total = [np.array(x, copy=True) for x in parts[0]]
+    for part in parts[1:]:
+        for t, x in zip(total, part):
+            t += x
+    return tuple(total)
 
 
 def _block_shape(shape: tuple, axis: int, rows: int) -> tuple:
     return tuple(rows if a == axis else n for a, n in enumerate(shape))
 
 
-def _compute(value: Any, grads: list, chunk_grads: list, dask: Any) -> tuple[np.ndarray, list]:
-    """NumPy results for the loss and parameter gradients; the gradients of
-    batch-chunked arguments stay dask arrays, persisted (computed by the same tasks
-    as the rest, and kept where they were computed)."""
+def _compute(total: Any, chunk_grads: list, dask: Any) -> tuple[np.ndarray, list]:
+    """The loss and the gradients: NumPy arrays for the loss and the parameters; the
+    gradients of batch-chunked arguments stay dask arrays, persisted (computed by the
+    same tasks as the rest, and kept where they were computed)."""
     progress = _PROGRESS.get()
-    collections = [value, *grads]
-    if any(chunk_grads) or progress:
+    chunked = [g for g in chunk_grads if g is not None]
+    if chunked or progress:
         with _local_progress_bar(progress):
-            collections = list(dask.persist(*collections))
+            total, *chunked = dask.persist(total, *chunked)
         if progress:
-            _distributed_progress_bar(collections)
-    value, grads = collections[0], collections[1:]
-    wanted = [i for i, chunked in enumerate(chunk_grads) if not chunked]
-    results = dask.compute(value, *[grads[i] for i in wanted])
-    out = list(grads)
-    for i, result in zip(wanted, results[1:]):
-        out[i] = np.asarray(result)
-    return np.asarray(results[0]), out
+            _distributed_progress_bar([total, *chunked])
+    (sums,) = dask.compute(total)
+    sums, chunked = iter(sums), iter(chunked)
+    value = next(sums)
+    grads = [next(sums) if g is None else next(chunked) for g in chunk_grads]
+    return np.asarray(value), grads
 
 
 def _local_progress_bar(progress: bool) -> Any:
@@ -278,8 +306,8 @@ def _local_progress_bar(progress: bool) -> Any:
 def _distributed_progress_bar(collections: list) -> None:
     """Under a distributed Client: a bar until the persisted collections are done."""
     if _client() is not None:
-        from distributed import progress
-        progress(*collections)
+        from distributed import futures_of, progress
+        progress(futures_of(collections))
 
 
 def _client() -> Any:

@@ -40,7 +40,7 @@ def client():
     # The workers cannot import this test module: ship its functions by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
+                                       dashboard_address=":0", silence_logs=40)
     with distributed.Client(cluster) as client:
         yield client
     cluster.close()
@@ -71,6 +71,7 @@ def check(f, arrays, batch, assert_close, dtype):
     value, grads = f(*arrays)
     args = [chunked(a) if i in batch else a for i, a in enumerate(arrays)]
     dvalue, dgrads = f(*args)
+    assert isinstance(dvalue, np.ndarray) and dvalue.shape == ()     # as on NumPy
     assert_close(dvalue, value, dtype, what="value")
     for i, (g, dg) in enumerate(zip(grads, dgrads)):
         if i in batch:
@@ -108,6 +109,24 @@ def _programs():
 def _forget_programs():
     from fusegrad.tracer import distributed as where
     where._EXECUTABLES.clear()
+
+
+@fg.compile_grad
+def labelled(X, w, labels):
+    """Cross-entropy with integer labels (a batch-chunked integer argument)."""
+    logp = fg.log_softmax(X @ w, axis=1)
+    return -fg.take_along_axis(logp, labels[:, None], axis=1).mean()
+
+
+def test_integer_labels_chunked_like_the_rows(client, assert_close):
+    rng = _rng()
+    X, w = rng.standard_normal((ROWS, 3)), rng.standard_normal((3, 4))
+    labels = rng.integers(0, 4, ROWS)
+    value, (gX, gw) = labelled(X, w, labels)
+    dvalue, (dgX, dgw) = labelled(chunked(X), w, chunked(labels))
+    assert_close(dvalue, value, np.float64)
+    assert_close(dgX.compute(), gX, np.float64)
+    assert_close(dgw, gw, np.float64)
 
 
 def test_workers_build_each_chunk_program_once(client):

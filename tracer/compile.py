@@ -80,7 +80,8 @@ class CompiledGrad:
         if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
             outputs = traced.executable(list(args))
         elif distributed.holds_dask(args, kwargs):
-            return distributed.call(self, args, kwargs)
+            traced, value, grads = distributed.call(self, args, kwargs)
+            return value, self._structured(traced, grads)
         else:
             traced, leaves = self._lookup(args, kwargs)
             if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
@@ -92,6 +93,14 @@ class CompiledGrad:
         if traced.grad_keys is not None:
             grads = _assemble(traced.grad_keys, grads)
         return value, (grads[0] if traced.single_grad else grads)
+
+    @staticmethod
+    def _structured(traced: Traced, grads: tuple):
+        """The flat gradients as the call returns them: in the arguments' pytrees, and
+        bare for wrt=k."""
+        if traced.grad_keys is not None:
+            grads = _assemble(traced.grad_keys, grads)
+        return grads[0] if traced.single_grad else grads
 
     def dump(self, *args: Any, **kwargs: Any) -> str:
         """Forward IR, backward IR, kernel plan and generated source for these arguments."""

@@ -84,8 +84,9 @@ class Payload:
 _PAYLOADS: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def call(compiled: Any, args: tuple, kwargs: dict):
-    """`compiled(*args, **kwargs)` where some arguments are dask arrays."""
+def call(compiled: Any, args: tuple, kwargs: dict) -> tuple[Any, np.ndarray, tuple]:
+    """`compiled(*args, **kwargs)` where some arguments are dask arrays: the trace,
+    the value and the flat gradients (of `traced.wrt_leaves`, in order)."""
     import dask
     import dask.array as da
 
@@ -100,20 +101,16 @@ def call(compiled: Any, args: tuple, kwargs: dict):
                             f"for arrays (only in lists, tuples, NamedTuples and dicts)")
     traced, leaves = compiled._lookup(stand_args, stand_kwargs)
     chunked = [found.get(id(leaf)) for leaf in leaves]
-    axes, chunks = _batch_axes([(x, compiled_label(traced, i)) for i, x in enumerate(chunked)])
+    axes, chunks = _batch_axes([(x, _label(traced, i)) for i, x in enumerate(chunked)])
     chunked = [None if x is None else _aligned(x, a, chunks) for x, a in zip(chunked, axes)]
     payload = _payload(traced, axes, compiled)
     tasks = _chunk_tasks(payload, chunked, leaves, axes, chunks)
     total, chunk_grads = _combine(tasks, traced, axes, chunked, da)
     value, grads = _compute(total, chunk_grads, dask)
-    grads = tuple(grads)
-    if traced.grad_keys is not None:
-        from fusegrad.tracer.compile import _assemble
-        grads = _assemble(traced.grad_keys, grads)
-    return value, (grads[0] if traced.single_grad else grads)
+    return traced, value, tuple(grads)
 
 
-def compiled_label(traced: Any, leaf: int) -> str:
+def _label(traced: Any, leaf: int) -> str:
     return traced.leaf_labels[leaf] if leaf < len(traced.leaf_labels) else f"input {leaf}"
 
 
@@ -121,7 +118,9 @@ def _stand_in(arg: Any, found: dict, kind: type) -> Any:
     """`arg` with each dask array replaced by a NumPy array of its shape and dtype
     whose memory is reserved but never touched (tracing reads shapes only)."""
     if isinstance(arg, kind):
-        stand = _untouched(arg.shape, arg.dtype)
+        # Native byte order: the stand-in must pass through as the graph's input
+        # itself (found by identity); the worker converts the chunks' data.
+        stand = _untouched(arg.shape, np.dtype(arg.dtype).newbyteorder("="))
         found[id(stand)] = arg
         return stand
     if pytree._is_sequence(arg):

@@ -111,6 +111,22 @@ def _forget_programs():
     where._EXECUTABLES.clear()
 
 
+@fg.compile_grad(wrt="params")
+def ridge_tree(batch, params):
+    r = batch["x"] @ params["w"] + params["b"] - batch["y"]
+    return (r ** 2).sum(axis=1).mean() + 0.5 * (params["w"] ** 2).sum()
+
+
+def test_pytrees_and_keywords(client, assert_close):
+    X, w, b, y = ridge_arrays(np.float64)
+    value, grads = ridge_tree({"x": X, "y": y}, params={"w": w, "b": b})
+    dvalue, dgrads = ridge_tree({"x": chunked(X), "y": chunked(y)}, params={"w": w, "b": b})
+    assert_close(dvalue, value, np.float64)
+    assert sorted(dgrads) == ["b", "w"]
+    for name in grads:
+        assert_close(dgrads[name], grads[name], np.float64, what=name)
+
+
 @fg.compile_grad
 def labelled(X, w, labels):
     """Cross-entropy with integer labels (a batch-chunked integer argument)."""

@@ -185,6 +185,28 @@ def test_a_worker_dying_mid_computation_is_retried(client, tmp_path, assert_clos
 
 # ---------------------------------------------------------------- without a cluster
 
+def test_chunk_programs_run_the_kernels_of_the_numpy_path():
+    """A worker's chunk programs, every chunk size, are the kernels the whole batch
+    compiled to (the mean's count is an argument holding the whole batch's N): in
+    the process that ran the NumPy path, running chunks compiles and loads nothing."""
+    from fusegrad.runtime import loader, stats
+    from fusegrad.tracer import distributed as where
+
+    arrays = mlp_arrays(np.float32)
+    value, _ = mlp(*arrays)
+    payload = where._payload(mlp.trace(*arrays), [0, None, None, None, None, 0], mlp)
+    files = len(loader._modules)
+    stats.reset()
+    parts, start = [], 0
+    for k, rows in enumerate(CHUNKS):
+        piece = [a[start:start + rows] if i in (0, 5) else a for i, a in enumerate(arrays)]
+        parts.append(where.run_chunk(payload, rows, float(k == 0), *piece))
+        start += rows
+    assert (stats.snapshot()["compiles"], stats.snapshot()["cache_loads"]) == (0, 0)
+    assert len(loader._modules) == files
+    np.testing.assert_allclose(sum(p[0] for p in parts), value, rtol=2e-6)
+
+
 @fg.compile_grad
 def centered(X, w):
     h = X @ w

@@ -310,13 +310,14 @@ def _distributed_progress_bar(collections: list) -> None:
 
 
 def _client() -> Any:
+    """The distributed Client Dask would run a computation on now, or None (Dask's
+    local schedulers: none made, or one chosen with dask.config.set(scheduler=...))."""
     if "distributed" not in sys.modules:
         return None
-    from distributed import get_client
-    try:
-        return get_client()
-    except ValueError:      # no client: Dask's local scheduler runs the tasks
-        return None
+    from dask.base import get_scheduler
+    from distributed import Client
+    client = getattr(get_scheduler(), "__self__", None)
+    return client if isinstance(client, Client) else None
 
 
 # ---------------------------------------------------------------- the worker side

@@ -238,11 +238,20 @@ def test_chunked_along_two_axes_is_refused():
 
 
 def test_progress_bar_on_the_local_scheduler(capsys, assert_close):
+    import dask
     X, w, b, y = ridge_arrays(np.float64)
-    with fg.dask_progress():
+    with dask.config.set(scheduler="threads"), fg.dask_progress():
         value, _ = ridge(chunked(X), w, b, chunked(y))
     assert "100% Completed" in capsys.readouterr().out
     assert_close(value, ridge(X, w, b, y)[0], np.float64)
+
+
+def test_progress_bar_on_the_cluster(client, capsys):
+    X, w, b, y = ridge_arrays(np.float64)
+    with fg.dask_progress():
+        ridge(chunked(X), w, b, chunked(y))
+    shown = capsys.readouterr()
+    assert "100% Completed" in shown.out + shown.err
 
 
 def test_importing_fusegrad_imports_no_dask():

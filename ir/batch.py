@@ -160,7 +160,8 @@ class _Rewrite:
                 # A free term joins the sum once, not once per chunk.
                 inputs = [self._weighted(x, node.out.dtype) if k is None else x
                           for x, k in zip(inputs, kinds)]
-            elif not (name in _LINEAR_UNARY or (name == "mul" and len(summed) == 1)
+            elif not ((name in _LINEAR_UNARY and _keeps_floats(node))
+                      or (name == "mul" and len(summed) == 1)
                       or (name == "div" and summed == [0])):
                 raise self._error(node, "is not linear in a sum over the batch, so it is "
                                         "not a sum of per-row terms")
@@ -290,6 +291,11 @@ class _Rewrite:
         shapes = ", ".join(v.type_str for v in node.inputs)
         return BatchError(located(f"the loss is not a sum of per-row terms over the batch: "
                                   f"{node.primitive.name} ({shapes}) {why}", node.source))
+
+
+def _keeps_floats(node: Node) -> bool:
+    # A cast to an integer or bool truncates: not linear.
+    return node.out.dtype.kind == "f"
 
 
 def _batch_size(graph: Graph, input_axes: tuple) -> int:

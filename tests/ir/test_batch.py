@@ -127,6 +127,8 @@ REFUSED = {
         r"sub \(f64\[7,6\], f64\[6\]\) combines a sum over the batch with per-row values"),
     "log of a sum": (lambda x, w: ops.log(ops.reduce_sum(x)), ((ROWS, 6), F64),
                      r"log \(f64\[\]\) is not linear in a sum over the batch"),
+    "a sum truncated": (lambda x, w: ops.cast(ops.cast(ops.reduce_sum(x), np.int64), F64),
+                        ((ROWS, 6), F64), r"cast \(f64\[\]\) is not linear"),
     "max over the batch": (lambda x, w: ops.reduce_max(x), ((ROWS, 6), F64),
                            r"reduce_max .* reduces over the batch axis"),
     "interleaved rows": (lambda x, w: ops.reduce_sum(ops.reshape(x, (6, ROWS)) * w), ((1, 1), F64),

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Numba threads for every kernel (default: one per core)")
     bench.add_argument("--json", metavar="FILE", help="write every record as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="draw time and bandwidth")
+    bench.add_argument("--dask", action="store_true",
+                       help="data-parallel on Dask: one process vs LocalClusters of 1 and 2 "
+                            "workers (--size: rows per chunk, default 1e6; needs "
+                            "fusegrad[dask])")
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
     commands.add_parser("info", help="versions, CUDA, the kernel cache")
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache":
         return clear_cache() if args.action == "clear" else show_cache_info()
     notes = [] if args.keep_blas_env else unset_slow_blas()
+    if args.dask:
+        return run_dask_bench(args, parser)
     return run_bench(args, parser, notes)
 
 
@@ -129,6 +135,15 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
         plot(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def run_dask_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not (_importable("dask") and _importable("distributed")):
+        parser.error('--dask needs dask and distributed: pip install "fusegrad[dask]"')
+    from fusegrad import bench_dask
+    rows = (args.size or [10**5 if args.quick else 10**6])[0]
+    repeat = args.repeat or (3 if args.quick else 5)
+    return bench_dask.run(rows, repeat=repeat, json_path=args.json)
 
 
 def _run_with_progress(bench: Any, options: Any, systems: list, notes: list[str]) -> Any:

@@ -17,7 +17,7 @@ from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
 from fusegrad.runtime.device_arrays import is_device_array, shape_and_dtype
 from fusegrad.runtime.devices import require_cuda
-from fusegrad.tracer import pytree
+from fusegrad.tracer import distributed, pytree
 from fusegrad.tracer.source import function_location
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
@@ -80,6 +80,9 @@ class CompiledGrad:
         traced = None if fast is None else self._fast.get(fast)
         if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
             outputs = traced.executable(list(args))
+        elif distributed.holds_dask(args, kwargs):
+            traced, value, grads = distributed.call(self, args, kwargs)
+            return value, self._structured(traced, grads)
         else:
             traced, leaves = self._lookup(args, kwargs)
             if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
@@ -91,6 +94,14 @@ class CompiledGrad:
         if traced.grad_keys is not None:
             grads = _assemble(traced.grad_keys, grads)
         return value, (grads[0] if traced.single_grad else grads)
+
+    @staticmethod
+    def _structured(traced: Traced, grads: tuple):
+        """The flat gradients as the call returns them: in the arguments' pytrees, and
+        bare for wrt=k."""
+        if traced.grad_keys is not None:
+            grads = _assemble(traced.grad_keys, grads)
+        return grads[0] if traced.single_grad else grads
 
     def dump(self, *args: Any, **kwargs: Any) -> str:
         """Forward IR, backward IR, kernel plan and generated source for these arguments."""

@@ -102,7 +102,8 @@ def test_blocks_with_large_arguments_run_in_full(with_sum):
         finite = np.isfinite(x)
         outputs = Executable(plan)([np.where(finite, x, 1.0).astype(F32), y])
         expected = (full[0][finite].astype(np.float64) * full[1][finite]).sum()
-        expected += (np.float64(np.sin(np.float32(1.0))) * np.cos(np.float32(1.0))) * (~finite).sum()
+        one = np.float64(np.sin(np.float32(1.0))) * np.cos(np.float32(1.0))
+        expected += one * (~finite).sum()
         np.testing.assert_allclose(outputs[3], expected, rtol=1e-6)
 
 

@@ -41,7 +41,8 @@ Tests in tests/codegen/test_scalar_math.py.
   the cost: 64-bit integer multiplies, minima and selects take several instructions
   each there (sin 8 ns an element against 1.8 for the Cody-Waite path alone, on an
   AVX-512 machine compiling for haswell). Max error 0.53 ulp over every float32,
-  bit for bit as the table version.
+  bit for bit as the table version. CPU kernels run blocks of elements with the
+  Cody-Waite path alone first (`sin_near` and the rest, at the end of this file).
 
 - log1p: log(u) + (x - (u - 1)) / u with u = 1 + x in float64 (the correction is
   the rounding of u, to first order), log as above. Max 0.5006 ulp.

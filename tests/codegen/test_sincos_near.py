@@ -19,6 +19,7 @@ from numba import njit
 from fusegrad import ir
 from fusegrad.codegen import SourceNames, emit, plan_kernels
 from fusegrad.codegen import scalar_math as fm
+from fusegrad.codegen.source import is_generated
 from fusegrad.ir import ops
 from fusegrad.ir.graph import Value
 from fusegrad.runtime import Executable
@@ -107,6 +108,18 @@ def test_blocks_with_large_arguments_run_in_full(with_sum):
         np.testing.assert_allclose(outputs[3], expected, rtol=1e-6)
 
 
+def test_the_flag_is_the_templates_own_name():
+    """`far` is in the kernels' vocabulary: an argument named `far` is renamed."""
+    x = Value((4100,), F32, "far")
+    with ir.building() as builder:
+        y = ops.sin(x)
+    graph = builder.finish((x,), (y,))
+    plan = plan_kernels(graph)
+    source = emit(plan.steps[0], SourceNames(graph), plan)
+    assert "scalar_math.sin_near(far_v[i0])" in source and "far = False" in source
+    assert is_generated("far")
+
+
 def test_column_sums_keep_the_full_functions():
     """A block run twice would add its column partials twice: such kernels do not
     split off a near pass."""
@@ -124,6 +137,7 @@ import json, re
 import numpy as np
 from numba import njit
 from fusegrad.codegen import scalar_math as fm
+from fusegrad.codegen.source import is_generated
 
 @njit("boolean(float32[::1], float32[::1], float32[::1])", error_model="numpy")  # never run
 def kernel(a, s, c):

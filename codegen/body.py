@@ -45,7 +45,7 @@ class Dialect:
     sincos: bool = False
     # Whether float32 sin and cos are spelled `scalar_math.*_near` (right below 2^20
     # only), each argument's `far_trig` ORed into `far`: the CPU's first pass over a
-    # block, which runs again without it when `far` is set (cpu.py, `_emit_blocks`).
+    # block, which runs again without it when `far` is set (cpu.py, `near_blocks`).
     near_trig: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).

@@ -51,6 +51,10 @@ class Dialect:
     stage_loop: Callable[[Writer, "Schedule", int], None] | None = None
     after_stage: Callable[[Writer, list[Node], SourceNames], None] | None = None
     single: str | None = None
+    # Whether float32 sin and cos are spelled `scalar_math.*_near` (right below 2^20
+    # only), each argument's `far_trig` ORed into `far`: the CPU's first pass over a
+    # block, which runs again without it when `far` is set (cpu.py, `near_blocks`).
+    near_trig: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).
 BLOCK = 1024
@@ -213,8 +217,15 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         if node in pairs:
             sin, cos = pairs[node]
             argument = operand(sin.inputs[0], sin, sched, names)
-            w.line(f"{names(sin.out)}, {names(cos.out)} = scalar_math.sincos({argument})",
+            near = "_near" if dialect.near_trig else ""
+            w.line(f"{names(sin.out)}, {names(cos.out)} = scalar_math.sincos{near}({argument})",
                    f"{ir_comment(sin, sched, names)}; {ir_comment(cos, sched, names)}")
+            flag_far(w, dialect, argument)
+        elif node not in paired and dialect.near_trig and near_trig(node):
+            argument = operand(node.inputs[0], node, sched, names)
+            w.line(f"{name} = scalar_math.{node.primitive.name}_near({argument})",
+                   ir_comment(node, sched, names))
+            flag_far(w, dialect, argument)
         elif node not in paired:
             w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
         if node.out in buffered:
@@ -377,3 +388,15 @@ def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceName
     out_index = "[" + ", ".join(["0"] * (sched.outer if keepdims else 0) + inner) + "]"
     w.line(f"{name}_out{out_index} = {finish(node, name + '_total')}",
            ir_comment(node, sched, names))
+
+
+# ---------------------------------------------------------------- issue 12: sin, cos near
+
+def near_trig(node: Node) -> bool:
+    """A float32 sin or cos: `Dialect.near_trig` spells it `scalar_math.*_near`."""
+    return node.primitive in (P.sin, P.cos) and node.out.dtype == np.float32
+
+
+def flag_far(w: Writer, dialect: Dialect, argument: str) -> None:
+    if dialect.near_trig:
+        w.line(f"far = far | scalar_math.far_trig({argument})")

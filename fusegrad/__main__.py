@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data-parallel on Dask: one process vs LocalClusters of 1 and 2 "
                             "workers (--size: rows per chunk, default 1e6; needs "
                             "fusegrad[dask])")
+
+
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="the floating dtype of every workload's inputs (default float32)")
+    bench.add_argument("--scaling", action="store_true",
+                       help="time against N: W1 and W2 (or --workload) at 1e3..1e8 (1e6 with "
+                            "--quick), fusegrad and the single-pass kernel, with the "
+                            "memory-traffic floor")
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
     commands.add_parser("info", help="versions, CUDA, the kernel cache")
@@ -124,10 +132,15 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
                      f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
     options = bench.Options(workloads=workloads, sizes=tuple(args.size or ()),
                             quick=args.quick, device=args.device, repeat=args.repeat,
-                            threads=args.threads)
+                            threads=args.threads, dtype=args.dtype)
     systems = bench.find_systems(args.device, notes)
+    if args.scaling:
+        options, systems = _scaling(bench, options, systems, args)
     report = _run_with_progress(bench, options, systems, notes)
     show_report(report, bench.TOLERANCE)
+    if args.scaling:
+        from fusegrad.report import show_scaling
+        show_scaling(report)
     if args.json:
         bench.write_json(report, args.json)
         print(f"wrote {len(report.records)} records to {args.json}")
@@ -144,6 +157,19 @@ def run_dask_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     rows = (args.size or [10**5 if args.quick else 10**6])[0]
     repeat = args.repeat or (3 if args.quick else 5)
     return bench_dask.run(rows, repeat=repeat, json_path=args.json)
+
+
+def _scaling(bench: Any, options: Any, systems: list, args: argparse.Namespace) -> tuple:
+    """`--scaling`: W1 and W2 (unless --workload says), 1e3..1e8 (unless --size says), the
+    systems that keep no temporaries (issue 12)."""
+    from dataclasses import replace
+
+    from fusegrad.bench_workloads import find_workload
+    workloads = options.workloads if args.workload else tuple(
+        find_workload(key) for key in bench.SCALING_WORKLOADS)
+    sizes = options.sizes or (bench.QUICK_SCALING_SIZES if args.quick else bench.SCALING_SIZES)
+    return (replace(options, workloads=workloads, sizes=sizes, scaling=True),
+            bench.scaling_systems(systems))
 
 
 def _run_with_progress(bench: Any, options: Any, systems: list, notes: list[str]) -> Any:

@@ -25,6 +25,7 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.ir.interpreter import evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
@@ -121,6 +122,7 @@ class BackwardPlan:
     largest: int = field(init=False)  # elements of the graph's largest value
     interpret_seconds: float = field(init=False)  # predicted, one interpreter run
     compile_seconds: float | None = None          # predicted, compiling; known when asked
+    evaluate: object = None           # the interpreter's run of `graph`, once it has run
 
     def __post_init__(self) -> None:
         nodes = [n for n in self.graph.nodes if n.primitive.name != "const"]
@@ -302,7 +304,9 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
-        outputs = ir.evaluate(plan.graph, arrays)
+        if plan.evaluate is None:
+            plan.evaluate = evaluator(plan.graph)   # ir.evaluate, prepared once per plan
+        outputs = plan.evaluate(arrays)
     return plan, _owned(outputs, arrays)
 
 

@@ -18,14 +18,14 @@ import numpy as np
 
 from fusegrad.ir.builder import Builder, building, current_builder
 from fusegrad.ir.errors import FusegradError, bare, located
-from fusegrad.ir.graph import Value
-from fusegrad.ir.interpreter import run_node
+from fusegrad.ir.graph import Graph, Value
+from fusegrad.ir.interpreter import call_impl, conformed, evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, checked_device
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
-from fusegrad.tracer.state import TensorState
+from fusegrad.tracer.state import EAGER, TensorState
 
 __all__ = ["apply", "wrap"]
 
@@ -234,3 +234,142 @@ def tracing() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+# ---------------------------------------------------------------- the fast path (issue 12, eager per-op cost)
+# An eager op of tensors and Python numbers, after its first call, is one dictionary
+# lookup by (op, argument shapes and dtypes, numbers, params) and a run of the NumPy
+# function(s) of its OpGraph, precomputed: no argument signature in strings, no
+# dictionary of values, one error-state switch per op instead of one per node, no
+# result cast or reshape where NumPy's result is right already, and no search for
+# shared memory where the result is a new array. What it cannot take (arrays or lists
+# as arguments, traced or non-CPU tensors, unhashable params) goes the general way,
+# `apply`, which is the reference for what this does.
+
+MISS = object()   # apply_fast: the arguments need the general way
+
+
+def apply_fast(build, args, params: dict, grad_fn: str | None):
+    """`apply`'s result, or `MISS` where the arguments are not all eager CPU tensors
+    and Python numbers (the caller then takes the general way)."""
+    key = [build]
+    append = key.append
+    tensor_type = TensorState._result_type
+    for arg in args:
+        cls = arg.__class__
+        if cls is float or cls is int or cls is bool:
+            append(cls)
+            append(arg if arg else repr(arg))   # -0.0 == 0.0, but x * -0.0 is not x * 0.0
+            continue
+        if cls is not tensor_type and not isinstance(arg, TensorState):
+            return MISS
+        if arg._mode is not EAGER or arg._device is not CPU:
+            return MISS
+        data = arg._data
+        append(data.shape)
+        append(data.dtype)
+    if params:
+        append(tuple(params.items()))
+    key = tuple(key)
+    try:
+        op = _fast_ops.get(key)
+    except TypeError:   # an unhashable param
+        return MISS
+    if op is None:
+        op = _fast_op(build, args, params, key)
+    return op.run(args, grad_fn)
+
+
+_fast_ops: dict[tuple, "FastOp"] = {}
+
+
+def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
+    signature = tuple((a._data.shape, a._data.dtype.str) if isinstance(a, TensorState)
+                      else (type(a), repr(a)) for a in args)
+    graph = op_graph(build, args, params, signature)
+    if len(_fast_ops) >= MAX_OP_GRAPHS:
+        _fast_ops.clear()
+    op = _fast_ops[key] = FastOp(graph, [i for i, a in enumerate(args)
+                                         if isinstance(a, TensorState)])
+    return op
+
+
+class FastOp:
+    """One OpGraph, ready to run on the data of the tensors at `positions`."""
+
+    __slots__ = ("graph", "positions", "compute", "fresh")
+
+    def __init__(self, graph: OpGraph, positions: list[int]) -> None:
+        self.graph = graph
+        self.positions = positions
+        self.compute = _compute(graph)
+        # Per output: whether a new array from `compute` is a tensor of its own (not
+        # an argument returned as it is, nor a constant of the OpGraph).
+        self.fresh = [graph.aliases[i] is None and v not in graph.fixed
+                      for i, v in enumerate(graph.outputs)]
+
+    def run(self, args, grad_fn: str | None):
+        positions = self.positions
+        tensors = [args[i] for i in positions]
+        arrays = [t._data for t in tensors]
+        results = self.compute(arrays)
+        outputs = []
+        new = TensorState._blank
+        for index, data in enumerate(results):
+            if self.fresh[index] and data.base is None and _not_in(data, arrays):
+                tensor = new()   # a new array: its own storage and version
+                tensor._data = data
+                tensor._version_counter = Version()
+            else:
+                tensor = _output(data, self.graph, index, args, arrays, CPU)
+                note_views([tensor], tensors)
+            outputs.append(tensor)
+        if grad_fn is not None and _grad_state.enabled:
+            for tensor in tensors:
+                if tensor._requires_grad:
+                    _record(grad_fn, self.graph, args, arrays, outputs)
+                    break
+        return tuple(outputs) if self.graph.tuple_result else outputs[0]
+
+
+def _not_in(data: np.ndarray, arrays: list) -> bool:
+    for array in arrays:
+        if array is data:
+            return False
+    return True
+
+
+def _compute(graph: OpGraph):
+    """A function of the argument arrays giving the OpGraph's output arrays, as
+    `run_node` computes them, under one error state."""
+    if len(graph.steps) == 1 and graph.steps[0].outputs == graph.outputs and \
+            len(graph.outputs) == 1 and not graph.steps[0].primitive.multiple_results:
+        return _single_step(graph, graph.steps[0])
+    # The values of the nodes without inputs are the graph's constants.
+    return evaluator(Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())))
+
+
+def _single_step(graph: OpGraph, node):
+    impl, attrs, dtype, shape = node.primitive.impl, node.attrs, node.out.dtype, node.out.shape
+    slots = [graph.inputs.index(v) if v in graph.inputs else None for v in node.inputs]
+    if slots == list(range(len(graph.inputs))):   # f(*arguments): add(a, b), tanh(x)
+        def arguments(arrays):
+            return arrays
+    else:   # a constant among them (x * 2.0), or an argument read twice
+        template = [None if s is not None else graph.fixed[v] for s, v in zip(slots, node.inputs)]
+        places = [(p, s) for p, s in enumerate(slots) if s is not None]
+
+        def arguments(arrays):
+            values = template.copy()
+            for place, slot in places:
+                values[place] = arrays[slot]
+            return values
+
+    def compute(arrays):
+        token = quiet()
+        try:
+            result = call_impl(node, impl, arguments(arrays), attrs)
+        finally:
+            loud(token)
+        return [conformed(result, dtype, shape)]
+    return compute

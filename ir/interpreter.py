@@ -111,6 +111,14 @@ def evaluator(graph: Graph):
     keep = set(graph.outputs)
     steps = []
     for index, node in enumerate(graph.nodes):
+        if node.primitive.name == "const":
+            # The same number every run: made once, read-only, as every constant here
+            # is (it may be an output: whoever keeps it must copy it).
+            array = run_node(node, [])
+            array.flags.writeable = False
+            constants.append((len(slot), array))
+            slot[node.out] = len(slot)
+            continue
         reads = tuple(slot[v] for v in node.inputs)
         for value in node.outputs:
             slot[value] = len(slot)
@@ -120,6 +128,7 @@ def evaluator(graph: Graph):
         steps.append((node, node.primitive.impl, node.attrs, reads, writes, drops,
                       node.primitive.multiple_results))
     count, size, results = len(graph.inputs), len(slot), [slot[v] for v in graph.outputs]
+    ndarray = np.ndarray
 
     def run(args: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(args) != count:
@@ -131,13 +140,19 @@ def evaluator(graph: Graph):
         token = quiet()
         try:
             for node, impl, attrs, reads, writes, drops, multiple in steps:
-                result = call_impl(node, impl, [env[i] for i in reads], attrs)
+                try:
+                    result = impl(*[env[i] for i in reads], **attrs)
+                except BoundsError as error:   # as run_node: say where the user indexed
+                    raise BoundsError(located(bare(error), node.source)) from None
                 if multiple:
                     for (place, dtype, shape), part in zip(writes, result):
                         env[place] = np.asarray(part).astype(dtype, copy=False).reshape(shape)
                 else:
                     place, dtype, shape = writes[0]
-                    env[place] = conformed(result, dtype, shape)
+                    if result.__class__ is not ndarray or result.dtype is not dtype or \
+                            result.shape != shape:
+                        result = conformed(result, dtype, shape)
+                    env[place] = result
                 for place in drops:
                     env[place] = None
         finally:

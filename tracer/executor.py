@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from fusegrad.ir.builder import Builder, building, current_builder
-from fusegrad.ir.errors import FusegradError, bare, located
+from fusegrad.ir.builder import Builder, building, is_building
+from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
-from fusegrad.ir.interpreter import call_impl, conformed, evaluator, loud, quiet, run_node
+from fusegrad.ir.interpreter import conformed, evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, checked_device
-from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
@@ -36,7 +36,7 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | No
     tensor = TensorState._blank()
     tensor._data = data
     tensor._version_counter = version if version is not None else Version()
-    if device is not None and device != CPU:
+    if device is not None and device is not CPU and device != CPU:
         tensor._device = checked_device(device)
     if requires_grad:
         tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
@@ -229,11 +229,7 @@ def views_of(tensor: TensorState) -> list:
 
 def tracing() -> bool:
     """Whether a graph is being built (compile_grad is tracing a function)."""
-    try:
-        current_builder()
-    except RuntimeError:
-        return False
-    return True
+    return is_building()
 
 
 # ---------------------------------------------------------------- the fast path (issue 12, eager per-op cost)
@@ -290,46 +286,86 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
     if len(_fast_ops) >= MAX_OP_GRAPHS:
         _fast_ops.clear()
     op = _fast_ops[key] = FastOp(graph, [i for i, a in enumerate(args)
-                                         if isinstance(a, TensorState)])
+                                         if isinstance(a, TensorState)], len(args))
     return op
 
 
 class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
-    __slots__ = ("graph", "positions", "compute", "fresh")
+    __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable")
 
-    def __init__(self, graph: OpGraph, positions: list[int]) -> None:
+    def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
-        self.positions = positions
-        self.compute = _compute(graph)
+        # None where every argument is a tensor (most ops): the arguments themselves.
+        self.positions = None if len(positions) == count else positions
         # Per output: whether a new array from `compute` is a tensor of its own (not
         # an argument returned as it is, nor a constant of the OpGraph).
         self.fresh = [graph.aliases[i] is None and v not in graph.fixed
                       for i, v in enumerate(graph.outputs)]
+        # One output computed by one node (add, tanh, matmul, sum): `compute` returns
+        # the array itself, and the result is a new tensor unless it is an argument's.
+        self.single = _single_node(graph) and not graph.tuple_result and self.fresh[0]
+        self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(graph)
+        # The outputs a recorded op gives a grad_fn: the floating-point ones.
+        self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
 
     def run(self, args, grad_fn: str | None):
-        positions = self.positions
-        tensors = [args[i] for i in positions]
+        tensors = args if self.positions is None else [args[i] for i in self.positions]
         arrays = [t._data for t in tensors]
-        results = self.compute(arrays)
+        if self.single:
+            data = self.compute(arrays)
+            if data.base is None and _not_in(data, arrays):
+                tensor = TensorState._blank()   # a new array: its own storage and version
+                tensor._data = data
+                tensor._version_counter = Version()
+            else:
+                tensor = _output(data, self.graph, 0, args, arrays, CPU)
+                note_views([tensor], tensors)
+            outputs = [tensor]
+        else:
+            outputs = self._outputs(args, tensors, arrays)
+        if grad_fn is not None and _grad_state.enabled:
+            for tensor in tensors:
+                if tensor._requires_grad:
+                    self._record(grad_fn, tensors, outputs)
+                    break
+        return tuple(outputs) if self.graph.tuple_result else outputs[0]
+
+    def _record(self, grad_fn: str, tensors, outputs: list) -> None:
+        """`_record` for arguments that are tensors and numbers (numbers have no edge)."""
+        edges = []
+        for tensor in tensors:
+            function = tensor._grad_fn
+            edges.append(_tuple(Edge, (function, tensor._output_nr, None)) if function is not None
+                         else tensor._edge())
+        saved = []
+        for tensor in outputs:
+            counter = tensor._version_counter
+            saved.append(_tuple(Saved, (tensor._data, counter, counter.value)))
+        function = function_class(grad_fn)(self.graph, tuple(edges), saved)
+        for index in self.differentiable:
+            tensor = outputs[index]
+            tensor._grad_fn = function
+            tensor._output_nr = index
+            tensor._requires_grad = True
+
+    def _outputs(self, args, tensors, arrays: list) -> list:
         outputs = []
-        new = TensorState._blank
-        for index, data in enumerate(results):
+        for index, data in enumerate(self.compute(arrays)):
             if self.fresh[index] and data.base is None and _not_in(data, arrays):
-                tensor = new()   # a new array: its own storage and version
+                tensor = TensorState._blank()
                 tensor._data = data
                 tensor._version_counter = Version()
             else:
                 tensor = _output(data, self.graph, index, args, arrays, CPU)
                 note_views([tensor], tensors)
             outputs.append(tensor)
-        if grad_fn is not None and _grad_state.enabled:
-            for tensor in tensors:
-                if tensor._requires_grad:
-                    _record(grad_fn, self.graph, args, arrays, outputs)
-                    break
-        return tuple(outputs) if self.graph.tuple_result else outputs[0]
+        return outputs
+
+
+# Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
+_tuple = tuple.__new__
 
 
 def _not_in(data: np.ndarray, arrays: list) -> bool:
@@ -339,17 +375,20 @@ def _not_in(data: np.ndarray, arrays: list) -> bool:
     return True
 
 
+def _single_node(graph: OpGraph) -> bool:
+    return (len(graph.steps) == 1 and graph.steps[0].outputs == graph.outputs
+            and len(graph.outputs) == 1 and not graph.steps[0].primitive.multiple_results)
+
+
 def _compute(graph: OpGraph):
     """A function of the argument arrays giving the OpGraph's output arrays, as
     `run_node` computes them, under one error state."""
-    if len(graph.steps) == 1 and graph.steps[0].outputs == graph.outputs and \
-            len(graph.outputs) == 1 and not graph.steps[0].primitive.multiple_results:
-        return _single_step(graph, graph.steps[0])
     # The values of the nodes without inputs are the graph's constants.
     return evaluator(Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())))
 
 
 def _single_step(graph: OpGraph, node):
+    """`_compute` for a graph of one node (and constants): the output array itself."""
     impl, attrs, dtype, shape = node.primitive.impl, node.attrs, node.out.dtype, node.out.shape
     slots = [graph.inputs.index(v) if v in graph.inputs else None for v in node.inputs]
     if slots == list(range(len(graph.inputs))):   # f(*arguments): add(a, b), tanh(x)
@@ -365,11 +404,17 @@ def _single_step(graph: OpGraph, node):
                 values[place] = arrays[slot]
             return values
 
+    ndarray = np.ndarray
+
     def compute(arrays):
         token = quiet()
         try:
-            result = call_impl(node, impl, arguments(arrays), attrs)
+            result = impl(*arguments(arrays), **attrs)
+        except BoundsError as error:   # as run_node: say where the user indexed
+            raise BoundsError(located(bare(error), node.source)) from None
         finally:
             loud(token)
-        return [conformed(result, dtype, shape)]
+        if result.__class__ is not ndarray or result.dtype is not dtype or result.shape != shape:
+            result = conformed(result, dtype, shape)
+        return result
     return compute

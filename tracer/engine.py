@@ -66,7 +66,7 @@ class Recorded:
         return self.leaf_index.get(id(tensor))
 
     def structure(self) -> tuple:
-        types = tuple((d.shape, d.dtype.str) for d in map(_edge_data, self.inputs))
+        types = tuple([(d.shape, d.dtype) for d in map(_edge_data, self.inputs)])
         return types, tuple((f.graph.serial, w) for f, w in zip(self.functions, self.wiring))
 
 
@@ -111,8 +111,9 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
         recorded.wiring.append(tuple(wiring))
         if f.saved is not None:
             for index, entry in enumerate(f.saved):
-                if entry is not None and entry.current():
-                    recorded.saved[(position_of_f, index)] = entry.array
+                # entry.current(), inline: not modified in place since it was computed
+                if entry is not None and entry[1].value == entry[2]:
+                    recorded.saved[(position_of_f, index)] = entry[0]
     return recorded, [ref(e) for e in roots]
 
 

@@ -293,7 +293,8 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
 class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
-    __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable")
+    __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
+                 "constant")
 
     def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
@@ -309,25 +310,55 @@ class FastOp:
         self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(graph)
         # The outputs a recorded op gives a grad_fn: the floating-point ones.
         self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
+        # A read-only result that reads no argument's data (fill_'s value broadcast to
+        # the tensor's shape: only its shape and dtype matter): computed once, and
+        # each call has a view of it.
+        self.constant = None
+        if self.single and not set(graph.steps[0].inputs) & set(graph.inputs):
+            result = self.compute([])
+            if not result.flags.writeable:
+                self.constant = result
 
     def run(self, args, grad_fn: str | None):
         tensors = args if self.positions is None else [args[i] for i in self.positions]
         arrays = [t._data for t in tensors]
-        if self.single:
+        if not self.single:
+            return self._run_general(args, grad_fn, tensors, arrays)
+        constant = self.constant
+        if constant is not None:
+            data = constant.view()
+        else:
             data = self.compute(arrays)
-            if data.base is None and _not_in(data, arrays):
-                tensor = TensorState._blank()   # a new array: its own storage and version
+            if data.base is not None or not _not_in(data, arrays):   # a view, or an argument
+                return self._run_general(args, grad_fn, tensors, arrays, [data])
+        cls = TensorState._result_type
+        tensor = cls.__new__(cls)   # a new array: its own storage and version
+        tensor._data = data
+        tensor._version_counter = Version()
+        if grad_fn is not None and _grad_state.enabled:
+            for argument in tensors:
+                if argument._requires_grad:
+                    self._record(grad_fn, tensors, [tensor])
+                    break
+        return tensor
+
+    def _run_general(self, args, grad_fn: str | None, tensors, arrays: list,
+                     results: list | None = None):
+        if results is None:
+            results = self.compute(arrays)
+        outputs = []
+        for index, data in enumerate(results):
+            if self.fresh[index] and data.base is None and _not_in(data, arrays):
+                tensor = TensorState._blank()
                 tensor._data = data
                 tensor._version_counter = Version()
             else:
-                tensor = _output(data, self.graph, 0, args, arrays, CPU)
+                tensor = _output(data, self.graph, index, args, arrays, CPU)
                 note_views([tensor], tensors)
-            outputs = [tensor]
-        else:
-            outputs = self._outputs(args, tensors, arrays)
+            outputs.append(tensor)
         if grad_fn is not None and _grad_state.enabled:
-            for tensor in tensors:
-                if tensor._requires_grad:
+            for argument in tensors:
+                if argument._requires_grad:
                     self._record(grad_fn, tensors, outputs)
                     break
         return tuple(outputs) if self.graph.tuple_result else outputs[0]

@@ -255,7 +255,8 @@ def apply_fast(build, args, params: dict, grad_fn: str | None):
         cls = arg.__class__
         if cls is float or cls is int or cls is bool:
             append(cls)
-            append(arg if arg else repr(arg))   # -0.0 == 0.0, but x * -0.0 is not x * 0.0
+            # -0.0 == 0.0, but x * -0.0 is not x * 0.0; and NaN equals no NaN
+            append(arg if arg and arg == arg else repr(arg))
             continue
         if cls is not tensor_type and not isinstance(arg, TensorState):
             return MISS

@@ -119,7 +119,23 @@ def _fusegrad_systems(device: str) -> list[System]:
         return build
 
     return [System("fusegrad", device, builder(True), counted=True),
-            System("fusegrad-unfused", device, builder(False), counted=True)]
+            System("fusegrad-unfused", device, builder(False), counted=True),
+            System("fusegrad-eager", "cpu", _eager_fusegrad, counted=True)]
+
+
+def _eager_fusegrad(workload: Workload) -> SystemFn:
+    """The same loss on eager tensors, PyTorch-style (issue 12, eager speed): the ops
+    run one by one as called, and `fg.autograd.grad` differentiates what they recorded,
+    as the "torch" system does with PyTorch."""
+    loss = workload.loss(fg)
+
+    def run(*inputs: np.ndarray) -> ValueAndGrads:
+        tensors = [fg.from_numpy(a) for a in inputs]
+        leaves = [tensors[i].requires_grad_() for i in workload.wrt]
+        value = loss(*tensors)
+        grads = fg.autograd.grad(value, leaves)
+        return value.item(), tuple(g.numpy() for g in grads)
+    return run
 
 
 def _torch_systems(device: str, notes: list[str]) -> list[System]:

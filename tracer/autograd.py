@@ -146,7 +146,7 @@ def _accumulate(tensor, g, create_graph: bool) -> None:
     existing = tensor._grad
     if existing is None:
         tensor._grad = g
-    elif create_graph or existing._requires_grad or existing.shape != g.shape or existing.is_cuda:
+    elif create_graph or existing._requires_grad or existing._data.shape != g._data.shape or existing.is_cuda:
         with set_grad_enabled(create_graph):
             tensor._grad = existing + g
     else:

@@ -69,7 +69,8 @@ class CompiledGrad:
         self._cache: dict[tuple, Traced] = {}
         # The same traces by a cheaper key, for calls of plain C-contiguous arrays
         # only (see _fast_key): most calls, and a small call is mostly lookup overhead.
-        self._fast: dict[tuple, Traced] = {}
+        # Each with whether its result is plain (value, grads): no aux, no pytrees.
+        self._fast: dict[tuple, tuple[Traced, bool]] = {}
         self._names = _parameter_names(fn)
         self._rebinds = 0
         self._call_signature: inspect.Signature | None = None
@@ -77,23 +78,22 @@ class CompiledGrad:
 
     def __call__(self, *args: Any, **kwargs: Any):
         fast = None if kwargs else _fast_key(args)
-        traced = None if fast is None else self._fast.get(fast)
-        if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
-            outputs = traced.executable(list(args))
-        elif distributed.holds_dask(args, kwargs):
+        if fast is not None:
+            found = self._fast.get(fast)
+            if found is not None:
+                traced, plain = found
+                if traced.captured is None or traced.captured.rebound() is None:
+                    outputs = traced.executable(args)
+                    if plain:   # (value, grads) and nothing to rearrange: most calls
+                        return outputs[0], (outputs[1] if traced.single_grad else tuple(outputs[1:]))
+                    return _result(traced, outputs)
+        if distributed.holds_dask(args, kwargs):
             traced, value, grads = distributed.call(self, args, kwargs)
             return value, self._structured(traced, grads)
-        else:
-            traced, leaves = self._lookup(args, kwargs)
-            if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
-                self._fast[fast] = traced
-            outputs = traced.executable(leaves)
-        if traced.aux is not None:
-            return _with_aux(traced, outputs)
-        value, grads = outputs[0], tuple(outputs[1:])
-        if traced.grad_keys is not None:
-            grads = _assemble(traced.grad_keys, grads)
-        return value, (grads[0] if traced.single_grad else grads)
+        traced, leaves = self._lookup(args, kwargs)
+        if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
+            self._fast[fast] = traced, traced.aux is None and traced.grad_keys is None
+        return _result(traced, traced.executable(leaves))
 
     @staticmethod
     def _structured(traced: Traced, grads: tuple):
@@ -261,17 +261,30 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
     return leaves, tuple(key)
 
 
-def _fast_key(args: Sequence[Any]) -> tuple | None:
+def _result(traced: Traced, outputs: list) -> tuple:
+    """The call's result from the graph's outputs (value, *aux, *grads)."""
+    if traced.aux is not None:
+        return _with_aux(traced, outputs)
+    value, grads = outputs[0], tuple(outputs[1:])
+    if traced.grad_keys is not None:
+        grads = _assemble(traced.grad_keys, grads)
+    return value, (grads[0] if traced.single_grad else grads)
+
+
+def _fast_key(args: Sequence[Any], ndarray=np.ndarray) -> tuple | None:
     """A cache key for arguments that are all plain arrays; None for any other call.
     A key is only ever stored for arrays `_signature` passed through unchanged
     (supported native dtypes, C-contiguous), and whether it does is a matter of the
     shape, strides and dtype the key holds: a hit needs no checks of its own (and
     reading the strides is cheaper than asking for the flags)."""
     key = []
+    append = key.append
     for arg in args:
-        if type(arg) is not np.ndarray:
+        if arg.__class__ is not ndarray:
             return None
-        key += (arg.shape, arg.strides, arg.dtype)
+        append(arg.shape)
+        append(arg.strides)
+        append(arg.dtype)
     return tuple(key)
 
 

@@ -398,10 +398,11 @@ class Tensor(TensorState):
         if self._mode.traced or result._mode.traced:
             return self._rebind(result)
         self._check_inplace()
-        if tuple(result.shape) != tuple(self.shape):
+        if result._data.shape != self._data.shape:   # both eager here
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(result.shape)}")
-        if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
+        if result._data.dtype is not self._data.dtype and \
+                not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
                                f"output type {self.dtype}")
         if result._grad_fn is not None and not checked:

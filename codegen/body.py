@@ -43,6 +43,18 @@ class Dialect:
     # Whether a float32 sin and cos of the same value are computed by one call to
     # `scalar_math.sincos`, which shares their argument reduction (W2: 25 -> 21 ms).
     sincos: bool = False
+    # CUDA's block per row (issue 13, item 6): how a stage's inner loop is opened
+    # (None: `open_loop`, every index by one thread), what follows each stage's loop
+    # (given the stage's row reductions: their block tree), and the condition under
+    # which a row statement only one thread of the row may run is run (the terms a
+    # row gives a full reduction; None: every thread runs it, as each has its row).
+    stage_loop: Callable[[Writer, "Schedule", int], None] | None = None
+    after_stage: Callable[[Writer, list[Node], SourceNames], None] | None = None
+    single: str | None = None
+    # Whether float32 sin and cos are spelled `scalar_math.*_near` (right below 2^20
+    # only), each argument's `far_trig` ORed into `far`: the CPU's first pass over a
+    # block, which runs again without it when `far` is set (cpu.py, `near_blocks`).
+    near_trig: bool = False
 
 # Elements per block when an outer loop is split (a buffer of this many stays in L1).
 BLOCK = 1024
@@ -151,13 +163,27 @@ def emit_point(w: Writer, sched: Schedule, names: SourceNames, dialect: Dialect,
                 else:
                     w.line(f"{names(node.out)} = {expression(node, sched, names)}",
                            ir_comment(node, sched, names))
-                store(w, node.out, sched, names)
+                _single(w, dialect, lambda: store(w, node.out, sched, names))
             elif (level == FINAL and node.primitive.kind == REDUCTION
                   and kernel.levels.get(node.inputs[0]) == ROW
                   and sched.ready[node.inputs[0]] == stage):
-                accumulate(w, node, names(node.out) + "_acc", names(node.inputs[0]))
+                _single(w, dialect, lambda: accumulate(w, node, names(node.out) + "_acc",
+                                                       names(node.inputs[0])))
         if stage < sched.stages:
             _emit_stage(w, sched, names, stage, dialect, buffered, stored, block_cell)
+
+
+def _single(w: Writer, dialect: Dialect, emit: Callable[[], None]) -> None:
+    """`emit`'s statements, run by one thread of the row where several share it."""
+    depth = w.depth
+    if dialect.single is not None:
+        w.line(f"if {dialect.single}:")
+        w.depth += 1
+    before = len(w.lines)
+    emit()
+    if dialect.single is not None and len(w.lines) == before:
+        w.lines.pop()             # nothing to guard (a value that is not an output)
+    w.depth = depth
 
 
 def _sinks(sched: Schedule, stage: int) -> list[Node]:
@@ -177,7 +203,7 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
             w.line(f"{names(node.out)}_acc = {identity(node)}")
     depth = w.depth
     for axis in range(sched.outer, sched.rank):
-        open_loop(w, sched, axis)
+        (dialect.stage_loop or open_loop)(w, sched, axis)
     cell = "[" + ", ".join(f"i{a}" for a in range(sched.outer, sched.rank)) + "]"
     kept = []
     cone = _inner_cone(sinks, sched, stored)
@@ -191,8 +217,15 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         if node in pairs:
             sin, cos = pairs[node]
             argument = operand(sin.inputs[0], sin, sched, names)
-            w.line(f"{names(sin.out)}, {names(cos.out)} = scalar_math.sincos({argument})",
+            near = "_near" if dialect.near_trig else ""
+            w.line(f"{names(sin.out)}, {names(cos.out)} = scalar_math.sincos{near}({argument})",
                    f"{ir_comment(sin, sched, names)}; {ir_comment(cos, sched, names)}")
+            flag_far(w, dialect, argument)
+        elif node not in paired and dialect.near_trig and near_trig(node):
+            argument = operand(node.inputs[0], node, sched, names)
+            w.line(f"{name} = scalar_math.{node.primitive.name}_near({argument})",
+                   ir_comment(node, sched, names))
+            flag_far(w, dialect, argument)
         elif node not in paired:
             w.line(f"{name} = {expression(node, sched, names)}", ir_comment(node, sched, names))
         if node.out in buffered:
@@ -214,6 +247,8 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
         else:
             accumulate(w, node, names(node.out) + "_acc", value)
     w.depth = depth
+    if dialect.after_stage is not None:
+        dialect.after_stage(w, [n for n in sinks if row_reduction(n, kernel)], names)
     if deferred and sched.outer < sched.rank:
         count = " * ".join(f"n{a}" for a in range(sched.outer, sched.rank))
         _emit_deferred(w, sched, deferred, names, count)
@@ -353,3 +388,15 @@ def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceName
     out_index = "[" + ", ".join(["0"] * (sched.outer if keepdims else 0) + inner) + "]"
     w.line(f"{name}_out{out_index} = {finish(node, name + '_total')}",
            ir_comment(node, sched, names))
+
+
+# ---------------------------------------------------------------- issue 12: sin, cos near
+
+def near_trig(node: Node) -> bool:
+    """A float32 sin or cos: `Dialect.near_trig` spells it `scalar_math.*_near`."""
+    return node.primitive in (P.sin, P.cos) and node.out.dtype == np.float32
+
+
+def flag_far(w: Writer, dialect: Dialect, argument: str) -> None:
+    if dialect.near_trig:
+        w.line(f"far = far | scalar_math.far_trig({argument})")

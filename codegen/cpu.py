@@ -16,18 +16,19 @@ themselves come from `codegen.body`, shared with the CUDA target.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 from fusegrad.codegen import scalar_math
 from fusegrad.codegen.body import (BLOCK, Dialect, accumulate, deferred_reductions,
                                    emit_block_sums, emit_column_result, emit_final_scalar,
                                    emit_point, full_reductions, identity, kernel_parameters,
-                                   partial_nodes, reduction_buffer_declarations,
+                                   near_trig, partial_nodes, reduction_buffer_declarations,
                                    row_buffer_declarations)
 from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
 from fusegrad.codegen.loops import (Schedule, column_reduction, looped, open_loop, schedule,
                                     unit_index)
-from fusegrad.codegen.plan import FINAL, Kernel
+from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
 
@@ -141,21 +142,29 @@ def _emit_outer_loop(w: Writer, sched: Schedule, names: SourceNames, axis: int) 
     # unsigned: Numba wraps negative signed indices around (x[-1] is the last element),
     # and when LLVM cannot prove an index non-negative, that check per element turns
     # every vector load into a gather and every store into a scatter (4x slower).
-    if not deferred_reductions(sched):
+    if not deferred_reductions(sched) and not near_blocks(sched):
         bounds = f"np.uint64({low}), np.uint64({high})" if axis == 0 else high
         with w.block(f"for i{axis} in range({bounds}):"):
             _emit_outer_loop(w, sched, names, axis + 1)
         return
     # Sums to split out and no inner loops to split: split this one in blocks
-    # (see Dialect.split_reductions).
+    # (see Dialect.split_reductions; and near_blocks).
     with w.block(f"for base in range({low}, {high}, {BLOCK}):"):
         w.line(f"count = min({high} - base, {BLOCK})")
-        with w.block("for lane in range(count):"):
-            w.line(f"i{axis} = np.uint64(base + lane)")
-            for unit in range(axis + 1, sched.outer):
-                unit_index(w, unit)
-            emit_point(w, sched, names, CPU, block_cell="lane")
+        if near_blocks(sched):
+            _emit_near_lanes(w, sched, names, axis)
+        else:
+            _emit_lanes(w, sched, names, axis, CPU)
         emit_block_sums(w, sched, names, "count")
+
+
+def _emit_lanes(w: Writer, sched: Schedule, names: SourceNames, axis: int,
+                dialect: Dialect) -> None:
+    with w.block("for lane in range(count):"):
+        w.line(f"i{axis} = np.uint64(base + lane)")
+        for unit in range(axis + 1, sched.outer):
+            unit_index(w, unit)
+        emit_point(w, sched, names, dialect, block_cell="lane")
 
 
 def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:
@@ -172,3 +181,32 @@ def _emit_epilogue(w: Writer, sched: Schedule, names: SourceNames) -> None:
             open_loop(w, sched, axis)
         emit_column_result(w, node, sched, names)
         w.depth = depth
+
+
+# ---------------------------------------------------------------- issue 12: sin, cos near
+
+NEAR = replace(CPU, near_trig=True)
+
+
+def near_blocks(sched: Schedule) -> bool:
+    """Whether the innermost loop's blocks run a near pass first (`_emit_near_lanes`):
+    the kernel computes a float32 sin or cos per element, and running a block's lanes
+    twice changes nothing else. Their stores and buffered terms are written again
+    with the same values; a column partial (`+=`) or row statement would be counted
+    twice, so kernels with those keep the exact functions throughout."""
+    kernel = sched.kernel
+    return (any(near_trig(n) and kernel.levels[n.out] == INNER for n in kernel.nodes)
+            and not any(kernel.levels[n.out] == ROW or column_reduction(n, kernel)
+                        for n in kernel.nodes))
+
+
+def _emit_near_lanes(w: Writer, sched: Schedule, names: SourceNames, axis: int) -> None:
+    """A block's lanes with float32 sin and cos reduced by Cody-Waite alone, which
+    only |x| >= 2^20 needs more than (scalar_math.far_trig); when the block has such
+    an argument, its lanes again with the full reduction. Below 2^20 both give the
+    same bits, so the results are those of the full reduction everywhere, at about
+    half its cost (W2 on AVX2) while no argument is that large."""
+    w.line("far = False")
+    _emit_lanes(w, sched, names, axis, NEAR)
+    with w.block("if far:", "a sin or cos argument beyond 2^20: the block again, in full"):
+        _emit_lanes(w, sched, names, axis, CPU)

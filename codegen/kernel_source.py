@@ -43,7 +43,8 @@ class KernelSource:
     outputs: tuple[Value, ...]      # the values of the first len(outputs) buffers
     buffers: tuple[Buffer, ...]
     domain: tuple[int, ...]
-    outer_points: int               # CUDA: threads `entry` can use, one per outer point
+    outer_points: int               # CUDA: threads `entry` can use (one per outer point, or
+                                    # a block per point for long rows: codegen/cuda.py)
     epilogue_threads: int = 0       # CUDA: threads `epilogue` needs
 
     @property

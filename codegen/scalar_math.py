@@ -41,7 +41,8 @@ Tests in tests/codegen/test_scalar_math.py.
   the cost: 64-bit integer multiplies, minima and selects take several instructions
   each there (sin 8 ns an element against 1.8 for the Cody-Waite path alone, on an
   AVX-512 machine compiling for haswell). Max error 0.53 ulp over every float32,
-  bit for bit as the table version.
+  bit for bit as the table version. CPU kernels run blocks of elements with the
+  Cody-Waite path alone first (`sin_near` and the rest, at the end of this file).
 
 - log1p: log(u) + (x - (u - 1)) / u with u = 1 + x in float64 (the correction is
   the rounding of u, to first order), log as above. Max 0.5006 ulp.
@@ -234,6 +235,7 @@ _TWO_OVER_PI = 2 / math.pi
 _PIO2_HI = float.fromhex("0x1.921fb54400000p+0")  # pi/2 to 33 bits: n * _PIO2_HI is exact
 _PIO2_LO = float.fromhex("0x1.0b4611a626331p-34")  # pi/2 - _PIO2_HI
 _PIO2_BY_2_62 = math.pi / 2 / 2.0 ** 62
+_FAR = 1048576.0  # 2^20: from here on, the reduction takes the Payne-Hanek path
 _S = [(-1) ** k / math.factorial(2 * k + 1) for k in range(1, 5)]
 _C = [(-1) ** k / math.factorial(2 * k) for k in range(1, 6)]
 _S1, _S2, _S3, _S4 = _S
@@ -283,12 +285,20 @@ def _float_of_int(i):
     return high * 2048.0 + low
 
 
+@register_jitable
+def _reduce_pio2_near(xd):
+    """(nd, r) with xd = r + nd pi/2 for a float64 xd (a float32's) with |xd| < 2^20:
+    Cody-Waite. `_reduce_pio2` and `_reduce_pio2_near` both take their near values
+    from here, so the two agree bit for bit below 2^20."""
+    nd = np.rint(xd * _TWO_OVER_PI) + 0.0  # +0.0, not -0.0: -0.0 - n pi/2 must stay -0.0
+    return nd, (xd - nd * _PIO2_HI) - nd * _PIO2_LO
+
+
 @njit(inline="always")  # too big for LLVM's inliner, which would leave a call
 def _reduce_pio2(x):
     """(r, n) with x = r + n pi/2, |r| <= pi/4 (float64), for a float32 x."""
     xd = np.float64(x)
-    nd = np.rint(xd * _TWO_OVER_PI) + 0.0  # +0.0, not -0.0: -0.0 - n pi/2 must stay -0.0
-    r_near = (xd - nd * _PIO2_HI) - nd * _PIO2_LO
+    nd, r_near = _reduce_pio2_near(xd)
     # Payne-Hanek: |x| = m 2^k with a 24-bit m; bits of x 2/pi above 2^1 are multiples
     # of 4 (whole turns) and drop out, so only a 96-bit window of 2/pi starting at bit
     # k - 1 matters. q = (m * window) mod 2^96, top 64 bits: quadrant and fraction.
@@ -305,7 +315,7 @@ def _reduce_pio2(x):
     q = m * high + ((m * low) >> _U(32))
     n_far = (q + (_U(1) << _U(61))) >> _U(62)
     r_far = _float_of_int(np.int64(q - (n_far << _U(62)))) * _PIO2_BY_2_62
-    near = abs(xd) < 1048576.0
+    near = abs(xd) < _FAR
     flip = (not near) & (xd < 0.0)
     r = _pick(near, r_near, r_far)
     n_near = _int_of(_pick(near, nd, 0.0))  # far away nd may not fit an int64
@@ -318,6 +328,12 @@ def _sin_cos_quadrants(x, shift):
     """sin(x + shift pi/2) and sin(x + (shift + 1) pi/2) for float32 x, in float32,
     from one reduction."""
     r, n = _reduce_pio2(x)
+    return _sin_cos_of(x, r, n, shift)
+
+
+@njit(inline="always")
+def _sin_cos_of(x, r, n, shift):
+    """`_sin_cos_quadrants` once x = r + n pi/2 is reduced."""
     z = r * r
     sin_r = r * (1.0 + z * (_S1 + z * (_S2 + z * (_S3 + z * _S4))))  # keeps -0.0
     cos_r = 1.0 + z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * _C5))))
@@ -508,3 +524,53 @@ def _erf_f32(x):
 
 
 erf = _float32_path(math.erf, _erf_f32, inline="always")  # too big for LLVM's inliner
+
+
+# ---------------------------------------------------------------- issue 12: sin, cos near
+# (issue 12, item a) The Payne-Hanek half of the float32 reduction is most of sin's and
+# cos's cost, and only |x| >= 2^20 needs it. The CPU kernels' innermost loop (codegen/
+# cpu.py) runs its blocks of elements with these `_near` versions, Cody-Waite alone,
+# and ORs `far_trig` of every argument into a flag; a block whose flag is set runs again
+# with `sin`, `cos` and `sincos`. Below 2^20 both compute the same operations on the
+# same values (`_reduce_pio2_near`), so the results are bit for bit the same, NaN and
+# inf included (their sin is `x - x` either way); at 2^20 and beyond, the `_near`
+# results are wrong, and never kept. (haswell code on this machine, a float32 sincos
+# loop: 2.2 -> 1.0 ns an element.)
+
+
+@njit(inline="always")
+def _sin_cos_near(x, shift):
+    """`_sin_cos_quadrants` for |x| < 2^20 (and NaN, inf): Cody-Waite only."""
+    nd, r = _reduce_pio2_near(np.float64(x))
+    return _sin_cos_of(x, r, _int_of(nd), shift)
+
+
+def _near_path(libm, float32, name):
+    near = _float32_path(libm, float32, inline="always")
+    near.__name__ = near.__qualname__ = name
+    near.__doc__ = (f"math.{libm.__name__}; float32 inside kernels: right for |x| < 2^20 only "
+                    "(see far_trig).")
+    return near
+
+
+sin_near = _near_path(math.sin, lambda x: _sin_cos_near(x, 0)[0], "sin_near")
+cos_near = _near_path(math.cos, lambda x: _sin_cos_near(x, 1)[0], "cos_near")
+
+
+def sincos_near(x):
+    """`sincos`; float32 inside kernels: right for |x| < 2^20 only (see far_trig)."""
+    return math.sin(x), math.cos(x)
+
+
+@overload(sincos_near, inline="always")
+def _sincos_near_by_type(x):
+    if x == types.float32:
+        return lambda x: _sin_cos_near(x, 0)
+    return lambda x: (math.sin(x), math.cos(x))
+
+
+@register_jitable
+def far_trig(x):
+    """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
+    (inf too; NaN is not far)."""
+    return abs(np.float64(x)) >= _FAR

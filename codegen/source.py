@@ -23,7 +23,7 @@ from fusegrad.ir.printer import Names
 # kernels and checks that every name they use is a value's or one of these.
 MODULES = {"np", "math", "numba", "njit", "prange", "cuda", "scalar_math"}
 TEMPLATE = {"chunk", "nchunks", "start", "stop", "base", "count", "lane", "point", "step",
-            "BLOCK", "first", "last", "finish"}
+            "BLOCK", "far", "first", "last", "finish"}
 SUFFIXES = ("out", "acc", "part", "tree", "row", "red", "total")
 _AXIS = re.compile(r"[in]\d+")
 _DERIVED = re.compile(r".+_(" + "|".join(SUFFIXES) + ")")

@@ -98,3 +98,6 @@ def unsqueeze(x, dim):
 
 # ---- function transforms (issue 11, item 11) ----
 from fusegrad.tracer.transforms import grad, hessian, jvp, value_and_grad, vjp
+
+# ---- data-parallel compile_grad on Dask (issue 14) ----
+from fusegrad.tracer.distributed import dask_progress

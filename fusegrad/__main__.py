@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Numba threads for every kernel (default: one per core)")
     bench.add_argument("--json", metavar="FILE", help="write every record as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="draw time and bandwidth")
+    bench.add_argument("--dask", action="store_true",
+                       help="data-parallel on Dask: one process vs LocalClusters of 1 and 2 "
+                            "workers (--size: rows per chunk, default 1e6; needs "
+                            "fusegrad[dask])")
+
+
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="the floating dtype of every workload's inputs (default float32)")
+    bench.add_argument("--scaling", action="store_true",
+                       help="time against N: W1 and W2 (or --workload) at 1e3..1e8 (1e6 with "
+                            "--quick), fusegrad and the single-pass kernel, with the "
+                            "memory-traffic floor")
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
     bench.add_argument("--cold", action="store_true",
@@ -76,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache":
         return clear_cache() if args.action == "clear" else show_cache_info()
     notes = [] if args.keep_blas_env else unset_slow_blas()
+    if args.dask:
+        return run_dask_bench(args, parser)
     return run_bench(args, parser, notes)
 
 
@@ -122,12 +136,17 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
                      f"{numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
     options = bench.Options(workloads=workloads, sizes=tuple(args.size or ()),
                             quick=args.quick, device=args.device, repeat=args.repeat,
-                            threads=args.threads)
+                            threads=args.threads, dtype=args.dtype)
     if args.cold:
         return run_cold_bench(options, args.json)
     systems = bench.find_systems(args.device, notes)
+    if args.scaling:
+        options, systems = _scaling(bench, options, systems, args)
     report = _run_with_progress(bench, options, systems, notes)
     show_report(report, bench.TOLERANCE)
+    if args.scaling:
+        from fusegrad.report import show_scaling
+        show_scaling(report)
     if args.json:
         bench.write_json(report, args.json)
         print(f"wrote {len(report.records)} records to {args.json}")
@@ -135,6 +154,28 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser,
         plot(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def run_dask_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not (_importable("dask") and _importable("distributed")):
+        parser.error('--dask needs dask and distributed: pip install "fusegrad[dask]"')
+    from fusegrad import bench_dask
+    rows = (args.size or [10**5 if args.quick else 10**6])[0]
+    repeat = args.repeat or (3 if args.quick else 5)
+    return bench_dask.run(rows, repeat=repeat, json_path=args.json)
+
+
+def _scaling(bench: Any, options: Any, systems: list, args: argparse.Namespace) -> tuple:
+    """`--scaling`: W1 and W2 (unless --workload says), 1e3..1e8 (unless --size says), the
+    systems that keep no temporaries (issue 12)."""
+    from dataclasses import replace
+
+    from fusegrad.bench_workloads import find_workload
+    workloads = options.workloads if args.workload else tuple(
+        find_workload(key) for key in bench.SCALING_WORKLOADS)
+    sizes = options.sizes or (bench.QUICK_SCALING_SIZES if args.quick else bench.SCALING_SIZES)
+    return (replace(options, workloads=workloads, sizes=sizes, scaling=True),
+            bench.scaling_systems(systems))
 
 
 def _run_with_progress(bench: Any, options: Any, systems: list, notes: list[str]) -> Any:

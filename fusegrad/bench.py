@@ -50,6 +50,8 @@ class Options:
     device: str = "cpu"
     repeat: int | None = None  # None: as many calls as fit a small time budget
     threads: int | None = None  # None: Numba's default, one per core
+    dtype: str = "float32"  # the floating dtype every input is cast to (issue 12)
+    scaling: bool = False  # few repeats at large N, a single-pass reference (issue 12)
 
     def sizes_for(self, workload: Workload) -> tuple[int, ...]:
         return self.sizes or (workload.quick_sizes if self.quick else workload.sizes)
@@ -81,6 +83,7 @@ class Record:
     bandwidth_fraction: float | None = None
     speedup_vs_unfused: float | None = None
     speedup_vs_numpy: float | None = None
+    dtype: str = "float32"
 
 
 @dataclass
@@ -116,7 +119,23 @@ def _fusegrad_systems(device: str) -> list[System]:
         return build
 
     return [System("fusegrad", device, builder(True), counted=True),
-            System("fusegrad-unfused", device, builder(False), counted=True)]
+            System("fusegrad-unfused", device, builder(False), counted=True),
+            System("fusegrad-eager", "cpu", _eager_fusegrad, counted=True)]
+
+
+def _eager_fusegrad(workload: Workload) -> SystemFn:
+    """The same loss on eager tensors, PyTorch-style (issue 12, eager speed): the ops
+    run one by one as called, and `fg.autograd.grad` differentiates what they recorded,
+    as the "torch" system does with PyTorch."""
+    loss = workload.loss(fg)
+
+    def run(*inputs: np.ndarray) -> ValueAndGrads:
+        tensors = [fg.from_numpy(a) for a in inputs]
+        leaves = [tensors[i].requires_grad_() for i in workload.wrt]
+        value = loss(*tensors)
+        grads = fg.autograd.grad(value, leaves)
+        return value.item(), tuple(g.numpy() for g in grads)
+    return run
 
 
 def _torch_systems(device: str, notes: list[str]) -> list[System]:
@@ -218,7 +237,7 @@ def _time_call(fn: Callable, args: tuple) -> float:
 def _repeats(estimate_s: float, options: Options) -> int:
     if options.repeat:
         return options.repeat
-    budget_s, least = (0.2, 3) if options.quick else (1.0, 5)
+    budget_s, least = (0.2, 3) if options.quick or options.scaling else (1.0, 5)
     return int(min(200, max(least, budget_s / max(estimate_s, 1e-9))))
 
 
@@ -249,6 +268,10 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
     record.first_call_s = time.perf_counter() - start
     record.max_rel_error = relative_error(result, reference)
     record.correct = record.max_rel_error <= TOLERANCE  # False for NaN too
+    # Held through the timed calls, the first call's arrays would keep the runtime's
+    # pool from handing them out again: at 10^8 elements every call then faulted in
+    # 800 MB of fresh pages (W1 5x its roofline).
+    del result
     if counted:
         first = stats.snapshot()
         record.compile_s, record.compiles = first["compile_seconds"], first["compiles"]
@@ -277,8 +300,9 @@ def _first_line(error: Exception) -> str:
 def run_workload(workload: Workload, systems: list[System], options: Options,
                  step: Callable[[str], None]) -> list[Record]:
     """Time every system that covers `workload` at every size; failures become records."""
-    inputs = {size: workload.make_inputs(size) for size in options.sizes_for(workload)}
-    references = {size: workload.numpy_grad(*args) for size, args in inputs.items()}
+    inputs = {size: workload_inputs(workload, size, options)
+              for size in options.sizes_for(workload)}
+    references = {size: reference(workload, args, options) for size, args in inputs.items()}
     records = []
     for system in (s for s in systems if s.covers(workload)):
         fn, build_error = None, None
@@ -289,7 +313,7 @@ def run_workload(workload: Workload, systems: list[System], options: Options,
         for size, args in inputs.items():
             step(f"{workload.key} {system.name} {size:,}")
             record = Record(workload.key, workload.name, size, system.name, system.device,
-                            workload.minimal_bytes(args))
+                            workload.minimal_bytes(args), dtype=options.dtype)
             try:
                 if build_error is not None:
                     raise build_error
@@ -354,6 +378,7 @@ def run_suite(options: Options, systems: list[System], notes: list[str],
     if options.device == "cuda":
         triad_gbps["cuda"] = measure_cuda_triad(triad_n) / 1e9
     report = Report(describe_machine(options, triad_gbps), notes)
+    report.machine.update(dtype=options.dtype, scaling=options.scaling)
     for workload in options.workloads:
         report.records += run_workload(workload, systems, options, step)
     order = {s.name: k for k, s in enumerate(systems)}
@@ -375,3 +400,43 @@ def write_json(report: Report, path: str) -> None:
 def _finite_or_none(value: object) -> object:
     # JSON has no NaN or infinity; a NaN error is already recorded as correct=False.
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# --- issue 12: float64 runs and the scaling sweep -------------------------------------------
+
+DTYPES = ("float32", "float64")
+# `--scaling`: W1 and W2 from 10^3 to 10^8 elements (10^6 with --quick), the systems that
+# hold no more than their inputs and outputs in memory at once.
+SCALING_WORKLOADS = ("W1", "W2")
+SCALING_SIZES = tuple(10**k for k in range(3, 9))
+QUICK_SCALING_SIZES = tuple(10**k for k in range(3, 7))
+SCALING_SYSTEMS = ("fusegrad", "numba-1pass")
+
+
+def workload_inputs(workload: Workload, size: int, options: Options) -> Arrays:
+    """The workload's inputs at `size`, floating arrays cast to `options.dtype` (the
+    same values, rounded to float32 first)."""
+    arrays = workload.make_inputs(size)
+    if options.dtype == "float32":
+        return arrays
+    return tuple(a.astype(options.dtype) if a.dtype.kind == "f" else a for a in arrays)
+
+
+def reference(workload: Workload, inputs: Arrays, options: Options) -> ValueAndGrads:
+    """What each system is checked against: the hand-written NumPy result, or in a
+    scaling sweep the single-pass kernel's where there is one (NumPy's temporaries at
+    10^8 elements are gigabytes; the single-pass kernel is itself checked against
+    NumPy in the ordinary suite)."""
+    if options.scaling and workload.numba_grad is not None:
+        return workload.numba_grad(*inputs)
+    return workload.numpy_grad(*inputs)
+
+
+def scaling_systems(systems: list[System]) -> list[System]:
+    return [s for s in systems if s.name in SCALING_SYSTEMS]
+
+
+def roofline_s(record: Record, triad_gbps: dict[str, float]) -> float | None:
+    """The memory-traffic floor: the record's minimal bytes at the triad's bandwidth."""
+    gbps = triad_gbps.get(record.device)
+    return record.minimal_bytes / (gbps * 1e9) if gbps else None

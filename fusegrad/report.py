@@ -131,9 +131,10 @@ def plot(report: Any, path: str) -> None:
                             if r.workload == key and r.system == system)
             if points:
                 ax.loglog(*zip(*points), marker="o", label=system)
+        draw_roofline(ax, [r for r in timed if r.workload == key], report.machine["triad_gbps"])
         name = next(r.name for r in timed if r.workload == key)
-        ax.set(title=f"{key} {name}: value and gradients", xlabel="N (elements)",
-               ylabel="median time (s)")
+        ax.set(title=f"{key} {name}: value and gradients, {report.machine.get('dtype', 'float32')}",
+               xlabel="N (elements)", ylabel="median time (s)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     _plot_bandwidth(axes[0][-1], timed, systems)
@@ -165,3 +166,70 @@ def _plot_bandwidth(ax: Any, timed: list, systems: list[str]) -> None:
     ax.set(title="effective bandwidth (minimal bytes / median time)",
            ylabel="% of triad bandwidth")
     ax.legend(fontsize=8)
+
+
+# --- issue 12: the roofline and the scaling table --------------------------------------------
+
+def _floor_s(r: Any, triad_gbps: dict) -> float | None:
+    gbps = triad_gbps.get(r.device)
+    return r.minimal_bytes / (gbps * 1e9) if gbps else None
+
+
+def draw_roofline(ax: Any, records: list, triad_gbps: dict) -> None:
+    """The memory-traffic floor against N: minimal bytes (inputs read once, gradients
+    written once) at the triad bandwidth of the same run. Below it only data that
+    stays in cache (small N) can go."""
+    points = sorted({(r.size, _floor_s(r, triad_gbps)) for r in records
+                     if _floor_s(r, triad_gbps) is not None})
+    if points:
+        ax.loglog(*zip(*points), color="black", linestyle="--", linewidth=1,
+                  label="roofline: minimal bytes / triad")
+
+
+SCALING_COLUMNS = ("", "N", "dtype")
+
+
+def scaling_rows(report: Any) -> tuple[list[str], list[list[str]]]:
+    """One row per (workload, N): each system's median ms, the roofline's ms and each
+    system's time as a multiple of it."""
+    timed = [r for r in report.records if r.median_s is not None]
+    systems = list(dict.fromkeys(r.system for r in timed))
+    header = list(SCALING_COLUMNS) + [f"{s} ms" for s in systems] + ["roofline ms"]
+    header += [f"{s} / roofline" for s in systems]
+    triad = report.machine["triad_gbps"]
+    rows = []
+    for key, size in dict.fromkeys((r.workload, r.size) for r in timed):
+        here = {r.system: r for r in timed if (r.workload, r.size) == (key, size)}
+        floor = next(_floor_s(r, triad) for r in here.values())
+        row = [key, _size(size), report.machine.get("dtype", "float32")]
+        row += [_ms(here[s].median_s) if s in here else "" for s in systems]
+        row += [_ms(floor) if floor else ""]
+        row += [f"{here[s].median_s / floor:.2f}x" if s in here and floor else ""
+                for s in systems]
+        rows.append(row)
+    return header, rows
+
+
+def show_scaling(report: Any) -> None:
+    header, rows = scaling_rows(report)
+    title = ("time against N; roofline = minimal bytes / triad bandwidth "
+             f"({report.machine['triad_gbps'].get('cpu', 0):.1f} GB/s), "
+             "below 1.00x only in cache")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(c), *(len(row[k]) for row in rows)) for k, c in enumerate(header)]
+        print(title)
+        for row in [header] + rows:
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=FILE_WIDTH)
+    table = Table(title=title)
+    for k, column in enumerate(header):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -84,3 +84,9 @@ def make_node(primitive: Any, inputs: tuple[Value, ...], params: dict[str, Any],
               out_types: list[tuple[tuple[int, ...], np.dtype]]) -> Node:
     outputs = tuple(Value(shape, dtype) for shape, dtype in out_types)
     return Node(primitive, inputs, tuple(sorted(params.items())), outputs, _state.source)
+
+
+def is_building() -> bool:
+    """Whether a builder is active (current_builder() would return one), without the
+    exception: the eager executor asks on every tensor it wraps."""
+    return bool(_state.builders)

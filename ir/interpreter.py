@@ -1,6 +1,7 @@
 """A NumPy interpreter of the IR: the reference semantics, and the oracle for codegen."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -49,3 +50,112 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
             if last_use[value] == index and value not in keep:
                 env.pop(value, None)
     return [env[v] for v in graph.outputs]
+
+
+# ---------------------------------------------------------------- prepared evaluation (issue 12, eager speed)
+# `evaluate` works out per call what a graph run again and again (an eager backward
+# plan, an eager op) could work out once: where each value lives, each node's
+# params as keywords, when each intermediate is dropped. `evaluator` does that once
+# and returns the run: values in a list, one error-state switch for the whole graph
+# instead of one per node, and no cast or reshape of a result that NumPy already
+# gave in the IR's dtype and shape. It computes what `evaluate` computes.
+
+try:   # NumPy >= 2 keeps the error state in a context variable: switching it is cheap
+    from numpy._core._multiarray_umath import _make_extobj
+    from numpy._core._ufunc_config import _extobj_contextvar
+
+    quiet = functools.partial(_extobj_contextvar.set, _make_extobj(all="ignore"))
+    quiet.__doc__ = "np.errstate(all='ignore') entered: returns what `loud` takes to leave it."
+    loud = _extobj_contextvar.reset
+except (ImportError, AttributeError, TypeError):
+    def quiet():
+        """np.errstate(all='ignore') entered: returns what `loud` takes to leave it."""
+        state = np.errstate(all="ignore")
+        state.__enter__()
+        return state
+
+    def loud(state) -> None:
+        state.__exit__(None, None, None)
+
+
+def conformed(result, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """`result` in the IR's dtype and shape, as `run_node` makes it (NumPy's promotion
+    and 0-d results differ from the IR's); the same array where it is so already."""
+    if result.__class__ is not np.ndarray:
+        result = np.asarray(result)   # a NumPy scalar: a new 0-d array
+    if result.dtype is not dtype and result.dtype != dtype:
+        result = result.astype(dtype)
+    if result.shape != shape:
+        result = result.reshape(shape)
+    return result
+
+
+def call_impl(node: Node, impl, values: Sequence, attrs: dict):
+    """`node`'s NumPy meaning on `values`, under an error state the caller holds."""
+    try:
+        return impl(*values, **attrs)
+    except BoundsError as error:   # found at run time: say where the user indexed
+        raise BoundsError(located(bare(error), node.source)) from None
+
+
+def evaluator(graph: Graph):
+    """`lambda args: evaluate(graph, args)`, prepared once (see the section comment)."""
+    slot: dict[Value, int] = {}
+    for value in graph.inputs:
+        slot[value] = len(slot)
+    constants = []
+    for value, array in graph.constants:
+        constants.append((len(slot), array))
+        slot[value] = len(slot)
+    last_use = {v: i for i, node in enumerate(graph.nodes) for v in node.inputs}
+    keep = set(graph.outputs)
+    steps = []
+    for index, node in enumerate(graph.nodes):
+        if node.primitive.name == "const":
+            # The same number every run: made once, read-only, as every constant here
+            # is (it may be an output: whoever keeps it must copy it).
+            array = run_node(node, [])
+            array.flags.writeable = False
+            constants.append((len(slot), array))
+            slot[node.out] = len(slot)
+            continue
+        reads = tuple(slot[v] for v in node.inputs)
+        for value in node.outputs:
+            slot[value] = len(slot)
+        writes = tuple((slot[v], v.dtype, v.shape) for v in node.outputs)
+        drops = tuple(dict.fromkeys(slot[v] for v in node.inputs
+                                    if last_use[v] == index and v not in keep))
+        steps.append((node, node.primitive.impl, node.attrs, reads, writes, drops,
+                      node.primitive.multiple_results))
+    count, size, results = len(graph.inputs), len(slot), [slot[v] for v in graph.outputs]
+    ndarray = np.ndarray
+
+    def run(args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(args) != count:
+            raise TypeError(f"graph takes {count} inputs, got {len(args)}")
+        env = [np.asarray(a) for a in args]
+        env.extend([None] * (size - count))
+        for place, array in constants:
+            env[place] = array
+        token = quiet()
+        try:
+            for node, impl, attrs, reads, writes, drops, multiple in steps:
+                try:
+                    result = impl(*[env[i] for i in reads], **attrs)
+                except BoundsError as error:   # as run_node: say where the user indexed
+                    raise BoundsError(located(bare(error), node.source)) from None
+                if multiple:
+                    for (place, dtype, shape), part in zip(writes, result):
+                        env[place] = np.asarray(part).astype(dtype, copy=False).reshape(shape)
+                else:
+                    place, dtype, shape = writes[0]
+                    if result.__class__ is not ndarray or result.dtype is not dtype or \
+                            result.shape != shape:
+                        result = conformed(result, dtype, shape)
+                    env[place] = result
+                for place in drops:
+                    env[place] = None
+        finally:
+            loud(token)
+        return [env[i] for i in results]
+    return run

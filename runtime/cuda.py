@@ -1,15 +1,21 @@
 """Running a kernel plan on a CUDA device through numba.cuda (or Numba's CUDA
 simulator, with NUMBA_ENABLE_CUDASIM=1 set before numba is imported).
 
-Inputs are copied to the device once per call, every intermediate stays there,
-and the graph's outputs are copied back as NumPy arrays. Library calls run on the
-device where a kernel exists for them (matmul, transpose; reshape is a view) and
-otherwise on the host, with their operands copied over and back: the plan's
-reason for the call says which.
+Arguments already on the device (anything with `__cuda_array_interface__`, or a
+Numba device array: see runtime/device_arrays.py) are used where they are, and the
+results come back as device arrays: a call then moves nothing across the bus. NumPy
+arguments are copied to the device, and the results of an all-NumPy call copied
+back as NumPy arrays: each such call pays both copies. Every intermediate stays on
+the device, buffers included (filled there). Library calls run on the device where
+a kernel exists for them (matmul, transpose; reshape is a view) and otherwise on
+the host, with their operands copied over and back: the plan's reason for the call
+says which.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import time
 import warnings
 from typing import Callable, Sequence
@@ -17,19 +23,23 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, compile_kernel
-from fusegrad.codegen.cuda import (BLOCK, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
-                                   emit_cuda_matmul, emit_cuda_transpose, transpose_entry)
+from fusegrad.codegen.cuda import (BLOCK, FILL_ENTRY, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
+                                   emit_cuda_fill, emit_cuda_matmul, emit_cuda_transpose,
+                                   transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
-from fusegrad.runtime import stats
+from fusegrad.runtime import numba_cache, stats
+from fusegrad.runtime.device_arrays import as_numba, to_cupy, wants_cupy
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
-from fusegrad.runtime.loader import load
+from fusegrad.runtime.loader import load, source_path
 
 try:
     from numba import cuda
 except ImportError:  # a Numba whose CUDA target is a separate package (numba-cuda)
     cuda = None
+else:
+    numba_cache.install_cuda()   # compiled CUDA kernels go where the CPU's do
 
 # Numba warns at every launch of fewer than 128 blocks. An epilogue is one block by
 # design, and small shapes are the caller's choice, not a mistake to report.
@@ -66,6 +76,10 @@ class CudaLauncher:
 MAX_BLOCKS = 2048
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 def _blocks(threads: int, per_block: int) -> int:
     return max(1, -(-threads // per_block))
 
@@ -80,6 +94,14 @@ class CudaKernelStep(KernelStep):
         self.epilogue = (CudaLauncher(load(compiled.text, compiled.epilogue))
                          if compiled.epilogue else None)
 
+    def note(self) -> str:
+        """For the dump: how the kernel is launched."""
+        text = f"; launched on {_counted(self.blocks, 'block')} of {BLOCK} threads"
+        if self.epilogue is not None:
+            blocks = _blocks(self.compiled.epilogue_threads, BLOCK)
+            text += f", then {self.compiled.epilogue} on {_counted(blocks, 'block')}"
+        return text
+
     def run(self, env: dict, threads: int = 0) -> None:
         args = [env[v] for v in self.inputs]
         arrays = [self._allocate(b) for b in self.compiled.buffers]
@@ -91,9 +113,13 @@ class CudaKernelStep(KernelStep):
 
     def _allocate(self, buffer: Buffer):
         shape = (self.blocks,) + buffer.shape if buffer.chunked else buffer.shape
-        if buffer.fill is None:
-            return cuda.device_array(shape, buffer.dtype)
-        return cuda.to_device(np.full(shape, buffer.fill, buffer.dtype))
+        array = cuda.device_array(shape, buffer.dtype)
+        if buffer.fill is not None:
+            # Filled on the device: nothing crosses the bus per call.
+            flat = array.reshape(array.size)
+            _fill()(min(_blocks(array.size, BLOCK), MAX_BLOCKS), BLOCK,
+                    flat, buffer.dtype.type(buffer.fill))
+        return array
 
 
 class CudaLibraryStep:
@@ -110,11 +136,18 @@ class CudaLibraryStep:
 
     def _lower_matmul(self) -> str:
         dtype = self.node.out.dtype
+        if _cupy() is not None:
+            self.run_call = self._cublas_matmul
+            return "cuBLAS, through CuPy (cupy.matmul on the device arrays, no copy)"
         if self.node.out.ndim > 2:
             return self._lower_batched_matmul()
-        self.kernel = CudaLauncher(load(emit_cuda_matmul(dtype), f"matmul_{dtype.name}"))
+        self.source = emit_cuda_matmul(dtype)
+        self.kernel = CudaLauncher(load(self.source, f"matmul_{dtype.name}"))
         self.run_call = self._matmul
-        return "a tiled shared-memory CUDA kernel"
+        rows, columns = self.node.out.shape
+        self.launch = (f"grid {_blocks(columns, MATMUL_TILE)}x{_blocks(rows, MATMUL_TILE)} "
+                       f"of {MATMUL_TILE}x{MATMUL_TILE} threads")
+        return f"a tiled shared-memory CUDA kernel, {self.launch} ({WITHOUT_CUPY})"
 
     def _lower_batched_matmul(self) -> str:
         dtype = self.node.out.dtype
@@ -128,7 +161,13 @@ class CudaLibraryStep:
                 batch).ravel()))
             for v in self.inputs]
         self.run_call = self._batched_matmul
-        return "a tiled shared-memory CUDA kernel, one grid layer per matrix of the batch"
+        self.source = emit_cuda_bmm(dtype)
+        shape = self.node.out.shape
+        self.launch = (f"grid {_blocks(shape[-1], MATMUL_TILE)}x{_blocks(shape[-2], MATMUL_TILE)}"
+                       f"x{max(1, min(int(np.prod(batch, dtype=np.int64)), MAX_BATCH_BLOCKS))} "
+                       f"of {MATMUL_TILE}x{MATMUL_TILE} threads")
+        return (f"a tiled shared-memory CUDA kernel, one grid layer per matrix of the batch, "
+                f"{self.launch} ({WITHOUT_CUPY})")
 
     def _lower_reshape(self) -> str:
         self.run_call = self._reshape
@@ -138,19 +177,30 @@ class CudaLibraryStep:
         if not self.node.out.shape:
             return None   # a 0-d transpose: nothing to launch threads over
         perm = tuple(self.node.param("perm"))
-        self.kernel = CudaLauncher(load(emit_cuda_transpose(perm), transpose_entry(perm)))
+        self.source = emit_cuda_transpose(perm)
+        self.kernel = CudaLauncher(load(self.source, transpose_entry(perm)))
         self.run_call = self._transpose
-        return "a CUDA copy kernel"
+        blocks = _blocks(int(np.prod(self.node.out.shape)), BLOCK)
+        self.launch = f"{_counted(blocks, 'block')} of {BLOCK} threads"
+        return f"a CUDA copy kernel, {self.launch}"
 
     def run(self, env: dict, threads: int = 0) -> None:
         if self.node.primitive.multiple_results:   # a scan, run by the interpreter
-            arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(
+            arrays = [_to_host(a).reshape(v.shape) for a, v in zip(
                 [env[v] for v in self.inputs], self.inputs)]
             results = run_node_outputs(self.node, arrays)
             env.update((v, _to_device(r)) for v, r in zip(self.node.outputs, results))
             return
         env[self.node.out] = self.run_call([env[v] for v in self.inputs])
         stats.count("library_calls")
+
+    def _cublas_matmul(self, args: list):
+        cupy = _cupy()
+        dtype = self.node.out.dtype
+        a, b = (cupy.asarray(x).astype(dtype, copy=False) for x in args)
+        product = cupy.ascontiguousarray(cupy.matmul(a, b)).reshape(self.node.out.shape or (1,))
+        # Both libraries launch on the legacy default stream: ordered, no sync needed.
+        return cuda.as_cuda_array(product)   # the same memory, kept alive by the wrapper
 
     def _matmul(self, args: list):
         a, b = args
@@ -181,8 +231,26 @@ class CudaLibraryStep:
         return out
 
     def _host(self, args: list):
-        arrays = [a.copy_to_host().reshape(v.shape) for a, v in zip(args, self.inputs)]
+        arrays = [_to_host(a).reshape(v.shape) for a, v in zip(args, self.inputs)]
         return _to_device(run_node(self.node, arrays))
+
+
+# Why a product is not cuBLAS's: the plan's reason says so.
+WITHOUT_CUPY = "CuPy is not installed: pip install cupy-cuda12x for cuBLAS"
+
+
+@functools.cache
+def _cupy():
+    """CuPy, for cuBLAS, where it is installed and usable (never on the simulator,
+    whose arrays are host memory)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return None
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:   # not installed, or no driver for it: the kernels below run
+        return None
+    return cupy
 
 
 # The library calls the device runs itself: each sets up its step and says how (None:
@@ -204,9 +272,20 @@ def _cuda_reason(reason: str, how: str | None) -> str:
     return f"{what}: {how}"
 
 
+# Copies across the bus made by running plans (not by setting them up: constants
+# and index maps go to the device once, with the executable). Tests read them.
+bus_copies = {"host_to_device": 0, "device_to_host": 0}
+
+
 def _to_device(array: np.ndarray):
     # Kernels take 0-d arrays as shape (1,) and C-contiguous memory.
+    bus_copies["host_to_device"] += 1
     return cuda.to_device(_kernel_array(np.asarray(array)))
+
+
+def _to_host(array) -> np.ndarray:
+    bus_copies["device_to_host"] += 1
+    return array.copy_to_host()
 
 
 class CudaExecutable(Executable):
@@ -220,17 +299,77 @@ class CudaExecutable(Executable):
         steps = [s.call if isinstance(s, CudaLibraryStep) else s.kernel for s in self.steps]
         self.plan = dataclasses.replace(plan, steps=steps)
         # Constants go to the device once, with the executable.
-        self.constants = {v: _to_device(a) for v, a in self.constants.items()}
+        self.constants = {v: cuda.to_device(_kernel_array(np.asarray(a)))
+                          for v, a in self.constants.items()}
+
+    def describe(self) -> str:
+        """The CPU's dump (plan, loop kernels with their launch configuration), then
+        the library kernels the device runs for matmul and transpose calls."""
+        text = super().describe()
+        library: dict[str, list] = {}
+        for step in self.steps:
+            if isinstance(step, CudaLibraryStep) and getattr(step, "source", None):
+                library.setdefault(step.source, []).append(step)
+        if not library:
+            return text
+        lines = [text.rstrip("\n"), "", "# library kernels on the device"]
+        for source, steps in library.items():
+            launches = "; ".join(dict.fromkeys(
+                f"{s.node.primitive.name} to {s.node.out.dtype}{list(s.node.out.shape)}: {s.launch}"
+                for s in steps))
+            lines.append(f"\n# ---- {source_path(source).name}  ({launches})")
+            lines.append(source.rstrip("\n"))
+        return "\n".join(lines) + "\n"
 
     def _compile(self, step):
         if isinstance(step, LibraryCall):
             return CudaLibraryStep(step)
         return CudaKernelStep(step, compile_kernel(step, self.names, self.plan, "cuda"))
 
-    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, args: Sequence) -> list:
+        """NumPy arrays in (each copied to the device), NumPy arrays out (copied
+        back); any device array in, device arrays out, nothing copied across the
+        bus (see runtime/device_arrays.py for the kinds)."""
         env: dict = dict(self.constants)
-        env.update((v, _to_device(a)) for v, a in zip(self.inputs, args))
+        resident = False
+        for v, a in zip(self.inputs, args):
+            if isinstance(a, np.ndarray):
+                env[v] = _to_device(a)
+            else:
+                env[v] = _device_input(a)
+                resident = True
         for step in self.steps:
             step.run(env)
-        # copy_to_host gives fresh arrays: no output aliases an input or another output.
-        return [env[v].copy_to_host().reshape(v.shape) for v in self.outputs]
+        if not resident:
+            # copy_to_host gives fresh arrays: no output aliases an input or another output.
+            return [_to_host(env[v]).reshape(v.shape) for v in self.outputs]
+        # Outputs that are inputs, constants, views of them or repeats are copied on
+        # the device (Executable's rule): the caller may write to what comes back.
+        outputs = [_device_copy(env[v]) if copy else env[v]
+                   for v, copy in zip(self.outputs, self._copy)]
+        outputs = [a.reshape(v.shape) for a, v in zip(outputs, self.outputs)]
+        if wants_cupy(args):
+            return [to_cupy(a) for a in outputs]
+        return outputs
+
+
+@functools.cache
+def _fill() -> CudaLauncher:
+    return CudaLauncher(load(emit_cuda_fill(), FILL_ENTRY))
+
+
+def _device_input(array):
+    """A device array as the kernels take it: a Numba device array, C-contiguous,
+    at least 1-d, on the caller's memory (kernels never write their inputs)."""
+    array = as_numba(array)
+    if not array.is_c_contiguous():
+        # Rare (a strided view): the kernels index C-contiguous arrays. Numba has no
+        # device-side gather for it, so the copy goes through the host.
+        array = _to_device(np.ascontiguousarray(_to_host(array)))
+    return array.reshape(1) if array.ndim == 0 else array
+
+
+def _device_copy(array):
+    copy = cuda.device_array(array.shape, array.dtype)
+    copy.copy_to_device(array)
+    return copy

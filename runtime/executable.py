@@ -96,9 +96,9 @@ class KernelStep:
         # Per output, the shape to view its buffer as, where that differs.
         reshaped = [(v, None if a[0] == v.shape else v.shape)
                     for a, v in zip(allocations, self.outputs)]
-        tail = (nchunks, *domain)
+        tail = (int(nchunks), *(int(n) for n in domain))
         if self.compiled.runs_chunks and not isinstance(self.launch, ChunkLauncher):
-            tail += (0, nchunks, True)   # every chunk and the epilogue, in this one call
+            tail += (0, int(nchunks), True)   # every chunk and the epilogue, in one call
         self._prepared = ((threads, domain), tail, allocations, checked, reshaped)
         return self._prepared
 
@@ -231,6 +231,20 @@ class Executable:
         return KernelStep(step, compiled, launch, shown=shown)
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # The steps as one generated function (see `_runner`): a small call is
+        # mostly this per-call Python, which the step-by-step loop spends per step.
+        runner = self._runner
+        if runner is None or runner.steps is not self.steps:
+            runner = self._runner = _runner(self)
+        return runner(args)
+
+    # Built on the first call, and again if `steps` is replaced (ScanStep does, after
+    # construction, for its body).
+    _runner = None
+
+    def run_steps(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """What the generated runner does, step by step over a dictionary of values
+        (tests check the two against each other)."""
         env: dict[Value, np.ndarray] = dict(self.constants)
         env.update(zip(self.inputs, args))
         threads = self._threads
@@ -288,3 +302,91 @@ def _kernel_array(array: np.ndarray) -> np.ndarray:
     if not (array.flags.c_contiguous and array.flags.writeable):
         array = np.array(array, order="C")
     return array.reshape(1) if array.ndim == 0 else array
+
+
+# ---------------------------------------------------------------- the generated runner (issue 12, small calls)
+# An executable's steps as one straight-line Python function: arrays in locals instead
+# of a dictionary keyed by Value, each kernel's buffers, launch arguments and output
+# shapes written in as constants (shapes are static). For W1 at 10^3 this per-call
+# Python was most of the call (about 4 us of 5.6; the kernel itself runs in 0.7).
+# It does what `Executable.run_steps` does; `KernelStep.run` is the reference for a
+# kernel, and any other step runs through its own `run(env, threads)`.
+
+def _runner(executable: Executable) -> Callable[[Sequence[np.ndarray]], list]:
+    steps = executable.steps
+    names: dict[Value, str] = {}
+    scope: dict[str, object] = {"_kernel_array": _kernel_array, "_ndarray": np.ndarray,
+                                "_copy": np.array}
+
+    def bind(obj: object, prefix: str) -> str:
+        """A global of the generated function holding `obj`."""
+        name = f"{prefix}{len(scope)}"
+        scope[name] = obj
+        return name
+
+    def local(value: Value) -> str:
+        name = names[value] = f"v{len(names)}"
+        return name
+
+    inputs = [local(v) for v in executable.inputs]
+    lines = [f"    {', '.join(inputs)}, = args" if inputs else ""]
+    for value, array in executable.constants.items():
+        names[value] = bind(array, "c")
+    threads = executable._threads
+    for index, step in enumerate(steps):
+        if type(step) is KernelStep:
+            lines += _kernel_lines(step, step._prepare(threads, step.compiled.domain),
+                                   f"s{index}", names, local, bind)
+        else:
+            lines += _step_lines(step, threads, names, local, bind)
+    outputs = [f"_copy({names[v]})" if copy else names[v]
+               for v, copy in zip(executable.outputs, executable._copy)]
+    lines.append(f"    return [{', '.join(outputs)}]")
+    source = "def run(args):\n" + "\n".join(line for line in lines if line) + "\n"
+    exec(compile(source, "<fusegrad executable runner>", "exec"), scope)
+    run = scope["run"]
+    run.steps = steps
+    run.source = source
+    return run
+
+
+def _kernel_lines(step: KernelStep, prepared: tuple, prefix: str, names: dict, local,
+                  bind) -> list[str]:
+    """`KernelStep.run`, written out for one step's static shapes."""
+    _, tail, allocations, checked, reshaped = prepared
+    lines, arguments = [], []
+    for value, check in checked:
+        name = names[value]
+        if check:   # _kernel_array's test, inline for the common case it passes; the
+            # value itself stays as it is (it may be an output too, or read elsewhere)
+            argument = f"{name}_k"
+            lines.append(f"    {argument} = {name} if {name}.__class__ is _ndarray and {name}.ndim "
+                         f"and {name}.flags.c_contiguous and {name}.flags.writeable "
+                         f"else _kernel_array({name})")
+            name = argument
+        arguments.append(name)
+    buffers = []
+    for shape, dtype, make in allocations:
+        buffer = f"{prefix}_b{len(buffers)}"
+        lines.append(f"    {buffer} = {bind(make, 'make')}({_literal(shape)}, {bind(dtype, 'dtype')})")
+        buffers.append(buffer)
+    sizes = [repr(n) for n in tail]   # nchunks, the domain, and a small kernel's chunks
+    lines.append(f"    {bind(step.launch, 'launch')}({', '.join(arguments + buffers + sizes)})")
+    for (value, shape), buffer in zip(reshaped, buffers):
+        lines.append(f"    {local(value)} = {buffer}" if shape is None else
+                     f"    {local(value)} = {buffer}.reshape({_literal(shape)})")
+    return lines
+
+
+def _literal(shape: tuple) -> str:
+    return repr(tuple(int(d) for d in shape))
+
+
+def _step_lines(step, threads: int, names: dict, local, bind) -> list[str]:
+    """Any other step: its own `run`, over a dictionary of what it reads."""
+    reads = ", ".join(f"{bind(v, 'V')}: {names[v]}" for v in dict.fromkeys(step.inputs))
+    lines = [f"    env = {{{reads}}}", f"    {bind(step, 'step')}.run(env, {threads!r})"]
+    for value in step.outputs:
+        value_global = bind(value, "V")
+        lines.append(f"    {local(value)} = env[{value_global}]")
+    return lines

@@ -109,3 +109,17 @@ def attach(module: ModuleType, on_disk: bool) -> None:
             continue
         if hasattr(value, "_cache"):
             value._cache = GuardedCache(value._cache) if on_disk else NullCache()
+
+
+# ---------------------------------------------------------------- CUDA kernels (issue 13, item 4)
+
+def install_cuda() -> None:
+    """The same locator for CUDA kernels. The numba.cuda built into Numba caches with
+    numba.core.caching (where `install` put it); numba-cuda has its own copy of that
+    module, numba.cuda.core.caching, with its own list of locators."""
+    try:
+        from numba.cuda.core import caching
+    except ImportError:   # the built-in numba.cuda, or the simulator
+        return
+    if KernelLocator not in caching.CacheImpl._locator_classes:
+        caching.CacheImpl._locator_classes = [KernelLocator, *caching.CacheImpl._locator_classes]

@@ -159,3 +159,56 @@ def test_cold_start_then_the_disk_cache(tmp_path, capsys):
     assert empty["compiles"] >= 1 and empty["cache_loads"] == 0
     assert disk["compiles"] == 0 and disk["cache_loads"] == empty["compiles"]
     assert "first call s" in capsys.readouterr().out
+
+
+# --- issue 12: --dtype and --scaling ---------------------------------------------------------
+
+def test_scaling_sweep_in_float64(monkeypatch, capsys, tmp_path):
+    """--scaling times fusegrad and the single-pass kernel only, checked against the
+    single-pass kernel, and prints the roofline beside them; --dtype float64 casts the
+    inputs (twice the bytes)."""
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "scaling.json"
+    assert main(["bench", "--scaling", "--quick", "--keep-blas-env", "--workload", "W1",
+                 "--size", "16", "--size", "64", "--repeat", "2", "--dtype", "float64",
+                 "--json", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["machine"]["dtype"] == "float64" and document["machine"]["scaling"]
+    keys = sorted((r["size"], r["system"]) for r in document["records"])
+    assert keys == [(n, s) for n in (16, 64) for s in ("fusegrad", "numba-1pass")]
+    for record in document["records"]:
+        assert record["correct"] and record["dtype"] == "float64"
+        assert record["minimal_bytes"] == 4 * 8 * record["size"]
+    printed = capsys.readouterr().out
+    assert "roofline ms" in printed and "fusegrad / roofline" in printed
+
+
+def test_scaling_defaults_and_roofline():
+    options, systems = bench.Options(), bench.find_systems("cpu", [])
+    from fusegrad.__main__ import _scaling, build_parser
+    options, systems = _scaling(bench, options, systems, build_parser().parse_args(["bench"]))
+    assert [w.key for w in options.workloads] == ["W1", "W2"] and options.scaling
+    assert options.sizes == tuple(10**k for k in range(3, 9))
+    assert [s.name for s in systems] == ["fusegrad", "numba-1pass"]
+    record = bench.Record("W1", "seed-poly", 10, "fusegrad", "cpu", minimal_bytes=2 * 10**9)
+    assert bench.roofline_s(record, {"cpu": 20.0}) == pytest.approx(0.1)
+
+
+def test_scaling_plot_draws_the_roofline(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fusegrad.report import plot
+    records = [bench.Record(key, "w", n, system, "cpu", minimal_bytes=16 * n, median_s=1e-9 * n,
+                            bandwidth_fraction=0.5)
+               for key in ("W1", "W2") for n in (10**3, 10**6) for system in ("fusegrad", "numpy")]
+    report = bench.Report({"numba_threads": 2, "triad_gbps": {"cpu": 16.0}, "dtype": "float32"},
+                          [], records)
+    plot(report, str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    import matplotlib.pyplot as plt
+    from fusegrad.report import draw_roofline
+    figure, ax = plt.subplots()
+    draw_roofline(ax, records[:4], {"cpu": 16.0})
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == [10**3, 10**6]
+    np.testing.assert_allclose(line.get_ydata(), [16 * 10**3 / 16e9, 16 * 10**6 / 16e9])
+    plt.close(figure)

@@ -13,6 +13,7 @@ import numpy as np
 
 from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import engine
+from fusegrad.tracer.devices import host_array, on_device
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
@@ -114,7 +115,10 @@ def _seeds(outputs: list, grad_tensors) -> list:
             raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of "
                                f"{Size(array.shape)} and output[{i}] has a shape of "
                                f"{Size(out._data.shape)}.")
-        seeds.append((array.astype(out._data.dtype, copy=False), tensor))
+        if on_device(array) and array.dtype != out._data.dtype:
+            array = host_array(array)   # cast on the host: rare (a seed of another dtype)
+        seeds.append((array if on_device(array) else array.astype(out._data.dtype, copy=False),
+                      tensor))
     return seeds
 
 
@@ -142,7 +146,7 @@ def _accumulate(tensor, g, create_graph: bool) -> None:
     existing = tensor._grad
     if existing is None:
         tensor._grad = g
-    elif create_graph or existing._requires_grad or existing.shape != g.shape:
+    elif create_graph or existing._requires_grad or existing._data.shape != g._data.shape or existing.is_cuda:
         with set_grad_enabled(create_graph):
             tensor._grad = existing + g
     else:

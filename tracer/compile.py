@@ -15,8 +15,9 @@ from fusegrad import ir
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, TraceError, bare
 from fusegrad.ir.graph import Graph, Node, Value, first_backward_node
 from fusegrad.runtime import Executable, compile_graph
+from fusegrad.runtime.device_arrays import is_device_array, shape_and_dtype
 from fusegrad.runtime.devices import require_cuda
-from fusegrad.tracer import pytree
+from fusegrad.tracer import distributed, pytree
 from fusegrad.tracer.source import function_location
 from fusegrad.tracer.captures import Captured, capture
 from fusegrad.tracer.dispatch import Tracing
@@ -68,7 +69,8 @@ class CompiledGrad:
         self._cache: dict[tuple, Traced] = {}
         # The same traces by a cheaper key, for calls of plain C-contiguous arrays
         # only (see _fast_key): most calls, and a small call is mostly lookup overhead.
-        self._fast: dict[tuple, Traced] = {}
+        # Each with whether its result is plain (value, grads): no aux, no pytrees.
+        self._fast: dict[tuple, tuple[Traced, bool]] = {}
         self._names = _parameter_names(fn)
         self._rebinds = 0
         self._call_signature: inspect.Signature | None = None
@@ -76,20 +78,30 @@ class CompiledGrad:
 
     def __call__(self, *args: Any, **kwargs: Any):
         fast = None if kwargs else _fast_key(args)
-        traced = None if fast is None else self._fast.get(fast)
-        if traced is not None and (traced.captured is None or traced.captured.rebound() is None):
-            outputs = traced.executable(list(args))
-        else:
-            traced, leaves = self._lookup(args, kwargs)
-            if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
-                self._fast[fast] = traced
-            outputs = traced.executable(leaves)
-        if traced.aux is not None:
-            return _with_aux(traced, outputs)
-        value, grads = outputs[0], tuple(outputs[1:])
+        if fast is not None:
+            found = self._fast.get(fast)
+            if found is not None:
+                traced, plain = found
+                if traced.captured is None or traced.captured.rebound() is None:
+                    outputs = traced.executable(args)
+                    if plain:   # (value, grads) and nothing to rearrange: most calls
+                        return outputs[0], (outputs[1] if traced.single_grad else tuple(outputs[1:]))
+                    return _result(traced, outputs)
+        if distributed.holds_dask(args, kwargs):
+            traced, value, grads = distributed.call(self, args, kwargs)
+            return value, self._structured(traced, grads)
+        traced, leaves = self._lookup(args, kwargs)
+        if fast is not None and all(leaf is arg for leaf, arg in zip(leaves, args)):
+            self._fast[fast] = traced, traced.aux is None and traced.grad_keys is None
+        return _result(traced, traced.executable(leaves))
+
+    @staticmethod
+    def _structured(traced: Traced, grads: tuple):
+        """The flat gradients as the call returns them: in the arguments' pytrees, and
+        bare for wrt=k."""
         if traced.grad_keys is not None:
             grads = _assemble(traced.grad_keys, grads)
-        return value, (grads[0] if traced.single_grad else grads)
+        return grads[0] if traced.single_grad else grads
 
     def dump(self, *args: Any, **kwargs: Any) -> str:
         """Forward IR, backward IR, kernel plan and generated source for these arguments."""
@@ -142,7 +154,9 @@ class CompiledGrad:
                                    self._parameter_positions(len(args), kwnames), function_location(self.fn))
         wrt_leaves = tuple(j for i in wrt for j in ranges[i] if leaves[j].dtype.kind == "f")
         names = _unique([pytree.identifier(p) for p in paths])
-        inputs = tuple(Value(a.shape, a.dtype, name=n) for a, n in zip(leaves, names))
+        if self.device == "cpu":
+            _refuse_device_arrays(leaves, owner, paths)
+        inputs = tuple(Value(*_shape_and_dtype(a), name=n) for a, n in zip(leaves, names))
         captured = capture(self.fn)
         with Tracing() as builder:
             tensors = iter([Tensor._traced(v) for v in inputs])
@@ -247,17 +261,30 @@ def _signature(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[list, tu
     return leaves, tuple(key)
 
 
-def _fast_key(args: Sequence[Any]) -> tuple | None:
+def _result(traced: Traced, outputs: list) -> tuple:
+    """The call's result from the graph's outputs (value, *aux, *grads)."""
+    if traced.aux is not None:
+        return _with_aux(traced, outputs)
+    value, grads = outputs[0], tuple(outputs[1:])
+    if traced.grad_keys is not None:
+        grads = _assemble(traced.grad_keys, grads)
+    return value, (grads[0] if traced.single_grad else grads)
+
+
+def _fast_key(args: Sequence[Any], ndarray=np.ndarray) -> tuple | None:
     """A cache key for arguments that are all plain arrays; None for any other call.
     A key is only ever stored for arrays `_signature` passed through unchanged
     (supported native dtypes, C-contiguous), and whether it does is a matter of the
     shape, strides and dtype the key holds: a hit needs no checks of its own (and
     reading the strides is cheaper than asking for the flags)."""
     key = []
+    append = key.append
     for arg in args:
-        if type(arg) is not np.ndarray:
+        if arg.__class__ is not ndarray:
             return None
-        key += (arg.shape, arg.strides, arg.dtype)
+        append(arg.shape)
+        append(arg.strides)
+        append(arg.dtype)
     return tuple(key)
 
 
@@ -432,3 +459,24 @@ def _with_aux(traced: Traced, outputs: list) -> tuple:
     if traced.grad_keys is not None:
         grads = _assemble(traced.grad_keys, grads)
     return (outputs[0], aux), (grads[0] if traced.single_grad else grads)
+
+
+# ---------------------------------------------------------------- device arrays (issue 13, item 1)
+
+def _shape_and_dtype(leaf) -> tuple[tuple, np.dtype]:
+    if isinstance(leaf, np.ndarray):
+        return leaf.shape, leaf.dtype
+    return shape_and_dtype(leaf)
+
+
+def _refuse_device_arrays(leaves: list, owner: list[int], paths: list[str]) -> None:
+    """The CPU target runs on host memory: a GPU array is the caller's to move (as
+    PyTorch refuses a CUDA tensor in a CPU op), not silently copied per call."""
+    for leaf, i, path in zip(leaves, owner, paths):
+        if is_device_array(leaf):
+            shape, dtype = shape_and_dtype(leaf)
+            raise ArgumentError(
+                f"argument {i} ({path}) is a {type(leaf).__name__} in CUDA device memory "
+                f"(shape {shape}, {dtype}), but this function was compiled for device='cpu': "
+                f"compile it with device='cuda', or copy the array to the host first "
+                f"(.copy_to_host(), cupy.asnumpy(a), t.cpu().numpy())")

@@ -35,6 +35,9 @@ class Tracing:
 
 def apply(build: Callable[..., Any], *args: Any, grad_fn: str | None = None, **params: Any):
     """Apply `build` (an ir.ops function) to tensors, numbers and arrays."""
+    result = executor.apply_fast(build, args, params, grad_fn)   # most eager calls
+    if result is not executor.MISS:
+        return result
     if any(isinstance(a, TensorState) and a._mode.traced for a in args):
         return _apply_traced(build, args, params)
     return executor.apply(build, args, params, grad_fn)

@@ -25,7 +25,9 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
+from fusegrad.ir.interpreter import evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
+from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
 
@@ -65,7 +67,7 @@ class Recorded:
         return self.leaf_index.get(id(tensor))
 
     def structure(self) -> tuple:
-        types = tuple((d.shape, d.dtype.str) for d in map(_edge_data, self.inputs))
+        types = tuple([(d.shape, d.dtype) for d in map(_edge_data, self.inputs)])
         return types, tuple((f.graph.serial, w) for f, w in zip(self.functions, self.wiring))
 
 
@@ -73,36 +75,51 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     """The program behind the edges `roots`, and the Ref of each root."""
     functions: list[Function] = []
     seen: set[int] = set()
-    stack = [e.source for e in roots if isinstance(e.source, Function)]
+    stack = [e[0] for e in roots if isinstance(e[0], Function)]
     while stack:
         f = stack.pop()
         if id(f) in seen:
             continue
         seen.add(id(f))
         functions.append(f)
-        stack.extend(e.source for e in f.edges
-                     if isinstance(e.source, Function) and id(e.source) not in seen)
-    functions.sort(key=lambda f: f.seq)
-    recorded = Recorded([], functions, [], {id(f): i for i, f in enumerate(functions)}, {})
+        for source, _, _ in f.edges:
+            if isinstance(source, Function) and id(source) not in seen:
+                stack.append(source)
+    functions.sort(key=_sequence)
+    position = {id(f): i for i, f in enumerate(functions)}
+    recorded = Recorded([], functions, [], position, {})
+    leaf_index, inputs = recorded.leaf_index, recorded.inputs
 
     def ref(edge: Edge):
         source, index, _ = edge
         if isinstance(source, Function):
-            return (recorded.position[id(source)], index)
+            return (position[id(source)], index)
         key = id(source.variable) if isinstance(source, AccumulateGrad) else id(source.array)
-        found = recorded.leaf_index.get(key)
+        found = leaf_index.get(key)
         if found is None:
-            found = recorded.leaf_index[key] = len(recorded.inputs)
-            recorded.inputs.append(edge)
+            found = leaf_index[key] = len(inputs)
+            inputs.append(edge)
         return found
 
-    for position, f in enumerate(functions):
-        recorded.wiring.append(tuple(ref(e) for e in f.edges))
+    for position_of_f, f in enumerate(functions):
+        wiring = []
+        for edge in f.edges:   # ref(edge), written out: the most common case first
+            source = edge[0]
+            if isinstance(source, Function):
+                wiring.append((position[id(source)], edge[1]))
+            else:
+                wiring.append(ref(edge))
+        recorded.wiring.append(tuple(wiring))
         if f.saved is not None:
             for index, entry in enumerate(f.saved):
-                if entry is not None and entry.current():
-                    recorded.saved[(position, index)] = entry.array
+                # entry.current(), inline: not modified in place since it was computed
+                if entry is not None and entry[1].value == entry[2]:
+                    recorded.saved[(position_of_f, index)] = entry[0]
     return recorded, [ref(e) for e in roots]
+
+
+def _sequence(function: Function) -> int:
+    return function.seq
 
 
 def _edge_data(edge: Edge) -> np.ndarray:
@@ -121,6 +138,8 @@ class BackwardPlan:
     largest: int = field(init=False)  # elements of the graph's largest value
     interpret_seconds: float = field(init=False)  # predicted, one interpreter run
     compile_seconds: float | None = None          # predicted, compiling; known when asked
+    device_executable: object = None  # the CUDA one, for tensors on the GPU (issue 13)
+    evaluate: object = None           # the interpreter's run of `graph`, once it has run
 
     def __post_init__(self) -> None:
         nodes = [n for n in self.graph.nodes if n.primitive.name != "const"]
@@ -297,26 +316,50 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             value = plan.graph.inputs[len(arrays)]
             arrays.append(np.zeros(value.shape, value.dtype))
     plan.runs += 1
+    if any(on_device(a) for a in arrays):
+        # CUDA tensors: the backward runs on the device, whatever its size (the
+        # interpreter is NumPy's); its results are device arrays the caller owns.
+        if plan.device_executable is None:
+            plan.device_executable = compile_graph(plan.graph, device="cuda")
+        return plan, plan.device_executable(arrays)
     if should_compile(plan):
         if plan.executable is None:
             plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
-        outputs = ir.evaluate(plan.graph, arrays)
+        if plan.evaluate is None:
+            plan.evaluate = evaluator(plan.graph)   # ir.evaluate, prepared once per plan
+        outputs = plan.evaluate(arrays)
     return plan, _owned(outputs, arrays)
 
 
 def _owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Gradients the caller may keep and add into: writable, not aliasing an input
     (a gradient can be the seed itself, or a forward value) or each other."""
+    # An array's memory belongs to its base, or to itself (NumPy points a view's base
+    # at the owner): an output whose owner is a new array made by this run, owner of
+    # no input's memory and of no other output's, shares memory with none of them.
+    owners = {id(_owner(a)) for a in inputs}
     result = []
     for out in outputs:
-        if (not out.flags.writeable or not out.flags.c_contiguous
+        owner = _owner(out)
+        if owner.__class__ is np.ndarray and owner.base is None and id(owner) not in owners \
+                and out.flags.writeable and out.flags.c_contiguous:
+            owners.add(id(owner))
+        elif (not out.flags.writeable or not out.flags.c_contiguous
                 or any(np.may_share_memory(out, a) for a in inputs)
                 or any(np.may_share_memory(out, r) for r in result)):
             out = np.array(out, order="C")
+            owners.add(id(out))
+        else:
+            owners.add(id(owner))
         result.append(out)
     return result
+
+
+def _owner(array):
+    base = array.base
+    return array if base is None else base
 
 
 def _input_data(edge: Edge) -> np.ndarray:

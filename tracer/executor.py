@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from fusegrad.ir.builder import Builder, building, current_builder
-from fusegrad.ir.errors import FusegradError, bare, located
-from fusegrad.ir.graph import Value
-from fusegrad.ir.interpreter import run_node
-from fusegrad.tracer.devices import CPU, checked_device
-from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version, _grad_state,
+from fusegrad.ir.builder import Builder, building, is_building
+from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
+from fusegrad.ir.graph import Graph, Value
+from fusegrad.ir.interpreter import conformed, evaluator, loud, quiet, run_node
+from fusegrad.tracer.devices import CPU, checked_device, to_storage
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
-from fusegrad.tracer.state import TensorState
+from fusegrad.tracer.state import EAGER, TensorState
 
 __all__ = ["apply", "wrap"]
 
@@ -36,8 +36,10 @@ def wrap(data: np.ndarray, *, requires_grad: bool = False, version: Version | No
     tensor = TensorState._blank()
     tensor._data = data
     tensor._version_counter = version if version is not None else Version()
-    if device is not None and device != CPU:
+    if device is not None and device is not CPU and device != CPU:
         tensor._device = checked_device(device)
+    if type(data) is not np.ndarray or tensor._device is not CPU:
+        tensor._data = to_storage(data, tensor._device)   # (a gradient from the other device)
     if requires_grad:
         tensor._set_requires_grad(True, "Only Tensors of floating point and complex dtype can "
                                         "require gradients")
@@ -65,12 +67,15 @@ def apply(build, args, params, grad_fn: str | None):
         signature.append((data.shape, data.dtype.str))
     device = _common_device(tensors)
     graph = op_graph(build, args, params, tuple(signature))
-    env = dict(graph.fixed)
-    env.update(zip(graph.inputs, arrays))
-    for node in graph.steps:
-        env[node.out] = run_node(node, [env[v] for v in node.inputs])
-    outputs = [_output(env[value], graph, i, args, arrays, device)
-               for i, value in enumerate(graph.outputs)]
+    if device.type == "cuda":
+        outputs = _run_on_device(graph, arrays, device)
+    else:
+        env = dict(graph.fixed)
+        env.update(zip(graph.inputs, arrays))
+        for node in graph.steps:
+            env[node.out] = run_node(node, [env[v] for v in node.inputs])
+        outputs = [_output(env[value], graph, i, args, arrays, device)
+                   for i, value in enumerate(graph.outputs)]
     note_views(outputs, tensors)
     if grad_fn is not None and _grad_state.enabled and any(t._requires_grad for t in tensors):
         _record(grad_fn, graph, args, arrays, outputs)
@@ -147,6 +152,35 @@ def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, de
     if device is not CPU:
         tensor._device = device
     return tensor
+
+
+# ---------------------------------------------------------------- on the GPU (issue 13, item 3)
+# An eager op on CUDA tensors runs the op's graph through the CUDA target: compiled
+# once per op graph (shapes, dtypes, numbers), on the device arrays of its arguments,
+# giving device arrays. Every result is storage of its own: the CUDA executable
+# copies a result that is an argument (a reshape to the same shape), where the CPU
+# would return a view; views, and in-place ops, stay CPU-only (Tensor._check_inplace).
+_device_executables: dict[int, object] = {}
+
+
+def _run_on_device(graph: OpGraph, arrays: list, device) -> list:
+    executable = _device_executables.get(graph.serial)
+    if executable is None:
+        from fusegrad.ir.graph import Graph
+        from fusegrad.runtime import compile_graph
+        if len(_device_executables) >= MAX_OP_GRAPHS:
+            _device_executables.clear()
+        executable = _device_executables[graph.serial] = compile_graph(
+            Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())),
+            device="cuda")
+    outputs = []
+    for data in executable(arrays):
+        tensor = TensorState._blank()
+        tensor._data = data
+        tensor._version_counter = Version()
+        tensor._device = device
+        outputs.append(tensor)
+    return outputs
 
 
 def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:
@@ -229,8 +263,224 @@ def views_of(tensor: TensorState) -> list:
 
 def tracing() -> bool:
     """Whether a graph is being built (compile_grad is tracing a function)."""
+    return is_building()
+
+
+# ---------------------------------------------------------------- the fast path (issue 12, eager per-op cost)
+# An eager op of tensors and Python numbers, after its first call, is one dictionary
+# lookup by (op, argument shapes and dtypes, numbers, params) and a run of the NumPy
+# function(s) of its OpGraph, precomputed: no argument signature in strings, no
+# dictionary of values, one error-state switch per op instead of one per node, no
+# result cast or reshape where NumPy's result is right already, and no search for
+# shared memory where the result is a new array. What it cannot take (arrays or lists
+# as arguments, traced or non-CPU tensors, unhashable params) goes the general way,
+# `apply`, which is the reference for what this does.
+
+MISS = object()   # apply_fast: the arguments need the general way
+
+
+def apply_fast(build, args, params: dict, grad_fn: str | None):
+    """`apply`'s result, or `MISS` where the arguments are not all eager CPU tensors
+    and Python numbers (the caller then takes the general way)."""
+    key = [build]
+    append = key.append
+    tensor_type = TensorState._result_type
+    for arg in args:
+        cls = arg.__class__
+        if cls is float or cls is int or cls is bool:
+            append(cls)
+            # -0.0 == 0.0, but x * -0.0 is not x * 0.0; and NaN equals no NaN
+            append(arg if arg and arg == arg else repr(arg))
+            continue
+        if cls is not tensor_type and not isinstance(arg, TensorState):
+            return MISS
+        if arg._mode is not EAGER or arg._device is not CPU:
+            return MISS
+        data = arg._data
+        append(data.shape)
+        append(data.dtype)
+    if params:
+        append(tuple(params.items()))
+    key = tuple(key)
     try:
-        current_builder()
-    except RuntimeError:
-        return False
+        op = _fast_ops.get(key)
+    except TypeError:   # an unhashable param
+        return MISS
+    if op is None:
+        op = _fast_op(build, args, params, key)
+    return op.run(args, grad_fn)
+
+
+_fast_ops: dict[tuple, "FastOp"] = {}
+
+
+def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
+    signature = tuple((a._data.shape, a._data.dtype.str) if isinstance(a, TensorState)
+                      else (type(a), repr(a)) for a in args)
+    graph = op_graph(build, args, params, signature)
+    if len(_fast_ops) >= MAX_OP_GRAPHS:
+        _fast_ops.clear()
+    op = _fast_ops[key] = FastOp(graph, [i for i, a in enumerate(args)
+                                         if isinstance(a, TensorState)], len(args))
+    return op
+
+
+class FastOp:
+    """One OpGraph, ready to run on the data of the tensors at `positions`."""
+
+    __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
+                 "constant")
+
+    def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
+        self.graph = graph
+        # None where every argument is a tensor (most ops): the arguments themselves.
+        self.positions = None if len(positions) == count else positions
+        # Per output: whether a new array from `compute` is a tensor of its own (not
+        # an argument returned as it is, nor a constant of the OpGraph).
+        self.fresh = [graph.aliases[i] is None and v not in graph.fixed
+                      for i, v in enumerate(graph.outputs)]
+        # One output computed by one node (add, tanh, matmul, sum): `compute` returns
+        # the array itself, and the result is a new tensor unless it is an argument's.
+        self.single = _single_node(graph) and not graph.tuple_result and self.fresh[0]
+        self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(graph)
+        # The outputs a recorded op gives a grad_fn: the floating-point ones.
+        self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
+        # A read-only result that reads no argument's data (fill_'s value broadcast to
+        # the tensor's shape: only its shape and dtype matter): computed once, and
+        # each call has a view of it.
+        self.constant = None
+        if self.single and not set(graph.steps[0].inputs) & set(graph.inputs):
+            result = self.compute([])
+            if not result.flags.writeable:
+                self.constant = result
+
+    def run(self, args, grad_fn: str | None):
+        tensors = args if self.positions is None else [args[i] for i in self.positions]
+        arrays = [t._data for t in tensors]
+        if not self.single:
+            return self._run_general(args, grad_fn, tensors, arrays)
+        constant = self.constant
+        if constant is not None:
+            data = constant.view()
+        else:
+            data = self.compute(arrays)
+            if data.base is not None or not _not_in(data, arrays):   # a view, or an argument
+                return self._run_general(args, grad_fn, tensors, arrays, [data])
+        cls = TensorState._result_type
+        tensor = cls.__new__(cls)   # a new array: its own storage and version
+        tensor._data = data
+        tensor._version_counter = Version()
+        if grad_fn is not None and _grad_state.enabled:
+            for argument in tensors:
+                if argument._requires_grad:
+                    self._record(grad_fn, tensors, [tensor])
+                    break
+        return tensor
+
+    def _run_general(self, args, grad_fn: str | None, tensors, arrays: list,
+                     results: list | None = None):
+        if results is None:
+            results = self.compute(arrays)
+        outputs = []
+        for index, data in enumerate(results):
+            if self.fresh[index] and data.base is None and _not_in(data, arrays):
+                tensor = TensorState._blank()
+                tensor._data = data
+                tensor._version_counter = Version()
+            else:
+                tensor = _output(data, self.graph, index, args, arrays, CPU)
+                note_views([tensor], tensors)
+            outputs.append(tensor)
+        if grad_fn is not None and _grad_state.enabled:
+            for argument in tensors:
+                if argument._requires_grad:
+                    self._record(grad_fn, tensors, outputs)
+                    break
+        return tuple(outputs) if self.graph.tuple_result else outputs[0]
+
+    def _record(self, grad_fn: str, tensors, outputs: list) -> None:
+        """`_record` for arguments that are tensors and numbers (numbers have no edge)."""
+        edges = []
+        for tensor in tensors:
+            function = tensor._grad_fn
+            edges.append(_tuple(Edge, (function, tensor._output_nr, None)) if function is not None
+                         else tensor._edge())
+        saved = []
+        for tensor in outputs:
+            counter = tensor._version_counter
+            saved.append(_tuple(Saved, (tensor._data, counter, counter.value)))
+        function = function_class(grad_fn)(self.graph, tuple(edges), saved)
+        for index in self.differentiable:
+            tensor = outputs[index]
+            tensor._grad_fn = function
+            tensor._output_nr = index
+            tensor._requires_grad = True
+
+    def _outputs(self, args, tensors, arrays: list) -> list:
+        outputs = []
+        for index, data in enumerate(self.compute(arrays)):
+            if self.fresh[index] and data.base is None and _not_in(data, arrays):
+                tensor = TensorState._blank()
+                tensor._data = data
+                tensor._version_counter = Version()
+            else:
+                tensor = _output(data, self.graph, index, args, arrays, CPU)
+                note_views([tensor], tensors)
+            outputs.append(tensor)
+        return outputs
+
+
+# Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
+_tuple = tuple.__new__
+
+
+def _not_in(data: np.ndarray, arrays: list) -> bool:
+    for array in arrays:
+        if array is data:
+            return False
     return True
+
+
+def _single_node(graph: OpGraph) -> bool:
+    return (len(graph.steps) == 1 and graph.steps[0].outputs == graph.outputs
+            and len(graph.outputs) == 1 and not graph.steps[0].primitive.multiple_results)
+
+
+def _compute(graph: OpGraph):
+    """A function of the argument arrays giving the OpGraph's output arrays, as
+    `run_node` computes them, under one error state."""
+    # The values of the nodes without inputs are the graph's constants.
+    return evaluator(Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())))
+
+
+def _single_step(graph: OpGraph, node):
+    """`_compute` for a graph of one node (and constants): the output array itself."""
+    impl, attrs, dtype, shape = node.primitive.impl, node.attrs, node.out.dtype, node.out.shape
+    slots = [graph.inputs.index(v) if v in graph.inputs else None for v in node.inputs]
+    if slots == list(range(len(graph.inputs))):   # f(*arguments): add(a, b), tanh(x)
+        def arguments(arrays):
+            return arrays
+    else:   # a constant among them (x * 2.0), or an argument read twice
+        template = [None if s is not None else graph.fixed[v] for s, v in zip(slots, node.inputs)]
+        places = [(p, s) for p, s in enumerate(slots) if s is not None]
+
+        def arguments(arrays):
+            values = template.copy()
+            for place, slot in places:
+                values[place] = arrays[slot]
+            return values
+
+    ndarray = np.ndarray
+
+    def compute(arrays):
+        token = quiet()
+        try:
+            result = impl(*arguments(arrays), **attrs)
+        except BoundsError as error:   # as run_node: say where the user indexed
+            raise BoundsError(located(bare(error), node.source)) from None
+        finally:
+            loud(token)
+        if result.__class__ is not ndarray or result.dtype is not dtype or result.shape != shape:
+            result = conformed(result, dtype, shape)
+        return result
+    return compute

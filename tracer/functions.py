@@ -184,13 +184,16 @@ mod = remainder
 
 # ---------------------------------------------------------------- matmul
 
+_MATMUL_GRAD_FN = {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}
+
+
 def matmul(a, b):
-    grad_fn = {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}
-    if builtins.max(_ndim(a), _ndim(b)) > 2:
+    ndims = _ndim(a), _ndim(b)
+    if builtins.max(ndims) > 2:
         # PyTorch computes N-d matmul as bmm (or mm of the folded rows) and a view
         # of the result back to the batch shape: `_unsafe_view`.
         return apply(ops.matmul, a, b, grad_fn="UnsafeViewBackward0")
-    return apply(ops.matmul, a, b, grad_fn=grad_fn.get((_ndim(a), _ndim(b)), "MmBackward0"))
+    return apply(ops.matmul, a, b, grad_fn=_MATMUL_GRAD_FN.get(ndims, "MmBackward0"))
 
 
 def mm(a, b):

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from fusegrad.tracer.devices import host_array
+
 PRECISION = 4
 THRESHOLD = 1000
 EDGEITEMS = 3
@@ -136,7 +138,7 @@ def tensor_repr(tensor) -> str:
         return f"Tensor(traced {tensor._mode.value.type_str})"
     prefix = "tensor("
     indent = len(prefix)
-    data = tensor._data
+    data = host_array(tensor._data)
     suffixes = []
     if tensor._device.type != "cpu":
         suffixes.append(f"device='{tensor._device}'")

@@ -11,6 +11,7 @@ leaf, as `jax.grad` returns them.
 One key per node:
 
     (shape, dtype.str)                        an array
+    (shape, dtype.str, ON_DEVICE)             an array in CUDA device memory
     (CONST, type, value)                      any other leaf: hashable, floats by repr
     (SEQUENCE, type, (child keys, ...))       a list, tuple or NamedTuple
     (MAPPING, type, (keys, ...), (child keys, ...))    a dict
@@ -27,9 +28,13 @@ import numpy as np
 
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, bare
 from fusegrad.ir.graph import FLOATING
+from fusegrad.runtime.device_arrays import as_numba, is_device_array, shape_and_dtype
 from fusegrad.tracer.state import TensorState
 
 CONST, SEQUENCE, MAPPING = "const", "sequence", "mapping"
+# Marks the key of a leaf in CUDA device memory: such a call traces apart from one
+# with host arrays (the CPU target refuses it; CUDA returns device arrays for it).
+ON_DEVICE = "cuda"
 
 
 class ArgumentError(FusegradError, TypeError):
@@ -42,6 +47,11 @@ class UnhashableConstant(Exception):
 
 def flatten(arg: Any, leaves: list[np.ndarray]) -> tuple:
     """The key of `arg`; its array leaves are appended to `leaves`."""
+    if is_device_array(arg) or _on_gpu(arg):
+        array = device_leaf(arg._data if _on_gpu(arg) else arg)
+        leaves.append(array)
+        shape, dtype = shape_and_dtype(array)
+        return (shape, dtype.str, ON_DEVICE)
     array = as_array(arg)
     if array is not None:
         leaves.append(array)
@@ -55,7 +65,8 @@ def flatten(arg: Any, leaves: list[np.ndarray]) -> tuple:
 
 def substitute(arg: Any, replace: Callable[[np.ndarray], Any]) -> Any:
     """`arg` with each array leaf `a` replaced by `replace(a)`, in `flatten`'s order."""
-    array = as_array(arg)
+    array = (device_leaf(arg._data if _on_gpu(arg) else arg)
+             if is_device_array(arg) or _on_gpu(arg) else as_array(arg))
     if array is not None:
         return replace(array)
     if _is_sequence(arg):
@@ -199,3 +210,28 @@ def find_path(arg: Any, leaf: Any, path: str) -> str | None:
             if found:
                 return found
     return None
+
+
+# ---------------------------------------------------------------- device arrays (issue 13, item 1)
+
+class _Described:
+    """Shape and dtype alone, for check_dtype's message."""
+
+    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+
+
+def device_leaf(arg: Any):
+    """A device array as a graph input: itself where it has a NumPy dtype and shape
+    (Numba's, CuPy's), else (torch) a Numba device array on the same memory. Never
+    copied; its dtype checked as a host array's is."""
+    shape, dtype = shape_and_dtype(arg)
+    check_dtype(_Described(shape, dtype))
+    if isinstance(getattr(arg, "dtype", None), np.dtype):
+        return arg
+    return as_numba(arg)
+
+
+def _on_gpu(arg: Any) -> bool:
+    """An eager tensor whose storage is on the GPU: its device array is the leaf."""
+    return isinstance(arg, TensorState) and arg._device.type == "cuda"

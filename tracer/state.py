@@ -16,7 +16,7 @@ import numpy as np
 from fusegrad.ir.errors import TraceError
 from fusegrad.ir.graph import Value
 from fusegrad.tracer import dtypes
-from fusegrad.tracer.devices import CPU, checked_device
+from fusegrad.tracer.devices import CPU, checked_device, host_array, to_storage
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function, Saved, Version
 from fusegrad.tracer.source import user_line
@@ -139,10 +139,12 @@ class TensorState:
         self._version_counter = Version()
         if device is not None:
             self._device = checked_device(device)
+            self._data = to_storage(data, self._device)
 
     def _eager_data(self) -> np.ndarray:
+        """The data, to read: on the host (a copy, for a tensor on the GPU)."""
         self._mode.check_data()
-        return self._data
+        return host_array(self._data)
 
     def _shape(self) -> Size:
         return Size(self._mode.shape(self))

@@ -25,7 +25,7 @@ from fusegrad.tracer import numpy_dispatch
 from fusegrad.tracer import executor as executor_views
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
-from fusegrad.tracer.devices import checked_device
+from fusegrad.tracer.devices import checked_device, host_array, on_device, to_storage
 from fusegrad.tracer.dispatch import apply
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
@@ -166,7 +166,7 @@ class Tensor(TensorState):
         if self._device.type != "cpu" and not force:
             raise TypeError(f"can't convert {self._device} device type tensor to numpy. "
                             "Use Tensor.cpu() to copy the tensor to host memory first.")
-        return self._data
+        return host_array(self._data)   # (force=True on the GPU: a copy, as PyTorch's)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         if self._mode.traced:   # NumPy asks for the data: most often `ndarray[traced index]`
@@ -243,7 +243,8 @@ class Tensor(TensorState):
     def _copy(self, grad_fn: str):
         """A recorded copy with storage (and a version) of its own."""
         result = apply(_identity, self, grad_fn=grad_fn)
-        result._data = np.array(self._data)
+        if not on_device(result._data):   # (on the device the op's result is a copy already)
+            result._data = np.array(self._data)
         result._version_counter = Version()
         if result._grad_fn is not None:
             result._grad_fn.saved = [result._saved()]
@@ -284,8 +285,9 @@ class Tensor(TensorState):
         device = checked_device(device)
         if device == self._device:
             return result
-        # Storage stays in host memory; the device is where compiled kernels run.
+        # A recorded copy (on the tensor's device), then its storage moved across the bus.
         moved = result._copy("ToCopyBackward0")
+        moved._data = to_storage(moved._data, device)
         moved._device = device
         return moved
 
@@ -333,7 +335,8 @@ class Tensor(TensorState):
     def __getitem__(self, index):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
-        if self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index):
+        if (self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index)
+                or on_device(self._data)):   # on the GPU: an op, whose result is a copy
             result = F.getitem(self, index)
             if not self._mode.traced and executor_views.base_of(result) is self:
                 # A recorded view of a base: an in-place op on it is written through
@@ -380,6 +383,11 @@ class Tensor(TensorState):
 
     def _check_inplace(self) -> None:
         self._check_eager("an in-place operation")
+        if on_device(self._data):
+            raise UnsupportedError(
+                f"in-place operations on CUDA tensors are not supported (a tensor of shape "
+                f"{list(self.shape)} on {self._device}): write the out-of-place form "
+                f"(x = x + y, x = x.clamp(...)), or work on x.cpu()")
         if self._requires_grad and self._grad_fn is None and _grad_state.enabled:
             raise RuntimeError("a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
@@ -390,10 +398,11 @@ class Tensor(TensorState):
         if self._mode.traced or result._mode.traced:
             return self._rebind(result)
         self._check_inplace()
-        if tuple(result.shape) != tuple(self.shape):
+        if result._data.shape != self._data.shape:   # both eager here
             raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(result.shape)}")
-        if not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
+        if result._data.dtype is not self._data.dtype and \
+                not np.can_cast(result._data.dtype, self._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {result.dtype} can't be cast to the desired "
                                f"output type {self.dtype}")
         if result._grad_fn is not None and not checked:

@@ -122,6 +122,12 @@ def inputs(name: str, dtype) -> list[np.ndarray]:
         return [normal(2, 3, 4), normal(4, 4) / 2, normal(3, 4, 2)]
     if name == "reductions_more":
         return [normal(12, 5), normal(12, 5)]
+    # Rows of at least ROW_BLOCK_MIN (128) elements: a block per row (issue 13, item 6);
+    # 3 rows on 2 blocks, so a block takes a second row after its first.
+    if name == "cross_entropy_rows":
+        return [normal(3, 150), np.eye(150, dtype=dtype)[rng.integers(0, 150, 3)]]
+    if name == "layernorm_rows":
+        return [normal(3, 150) + 0.5, 1 + 0.1 * normal(150), 0.1 * normal(150), normal(3, 150)]
     raise KeyError(name)
 
 
@@ -134,6 +140,7 @@ WORKLOADS = {
     "modular": (modular, True),
     "attention": (attention, True),
     "reductions_more": (reductions_more, True),
+    "cross_entropy_rows": (cross_entropy, True), "layernorm_rows": (layernorm, True),
 }
 DTYPES = ("float32", "float64")
 CASES = [(name, dtype) for name in WORKLOADS for dtype in DTYPES]
@@ -214,6 +221,11 @@ def compile_ptx() -> dict:
     for perm in [(1, 0), (2, 0, 1)]:
         jobs.append((emit_cuda_transpose(perm), transpose_entry(perm),
                      (array("float32", len(perm)),) * 2 + (types.int64,) * len(perm)))
+    # Buffers set to a reduction's identity on the device (issue 13).
+    from fusegrad.codegen.cuda import FILL_ENTRY, emit_cuda_fill
+    for dtype in ("float32", "float64", "int64"):
+        jobs.append((emit_cuda_fill(), FILL_ENTRY,
+                     (array(dtype, 1), numba.from_dtype(np.dtype(dtype)))))
     failures = []
     for source, entry, signature in set(jobs):
         try:
@@ -310,6 +322,16 @@ def test_cuda_kernels_are_source_files_in_the_cache(simulated):
     loop_kernels = [s for s in sources if "cuda.grid(1)" in s and "def k" in s]
     assert loop_kernels and all("@cuda.jit(cache=True)" in s for s in loop_kernels)
     assert not any("njit" in s or "prange" in s for s in loop_kernels)
+
+
+def test_long_rows_run_a_block_per_row(simulated):
+    """Row kernels over rows of 150 spread each row over a block's threads, and
+    combine its reductions in shared memory; rows of 5 stay one thread's each."""
+    sources = simulated["cached_sources"]
+    blocked = [s for s in sources if "for i1 in range(lane, n1, BLOCK):" in s]
+    assert blocked and all("_rows = cuda.shared.array(BLOCK" in s for s in blocked)
+    assert all("range(cuda.blockIdx.x, n0, cuda.gridDim.x)" in s for s in blocked)
+    assert any("for i1 in range(n1):" in s and "cuda.grid(1), n0," in s for s in sources)
 
 
 def test_cuda_dump_says_how_library_calls_run(simulated):

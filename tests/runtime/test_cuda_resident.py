@@ -1,0 +1,324 @@
+"""Device-resident arrays on the CUDA target (issue 13): device arrays in, device
+arrays out, nothing across the bus; the MLP example training on the device.
+
+No GPU here: like tests/codegen/test_cuda.py, this file runs itself as a script
+under Numba's CUDA simulator (which must be switched on before numba.cuda is first
+imported, and other tests import it first), prints what it saw as JSON, and the
+tests check it. The simulator's device arrays (`numba.cuda.to_device`) are the
+device arrays: CuPy and torch are not installed, and need a real GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fusegrad as fg
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def loss(x, y):
+    return (x * y).sum() + (x ** 2).mean()
+
+
+def product(x, y):       # d/dx is y itself: the gradient must come back as a copy
+    return (x * y).sum()
+
+
+def tree(params, x):
+    return (fg.tanh(x @ params["w"] + params["b"]) ** 2).sum()
+
+
+def host(a):
+    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+
+
+def describe(outputs) -> list:
+    """(value, grads) as [type, shape, dtype, data] per array."""
+    value, grads = outputs
+    leaves = [value, *(grads.values() if isinstance(grads, dict) else grads)]
+    return [[type(a).__name__, list(a.shape), str(a.dtype), host(a).ravel().tolist()]
+            for a in leaves]
+
+
+def error_of(call) -> list:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 -- the test checks which
+        return [type(error).__name__, str(error)]
+    return [None, ""]
+
+
+# ---------------------------------------------------------------- the subprocess side
+
+def resident() -> dict:
+    from numba import cuda
+
+    from fusegrad.runtime import cuda as runtime_cuda
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 150)), rng.standard_normal((2, 150))
+    f = fg.compile_grad(loss, device="cuda")
+    out: dict = {"numpy": describe(f(x, y))}
+    dx, dy = cuda.to_device(x), cuda.to_device(y)
+    f(dx, dy)                                  # compiled and warm
+    before = dict(runtime_cuda.bus_copies)
+    out["device"] = describe(f(dx, dy))
+    out["bus_copies"] = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    out["mixed"] = describe(f(dx, y))
+    out["strided"] = describe(f(cuda.to_device(np.concatenate([x, y], 1))[:, :150], dy))
+    out["inputs_unchanged"] = bool((dx.copy_to_host() == x).all() and (dy.copy_to_host() == y).all())
+    g = fg.compile_grad(product, device="cuda")
+    _, (gx, _) = g(dx, dy)
+    gx[0, 0] = 1e9                             # the caller may write to what comes back
+    out["grad_is_a_copy"] = bool((dy.copy_to_host() == y).all())
+    w, b, xs = rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal((5, 3))
+    t = fg.compile_grad(tree, device="cuda", wrt=0)
+    out["tree_numpy"] = describe(t({"w": w, "b": b}, xs))
+    out["tree_device"] = describe(t({"w": cuda.to_device(w), "b": cuda.to_device(b)},
+                                    cuda.to_device(xs)))
+    out["scalar"] = describe(fg.compile_grad(lambda s, v: (s * v).sum(), device="cuda")(
+        cuda.to_device(np.array(2.0)), dy))
+    out["float16"] = error_of(lambda: f(cuda.to_device(x.astype(np.float16)), dy))
+    out["shape"] = error_of(lambda: f(dx, cuda.to_device(np.ones((2, 3)))))
+    out["cpu_target"] = error_of(lambda: fg.compile_grad(loss)(dx, y))
+    return out
+
+
+def train() -> dict:
+    """The example, then what it left in the kernel cache and the dump of its loss."""
+    from fusegrad.runtime import cache, loader
+    from fusegrad.runtime import cuda as runtime_cuda
+    example = runpy.run_path(str(ROOT / "examples" / "train_mlp.py"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        example["main"](steps=2, device="cuda", batch=16, hidden=4, every=2)
+    out = {"printed": printed.getvalue(), "bus_copies": dict(runtime_cuda.bus_copies)}
+    directory = Path(os.environ["FUSEGRAD_CACHE_DIR"])
+    files = sorted(p.name for p in directory.glob("k_*.py"))
+    # As a new process would: the kernels' modules forgotten, compiled again, from
+    # the files on disk (the simulator has no compiled code to cache: Numba's part,
+    # numba_cache.KernelLocator, is checked where numba-cuda is installed).
+    written = cache._written
+    loader._modules.clear()
+    f = fg.compile_grad(example["mlp_loss"], wrt=(1, 2, 3, 4), device="cuda")
+    x, y, params = example["data"](np.random.default_rng(0), 16, 4)
+    f(x, *params, y)
+    out["cache"] = {"files": files, "written_again": cache._written - written,
+                    "files_after": sorted(p.name for p in directory.glob("k_*.py")),
+                    "sources": [(directory / name).read_text() for name in files]}
+    out["dump"] = f.dump(x, *params, y)
+    return out
+
+
+def eager() -> dict:
+    """The seeds' CUDA programs (000 and 004), and what eager CUDA tensors hold."""
+    from fusegrad.autograd import Variable
+    from fusegrad.runtime import cuda as runtime_cuda
+    out: dict = {}
+    x = Variable((fg.ones(1) * 3).cuda(), requires_grad=True)      # seed 000, cuda scalar
+    y = Variable((fg.ones(1) * 4).cuda(), requires_grad=True)
+    z = x.pow(2) + 3 * y.pow(2)
+    z.backward()
+    out["scalar"] = [repr(x.grad), repr(y.grad), repr(z)]
+    x = Variable(fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda(), requires_grad=True)   # cuda matrix
+    y = Variable(fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda(), requires_grad=True)
+    z = x.mm(y.t())
+    z.backward(fg.ones(2, 2).cuda(0, non_blocking=True))
+    out["matrix"] = [repr(x.grad), repr(y.grad), repr(z)]
+    out["storage"] = sorted({type(t._data).__name__ for t in (x, y, z, x.grad, y.grad)})
+    c = Variable(fg.tensor([1.0, -2.0, 0.5]), requires_grad=True)   # seed 004: a copy to the GPU
+    d = c.cuda()
+    (d * 2).sum().backward()
+    out["copy"] = [repr(d), repr(c.grad), type(c.grad._data).__name__]
+    # After a first run (compiles), ops and their backward on the device copy nothing
+    # back, and only the implicit seed of backward() (one element) over.
+    w = fg.randn(4, 3, device="cuda", requires_grad=True)
+    inputs = fg.randn(5, 4).to("cuda")
+    for _ in range(2):
+        before = dict(runtime_cuda.bus_copies)
+        loss = (fg.tanh(inputs @ w) ** 2).mean()
+        loss.backward()
+        out["bus_copies"] = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    expected = (np.tanh(inputs.cpu().numpy() @ w.detach().cpu().numpy()) ** 2).mean()
+    out["mlp"] = [float(loss), float(expected), str(w.grad.device), list(w.grad.shape)]
+    a = fg.ones(3, device="cuda", requires_grad=True)
+    (a * 2).sum().backward()
+    (a * 3).sum().backward()                  # gradients accumulate on the device
+    out["accumulated"] = [a.grad.tolist(), type(a.grad._data).__name__]
+    m = fg.Tensor([[1, 2, 3], [4, 5, 6]]).cuda()
+    out["device"] = [str(m.device), m.is_cuda, str(m.cpu().device), m.cpu().tolist(), m[1].tolist(),
+                     str(fg.zeros(2, device="cuda").device), m.sum().item()]
+    out["mixed"] = error_of(lambda: m + fg.ones(2, 3))
+    out["numpy"] = error_of(lambda: m.numpy())
+    out["inplace"] = error_of(lambda: m.add_(1))
+    compiled = fg.compile_grad(lambda a: (a * a).sum(), device="cuda")
+    value, (grad,) = compiled(fg.tensor([1.0, 2.0], device="cuda"))
+    out["compiled"] = [type(grad).__name__, host(grad).tolist()]
+    return out
+
+
+def start(mode: str, tmp_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path), PYTHONWARNINGS="ignore",
+               NUMBA_ENABLE_CUDASIM="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, __file__, mode], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def report_of(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, f"{process.args[-1]} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    return json.loads(stdout.splitlines()[-1])
+
+
+MODES = ("resident", "train", "eager")
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    processes = {mode: start(mode, tmp_path_factory.mktemp(mode)) for mode in MODES}
+    return {mode: report_of(process) for mode, process in processes.items()}
+
+
+# ---------------------------------------------------------------- the tests
+
+def arrays(described) -> list[np.ndarray]:
+    return [np.array(data, dtype).reshape(shape) for _, shape, dtype, data in described]
+
+
+def test_device_arrays_in_device_arrays_out(reports):
+    report = reports["resident"]
+    assert {kind for kind, *_ in report["numpy"]} == {"ndarray"}
+    assert {kind for kind, *_ in report["device"]} == {"FakeCUDAArray"}
+    assert report["device"][0][1] == []                       # the value is 0-d, as on the host
+    for got, expected in zip(arrays(report["device"]), arrays(report["numpy"])):
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_a_call_on_device_arrays_copies_nothing_across_the_bus(reports):
+    assert reports["resident"]["bus_copies"] == {"host_to_device": 0, "device_to_host": 0}
+
+
+def test_mixed_strided_and_pytree_arguments(reports):
+    report = reports["resident"]
+    for case in ("mixed", "strided"):   # a NumPy array beside a device one; a strided view
+        assert {kind for kind, *_ in report[case]} == {"FakeCUDAArray"}, case
+        for got, expected in zip(arrays(report[case]), arrays(report["numpy"])):
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert [k for k, *_ in report["tree_device"]] == ["FakeCUDAArray"] * 3
+    for got, expected in zip(arrays(report["tree_device"]), arrays(report["tree_numpy"])):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    (value, grad) = arrays(report["scalar"])[:2]
+    assert grad.shape == () and value.shape == ()
+
+
+def test_inputs_are_never_written_nor_returned(reports):
+    report = reports["resident"]
+    assert report["inputs_unchanged"]
+    assert report["grad_is_a_copy"]
+
+
+def test_device_array_errors_name_the_problem(reports):
+    report = reports["resident"]
+    kind, message = report["float16"]
+    assert kind == "DTypeError" and "float16" in message and "(2, 150)" in message
+    kind, message = report["shape"]
+    assert kind == "ShapeError" and "mul" in message and "(2, 150)" in message and "(2, 3)" in message
+    kind, message = report["cpu_target"]
+    assert kind == "ArgumentError" and "argument 0 (x)" in message and "device='cuda'" in message
+
+
+def test_train_mlp_on_the_device_matches_the_cpu(reports):
+    example = runpy.run_path(str(ROOT / "examples" / "train_mlp.py"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        example["main"](steps=2, device="cpu", batch=16, hidden=4, every=2)
+    losses = [line for line in printed.getvalue().splitlines() if "loss" in line]
+    report = reports["train"]
+    assert [line for line in report["printed"].splitlines() if "loss" in line] == losses
+    assert len(losses) == 2
+    # The loss is the caller's copy; the compiled function itself moved nothing.
+    assert report["bus_copies"] == {"host_to_device": 0, "device_to_host": 0}
+
+
+def test_cuda_kernels_are_cached_on_disk_and_reused(reports):
+    cached = reports["train"]["cache"]
+    assert cached["files"] and cached["files_after"] == cached["files"]
+    assert cached["written_again"] == 0
+    assert any("def matmul_float32(" in s for s in cached["sources"])
+    assert any("def fill(" in s for s in cached["sources"])     # column sums start at 0
+    assert all("@cuda.jit(cache=True)" in s for s in cached["sources"])
+
+
+def test_cuda_dump_shows_sources_and_launch_configuration(reports):
+    dump = reports["train"]["dump"]
+    assert "launched on 1 block of 128 threads" in dump
+    assert "_epilogue on 1 block" in dump
+    assert "# library kernels on the device" in dump and "def matmul_float32(" in dump
+    assert "matmul to float32[16, 4]: grid 1x1 of 16x16 threads" in dump
+    assert "transpose to float32" in dump and "def transpose_1_0(" in dump
+    # Without CuPy (and always on the simulator) products run on fusegrad's kernel,
+    # and the plan says why.
+    assert "a tiled shared-memory CUDA kernel, grid 1x1 of 16x16 threads (CuPy is not installed" in dump
+
+
+def test_numba_cuda_caches_kernels_beside_their_files(tmp_path, monkeypatch):
+    """Where numba-cuda is installed (it has its own copy of Numba's caching), its
+    compiled kernels go to fusegrad's cache directory, as the CPU's do."""
+    import importlib.util
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") or importlib.util.find_spec("numba.cuda.core") is None:
+        pytest.skip("numba-cuda is not installed (the built-in numba.cuda caches as the CPU does)")
+    from numba.cuda.core import caching
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    from fusegrad.codegen.cuda import FILL_ENTRY, emit_cuda_fill
+    from fusegrad.runtime import numba_cache
+    from fusegrad.runtime.cuda import load   # installs the locator
+    assert caching.CacheImpl._locator_classes[0] is numba_cache.KernelLocator
+    kernel = load(emit_cuda_fill() + "\n# a file of this test's own\n", FILL_ENTRY)
+    cache = getattr(kernel._cache, "_inner", kernel._cache)
+    assert isinstance(cache._impl._locator, numba_cache.KernelLocator)
+    assert Path(cache._cache_path).parent == tmp_path
+
+
+def test_the_seeds_cuda_programs_print_the_seeds_numbers(reports):
+    report = reports["eager"]
+    assert report["scalar"] == ["tensor([6.], device='cuda:0')", "tensor([24.], device='cuda:0')",
+                                "tensor([57.], device='cuda:0', grad_fn=<AddBackward0>)"]
+    grad = "tensor([[5., 7., 9.],\n        [5., 7., 9.]], device='cuda:0')"
+    assert report["matrix"] == [grad, grad, "tensor([[14., 32.],\n        [32., 77.]], "
+                                            "device='cuda:0', grad_fn=<MmBackward0>)"]
+    assert report["copy"] == ["tensor([ 1.0000, -2.0000,  0.5000], device='cuda:0', "
+                              "grad_fn=<ToCopyBackward0>)", "tensor([2., 2., 2.])", "ndarray"]
+
+
+def test_eager_cuda_tensors_keep_their_data_on_the_device(reports):
+    report = reports["eager"]
+    assert report["storage"] == ["FakeCUDAArray"]      # leaves, results and gradients
+    assert report["bus_copies"] == {"host_to_device": 1, "device_to_host": 0}
+    value, expected, device, shape = report["mlp"]
+    assert value == pytest.approx(expected, rel=1e-6) and device == "cuda:0" and shape == [4, 3]
+    assert report["device"] == ["cuda:0", True, "cpu", [[1, 2, 3], [4, 5, 6]], [4, 5, 6],
+                                "cuda:0", 21]
+    assert report["compiled"] == ["FakeCUDAArray", [2.0, 4.0]]
+    assert report["accumulated"] == [[5.0, 5.0, 5.0], "FakeCUDAArray"]
+
+
+def test_eager_cuda_errors(reports):
+    report = reports["eager"]
+    assert report["mixed"][0] == "RuntimeError" and "same device" in report["mixed"][1]
+    assert report["numpy"][0] == "TypeError" and "Tensor.cpu()" in report["numpy"][1]
+    assert report["inplace"][0] == "UnsupportedError" and "x = x + y" in report["inplace"][1]
+
+
+if __name__ == "__main__":
+    print(json.dumps(globals()[sys.argv[1]]()))

@@ -140,7 +140,7 @@ def eager() -> dict:
     (d * 2).sum().backward()
     out["copy"] = [repr(d), repr(c.grad), type(c.grad._data).__name__]
     # After a first run (compiles), ops and their backward on the device copy nothing
-    # back, and only the implicit seed of backward() (one element) over.
+    # across the bus (backward()'s implicit seed is on the device already).
     w = fg.randn(4, 3, device="cuda", requires_grad=True)
     inputs = fg.randn(5, 4).to("cuda")
     for _ in range(2):
@@ -159,10 +159,71 @@ def eager() -> dict:
                      str(fg.zeros(2, device="cuda").device), m.sum().item()]
     out["mixed"] = error_of(lambda: m + fg.ones(2, 3))
     out["numpy"] = error_of(lambda: m.numpy())
-    out["inplace"] = error_of(lambda: m.add_(1))
     compiled = fg.compile_grad(lambda a: (a * a).sum(), device="cuda")
     value, (grad,) = compiled(fg.tensor([1.0, 2.0], device="cuda"))
     out["compiled"] = [type(grad).__name__, host(grad).tolist()]
+    return out
+
+
+def sgd_steps(device: str, steps: int = 3) -> tuple[list, dict]:
+    """An eager PyTorch-style training loop; its printed losses, and the bus copies
+    of its last step (on the device: the printed loss only)."""
+    from fusegrad.runtime import cuda as runtime_cuda
+    rng = np.random.default_rng(1)
+    x = fg.tensor(rng.standard_normal((8, 3)), dtype=fg.float32).to(device)
+    y = fg.tensor(rng.standard_normal((8, 1)), dtype=fg.float32).to(device)
+    w1 = fg.tensor(rng.standard_normal((3, 4)), dtype=fg.float32).to(device).requires_grad_()
+    b1 = fg.zeros(4, device=device, requires_grad=True)
+    w2 = fg.tensor(rng.standard_normal((4, 1)), dtype=fg.float32).to(device).requires_grad_()
+    velocity = fg.zeros(3, 4, device=device)
+    losses, lr = [], 0.1
+    for step in range(steps):
+        before = dict(runtime_cuda.bus_copies)
+        loss = ((fg.tanh(x @ w1 + b1) @ w2 - y) ** 2).mean()
+        loss.backward()
+        with fg.no_grad():
+            velocity.mul_(0.9).add_(w1.grad)          # momentum, in place
+            w1 -= lr * velocity
+            b1.sub_(b1.grad, alpha=lr)
+            w2.data -= lr * w2.grad
+            w1.grad.zero_()
+            b1.grad = None
+            w2.grad.fill_(0)
+        losses.append(f"{float(loss):.6f}")
+        copies = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    return losses + [w1.cpu().tolist(), b1.cpu().tolist(), w2.cpu().tolist()], copies
+
+
+def inplace() -> dict:
+    """In-place ops on CUDA tensors (s3 item 1): beside the same ops on the CPU."""
+    out: dict = {}
+    out["sgd"], out["sgd_copies"] = sgd_steps("cuda")
+    out["sgd_cpu"], _ = sgd_steps("cpu")
+
+    def recorded(device):   # autograd through an in-place op, as on the CPU
+        w = fg.tensor([[1.0, -2.0], [0.5, 3.0]], device=device, requires_grad=True)
+        h = w * 2
+        h.mul_(w).add_(1)
+        h[0, 1] = 7.0
+        h.sum().backward()
+        m = fg.zeros(2, 3, device=device)
+        m[0] = 5.0
+        m[:, 1] = fg.tensor([8.0, 9.0], device=device)
+        m[-1, -1] = fg.tensor(4.0, device=device)
+        m.copy_(m + fg.ones(2, 3).to(device))
+        c = fg.ones(2, 3, device=device)
+        c.copy_(fg.full((2, 3), 6.0))               # from the CPU, as PyTorch's copy_
+        return [h.cpu().tolist(), w.grad.cpu().tolist(), repr(h.grad_fn)[:20],
+                m.cpu().tolist(), c.cpu().tolist(), h._version, m._version]
+    out["recorded"] = [recorded("cuda"), recorded("cpu")]
+
+    def errors(device):
+        leaf = fg.ones(3, device=device, requires_grad=True)
+        other = fg.full((3,), 2.0, device=device)
+        product = (leaf * other).sum()
+        other.mul_(2)                                # read by the recorded product
+        return [error_of(lambda: leaf.add_(1)), error_of(product.backward)]
+    out["errors"] = [errors("cuda"), errors("cpu")]
     return out
 
 
@@ -180,7 +241,7 @@ def report_of(process: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[-1])
 
 
-MODES = ("resident", "train", "eager")
+MODES = ("resident", "train", "eager", "inplace")
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +365,7 @@ def test_the_seeds_cuda_programs_print_the_seeds_numbers(reports):
 def test_eager_cuda_tensors_keep_their_data_on_the_device(reports):
     report = reports["eager"]
     assert report["storage"] == ["FakeCUDAArray"]      # leaves, results and gradients
-    assert report["bus_copies"] == {"host_to_device": 1, "device_to_host": 0}
+    assert report["bus_copies"] == {"host_to_device": 0, "device_to_host": 0}
     value, expected, device, shape = report["mlp"]
     assert value == pytest.approx(expected, rel=1e-6) and device == "cuda:0" and shape == [4, 3]
     assert report["device"] == ["cuda:0", True, "cpu", [[1, 2, 3], [4, 5, 6]], [4, 5, 6],
@@ -317,7 +378,29 @@ def test_eager_cuda_errors(reports):
     report = reports["eager"]
     assert report["mixed"][0] == "RuntimeError" and "same device" in report["mixed"][1]
     assert report["numpy"][0] == "TypeError" and "Tensor.cpu()" in report["numpy"][1]
-    assert report["inplace"][0] == "UnsupportedError" and "x = x + y" in report["inplace"][1]
+
+
+def test_eager_training_loop_in_place_on_the_device_matches_the_cpu(reports):
+    """`with no_grad(): p -= lr * p.grad` and friends write the device arrays: the
+    same losses, step by step, as on the CPU, and per step only the printed loss
+    crosses the bus."""
+    report = reports["inplace"]
+    *losses, w1, b1, w2 = report["sgd"]
+    *cpu_losses, cpu_w1, cpu_b1, cpu_w2 = report["sgd_cpu"]
+    assert losses == cpu_losses and len(losses) == 3 and losses[2] < losses[0]
+    for got, expected in ((w1, cpu_w1), (b1, cpu_b1), (w2, cpu_w2)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert report["sgd_copies"] == {"host_to_device": 0, "device_to_host": 1}
+
+
+def test_recorded_in_place_ops_and_assignment_on_the_device_as_on_the_cpu(reports):
+    on_device, on_cpu = reports["inplace"]["recorded"]
+    assert on_device == on_cpu
+    assert on_device[1] == [[4.0, -0.0], [2.0, 12.0]]     # through mul_, add_ and h[0, 1] = 7
+    assert on_device[3] == [[6.0, 9.0, 6.0], [1.0, 10.0, 5.0]]
+    cuda_errors, cpu_errors = reports["inplace"]["errors"]
+    assert cuda_errors == cpu_errors
+    assert "leaf Variable" in cuda_errors[0][1] and "modified by an inplace" in cuda_errors[1][1]
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from fusegrad.codegen.cuda import (BLOCK, FILL_ENTRY, MATMUL_TILE, MAX_BATCH_BLO
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
 from fusegrad.runtime import numba_cache, stats
-from fusegrad.runtime.device_arrays import as_numba, to_cupy, wants_cupy
+from fusegrad.runtime.device_arrays import as_numba, device_copy_into, to_cupy, wants_cupy
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
 from fusegrad.runtime.loader import load, source_path
@@ -363,9 +363,11 @@ def _device_input(array):
     at least 1-d, on the caller's memory (kernels never write their inputs)."""
     array = as_numba(array)
     if not array.is_c_contiguous():
-        # Rare (a strided view): the kernels index C-contiguous arrays. Numba has no
-        # device-side gather for it, so the copy goes through the host.
-        array = _to_device(np.ascontiguousarray(_to_host(array)))
+        # A strided view (a slice, a transposed or expanded eager tensor): the kernels
+        # index C-contiguous arrays, so a contiguous copy, made on the device.
+        copy = cuda.device_array(array.shape, array.dtype)
+        device_copy_into(copy, array)
+        array = copy
     return array.reshape(1) if array.ndim == 0 else array
 
 

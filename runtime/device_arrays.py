@@ -59,3 +59,15 @@ def to_cupy(array):
     """A Numba device array as a CuPy array on the same memory (no copy)."""
     import cupy
     return cupy.asarray(array)
+
+
+def device_copy_into(target, source) -> None:
+    """Write the Numba device array `source` (same shape; any dtype, cast as NumPy's
+    unsafe casting) into the Numba device array `target`, on the device (issue 13, s3)."""
+    if hasattr(target, "_ary"):   # the simulator's arrays wrap NumPy's
+        np.copyto(target._ary, source._ary, casting="unsafe")
+    elif (source.dtype == target.dtype and target.is_c_contiguous()
+          and source.is_c_contiguous()):
+        target.copy_to_device(source)            # cuMemcpyDtoD
+    else:   # strided (a view), or a cast: Numba's assignment kernel, on the device
+        target[()] = source   # (`()`: the whole array; Numba's indexing has no `...`)

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from fusegrad.runtime import devices as cuda_check
-from fusegrad.runtime.device_arrays import as_numba, is_device_array
+from fusegrad.runtime.device_arrays import as_numba, device_copy_into, is_device_array
 from fusegrad.tracer import dtypes
 
 CPU = dtypes.device("cpu")
@@ -70,14 +70,7 @@ def copy_into(target: Any, source: Any) -> None:
     if not on_device(target):
         np.copyto(target, source, casting="unsafe")
         return
-    target, source = as_numba(target), as_numba(source)
-    if _simulated(target):   # the simulator's arrays wrap NumPy's
-        np.copyto(target._ary, source._ary, casting="unsafe")
-    elif (source.dtype == target.dtype and target.is_c_contiguous()
-          and source.is_c_contiguous()):
-        target.copy_to_device(source)            # cuMemcpyDtoD
-    else:   # strided (a view), or a cast: Numba's assignment kernel, on the device
-        target[...] = source
+    device_copy_into(as_numba(target), as_numba(source))
 
 
 def copy_of(data: Any) -> Any:
@@ -123,3 +116,55 @@ _ONES: dict = {}
 
 def _simulated(array: Any) -> bool:
     return hasattr(array, "_ary")   # numba.cuda.simulator's FakeCUDAArray
+
+
+# ---------------------------------------------------------------- views of device storage (issue 13, s3 item 2)
+# A slice, reshape, transpose or expand of a CUDA tensor is a view of its device
+# array (new shape and strides over the same memory), as on the CPU; a write through
+# it is seen by the base. Where no view exists (a reshape of a strided array) the op
+# runs as a kernel and its result is a copy, as PyTorch's reshape is.
+
+VIEW_PRIMITIVES = ("reshape", "transpose", "slice", "broadcast_to")
+
+
+def device_view(array: Any, node) -> Any:
+    """The view of the device array `array` that the layout node `node` computes, or
+    None where it is not a view of it."""
+    name, attrs = node.primitive.name, node.attrs
+    shape = tuple(node.out.shape)
+    if name == "reshape":
+        if shape == tuple(array.shape):
+            return array
+        if array.is_c_contiguous():
+            return array.reshape(shape)
+        if [d for d in shape if d != 1] != [d for d in array.shape if d != 1]:
+            return None   # (a strided array's reshape that would merge or split axes: a copy)
+        if _simulated(array):   # only length-1 axes come or go: NumPy's reshape is a view
+            return type(array)(array._ary.reshape(shape))
+        kept = iter(s for d, s in zip(array.shape, array.strides) if d != 1)
+        return _strided(array, shape, tuple(next(kept) if d != 1 else array.dtype.itemsize
+                                            for d in shape))
+    if name == "slice":
+        if any(step <= 0 for _, _, step in attrs["index"]):
+            return None   # (negative steps: a kernel; Numba's views take positive ones)
+        return array[tuple(slice(*triple) for triple in attrs["index"])]
+    if name == "transpose":
+        perm = attrs["perm"] or tuple(reversed(range(array.ndim)))
+        if _simulated(array):
+            return type(array)(np.transpose(array._ary, perm))
+        return _strided(array, shape, tuple(array.strides[p] for p in perm))
+    if name == "broadcast_to":
+        if _simulated(array):
+            return type(array)(np.broadcast_to(array._ary, shape))
+        lead = len(shape) - array.ndim
+        strides = (0,) * lead + tuple(0 if size == 1 and shape[lead + i] != 1 else stride
+                                      for i, (size, stride) in enumerate(zip(array.shape,
+                                                                             array.strides)))
+        return _strided(array, shape, strides)
+    return None
+
+
+def _strided(array: Any, shape: tuple, strides: tuple) -> Any:
+    """A Numba device array over `array`'s memory, from its first element (numba's
+    transpose is a copying kernel, and it has no broadcast)."""
+    return type(array)(shape=shape, strides=strides, dtype=array.dtype, gpu_data=array.gpu_data)

@@ -238,6 +238,8 @@ class Tensor(TensorState):
         return self
 
     def is_contiguous(self) -> bool:
+        if on_device(self._data):   # (a view's layout, read without a copy to the host)
+            return bool(self._data.is_c_contiguous())
         return bool(self._eager_data().flags.c_contiguous)
 
     def clone(self):
@@ -247,8 +249,7 @@ class Tensor(TensorState):
     def _copy(self, grad_fn: str):
         """A recorded copy with storage (and a version) of its own."""
         result = apply(_identity, self, grad_fn=grad_fn)
-        if not on_device(result._data):   # (on the device the op's result is a copy already)
-            result._data = np.array(self._data)
+        result._data = copy_of(self._data)   # (the op's result is a view: the identity)
         result._version_counter = Version()
         if result._grad_fn is not None:
             result._grad_fn.saved = [result._saved()]
@@ -340,7 +341,8 @@ class Tensor(TensorState):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
         if (self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index)
-                or on_device(self._data)):   # on the GPU: an op, whose result is a copy
+                or on_device(self._data)):   # on the GPU: an op, whose result is a view
+            # of the device array (executor._views_on_device)
             result = F.getitem(self, index)
             if not self._mode.traced and executor_views.base_of(result) is self:
                 # A recorded view of a base: an in-place op on it is written through
@@ -391,7 +393,7 @@ class Tensor(TensorState):
             if on_device(value) and tuple(value.shape) == tuple(region.shape):
                 copy_into(region, value)
             else:   # Numba's assignment kernel broadcasts the value, on the device
-                region[...] = value
+                region[()] = value   # (`()`: all of it; Numba's indexing has no `...`)
             self._version_counter.bump()
             return
         self._assign(F.index_update(self, index, value, "set"), checked=True)

@@ -224,7 +224,34 @@ def inplace() -> dict:
         other.mul_(2)                                # read by the recorded product
         return [error_of(lambda: leaf.add_(1)), error_of(product.backward)]
     out["errors"] = [errors("cuda"), errors("cpu")]
+    out["views"] = [views("cuda"), views("cpu")]
     return out
+
+
+def views(device: str) -> list:
+    """Views of a CUDA tensor share its device array (s3 item 2): writes through them
+    reach the base; gradients flow through them; kernels read them without the bus."""
+    from fusegrad.runtime import cuda as runtime_cuda
+    base = fg.arange(12, dtype=fg.float32).reshape(3, 4).to(device)
+    row, column, t, flat = base[1], base[:, 2], base.t(), base.view(-1)
+    expanded, unsqueezed = base[0:1].expand(2, 4), base.unsqueeze(0).squeeze(0)
+    kinds = [type(x._data).__name__ for x in (row, column, t, flat, expanded, unsqueezed)]
+    row.mul_(10)
+    column += 1
+    t[0, 0] = -1.0
+    flat[11] = 99.0
+    clone = base.clone()
+    clone.zero_()                               # a clone is storage of its own
+    w = fg.arange(6, dtype=fg.float32).reshape(2, 3).to(device).requires_grad_()
+    y = (w.t()[1:] * fg.tensor([[1.0, 2.0], [3.0, 4.0]]).to(device)).sum() + \
+        (w[:, None, :].expand(2, 2, 3) ** 2).sum()
+    y.backward()
+    before = dict(runtime_cuda.bus_copies)
+    product = base.t() @ base[:, :2]             # strided operands, copied on the device
+    copies = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    return [kinds, base.cpu().tolist(), expanded.cpu().tolist(), t.cpu().tolist(),
+            [base._version, row._version, t.is_contiguous()], w.grad.cpu().tolist(),
+            product.cpu().tolist(), copies]
 
 
 def start(mode: str, tmp_path: Path) -> subprocess.Popen:
@@ -401,6 +428,16 @@ def test_recorded_in_place_ops_and_assignment_on_the_device_as_on_the_cpu(report
     cuda_errors, cpu_errors = reports["inplace"]["errors"]
     assert cuda_errors == cpu_errors
     assert "leaf Variable" in cuda_errors[0][1] and "modified by an inplace" in cuda_errors[1][1]
+
+
+def test_views_of_cuda_tensors_share_the_device_array(reports):
+    on_device, on_cpu = reports["inplace"]["views"]
+    assert on_device[0] == ["FakeCUDAArray"] * 6 and on_cpu[0] == ["ndarray"] * 6
+    assert on_device[1:] == on_cpu[1:]
+    assert on_device[1] == [[-1.0, 1.0, 3.0, 3.0], [40.0, 50.0, 61.0, 70.0], [8.0, 9.0, 11.0, 99.0]]
+    assert on_device[4] == [4, 4, False]                   # one version counter; t() is strided
+    assert on_device[5] == [[0.0, 5.0, 11.0], [12.0, 18.0, 24.0]]
+    assert on_device[7] == {"host_to_device": 0, "device_to_host": 0}
 
 
 if __name__ == "__main__":

@@ -90,7 +90,19 @@ def resident() -> dict:
     out["float16"] = error_of(lambda: f(cuda.to_device(x.astype(np.float16)), dy))
     out["shape"] = error_of(lambda: f(dx, cuda.to_device(np.ones((2, 3)))))
     out["cpu_target"] = error_of(lambda: fg.compile_grad(loss)(dx, y))
+    out["dlpack"] = error_of(lambda: f(CudaDLPack(), dy))
     return out
+
+
+class CudaDLPack:
+    """An array that offers only DLPack, from CUDA memory (as a JAX GPU array does)."""
+    shape, dtype = (2, 150), np.dtype(np.float64)
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("taken through CuPy, never read here")
+
+    def __dlpack_device__(self):
+        return (2, 0)   # kDLCUDA, device 0
 
 
 def train() -> dict:
@@ -246,12 +258,17 @@ def views(device: str) -> list:
     y = (w.t()[1:] * fg.tensor([[1.0, 2.0], [3.0, 4.0]]).to(device)).sum() + \
         (w[:, None, :].expand(2, 2, 3) ** 2).sum()
     y.backward()
+    v = fg.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], device=device, requires_grad=True)
+    h = v * 1
+    h[0].mul_(3)                                 # recorded, through views of h
+    h[:, 1:] += v[:, :2] * 2
+    (h ** 2).sum().backward()
     before = dict(runtime_cuda.bus_copies)
     product = base.t() @ base[:, :2]             # strided operands, copied on the device
     copies = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
     return [kinds, base.cpu().tolist(), expanded.cpu().tolist(), t.cpu().tolist(),
             [base._version, row._version, t.is_contiguous()], w.grad.cpu().tolist(),
-            product.cpu().tolist(), copies]
+            product.cpu().tolist(), copies, v.grad.cpu().tolist()]
 
 
 def start(mode: str, tmp_path: Path) -> subprocess.Popen:
@@ -324,6 +341,15 @@ def test_device_array_errors_name_the_problem(reports):
     assert kind == "ShapeError" and "mul" in message and "(2, 150)" in message and "(2, 3)" in message
     kind, message = report["cpu_target"]
     assert kind == "ArgumentError" and "argument 0 (x)" in message and "device='cuda'" in message
+
+
+def test_dlpack_only_arrays_go_through_cupy_or_are_refused_clearly(reports):
+    from fusegrad.runtime.device_arrays import is_cuda_dlpack, is_device_array
+    assert is_cuda_dlpack(CudaDLPack()) and is_device_array(CudaDLPack())
+    assert not is_cuda_dlpack(np.ones(3))         # NumPy speaks DLPack too, from the CPU
+    kind, message = reports["resident"]["dlpack"]   # (CuPy is not installed here)
+    assert kind == "UnsupportedError" and "CudaDLPack" in message and "cupy" in message
+    assert "__cuda_array_interface__" in message
 
 
 def test_train_mlp_on_the_device_matches_the_cpu(reports):
@@ -438,6 +464,7 @@ def test_views_of_cuda_tensors_share_the_device_array(reports):
     assert on_device[4] == [4, 4, False]                   # one version counter; t() is strided
     assert on_device[5] == [[0.0, 5.0, 11.0], [12.0, 18.0, 24.0]]
     assert on_device[7] == {"host_to_device": 0, "device_to_host": 0}
+    assert on_device[8] == [[50.0, 100.0, 78.0], [60.0, 90.0, 32.0]]
 
 
 if __name__ == "__main__":

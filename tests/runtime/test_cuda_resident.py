@@ -237,6 +237,43 @@ def inplace() -> dict:
         return [error_of(lambda: leaf.add_(1)), error_of(product.backward)]
     out["errors"] = [errors("cuda"), errors("cpu")]
     out["views"] = [views("cuda"), views("cpu")]
+    out["reductions"] = reductions()
+    return out
+
+
+def middle_reductions(x):
+    """Reductions the loop kernels do not take: a middle axis, axes apart, keepdims."""
+    return ((x.sum(axis=1) ** 2).sum() + x.max(axis=(0, 2)).sum()
+            + (fg.min(x, axis=1, keepdims=True) * x).sum())
+
+
+def reductions() -> dict:
+    """Middle-axis reductions run on the device (s3 item 4), as the CPU computes them
+    (eagerly here: NumPy's numbers, with no CPU kernels to compile)."""
+    from numba import cuda
+
+    from fusegrad.runtime import cuda as runtime_cuda
+    out: dict = {}
+    x = np.random.default_rng(2).standard_normal((3, 5, 4))
+    x[0, 2, 1] = np.nan                          # NaN wins max and min, as in NumPy
+    for dtype in (np.float64, np.float32):
+        device = fg.compile_grad(middle_reductions, device="cuda")
+        dx = cuda.to_device(x.astype(dtype))
+        device(dx)
+        before = dict(runtime_cuda.bus_copies)
+        value, (grad,) = device(dx)
+        report = out[np.dtype(dtype).name] = {
+            "device": [host(value).tolist(), host(grad).ravel().tolist()],
+            "copies": {k: runtime_cuda.bus_copies[k] - before[k] for k in before}}
+        clean = np.nan_to_num(x).astype(dtype)
+        eager = fg.tensor(clean, requires_grad=True)
+        total = middle_reductions(eager)
+        total.backward()
+        value, (grad,) = device(cuda.to_device(clean))
+        report["clean"] = [[host(value).tolist()] + host(grad).ravel().tolist(),
+                           [total.item()] + eager.grad.numpy().ravel().tolist()]
+        report["nan"] = float(middle_reductions(fg.tensor(x.astype(dtype))))
+    out["dump"] = device.dump(dx)
     return out
 
 
@@ -465,6 +502,19 @@ def test_views_of_cuda_tensors_share_the_device_array(reports):
     assert on_device[5] == [[0.0, 5.0, 11.0], [12.0, 18.0, 24.0]]
     assert on_device[7] == {"host_to_device": 0, "device_to_host": 0}
     assert on_device[8] == [[50.0, 100.0, 78.0], [60.0, 90.0, 32.0]]
+
+
+def test_middle_axis_reductions_run_on_the_device(reports):
+    report = reports["inplace"]["reductions"]
+    for dtype, rtol in (("float64", 1e-12), ("float32", 1e-5)):
+        np.testing.assert_allclose(*report[dtype]["clean"], rtol=rtol)
+        assert np.isnan(report[dtype]["device"][0]) and np.isnan(report[dtype]["nan"])
+        assert report[dtype]["copies"] == {"host_to_device": 0, "device_to_host": 0}, dtype
+    dump = report["dump"]
+    assert "copied to the host" not in dump
+    assert "a CUDA kernel, a thread per output" in dump and "(A, R, B) = (3, 5, 4)" in dump
+    assert "a CUDA transpose (1, 0, 2) to make the reduced axes adjacent" in dump
+    assert "def reduce_max_float32(x, out, A, R, B):" in dump and "def transpose_1_0_2(" in dump
 
 
 if __name__ == "__main__":

@@ -193,7 +193,10 @@ def _views_on_device(graph: OpGraph, arrays: list, tensors: list, device) -> lis
     for node in graph.steps:
         if node.primitive.name not in VIEW_PRIMITIVES or node.inputs != (value,):
             return None
-        data = device_view(data, node)
+        try:
+            data = device_view(data, node)
+        except (NotImplementedError, ValueError, IndexError, TypeError):
+            data = None   # (a layout Numba's device arrays cannot view: the kernel copies)
         if data is None:
             return None
         value = node.out

@@ -24,12 +24,12 @@ import numpy as np
 
 from fusegrad.codegen import Buffer, Kernel, KernelSource, LibraryCall, Plan, compile_kernel
 from fusegrad.codegen.cuda import (BLOCK, FILL_ENTRY, MATMUL_TILE, MAX_BATCH_BLOCKS, emit_cuda_bmm,
-                                   emit_cuda_fill, emit_cuda_matmul, emit_cuda_transpose,
-                                   transpose_entry)
+                                   emit_cuda_fill, emit_cuda_matmul, emit_cuda_reduce,
+                                   emit_cuda_transpose, reduce_entry, transpose_entry)
 from fusegrad.ir import primitives as P
 from fusegrad.ir.interpreter import run_node, run_node_outputs
 from fusegrad.runtime import numba_cache, stats
-from fusegrad.runtime.device_arrays import as_numba, to_cupy, wants_cupy
+from fusegrad.runtime.device_arrays import as_numba, device_copy_into, to_cupy, wants_cupy
 from fusegrad.runtime.devices import require_cuda
 from fusegrad.runtime.executable import Executable, KernelStep, _kernel_array
 from fusegrad.runtime.loader import load, source_path
@@ -184,6 +184,50 @@ class CudaLibraryStep:
         self.launch = f"{_counted(blocks, 'block')} of {BLOCK} threads"
         return f"a CUDA copy kernel, {self.launch}"
 
+    def _lower_reduction(self) -> str | None:
+        """A reduction over any axes (s3 item 4): (A, R, B) with R the reduced axes,
+        after a device transpose where they are not adjacent."""
+        node, x = self.node, self.inputs[0]
+        if node.out.dtype.kind != "f" or x.dtype != node.out.dtype or not x.shape:
+            return None   # (integer reductions: their identities are the CPU's business)
+        axes = sorted(a % x.ndim for a in node.param("axes"))
+        sizes = [int(d) for d in x.shape]
+        self.reduce_perm = None
+        self.source = emit_cuda_reduce(node)
+        if axes != list(range(axes[0], axes[-1] + 1)):   # axes apart: reduced axes last
+            self.reduce_perm = tuple([a for a in range(x.ndim) if a not in axes] + axes)
+            self.source = emit_cuda_transpose(self.reduce_perm) + "\n\n" + self.source
+            self.transpose_kernel = CudaLauncher(load(self.source,
+                                                      transpose_entry(self.reduce_perm)))
+            sizes = [sizes[p] for p in self.reduce_perm]
+            axes = list(range(x.ndim - len(axes), x.ndim))
+        product = lambda ds: int(np.prod(ds, dtype=np.int64))   # noqa: E731
+        self.arb = (product(sizes[:axes[0]]), product(sizes[axes[0]:axes[-1] + 1]),
+                    product(sizes[axes[-1] + 1:]))
+        self.transposed_shape = tuple(sizes)
+        self.kernel = CudaLauncher(load(self.source, reduce_entry(node)))
+        self.run_call = self._reduce
+        A, R, B = self.arb
+        self.launch = (f"{_counted(min(_blocks(A * B, BLOCK), MAX_BLOCKS), 'block')} of {BLOCK} "
+                       f"threads over (A, R, B) = ({A}, {R}, {B})")
+        first = (f"a CUDA transpose {self.reduce_perm} to make the reduced axes adjacent, then "
+                 if self.reduce_perm else "")
+        return f"{first}a CUDA kernel, a thread per output, {self.launch}"
+
+    def _reduce(self, args: list):
+        x = args[0]
+        if self.reduce_perm is not None:
+            moved = cuda.device_array(self.transposed_shape, x.dtype)
+            self.transpose_kernel(_blocks(x.size, BLOCK), BLOCK, x.reshape(self.inputs[0].shape),
+                                  moved, *self.transposed_shape)
+            x = moved
+        A, R, B = self.arb
+        out = cuda.device_array(A * B, self.node.out.dtype)
+        if A * B:
+            self.kernel(min(_blocks(A * B, BLOCK), MAX_BLOCKS), BLOCK, x.reshape(x.size), out,
+                        A, R, B)
+        return out.reshape(self.node.out.shape or (1,))
+
     def run(self, env: dict, threads: int = 0) -> None:
         if self.node.primitive.multiple_results:   # a scan, run by the interpreter
             arrays = [_to_host(a).reshape(v.shape) for a, v in zip(
@@ -260,6 +304,9 @@ DEVICE_LOWERINGS: dict = {
     P.matmul: CudaLibraryStep._lower_matmul,
     P.reshape: CudaLibraryStep._lower_reshape,
     P.transpose: CudaLibraryStep._lower_transpose,
+    P.reduce_sum: CudaLibraryStep._lower_reduction,   # (over axes the loop kernels do not take)
+    P.reduce_max: CudaLibraryStep._lower_reduction,
+    P.reduce_min: CudaLibraryStep._lower_reduction,
 }
 
 
@@ -363,9 +410,11 @@ def _device_input(array):
     at least 1-d, on the caller's memory (kernels never write their inputs)."""
     array = as_numba(array)
     if not array.is_c_contiguous():
-        # Rare (a strided view): the kernels index C-contiguous arrays. Numba has no
-        # device-side gather for it, so the copy goes through the host.
-        array = _to_device(np.ascontiguousarray(_to_host(array)))
+        # A strided view (a slice, a transposed or expanded eager tensor): the kernels
+        # index C-contiguous arrays, so a contiguous copy, made on the device.
+        copy = cuda.device_array(array.shape, array.dtype)
+        device_copy_into(copy, array)
+        array = copy
     return array.reshape(1) if array.ndim == 0 else array
 
 

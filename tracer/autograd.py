@@ -13,7 +13,7 @@ import numpy as np
 
 from fusegrad.ir.errors import UnsupportedError
 from fusegrad.tracer import engine
-from fusegrad.tracer.devices import host_array, on_device
+from fusegrad.tracer.devices import copy_into, host_array, on_device, ones_on_device
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
@@ -107,7 +107,8 @@ def _seeds(outputs: list, grad_tensors) -> list:
         if g is None:
             if out._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            seeds.append((np.ones(out._data.shape, out._data.dtype), None))
+            seeds.append((ones_on_device(out._data.shape, out._data.dtype) if on_device(out._data)
+                          else np.ones(out._data.shape, out._data.dtype), None))
             continue
         tensor = g if isinstance(g, TensorState) else None
         array = g._data if tensor is not None else np.asarray(g)
@@ -146,9 +147,13 @@ def _accumulate(tensor, g, create_graph: bool) -> None:
     existing = tensor._grad
     if existing is None:
         tensor._grad = g
-    elif create_graph or existing._requires_grad or existing._data.shape != g._data.shape or existing.is_cuda:
+    elif create_graph or existing._requires_grad or existing._data.shape != g._data.shape:
         with set_grad_enabled(create_graph):
             tensor._grad = existing + g
+    elif existing.is_cuda:   # in place, as on the CPU: the sum on the device, written over
+        with set_grad_enabled(False):
+            copy_into(existing._data, (existing + g)._data)
+        existing._version_counter.bump()
     else:
         np.add(existing._data, g._data, out=existing._data, casting="unsafe")
         existing._version_counter.bump()

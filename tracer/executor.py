@@ -20,7 +20,7 @@ from fusegrad.ir.builder import Builder, building, is_building
 from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import conformed, evaluator, loud, quiet, run_node
-from fusegrad.tracer.devices import CPU, checked_device, to_storage
+from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version, _grad_state,
                                          function_class)
 from fusegrad.tracer import pytree
@@ -68,7 +68,8 @@ def apply(build, args, params, grad_fn: str | None):
     device = _common_device(tensors)
     graph = op_graph(build, args, params, tuple(signature))
     if device.type == "cuda":
-        outputs = _run_on_device(graph, arrays, device)
+        outputs = _views_on_device(graph, arrays, tensors, device) or \
+            _run_on_device(graph, arrays, device)
     else:
         env = dict(graph.fixed)
         env.update(zip(graph.inputs, arrays))
@@ -157,9 +158,8 @@ def _output(data: np.ndarray, graph: OpGraph, index: int, args, arrays: list, de
 # ---------------------------------------------------------------- on the GPU (issue 13, item 3)
 # An eager op on CUDA tensors runs the op's graph through the CUDA target: compiled
 # once per op graph (shapes, dtypes, numbers), on the device arrays of its arguments,
-# giving device arrays. Every result is storage of its own: the CUDA executable
-# copies a result that is an argument (a reshape to the same shape), where the CPU
-# would return a view; views, and in-place ops, stay CPU-only (Tensor._check_inplace).
+# giving device arrays, each storage of its own. Layout ops (slices, reshape,
+# transpose, expand) are views instead, as on the CPU: `_views_on_device`.
 _device_executables: dict[int, object] = {}
 
 
@@ -181,6 +181,32 @@ def _run_on_device(graph: OpGraph, arrays: list, device) -> list:
         tensor._device = device
         outputs.append(tensor)
     return outputs
+
+
+def _views_on_device(graph: OpGraph, arrays: list, tensors: list, device) -> list | None:
+    """The result of an op that only rearranges its one tensor argument (a chain of
+    slice, reshape, transpose, broadcast_to nodes) as a view of the tensor's device
+    array, sharing its version counter; None where it is not one (a kernel runs)."""
+    if len(arrays) != 1 or len(tensors) != 1 or graph.fixed or graph.tuple_result:
+        return None
+    value, data = graph.inputs[0], arrays[0]
+    for node in graph.steps:
+        if node.primitive.name not in VIEW_PRIMITIVES or node.inputs != (value,):
+            return None
+        try:
+            data = device_view(data, node)
+        except (NotImplementedError, ValueError, IndexError, TypeError):
+            data = None   # (a layout Numba's device arrays cannot view: the kernel copies)
+        if data is None:
+            return None
+        value = node.out
+    if graph.outputs != (value,):
+        return None
+    tensor = TensorState._blank()
+    tensor._data = data
+    tensor._version_counter = tensors[0]._version_counter
+    tensor._device = device
+    return [tensor]
 
 
 def _record(name: str, graph: OpGraph, args, arrays: list, outputs: list) -> None:

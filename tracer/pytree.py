@@ -28,7 +28,8 @@ import numpy as np
 
 from fusegrad.ir.errors import DTypeError, FusegradError, ShapeError, bare
 from fusegrad.ir.graph import FLOATING
-from fusegrad.runtime.device_arrays import as_numba, is_device_array, shape_and_dtype
+from fusegrad.runtime.device_arrays import (as_numba, from_dlpack, is_cuda_dlpack, is_device_array,
+                                            shape_and_dtype)
 from fusegrad.tracer.state import TensorState
 
 CONST, SEQUENCE, MAPPING = "const", "sequence", "mapping"
@@ -224,7 +225,9 @@ class _Described:
 def device_leaf(arg: Any):
     """A device array as a graph input: itself where it has a NumPy dtype and shape
     (Numba's, CuPy's), else (torch) a Numba device array on the same memory. Never
-    copied; its dtype checked as a host array's is."""
+    copied; its dtype checked as a host array's is. (A DLPack-only array: through CuPy.)"""
+    if is_cuda_dlpack(arg):
+        arg = from_dlpack(arg)
     shape, dtype = shape_and_dtype(arg)
     check_dtype(_Described(shape, dtype))
     if isinstance(getattr(arg, "dtype", None), np.dtype):

@@ -25,7 +25,8 @@ from fusegrad.tracer import numpy_dispatch
 from fusegrad.tracer import executor as executor_views
 from fusegrad.tracer import functions as F
 from fusegrad.tracer.creation import legacy_array
-from fusegrad.tracer.devices import checked_device, host_array, on_device, to_storage
+from fusegrad.tracer.devices import (checked_device, copy_into, copy_of, host_array,
+                                     may_share_memory, on_device, to_storage)
 from fusegrad.tracer.dispatch import apply
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
@@ -143,7 +144,10 @@ class Tensor(TensorState):
     @data.setter
     def data(self, other) -> None:
         self._check_eager("data")
-        self._data = other._data if isinstance(other, Tensor) else np.asarray(other)
+        if isinstance(other, Tensor):   # (it may move the tensor to another device, as in PyTorch)
+            self._data, self._device = other._data, other._device
+        else:
+            self._data = to_storage(np.asarray(other), self._device)
 
     def detach(self):
         self._check_eager("detach")
@@ -234,6 +238,8 @@ class Tensor(TensorState):
         return self
 
     def is_contiguous(self) -> bool:
+        if on_device(self._data):   # (a view's layout, read without a copy to the host)
+            return bool(self._data.is_c_contiguous())
         return bool(self._eager_data().flags.c_contiguous)
 
     def clone(self):
@@ -243,8 +249,7 @@ class Tensor(TensorState):
     def _copy(self, grad_fn: str):
         """A recorded copy with storage (and a version) of its own."""
         result = apply(_identity, self, grad_fn=grad_fn)
-        if not on_device(result._data):   # (on the device the op's result is a copy already)
-            result._data = np.array(self._data)
+        result._data = copy_of(self._data)   # (the op's result is a view: the identity)
         result._version_counter = Version()
         if result._grad_fn is not None:
             result._grad_fn.saved = [result._saved()]
@@ -336,7 +341,8 @@ class Tensor(TensorState):
         """Traced, or recorded for autograd: the IR's slice. Otherwise NumPy's basic
         indexing, a view sharing storage as in PyTorch."""
         if (self._mode.traced or (self._requires_grad and _grad_state.enabled) or _traced_in(index)
-                or on_device(self._data)):   # on the GPU: an op, whose result is a copy
+                or on_device(self._data)):   # on the GPU: an op, whose result is a view
+            # of the device array (executor._views_on_device)
             result = F.getitem(self, index)
             if not self._mode.traced and executor_views.base_of(result) is self:
                 # A recorded view of a base: an in-place op on it is written through
@@ -357,10 +363,40 @@ class Tensor(TensorState):
             self._record_update(index, value, traced)
             return
         self._check_inplace()
+        if on_device(self._data):
+            self._set_on_device(index, value)
+            return
         if isinstance(value, Tensor):
             value = value._data
         self._data[_plain_index(index)] = value
         self._version_counter.bump()
+
+    def _set_on_device(self, index, value) -> None:
+        """``self[index] = value`` (not recorded) on a CUDA tensor: into a view of its
+        device array for a basic index; otherwise as the functional update, on the
+        device, written back."""
+        if isinstance(value, Tensor) and value._device != self._device:
+            value = value.to(self._device)
+        region, kept = (_device_region(self._data, _plain_index(index)) if _basic(index)
+                        else (None, None))
+        if region is not None and (not isinstance(value, Tensor) or value.dtype == self.dtype):
+            value = value._data if isinstance(value, Tensor) else value
+            if hasattr(value, "shape") and len(value.shape) <= len(kept):
+                # The integers' axes are one-element slices in `region`: the value
+                # gets them back, as length-1 axes, to broadcast as NumPy would.
+                shape = (1,) * (len(kept) - len(value.shape)) + tuple(value.shape)
+                full = [1] * len(region.shape)
+                for axis, size in zip(kept, shape):
+                    full[axis] = size
+                value = (value if not on_device(value) or value.is_c_contiguous()
+                         else copy_of(value)).reshape(tuple(full))
+            if on_device(value) and tuple(value.shape) == tuple(region.shape):
+                copy_into(region, value)
+            else:   # Numba's assignment kernel broadcasts the value, on the device
+                region[()] = value   # (`()`: all of it; Numba's indexing has no `...`)
+            self._version_counter.bump()
+            return
+        self._assign(F.index_update(self, index, value, "set"), checked=True)
 
     def _record_update(self, index, value, traced: bool, written_view=None) -> None:
         """``self[index] = value`` as an op: traced, or recorded for autograd
@@ -371,7 +407,7 @@ class Tensor(TensorState):
             if self._grad_fn is None and not self._requires_grad:
                 # The op reads a copy: its input must not change when the result is
                 # written over it, since the backward may recompute from it.
-                source = wrap(np.array(self._data), device=self._device)
+                source = wrap(copy_of(self._data), device=self._device)
         self._assign(F.index_update(source, index, value, "set"), checked=True)
 
     def __iter__(self):
@@ -383,11 +419,6 @@ class Tensor(TensorState):
 
     def _check_inplace(self) -> None:
         self._check_eager("an in-place operation")
-        if on_device(self._data):
-            raise UnsupportedError(
-                f"in-place operations on CUDA tensors are not supported (a tensor of shape "
-                f"{list(self.shape)} on {self._device}): write the out-of-place form "
-                f"(x = x + y, x = x.clamp(...)), or work on x.cpu()")
         if self._requires_grad and self._grad_fn is None and _grad_state.enabled:
             raise RuntimeError("a leaf Variable that requires grad is being used in an "
                                "in-place operation.")
@@ -412,7 +443,7 @@ class Tensor(TensorState):
             # storage (its base, or a view of it) would not see (PyTorch rebases their
             # grad_fn; fusegrad refuses rather than leave their gradients wrong).
             self._check_unshared(Ellipsis, None, "an in-place operation on")
-        np.copyto(self._data, result._data, casting="unsafe")
+        copy_into(self._data, result._data)   # (on the GPU: device to device)
         self._version_counter.bump()
         if result._grad_fn is not None:
             result._grad_fn.saved = [self._saved()]
@@ -449,12 +480,14 @@ class Tensor(TensorState):
                 + _at_user_line())
         plain = _plain_index(index)
         try:   # `...` keeps an integer index's element a view (a 0-d array, not a scalar)
+            if on_device(self._data):   # (the whole array: may_share_memory there is per allocation)
+                raise TypeError
             region = self._data[(plain if isinstance(plain, tuple) else (plain,)) + (Ellipsis,)]
         except (IndexError, TypeError, ValueError):   # index arrays, or a `...` already
             region = self._data
         for view in executor_views.views_of(self):
             if view is not value and view is not written_view and view._grad_fn is not None and \
-                    np.may_share_memory(view._data, region):
+                    may_share_memory(view._data, region):
                 raise UnsupportedError(
                     f"{what} a tensor of shape {list(self.shape)} would change a view "
                     f"of it (shape {list(view.shape)}, made by slicing or reshape) whose "
@@ -509,6 +542,8 @@ class Tensor(TensorState):
     def __itruediv__(self, other): return self.div_(other)
 
     def copy_(self, source, non_blocking: bool = False):
+        if isinstance(source, Tensor) and source._device != self._device:
+            source = source.to(self._device)   # across the bus, as PyTorch's copy_
         return self._assign(apply(_replace, self, source, grad_fn="CopyBackwards"))
 
     def fill_(self, value):
@@ -699,6 +734,39 @@ def _traced_in(item) -> bool:
     if isinstance(item, tuple):
         return any(_traced_in(i) for i in item)
     return isinstance(item, Tensor) and item._mode.traced
+
+
+def _device_region(data, index):
+    """The view of the device array `data` that a basic index selects, its integers
+    as one-element slices (Numba reads an element back to the host; a slice stays a
+    view), and the axes of the view that the index keeps; (None, None) where an index
+    is out of range (the functional update then says so)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if index.count(Ellipsis) > 1:
+        return None, None
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index = index[:at] + (slice(None),) * (data.ndim - len(index) + 1) + index[at + 1:]
+    if len(index) > data.ndim:
+        return None, None
+    slices, kept = [], [axis for axis in range(len(index), data.ndim)]
+    for axis, (i, size) in enumerate(zip(index, data.shape)):
+        if isinstance(i, slice):
+            slices.append(i)
+            kept.append(axis)
+        elif -size <= i < size:
+            slices.append(slice(i % size, i % size + 1))
+        else:
+            return None, None
+    return (data[tuple(slices)] if slices else data), sorted(kept)
+
+
+def _basic(index) -> bool:
+    """Whether an index is basic (integers, slices, ...): a view of the storage."""
+    if isinstance(index, tuple):
+        return all(_basic(i) for i in index)
+    return index is Ellipsis or isinstance(index, (slice, numbers.Integral)) and \
+        not isinstance(index, bool)
 
 
 def _plain_index(index):

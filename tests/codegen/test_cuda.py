@@ -226,6 +226,19 @@ def compile_ptx() -> dict:
     for dtype in ("float32", "float64", "int64"):
         jobs.append((emit_cuda_fill(), FILL_ENTRY,
                      (array(dtype, 1), numba.from_dtype(np.dtype(dtype)))))
+    # Reductions over a middle axis, on the device (issue 13, s3 item 4).
+    from fusegrad.codegen.cuda import emit_cuda_reduce, reduce_entry
+    from fusegrad.ir import ops
+    from fusegrad.ir.builder import Builder, building
+    from fusegrad.ir.graph import Value
+    for dtype in ("float32", "float64"):
+        for reduce in (ops.reduce_sum, ops.reduce_max, ops.reduce_min):
+            builder = Builder()
+            with building(builder):
+                reduce(Value((3, 5, 4), np.dtype(dtype)), (1,))
+            node = builder.nodes[-1]
+            jobs.append((emit_cuda_reduce(node), reduce_entry(node),
+                         (array(dtype, 1), array(dtype, 1)) + (types.int64,) * 3))
     failures = []
     for source, entry, signature in set(jobs):
         try:

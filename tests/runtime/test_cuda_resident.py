@@ -90,7 +90,19 @@ def resident() -> dict:
     out["float16"] = error_of(lambda: f(cuda.to_device(x.astype(np.float16)), dy))
     out["shape"] = error_of(lambda: f(dx, cuda.to_device(np.ones((2, 3)))))
     out["cpu_target"] = error_of(lambda: fg.compile_grad(loss)(dx, y))
+    out["dlpack"] = error_of(lambda: f(CudaDLPack(), dy))
     return out
+
+
+class CudaDLPack:
+    """An array that offers only DLPack, from CUDA memory (as a JAX GPU array does)."""
+    shape, dtype = (2, 150), np.dtype(np.float64)
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("taken through CuPy, never read here")
+
+    def __dlpack_device__(self):
+        return (2, 0)   # kDLCUDA, device 0
 
 
 def train() -> dict:
@@ -140,7 +152,7 @@ def eager() -> dict:
     (d * 2).sum().backward()
     out["copy"] = [repr(d), repr(c.grad), type(c.grad._data).__name__]
     # After a first run (compiles), ops and their backward on the device copy nothing
-    # back, and only the implicit seed of backward() (one element) over.
+    # across the bus (backward()'s implicit seed is on the device already).
     w = fg.randn(4, 3, device="cuda", requires_grad=True)
     inputs = fg.randn(5, 4).to("cuda")
     for _ in range(2):
@@ -159,11 +171,141 @@ def eager() -> dict:
                      str(fg.zeros(2, device="cuda").device), m.sum().item()]
     out["mixed"] = error_of(lambda: m + fg.ones(2, 3))
     out["numpy"] = error_of(lambda: m.numpy())
-    out["inplace"] = error_of(lambda: m.add_(1))
     compiled = fg.compile_grad(lambda a: (a * a).sum(), device="cuda")
     value, (grad,) = compiled(fg.tensor([1.0, 2.0], device="cuda"))
     out["compiled"] = [type(grad).__name__, host(grad).tolist()]
     return out
+
+
+def sgd_steps(device: str, steps: int = 3) -> tuple[list, dict]:
+    """An eager PyTorch-style training loop; its printed losses, and the bus copies
+    of its last step (on the device: the printed loss only)."""
+    from fusegrad.runtime import cuda as runtime_cuda
+    rng = np.random.default_rng(1)
+    x = fg.tensor(rng.standard_normal((8, 3)), dtype=fg.float32).to(device)
+    y = fg.tensor(rng.standard_normal((8, 1)), dtype=fg.float32).to(device)
+    w1 = fg.tensor(rng.standard_normal((3, 4)), dtype=fg.float32).to(device).requires_grad_()
+    b1 = fg.zeros(4, device=device, requires_grad=True)
+    w2 = fg.tensor(rng.standard_normal((4, 1)), dtype=fg.float32).to(device).requires_grad_()
+    velocity = fg.zeros(3, 4, device=device)
+    losses, lr = [], 0.1
+    for step in range(steps):
+        before = dict(runtime_cuda.bus_copies)
+        loss = ((fg.tanh(x @ w1 + b1) @ w2 - y) ** 2).mean()
+        loss.backward()
+        with fg.no_grad():
+            velocity.mul_(0.9).add_(w1.grad)          # momentum, in place
+            w1 -= lr * velocity
+            b1.sub_(b1.grad, alpha=lr)
+            w2.data -= lr * w2.grad
+            w1.grad.zero_()
+            b1.grad = None
+            w2.grad.fill_(0)
+        losses.append(f"{float(loss):.6f}")
+        copies = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    return losses + [w1.cpu().tolist(), b1.cpu().tolist(), w2.cpu().tolist()], copies
+
+
+def inplace() -> dict:
+    """In-place ops on CUDA tensors (s3 item 1): beside the same ops on the CPU."""
+    out: dict = {}
+    out["sgd"], out["sgd_copies"] = sgd_steps("cuda")
+    out["sgd_cpu"], _ = sgd_steps("cpu")
+
+    def recorded(device):   # autograd through an in-place op, as on the CPU
+        w = fg.tensor([[1.0, -2.0], [0.5, 3.0]], device=device, requires_grad=True)
+        h = w * 2
+        h.mul_(w).add_(1)
+        h[0, 1] = 7.0
+        h.sum().backward()
+        m = fg.zeros(2, 3, device=device)
+        m[0] = 5.0
+        m[:, 1] = fg.tensor([8.0, 9.0], device=device)
+        m[-1, -1] = fg.tensor(4.0, device=device)
+        m.copy_(m + fg.ones(2, 3).to(device))
+        c = fg.ones(2, 3, device=device)
+        c.copy_(fg.full((2, 3), 6.0))               # from the CPU, as PyTorch's copy_
+        return [h.cpu().tolist(), w.grad.cpu().tolist(), repr(h.grad_fn)[:20],
+                m.cpu().tolist(), c.cpu().tolist(), h._version, m._version]
+    out["recorded"] = [recorded("cuda"), recorded("cpu")]
+
+    def errors(device):
+        leaf = fg.ones(3, device=device, requires_grad=True)
+        other = fg.full((3,), 2.0, device=device)
+        product = (leaf * other).sum()
+        other.mul_(2)                                # read by the recorded product
+        return [error_of(lambda: leaf.add_(1)), error_of(product.backward)]
+    out["errors"] = [errors("cuda"), errors("cpu")]
+    out["views"] = [views("cuda"), views("cpu")]
+    out["reductions"] = reductions()
+    return out
+
+
+def middle_reductions(x):
+    """Reductions the loop kernels do not take: a middle axis, axes apart, keepdims."""
+    return ((x.sum(axis=1) ** 2).sum() + x.max(axis=(0, 2)).sum()
+            + (fg.min(x, axis=1, keepdims=True) * x).sum())
+
+
+def reductions() -> dict:
+    """Middle-axis reductions run on the device (s3 item 4), as the CPU computes them
+    (eagerly here: NumPy's numbers, with no CPU kernels to compile)."""
+    from numba import cuda
+
+    from fusegrad.runtime import cuda as runtime_cuda
+    out: dict = {}
+    x = np.random.default_rng(2).standard_normal((3, 5, 4))
+    x[0, 2, 1] = np.nan                          # NaN wins max and min, as in NumPy
+    for dtype in (np.float64, np.float32):
+        device = fg.compile_grad(middle_reductions, device="cuda")
+        dx = cuda.to_device(x.astype(dtype))
+        device(dx)
+        before = dict(runtime_cuda.bus_copies)
+        value, (grad,) = device(dx)
+        report = out[np.dtype(dtype).name] = {
+            "device": [host(value).tolist(), host(grad).ravel().tolist()],
+            "copies": {k: runtime_cuda.bus_copies[k] - before[k] for k in before}}
+        clean = np.nan_to_num(x).astype(dtype)
+        eager = fg.tensor(clean, requires_grad=True)
+        total = middle_reductions(eager)
+        total.backward()
+        value, (grad,) = device(cuda.to_device(clean))
+        report["clean"] = [[host(value).tolist()] + host(grad).ravel().tolist(),
+                           [total.item()] + eager.grad.numpy().ravel().tolist()]
+        report["nan"] = float(middle_reductions(fg.tensor(x.astype(dtype))))
+    out["dump"] = device.dump(dx)
+    return out
+
+
+def views(device: str) -> list:
+    """Views of a CUDA tensor share its device array (s3 item 2): writes through them
+    reach the base; gradients flow through them; kernels read them without the bus."""
+    from fusegrad.runtime import cuda as runtime_cuda
+    base = fg.arange(12, dtype=fg.float32).reshape(3, 4).to(device)
+    row, column, t, flat = base[1], base[:, 2], base.t(), base.view(-1)
+    expanded, unsqueezed = base[0:1].expand(2, 4), base.unsqueeze(0).squeeze(0)
+    kinds = [type(x._data).__name__ for x in (row, column, t, flat, expanded, unsqueezed)]
+    row.mul_(10)
+    column += 1
+    t[0, 0] = -1.0
+    flat[11] = 99.0
+    clone = base.clone()
+    clone.zero_()                               # a clone is storage of its own
+    w = fg.arange(6, dtype=fg.float32).reshape(2, 3).to(device).requires_grad_()
+    y = (w.t()[1:] * fg.tensor([[1.0, 2.0], [3.0, 4.0]]).to(device)).sum() + \
+        (w[:, None, :].expand(2, 2, 3) ** 2).sum()
+    y.backward()
+    v = fg.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], device=device, requires_grad=True)
+    h = v * 1
+    h[0].mul_(3)                                 # recorded, through views of h
+    h[:, 1:] += v[:, :2] * 2
+    (h ** 2).sum().backward()
+    before = dict(runtime_cuda.bus_copies)
+    product = base.t() @ base[:, :2]             # strided operands, copied on the device
+    copies = {k: runtime_cuda.bus_copies[k] - before[k] for k in before}
+    return [kinds, base.cpu().tolist(), expanded.cpu().tolist(), t.cpu().tolist(),
+            [base._version, row._version, t.is_contiguous()], w.grad.cpu().tolist(),
+            product.cpu().tolist(), copies, v.grad.cpu().tolist()]
 
 
 def start(mode: str, tmp_path: Path) -> subprocess.Popen:
@@ -180,7 +322,7 @@ def report_of(process: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[-1])
 
 
-MODES = ("resident", "train", "eager")
+MODES = ("resident", "train", "eager", "inplace")
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +378,15 @@ def test_device_array_errors_name_the_problem(reports):
     assert kind == "ShapeError" and "mul" in message and "(2, 150)" in message and "(2, 3)" in message
     kind, message = report["cpu_target"]
     assert kind == "ArgumentError" and "argument 0 (x)" in message and "device='cuda'" in message
+
+
+def test_dlpack_only_arrays_go_through_cupy_or_are_refused_clearly(reports):
+    from fusegrad.runtime.device_arrays import is_cuda_dlpack, is_device_array
+    assert is_cuda_dlpack(CudaDLPack()) and is_device_array(CudaDLPack())
+    assert not is_cuda_dlpack(np.ones(3))         # NumPy speaks DLPack too, from the CPU
+    kind, message = reports["resident"]["dlpack"]   # (CuPy is not installed here)
+    assert kind == "UnsupportedError" and "CudaDLPack" in message and "cupy" in message
+    assert "__cuda_array_interface__" in message
 
 
 def test_train_mlp_on_the_device_matches_the_cpu(reports):
@@ -304,7 +455,7 @@ def test_the_seeds_cuda_programs_print_the_seeds_numbers(reports):
 def test_eager_cuda_tensors_keep_their_data_on_the_device(reports):
     report = reports["eager"]
     assert report["storage"] == ["FakeCUDAArray"]      # leaves, results and gradients
-    assert report["bus_copies"] == {"host_to_device": 1, "device_to_host": 0}
+    assert report["bus_copies"] == {"host_to_device": 0, "device_to_host": 0}
     value, expected, device, shape = report["mlp"]
     assert value == pytest.approx(expected, rel=1e-6) and device == "cuda:0" and shape == [4, 3]
     assert report["device"] == ["cuda:0", True, "cpu", [[1, 2, 3], [4, 5, 6]], [4, 5, 6],
@@ -317,7 +468,53 @@ def test_eager_cuda_errors(reports):
     report = reports["eager"]
     assert report["mixed"][0] == "RuntimeError" and "same device" in report["mixed"][1]
     assert report["numpy"][0] == "TypeError" and "Tensor.cpu()" in report["numpy"][1]
-    assert report["inplace"][0] == "UnsupportedError" and "x = x + y" in report["inplace"][1]
+
+
+def test_eager_training_loop_in_place_on_the_device_matches_the_cpu(reports):
+    """`with no_grad(): p -= lr * p.grad` and friends write the device arrays: the
+    same losses, step by step, as on the CPU, and per step only the printed loss
+    crosses the bus."""
+    report = reports["inplace"]
+    *losses, w1, b1, w2 = report["sgd"]
+    *cpu_losses, cpu_w1, cpu_b1, cpu_w2 = report["sgd_cpu"]
+    assert losses == cpu_losses and len(losses) == 3 and losses[2] < losses[0]
+    for got, expected in ((w1, cpu_w1), (b1, cpu_b1), (w2, cpu_w2)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert report["sgd_copies"] == {"host_to_device": 0, "device_to_host": 1}
+
+
+def test_recorded_in_place_ops_and_assignment_on_the_device_as_on_the_cpu(reports):
+    on_device, on_cpu = reports["inplace"]["recorded"]
+    assert on_device == on_cpu
+    assert on_device[1] == [[4.0, -0.0], [2.0, 12.0]]     # through mul_, add_ and h[0, 1] = 7
+    assert on_device[3] == [[6.0, 9.0, 6.0], [1.0, 10.0, 5.0]]
+    cuda_errors, cpu_errors = reports["inplace"]["errors"]
+    assert cuda_errors == cpu_errors
+    assert "leaf Variable" in cuda_errors[0][1] and "modified by an inplace" in cuda_errors[1][1]
+
+
+def test_views_of_cuda_tensors_share_the_device_array(reports):
+    on_device, on_cpu = reports["inplace"]["views"]
+    assert on_device[0] == ["FakeCUDAArray"] * 6 and on_cpu[0] == ["ndarray"] * 6
+    assert on_device[1:] == on_cpu[1:]
+    assert on_device[1] == [[-1.0, 1.0, 3.0, 3.0], [40.0, 50.0, 61.0, 70.0], [8.0, 9.0, 11.0, 99.0]]
+    assert on_device[4] == [4, 4, False]                   # one version counter; t() is strided
+    assert on_device[5] == [[0.0, 5.0, 11.0], [12.0, 18.0, 24.0]]
+    assert on_device[7] == {"host_to_device": 0, "device_to_host": 0}
+    assert on_device[8] == [[50.0, 100.0, 78.0], [60.0, 90.0, 32.0]]
+
+
+def test_middle_axis_reductions_run_on_the_device(reports):
+    report = reports["inplace"]["reductions"]
+    for dtype, rtol in (("float64", 1e-12), ("float32", 1e-5)):
+        np.testing.assert_allclose(*report[dtype]["clean"], rtol=rtol)
+        assert np.isnan(report[dtype]["device"][0]) and np.isnan(report[dtype]["nan"])
+        assert report[dtype]["copies"] == {"host_to_device": 0, "device_to_host": 0}, dtype
+    dump = report["dump"]
+    assert "copied to the host" not in dump
+    assert "a CUDA kernel, a thread per output" in dump and "(A, R, B) = (3, 5, 4)" in dump
+    assert "a CUDA transpose (1, 0, 2) to make the reduced axes adjacent" in dump
+    assert "def reduce_max_float32(x, out, A, R, B):" in dump and "def transpose_1_0_2(" in dump
 
 
 if __name__ == "__main__":

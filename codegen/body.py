@@ -393,8 +393,9 @@ def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceName
 # ---------------------------------------------------------------- issue 12: sin, cos near
 
 def near_trig(node: Node) -> bool:
-    """A float32 sin or cos: `Dialect.near_trig` spells it `scalar_math.*_near`."""
-    return node.primitive in (P.sin, P.cos) and node.out.dtype == np.float32
+    """A float32 or float64 sin or cos: `Dialect.near_trig` spells it
+    `scalar_math.*_near` (float64 since its own vectorizable versions, issue 12)."""
+    return node.primitive in (P.sin, P.cos) and node.out.dtype in (np.float32, np.float64)
 
 
 def flag_far(w: Writer, dialect: Dialect, argument: str) -> None:

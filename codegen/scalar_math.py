@@ -208,7 +208,7 @@ def _tanh_f32(x):
     return x if abs(x) < _TINY else y  # also keeps the sign of zero
 
 
-tanh = _float32_path(math.tanh, _tanh_f32)
+tanh = _float32_path(math.tanh, _tanh_f32, inline="always")
 
 
 def _two_over_pi_words(count: int = 8) -> tuple[int, ...]:
@@ -465,7 +465,7 @@ def _log1p_f32(x):
     return F(xd if xd == 0.0 else y)  # keeps the sign of zero
 
 
-log1p = _float32_path(math.log1p, _log1p_f32)
+log1p = _float32_path(math.log1p, _log1p_f32, inline="always")  # float64's is big (issue 12)
 
 
 # e^r - 1 to r^10 / 10! (the next term is below 2e-11 of it for |r| <= ln 2 / 2): exp's
@@ -486,7 +486,7 @@ def _expm1_f32(x):
     return F(xd if xd == 0.0 else y)  # keeps the sign of zero
 
 
-expm1 = _float32_path(math.expm1, _expm1_f32)
+expm1 = _float32_path(math.expm1, _expm1_f32, inline="always")
 
 
 def _chebyshev_monomials(function, degree: int, lo: float, hi: float) -> tuple[float, ...]:
@@ -714,7 +714,7 @@ _XQ1, _XQ2, _XQ3 = -3.33333333333331316428e-02, 1.58730158725481460165e-03, -7.9
 _XQ4, _XQ5 = 4.00821782732936239552e-06, -2.01099218183624371326e-07
 
 
-@register_jitable
+@njit(inline="always")  # too big for LLVM's inliner, which would leave a call
 def _expm1_f64_body(x):
     # Beyond these expm1 is inf or -1 (to float64 precision); NaN passes through.
     xc = _pick(x > 709.8, 709.8, x)

@@ -54,7 +54,7 @@ def around(x, count=2000):
 def pi_over_2_multiples(rng, count, top):
     """The float64 nearest k pi/2 and its neighbours: where x - k pi/2 cancels most."""
     k = np.rint(rng.uniform(1, top, count)).astype(np.longdouble)
-    x = (k * (np.longdouble(np.pi) / 2)).astype(np.float64)
+    x = (k * (np.longdouble("3.14159265358979323846264338327950288") / 2)).astype(np.float64)
     return np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
 
 

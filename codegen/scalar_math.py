@@ -200,12 +200,12 @@ _TINY = F(2.0 ** -13)  # below this x - x^3/3 rounds to x in float32
 def _tanh_f32(x):
     xd = np.float64(x)
     # tanh(20) is 1 to float64 precision; NaN passes through.
-    xd = 20.0 if xd > 20.0 else xd
-    xd = -20.0 if xd < -20.0 else xd
+    xd = _pick(xd > 20.0, 20.0, xd)
+    xd = _pick(xd < -20.0, -20.0, xd)
     scale, expm1_r = _exp_parts(xd + xd)
     expm1 = (scale - 1.0) + scale * expm1_r
     y = F(expm1 / (expm1 + 2.0))
-    return x if abs(x) < _TINY else y  # also keeps the sign of zero
+    return _pick(abs(x) < _TINY, x, y)  # also keeps the sign of zero
 
 
 tanh = _float32_path(math.tanh, _tanh_f32, inline="always")
@@ -459,10 +459,10 @@ def _log1p_f32(x):
     # Goldberg's log1p), which also makes log1p(tiny) = tiny.
     u = 1.0 + xd
     y = _log_positive(u) + (xd - (u - 1.0)) / u
-    y = math.nan if xd < -1.0 else y
-    y = -math.inf if xd == -1.0 else y
-    y = xd if not xd < math.inf else y  # inf and NaN are their own log1p
-    return F(xd if xd == 0.0 else y)  # keeps the sign of zero
+    y = _pick(xd < -1.0, math.nan, y)
+    y = _pick(xd == -1.0, -math.inf, y)
+    y = _pick(xd < math.inf, y, xd)  # inf and NaN are their own log1p
+    return F(_pick(xd == 0.0, xd, y))  # keeps the sign of zero
 
 
 log1p = _float32_path(math.log1p, _log1p_f32, inline="always")  # float64's is big (issue 12)
@@ -476,14 +476,14 @@ _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10 = [1 / math.factorial(k) for k in r
 def _expm1_f32(x):
     xd = np.float64(x)
     # Beyond these expm1 rounds to inf or -1 in float32; NaN passes through.
-    xd = 89.0 if xd > 89.0 else xd
-    xd = -40.0 if xd < -40.0 else xd
+    xd = _pick(xd > 89.0, 89.0, xd)
+    xd = _pick(xd < -40.0, -40.0, xd)
     scale, r = _reduce_ln2(xd)
     p = _E6 + r * (_E7 + r * (_E8 + r * (_E9 + r * _E10)))
     expm1_r = r + r * r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * p))))
     # For |x| <= ln 2 / 2, 2^n = 1 and the result is expm1(r) itself: no cancellation.
     y = (scale - 1.0) + scale * expm1_r
-    return F(xd if xd == 0.0 else y)  # keeps the sign of zero
+    return F(_pick(xd == 0.0, xd, y))  # keeps the sign of zero
 
 
 expm1 = _float32_path(math.expm1, _expm1_f32, inline="always")

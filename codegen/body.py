@@ -255,13 +255,13 @@ def _emit_stage(w: Writer, sched: Schedule, names: SourceNames, stage: int,
 
 
 def _sincos_pairs(cone: list[Node], stored: set[Value]) -> dict[Node, tuple[Node, Node]]:
-    """float32 sin and cos of the same value, both computed in this stage: the first
-    of the two (in program order) -> (the sin, the cos)."""
+    """float32 or float64 sin and cos of the same value, both computed in this stage:
+    the first of the two (in program order) -> (the sin, the cos)."""
     pairs: dict[Node, tuple[Node, Node]] = {}
     first: dict[tuple[Value, Primitive], Node] = {}
     for node in cone:
         if (node.primitive not in (P.sin, P.cos) or node.out in stored
-                or node.out.dtype != np.float32):
+                or node.out.dtype not in (np.float32, np.float64)):
             continue
         other = P.cos if node.primitive is P.sin else P.sin
         earlier = first.pop((node.inputs[0], other), None)
@@ -393,8 +393,9 @@ def emit_column_result(w: Writer, node: Node, sched: Schedule, names: SourceName
 # ---------------------------------------------------------------- issue 12: sin, cos near
 
 def near_trig(node: Node) -> bool:
-    """A float32 sin or cos: `Dialect.near_trig` spells it `scalar_math.*_near`."""
-    return node.primitive in (P.sin, P.cos) and node.out.dtype == np.float32
+    """A float32 or float64 sin or cos: `Dialect.near_trig` spells it
+    `scalar_math.*_near` (float64 since its own vectorizable versions, issue 12)."""
+    return node.primitive in (P.sin, P.cos) and node.out.dtype in (np.float32, np.float64)
 
 
 def flag_far(w: Writer, dialect: Dialect, argument: str) -> None:

@@ -190,7 +190,7 @@ NEAR = replace(CPU, near_trig=True)
 
 def near_blocks(sched: Schedule) -> bool:
     """Whether the innermost loop's blocks run a near pass first (`_emit_near_lanes`):
-    the kernel computes a float32 sin or cos per element, and running a block's lanes
+    the kernel computes a float32 or float64 sin or cos per element, and running a block's lanes
     twice changes nothing else. Their stores and buffered terms are written again
     with the same values; a column partial (`+=`) or row statement would be counted
     twice, so kernels with those keep the exact functions throughout."""

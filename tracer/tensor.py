@@ -718,3 +718,36 @@ _install(Tensor, (
     _Row(F.moveaxis, ("moveaxis", "movedim")),
 ))
 Tensor.mT = property(F.matrix_transpose, doc="The last two axes swapped (PyTorch's x.mT).")
+
+
+# ---------------------------------------------------------------- fewer layers (issue 12, eager speed, round 2)
+# Tensor's most used operators and methods are the fast functions themselves
+# (`functions.FAST_BINARY` ...), one layer fewer than `_forward`'s wrapper: `a + b`
+# calls the function that finds the prepared op. Each method is its own function
+# object, named as `_define` names it.
+
+def _fast_methods() -> None:
+    rows = {row.function: row for row in _TABLE}
+    made = {"binary": executor_views.fast_binary, "unary": executor_views.fast_unary,
+            "reduction": executor_views.fast_reduction}
+    for kind, table in (("binary", F.FAST_BINARY), ("unary", F.FAST_UNARY),
+                        ("reduction", F.FAST_REDUCTION)):
+        for name, (build, grad_fn) in table.items():
+            function = getattr(F, name)
+            row = rows.get(function)
+            if row is None:
+                continue
+            general = function.__wrapped__
+            for method in row.methods + ((row.operator,) if row.operator else ()):
+                _rebind_method(method, made[kind](build, grad_fn, general))
+            if row.reflected:
+                _rebind_method(row.reflected, made[kind](build, grad_fn, general, reflected=True))
+
+
+def _rebind_method(name: str, method: Callable) -> None:
+    method.__name__ = name
+    method.__qualname__ = f"Tensor.{name}"
+    setattr(Tensor, name, method)
+
+
+_fast_methods()

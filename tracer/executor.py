@@ -407,8 +407,17 @@ class FastOp:
         edges = []
         for tensor in tensors:
             function = tensor._grad_fn
-            edges.append(_tuple(Edge, (function, tensor._output_nr, None)) if function is not None
-                         else tensor._edge())
+            if function is not None:
+                edges.append(_tuple(Edge, (function, tensor._output_nr, None)))
+                continue
+            # tensor._edge(), written out: a leaf's accumulator, or its data as a constant
+            accumulator = tensor._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            counter = tensor._version_counter
+            if accumulator is None or not tensor._requires_grad:
+                edges.append(tensor._edge())
+            else:
+                edges.append(_tuple(Edge, (accumulator, 0, counter.value)))
         saved = []
         for tensor in outputs:
             counter = tensor._version_counter

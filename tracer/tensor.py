@@ -32,7 +32,7 @@ from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
 from fusegrad.tracer.source import user_line
-from fusegrad.tracer.state import TensorState
+from fusegrad.tracer.state import EAGER, TensorState
 
 
 class Tensor(TensorState):
@@ -395,6 +395,16 @@ class Tensor(TensorState):
     def _assign(self, result, checked: bool = False) -> "Tensor":
         """Write `result` (computed out of place) into this tensor's storage (`checked`:
         the tensors sharing it have been checked for an assignment's region)."""
+        if result._grad_fn is None and self._mode is EAGER and result._mode is EAGER:
+            # Nothing recorded (an optimizer's update under no_grad): the checks below
+            # that apply, written out, and the copy.
+            data, new = self._data, result._data
+            if data.__class__ is np.ndarray and new.__class__ is np.ndarray \
+                    and new.shape == data.shape and new.dtype is data.dtype \
+                    and not (self._requires_grad and self._grad_fn is None and _grad_state.enabled):
+                np.copyto(data, new, casting="unsafe")
+                self._version_counter.bump()
+                return self
         if self._mode.traced or result._mode.traced:
             return self._rebind(result)
         self._check_inplace()
@@ -515,6 +525,13 @@ class Tensor(TensorState):
         return self._assign(apply(_replace, self, value, grad_fn="FillBackward0"))
 
     def zero_(self):
+        data = self._data
+        if self._mode is EAGER and data.__class__ is np.ndarray and data.dtype.kind == "f" \
+                and not (self._requires_grad and _grad_state.enabled):
+            # Nothing to record and nothing to check (`_assign`'s fast case): in place.
+            data.fill(0)
+            self._version_counter.bump()
+            return self
         return self.fill_(0)
 
     def uniform_(self, a: float = 0.0, b: float = 1.0):

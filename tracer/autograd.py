@@ -126,8 +126,9 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = [edge.source.variable for edge in recorded.inputs
-               if isinstance(edge.source, AccumulateGrad)]
+    targets = list(recorded.leaves)   # (gather's: the AccumulateGrad inputs, in order)
+    if not recorded.retains:
+        return targets
     for f in recorded.functions:
         for ref in (f.retained or {}).values():
             tensor = ref()
@@ -218,14 +219,19 @@ def _scalar_backward(output, retain_graph: bool | None) -> None:
     recorded, roots = engine.gather([output._edge()])
     targets = _leaves_and_retained(recorded)
     if targets:
-        wrt = [recorded.ref(t) for t in targets]
+        leaf_index = recorded.leaf_index
+        wrt = [leaf_index[id(t)] if t._grad_fn is None else recorded.ref(t) for t in targets]
         _, arrays = engine.differentiate(recorded, roots, wrt, [seed])
         for tensor, array in zip(targets, arrays):
             existing = tensor._grad
             if existing is not None and existing.__class__ is TensorState._result_type \
                     and existing._data.__class__ is np.ndarray and array.__class__ is np.ndarray \
                     and not existing._requires_grad and existing._data.shape == array.shape:
-                np.add(existing._data, array, out=existing._data, casting="unsafe")
+                data = existing._data
+                if data.dtype is array.dtype:
+                    np.add(data, array, out=data)
+                else:
+                    np.add(data, array, out=data, casting="unsafe")
                 existing._version_counter.bump()
             else:
                 _accumulate(tensor, wrap(array, device=tensor._device), False)

@@ -49,17 +49,26 @@ INTERPRET_ELEMENT_SECONDS = 3e-9
 Ref = "int | tuple[int, int]"
 
 
-@dataclass(eq=False)
 class Recorded:
     """The recorded program between some outputs and the leaves."""
 
-    inputs: list[Edge]               # leaves and constants, in order of first use
-    functions: list[Function]        # the ops, in creation (topological) order
-    wiring: list[tuple]              # per op: the Ref of each argument
-    position: dict[int, int]         # id(function) -> its position
-    leaf_index: dict[int, int]       # id(leaf tensor or constant array) -> input position
-    saved: dict[tuple, np.ndarray] = field(default_factory=dict)   # Ref -> kept result
-    known_structure: tuple | None = None   # structure(), worked out by `gather` as it walks
+    __slots__ = ("inputs", "functions", "wiring", "position", "leaf_index", "saved",
+                 "known_structure", "known", "leaves", "retains")
+
+    def __init__(self, inputs: list[Edge], functions: list[Function], wiring: list[tuple],
+                 position: dict[int, int], leaf_index: dict[int, int],
+                 saved: dict | None = None) -> None:
+        self.inputs = inputs             # leaves and constants, in order of first use
+        self.functions = functions       # the ops, in creation (topological) order
+        self.wiring = wiring             # per op: the Ref of each argument
+        self.position = position         # id(function) -> its position
+        self.leaf_index = leaf_index     # id(leaf tensor or constant array) -> input position
+        self.saved = {} if saved is None else saved   # Ref -> kept result
+        # Worked out by `gather` as it walks (None: work them out when asked):
+        self.known_structure = None      # structure()
+        self.known = None                # known_refs()
+        self.leaves = []                 # the leaf tensors that require grad, in input order
+        self.retains = False             # whether some op has a retain_grad() output
 
     def ref(self, tensor) -> "Ref | None":
         """Where `tensor` is in this program (None: not part of it)."""
@@ -90,46 +99,56 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
             source = edge[0]
             if id(source) not in seen and isinstance(source, Function):
                 stack.append(source)
-    functions.sort(key=_sequence)
+    if len(functions) > 1:
+        functions.sort(key=_sequence)
     position = {id(f): i for i, f in enumerate(functions)}
-    recorded = Recorded([], functions, [], position, {})
-    leaf_index, inputs = recorded.leaf_index, recorded.inputs
+    inputs: list[Edge] = []
+    leaf_index: dict[int, int] = {}
+    recorded = Recorded(inputs, functions, [], position, leaf_index)
+    wirings, saved, leaves = recorded.wiring, recorded.saved, recorded.leaves
     types: list[tuple] = []      # (shape, dtype) per input: the first half of structure()
     structure: list[tuple] = []  # (op graph, wiring) per op: the second half
+    known: list[tuple] = []      # known_refs(): kept results that are not views of an argument
 
-    def ref(edge: Edge):
+    def leaf(edge: Edge) -> int:
         source = edge[0]
-        if isinstance(source, Function):
-            return (position[id(source)], edge[1])
         if isinstance(source, AccumulateGrad):
-            data = source.variable._data
-            key = id(source.variable)
+            variable = source.variable
+            data, key = variable._data, id(variable)
         else:
-            data = source.array
+            variable, data = None, source.array
             key = id(data)
         found = leaf_index.get(key)
         if found is None:
             found = leaf_index[key] = len(inputs)
             inputs.append(edge)
             types.append((data.shape, data.dtype))
+            if variable is not None:
+                leaves.append(variable)
         return found
 
-    saved = recorded.saved
     for position_of_f, f in enumerate(functions):
         wiring = []
-        for edge in f.edges:   # ref(edge), written out for the most common case
+        for edge in f.edges:
             found = position.get(id(edge[0]))   # (a leaf's source is never a live op's id)
-            wiring.append((found, edge[1]) if found is not None else ref(edge))
+            wiring.append((found, edge[1]) if found is not None else leaf(edge))
         wiring = tuple(wiring)
-        recorded.wiring.append(wiring)
-        structure.append((f.graph.serial, wiring))
+        wirings.append(wiring)
+        graph = f.graph
+        structure.append((graph.serial, wiring))
         if f.saved is not None:
+            aliases = graph.aliases
             for index, entry in enumerate(f.saved):
                 # entry.current(), inline: not modified in place since it was computed
                 if entry is not None and entry[1].value == entry[2]:
                     saved[(position_of_f, index)] = entry[0]
-    refs = [ref(e) for e in roots]
+                    if aliases[index] is None:
+                        known.append((position_of_f, index))
+        if f.retained:
+            recorded.retains = True
+    refs = [(position[id(e[0])], e[1]) if id(e[0]) in position else leaf(e) for e in roots]
     recorded.known_structure = (tuple(types), tuple(structure))
+    recorded.known = tuple(known)
     return recorded, refs
 
 
@@ -201,6 +220,8 @@ def known_refs(recorded: Recorded) -> tuple:
     (except views of an argument, which are inputs already). Measured on W2 at 1e7
     elements, reading them back beats recomputing the transcendentals inside the
     fused kernels: 129 ms against 201 ms."""
+    if recorded.known is not None:
+        return recorded.known
     return tuple(ref for ref in recorded.saved
                  if recorded.functions[ref[0]].graph.aliases[ref[1]] is None)
 

@@ -21,8 +21,9 @@ from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import conformed, evaluator, generated_evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, checked_device, to_storage
-from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version, _grad_state,
-                                         function_class)
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph, Saved, Version,
+                                         _grad_state, function_class)
+from fusegrad.tracer.graph_nodes import _sequence as graph_nodes_sequence
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import EAGER, TensorState
@@ -329,7 +330,7 @@ class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
     __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
-                 "constant", "function_name", "function_type", "run")
+                 "constant", "function_name", "function_type", "run", "derived_name", "ufunc")
 
     def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
@@ -344,6 +345,7 @@ class FastOp:
         self.single = _single_node(graph) and not graph.tuple_result and self.fresh[0]
         self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(self, graph)
         self.function_name, self.function_type = None, None
+        self.derived_name = None   # fast_binary's grad_fn of these argument types, once asked
         # The outputs a recorded op gives a grad_fn: the floating-point ones.
         self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
         # A read-only result that reads no argument's data (fill_'s value broadcast to
@@ -357,6 +359,11 @@ class FastOp:
         # The common case, written out: see `_direct_runner`.
         direct = _direct_runner(self, graph) if self.single and self.constant is None else None
         self.run = direct if direct is not None else self._run
+        # For fast_inplace: the ufunc of a direct op of two tensors (np.subtract).
+        node = graph.steps[0] if direct is not None else None
+        self.ufunc = node.primitive.impl if (
+            node is not None and self.positions is None and len(graph.inputs) == 2
+            and not node.params and isinstance(node.primitive.impl, np.ufunc)) else None
 
     def _run(self, args, grad_fn: str | None):   # `run`, where `_direct_runner` gives none
         tensors = args if self.positions is None else [args[i] for i in self.positions]
@@ -431,6 +438,40 @@ class FastOp:
             tensor._output_nr = index
             tensor._requires_grad = True
 
+    def _record_one(self, grad_fn: str, tensors, tensor) -> None:
+        """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
+        edges = []
+        for argument in tensors:
+            function = argument._grad_fn
+            if function is not None:
+                edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+                continue
+            accumulator = argument._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            if accumulator is not None and argument._requires_grad:
+                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+            elif not argument._requires_grad:   # data that needs no gradient
+                counter = argument._version_counter
+                edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
+            else:   # a leaf whose accumulator is gone with the last graph: a new one
+                accumulator = _new(AccumulateGrad)
+                accumulator.variable = argument
+                argument._accumulator_ref = weakref.ref(accumulator)
+                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        if grad_fn != self.function_name:   # (one name per op, nearly always)
+            self.function_name, self.function_type = grad_fn, function_class(grad_fn)
+        # Function(graph, edges, saved), without the call of its __init__
+        function_type = self.function_type
+        function = _new(function_type)
+        function.graph = self.graph
+        function.edges = tuple(edges)
+        function.saved = [_tuple(Saved, (tensor._data, tensor._version_counter, 0))]
+        function.seq = next(_function_sequence)
+        function.retained = None
+        if self.differentiable:
+            tensor._grad_fn = function
+            tensor._requires_grad = True   # (_output_nr: 0, the class's default)
+
     def _outputs(self, args, tensors, arrays: list) -> list:
         outputs = []
         for index, data in enumerate(self.compute(arrays)):
@@ -447,6 +488,9 @@ class FastOp:
 
 # Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
 _tuple = tuple.__new__
+_new = object.__new__
+_function_sequence = graph_nodes_sequence
+_constant = Constant
 
 
 def _not_in(data: np.ndarray, arrays: list) -> bool:
@@ -531,7 +575,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
     inputs, tensors = list(node.inputs), list(graph.inputs)
     impl, dtype, shape, source = node.primitive.impl, node.out.dtype, node.out.shape, node.source
     attrs = node.attrs
-    ndarray, state, general, record = np.ndarray, _grad_state, op._run_general, op._record
+    ndarray, state, general, record = np.ndarray, _grad_state, op._run_general, op._record_one
     cls = TensorState._result_type
     new = cls.__new__
 
@@ -559,7 +603,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
             tensor._data = data
             tensor._version_counter = Version()
             if grad_fn is not None and x._requires_grad and state.enabled:
-                record(grad_fn, [x], [tensor])
+                record(grad_fn, (x,), tensor)
             return tensor
         return run
     if len(tensors) == 1 and len(inputs) == 2 and tensors[0] in inputs \
@@ -586,7 +630,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
             tensor._data = data
             tensor._version_counter = Version()
             if grad_fn is not None and x._requires_grad and state.enabled:
-                record(grad_fn, [x], [tensor])
+                record(grad_fn, (x,), tensor)
             return tensor
         return run
     if op.positions is not None or inputs != tensors or len(tensors) != 2:
@@ -610,7 +654,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
         tensor._data = data
         tensor._version_counter = Version()
         if grad_fn is not None and (a._requires_grad or b._requires_grad) and state.enabled:
-            record(grad_fn, args, [tensor])
+            record(grad_fn, args, tensor)
         return tensor
     return run
 
@@ -634,9 +678,16 @@ def fast_unary(build, grad_fn: str, general):
 def fast_binary(build, grad_fn, general, reflected: bool = False):
     """`general(a, b)` (or `general(b, a)`, `reflected`: Tensor's __radd__), looking up
     the FastOp of eager CPU tensors and Python numbers directly. `grad_fn`: a name, or
-    a function of the two arguments' data (or numbers) giving it."""
+    a function of the two arguments' data (or numbers) giving it (matmul's, pow's:
+    fixed by the argument types, so asked once per FastOp)."""
     get = _fast_ops.get
     named = isinstance(grad_fn, str)
+
+    def name_of(op: FastOp, a, b) -> str:
+        name = op.derived_name
+        if name is None:
+            name = op.derived_name = grad_fn(a, b)
+        return name
 
     def function(a, b):
         if reflected:
@@ -650,17 +701,17 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
                     bd = b._data
                     op = get((build, ad.shape, ad.dtype, bd.shape, bd.dtype))
                     if op is not None:
-                        return op.run((a, b), grad_fn if named else grad_fn(ad, bd))
+                        return op.run((a, b), grad_fn if named else name_of(op, ad, bd))
             elif (cb is float or cb is int) and b and b == b:   # (as apply_fast's key)
                 op = get((build, ad.shape, ad.dtype, cb, b))
                 if op is not None:
-                    return op.run((a, b), grad_fn if named else grad_fn(ad, b))
+                    return op.run((a, b), grad_fn if named else name_of(op, ad, b))
         elif (ca is float or ca is int) and cb is tensor_type and a and a == a \
                 and b._mode is EAGER and b._device is CPU:
             bd = b._data
             op = get((build, ca, a, bd.shape, bd.dtype))
             if op is not None:
-                return op.run((a, b), grad_fn if named else grad_fn(a, bd))
+                return op.run((a, b), grad_fn if named else name_of(op, a, bd))
         return general(a, b)
     _named_as(function, general)
     return function
@@ -688,3 +739,32 @@ def _named_as(function, general) -> None:
     for attribute in ("__name__", "__qualname__", "__doc__", "__module__"):
         setattr(function, attribute, getattr(general, attribute, None))
     function.__wrapped__ = general
+
+
+def fast_inplace(build, general):
+    """`general(x, y)` (Tensor's ``x -= y``: `_assign` of the op's result), computed
+    into x's storage by the op's ufunc where nothing is recorded, x and y are eager CPU
+    tensors of one dtype, and the op's result has x's shape and dtype: what the
+    general way computes (the same ufunc loop) and writes, without a new array."""
+    get = _fast_ops.get
+
+    def method(x, y):
+        tensor_type = TensorState._result_type
+        if x.__class__ is tensor_type and y.__class__ is tensor_type and x._mode is EAGER \
+                and y._mode is EAGER and x._device is CPU and y._device is CPU \
+                and not (_grad_state.enabled and (x._requires_grad or y._requires_grad)):
+            xd, yd = x._data, y._data
+            op = get((build, xd.shape, xd.dtype, yd.shape, yd.dtype))
+            if op is not None and op.ufunc is not None and yd.dtype is xd.dtype:
+                out = op.graph.outputs[0]
+                if out.dtype is xd.dtype and out.shape == xd.shape and xd.flags.writeable:
+                    token = quiet()
+                    try:
+                        op.ufunc(xd, yd, out=xd)
+                    finally:
+                        loud(token)
+                    x._version_counter.bump()
+                    return x
+        return general(x, y)
+    _named_as(function=method, general=general)
+    return method

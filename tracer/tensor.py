@@ -768,3 +768,6 @@ def _rebind_method(name: str, method: Callable) -> None:
 
 
 _fast_methods()
+for _operator, _build in (("__iadd__", ops.add), ("__isub__", ops.sub), ("__imul__", ops.mul),
+                          ("__itruediv__", ops.div)):
+    _rebind_method(_operator, executor_views.fast_inplace(_build, getattr(Tensor, _operator)))

@@ -213,7 +213,7 @@ def generated_evaluator(graph: Graph):
             arguments += (", " if arguments else "") + f"**{step}a"
         for value in node.outputs:
             names[value] = f"v{len(names)}"
-        sources[len(lines) + len(body) + 3] = node   # +3: the lines of `try:` below
+        sources[len(lines) + len(body) + 4] = node   # the 1-based line: after the 3 of `try:`
         if node.primitive.multiple_results:
             body.append(f"        r = {step}f({arguments})")
             for k, value in enumerate(node.outputs):

@@ -203,7 +203,8 @@ _ones: dict[tuple, np.ndarray] = {}   # the implicit seed per (shape, dtype): re
 
 
 def _scalar_backward(output, retain_graph: bool | None) -> None:
-    output._check_eager("backward")
+    if output._mode.traced:
+        output._check_eager("backward")
     if not output._requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                            "grad_fn")

@@ -30,7 +30,7 @@ from fusegrad.ir.interpreter import evaluator, generated_evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
+from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
 # NumPy interpreter: per element there is too little work for a kernel to gain.
@@ -340,9 +340,18 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
     """Vector-Jacobian products of `roots` (with cotangents `seeds`) for each of `wrt`."""
     plan = plan_backward(recorded, roots, wrt)
     arrays = []
+    inputs = recorded.inputs
     for kind, where in plan.sources:
         if kind == "input":
-            arrays.append(_input_data(recorded.inputs[where]))
+            source, _, version = inputs[where]
+            if source.__class__ is Constant and (version is None or source.counter is None
+                                                 or source.counter.value == version):
+                arrays.append(source.array)   # _input_data's common cases, written out
+            elif source.__class__ is AccumulateGrad and (
+                    version is None or source.variable._version_counter.value == version):
+                arrays.append(source.variable._data)
+            else:
+                arrays.append(_input_data(inputs[where]))
         elif kind == "seed":
             arrays.append(seeds[where])
         elif kind == "known":

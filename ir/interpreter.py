@@ -159,3 +159,96 @@ def evaluator(graph: Graph):
             loud(token)
         return [env[i] for i in results]
     return run
+
+
+# ---------------------------------------------------------------- generated evaluation (issue 12, eager speed, round 2)
+# `evaluator`'s loop still pays per node for unpacking its step, building the
+# argument list and the keyword dictionary, and the drops. `generated_evaluator`
+# writes the graph out as one straight-line Python function instead (each node one
+# call of its NumPy meaning on local variables, its result checked against the IR's
+# dtype and shape, intermediates released after their last use) and compiles it once
+# per graph: the interpreter's work, without the interpreter. A node that raises a
+# BoundsError is found from the line the error passed through, so the happy path
+# carries no bookkeeping. Large graphs keep `evaluator` (compiling a function of
+# thousands of lines costs more than it gains for a graph run a few times).
+
+GENERATED_MAX_NODES = 400
+
+
+def generated_evaluator(graph: Graph):
+    """`evaluator(graph)`, as one generated function (see the section comment)."""
+    if len(graph.nodes) > GENERATED_MAX_NODES:
+        return evaluator(graph)
+    names: dict[Value, str] = {}
+    namespace: dict[str, object] = {"ndarray": np.ndarray, "asarray": np.asarray,
+                                    "conformed": conformed, "quiet": quiet, "loud": loud,
+                                    "BoundsError": BoundsError, "count": len(graph.inputs)}
+    lines = ["def run(args):",
+             "    if len(args) != count:",
+             "        raise TypeError(f'graph takes {count} inputs, got {len(args)}')"]
+    for index, value in enumerate(graph.inputs):
+        name = names[value] = f"v{len(names)}"
+        lines.append(f"    {name} = args[{index}]")
+        lines.append(f"    if {name}.__class__ is not ndarray: {name} = asarray({name})")
+    for value, array in graph.constants:
+        name = names[value] = f"v{len(names)}"
+        namespace[name] = array
+    last_use = {v: i for i, node in enumerate(graph.nodes) for v in node.inputs}
+    keep = set(graph.outputs)
+    body: list[str] = []
+    sources: dict[int, Node] = {}   # line number of a call -> its node
+    for index, node in enumerate(graph.nodes):
+        if node.primitive.name == "const":
+            # The same number every run: made once, read-only (see `evaluator`).
+            array = run_node(node, [])
+            array.flags.writeable = False
+            name = names[node.out] = f"v{len(names)}"
+            namespace[name] = array
+            continue
+        step = f"s{index}"
+        namespace[f"{step}f"] = node.primitive.impl
+        arguments = ", ".join(names[v] for v in node.inputs)
+        if node.params:
+            namespace[f"{step}a"] = node.attrs
+            arguments += (", " if arguments else "") + f"**{step}a"
+        for value in node.outputs:
+            names[value] = f"v{len(names)}"
+        sources[len(lines) + len(body) + 4] = node   # the 1-based line: after the 3 of `try:`
+        if node.primitive.multiple_results:
+            body.append(f"        r = {step}f({arguments})")
+            for k, value in enumerate(node.outputs):
+                namespace[f"{step}t{k}"], namespace[f"{step}s{k}"] = value.dtype, value.shape
+                body.append(f"        {names[value]} = asarray(r[{k}]).astype({step}t{k}, "
+                            f"copy=False).reshape({step}s{k})")
+        else:
+            out = names[node.out]
+            namespace[f"{step}t"], namespace[f"{step}s"] = node.out.dtype, node.out.shape
+            body.append(f"        {out} = {step}f({arguments})")
+            body.append(f"        if {out}.__class__ is not ndarray or {out}.dtype is not {step}t "
+                        f"or {out}.shape != {step}s: {out} = conformed({out}, {step}t, {step}s)")
+        drops = [names[v] for v in dict.fromkeys(node.inputs)
+                 if last_use[v] == index and v not in keep and names[v] not in namespace]
+        if drops:
+            body.append(f"        {' = '.join(drops)} = None")
+    lines += ["    token = quiet()", "    try:", "        pass"] + body + [
+        "    except BoundsError as error:",
+        "        raise error_at(error) from None",
+        "    finally:",
+        "        loud(token)",
+        f"    return [{', '.join(names[v] for v in graph.outputs)}]"]
+
+    def error_at(error: BoundsError) -> BoundsError:
+        # As run_node: say where the user indexed (the node whose call raised).
+        traceback, node = error.__traceback__, None
+        while traceback is not None and node is None:
+            if traceback.tb_frame.f_code is code:
+                node = sources.get(traceback.tb_lineno)
+            traceback = traceback.tb_next
+        return BoundsError(located(bare(error), node.source if node is not None else None))
+
+    namespace["error_at"] = error_at
+    source = "\n".join(lines)
+    exec(compile(source, "<fusegrad generated evaluator>", "exec"), namespace)   # noqa: S102
+    run = namespace["run"]
+    code = run.__code__
+    return run

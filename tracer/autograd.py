@@ -27,6 +27,9 @@ __all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is
 def backward(tensors, grad_tensors=None, retain_graph: bool | None = None,
              create_graph: bool = False, inputs=None) -> None:
     """Accumulate d(tensors)/d(leaf), weighted by `grad_tensors`, into each leaf's ``.grad``."""
+    if grad_tensors is None and inputs is None and not create_graph \
+            and tensors.__class__ is TensorState._result_type:
+        return _scalar_backward(tensors, retain_graph)   # loss.backward()
     outputs = _tensors(tensors, "tensors")
     seeds = _seeds(outputs, grad_tensors)
     recorded, roots = engine.gather([t._edge() for t in outputs])
@@ -124,8 +127,9 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = [edge.source.variable for edge in recorded.inputs
-               if isinstance(edge.source, AccumulateGrad)]
+    targets = list(recorded.leaves)   # (gather's: the AccumulateGrad inputs, in order)
+    if not recorded.retains:
+        return targets
     for f in recorded.functions:
         for ref in (f.retained or {}).values():
             tensor = ref()
@@ -193,3 +197,49 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
     for index, tensor in enumerate(tensors):
         tensor._grad_fn, tensor._output_nr, tensor._requires_grad = function, index, True
     return tensors
+
+
+# ---------------------------------------------------------------- loss.backward() (issue 12, eager speed, round 2)
+# The common call, one tensor and no options, written out: what `backward` does for
+# it, without the lists of outputs and seeds, and adding each gradient straight into
+# an existing ``.grad`` (a training loop's second step on) instead of wrapping it first.
+
+_ones: dict[tuple, np.ndarray] = {}   # the implicit seed per (shape, dtype): read-only, shared
+
+
+def _scalar_backward(output, retain_graph: bool | None) -> None:
+    if output._mode.traced:
+        output._check_eager("backward")
+    if not output._requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a "
+                           "grad_fn")
+    data = output._data
+    if data.size != 1:
+        raise RuntimeError("grad can be implicitly created only for scalar outputs")
+    seed = _ones.get((data.shape, data.dtype))
+    if seed is None:
+        seed = np.ones(data.shape, data.dtype)
+        if data.__class__ is np.ndarray:
+            seed.flags.writeable = False   # shared: the engine copies a gradient that is it
+            _ones[(data.shape, data.dtype)] = seed
+    recorded, roots = engine.gather([output._edge()])
+    targets = _leaves_and_retained(recorded)
+    if targets:
+        leaf_index = recorded.leaf_index
+        wrt = [leaf_index[id(t)] if t._grad_fn is None else recorded.ref(t) for t in targets]
+        _, arrays = engine.differentiate(recorded, roots, wrt, [seed])
+        for tensor, array in zip(targets, arrays):
+            existing = tensor._grad
+            if existing is not None and existing.__class__ is TensorState._result_type \
+                    and existing._data.__class__ is np.ndarray and array.__class__ is np.ndarray \
+                    and not existing._requires_grad and existing._data.shape == array.shape:
+                data = existing._data
+                if data.dtype is array.dtype:
+                    np.add(data, array, out=data)
+                else:
+                    np.add(data, array, out=data, casting="unsafe")
+                existing._version_counter.bump()
+            else:
+                _accumulate(tensor, wrap(array, device=tensor._device), False)
+    if not retain_graph:
+        _release(recorded)

@@ -14,6 +14,7 @@ see `should_compile`.
 """
 from __future__ import annotations
 
+import operator
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,11 +26,11 @@ from fusegrad import ir
 from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
-from fusegrad.ir.interpreter import evaluator
+from fusegrad.ir.interpreter import evaluator, generated_evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Edge, Function
+from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
 # NumPy interpreter: per element there is too little work for a kernel to gain.
@@ -48,16 +49,26 @@ INTERPRET_ELEMENT_SECONDS = 3e-9
 Ref = "int | tuple[int, int]"
 
 
-@dataclass(eq=False)
 class Recorded:
     """The recorded program between some outputs and the leaves."""
 
-    inputs: list[Edge]               # leaves and constants, in order of first use
-    functions: list[Function]        # the ops, in creation (topological) order
-    wiring: list[tuple]              # per op: the Ref of each argument
-    position: dict[int, int]         # id(function) -> its position
-    leaf_index: dict[int, int]       # id(leaf tensor or constant array) -> input position
-    saved: dict[tuple, np.ndarray] = field(default_factory=dict)   # Ref -> kept result
+    __slots__ = ("inputs", "functions", "wiring", "position", "leaf_index", "saved",
+                 "known_structure", "known", "leaves", "retains")
+
+    def __init__(self, inputs: list[Edge], functions: list[Function], wiring: list[tuple],
+                 position: dict[int, int], leaf_index: dict[int, int],
+                 saved: dict | None = None) -> None:
+        self.inputs = inputs             # leaves and constants, in order of first use
+        self.functions = functions       # the ops, in creation (topological) order
+        self.wiring = wiring             # per op: the Ref of each argument
+        self.position = position         # id(function) -> its position
+        self.leaf_index = leaf_index     # id(leaf tensor or constant array) -> input position
+        self.saved = {} if saved is None else saved   # Ref -> kept result
+        # Worked out by `gather` as it walks (None: work them out when asked):
+        self.known_structure = None      # structure()
+        self.known = None                # known_refs()
+        self.leaves = []                 # the leaf tensors that require grad, in input order
+        self.retains = False             # whether some op has a retain_grad() output
 
     def ref(self, tensor) -> "Ref | None":
         """Where `tensor` is in this program (None: not part of it)."""
@@ -67,6 +78,8 @@ class Recorded:
         return self.leaf_index.get(id(tensor))
 
     def structure(self) -> tuple:
+        if self.known_structure is not None:
+            return self.known_structure
         types = tuple([(d.shape, d.dtype) for d in map(_edge_data, self.inputs)])
         return types, tuple((f.graph.serial, w) for f, w in zip(self.functions, self.wiring))
 
@@ -82,44 +95,64 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
             continue
         seen.add(id(f))
         functions.append(f)
-        for source, _, _ in f.edges:
-            if isinstance(source, Function) and id(source) not in seen:
+        for edge in f.edges:
+            source = edge[0]
+            if id(source) not in seen and isinstance(source, Function):
                 stack.append(source)
-    functions.sort(key=_sequence)
+    if len(functions) > 1:
+        functions.sort(key=_sequence)
     position = {id(f): i for i, f in enumerate(functions)}
-    recorded = Recorded([], functions, [], position, {})
-    leaf_index, inputs = recorded.leaf_index, recorded.inputs
+    inputs: list[Edge] = []
+    leaf_index: dict[int, int] = {}
+    recorded = Recorded(inputs, functions, [], position, leaf_index)
+    wirings, saved, leaves = recorded.wiring, recorded.saved, recorded.leaves
+    types: list[tuple] = []      # (shape, dtype) per input: the first half of structure()
+    structure: list[tuple] = []  # (op graph, wiring) per op: the second half
+    known: list[tuple] = []      # known_refs(): kept results that are not views of an argument
 
-    def ref(edge: Edge):
-        source, index, _ = edge
-        if isinstance(source, Function):
-            return (position[id(source)], index)
-        key = id(source.variable) if isinstance(source, AccumulateGrad) else id(source.array)
+    def leaf(edge: Edge) -> int:
+        source = edge[0]
+        if isinstance(source, AccumulateGrad):
+            variable = source.variable
+            data, key = variable._data, id(variable)
+        else:
+            variable, data = None, source.array
+            key = id(data)
         found = leaf_index.get(key)
         if found is None:
             found = leaf_index[key] = len(inputs)
             inputs.append(edge)
+            types.append((data.shape, data.dtype))
+            if variable is not None:
+                leaves.append(variable)
         return found
 
     for position_of_f, f in enumerate(functions):
         wiring = []
-        for edge in f.edges:   # ref(edge), written out: the most common case first
-            source = edge[0]
-            if isinstance(source, Function):
-                wiring.append((position[id(source)], edge[1]))
-            else:
-                wiring.append(ref(edge))
-        recorded.wiring.append(tuple(wiring))
+        for edge in f.edges:
+            found = position.get(id(edge[0]))   # (a leaf's source is never a live op's id)
+            wiring.append((found, edge[1]) if found is not None else leaf(edge))
+        wiring = tuple(wiring)
+        wirings.append(wiring)
+        graph = f.graph
+        structure.append((graph.serial, wiring))
         if f.saved is not None:
+            aliases = graph.aliases
             for index, entry in enumerate(f.saved):
                 # entry.current(), inline: not modified in place since it was computed
                 if entry is not None and entry[1].value == entry[2]:
-                    recorded.saved[(position_of_f, index)] = entry[0]
-    return recorded, [ref(e) for e in roots]
+                    saved[(position_of_f, index)] = entry[0]
+                    if aliases[index] is None:
+                        known.append((position_of_f, index))
+        if f.retained:
+            recorded.retains = True
+    refs = [(position[id(e[0])], e[1]) if id(e[0]) in position else leaf(e) for e in roots]
+    recorded.known_structure = (tuple(types), tuple(structure))
+    recorded.known = tuple(known)
+    return recorded, refs
 
 
-def _sequence(function: Function) -> int:
-    return function.seq
+_sequence = operator.attrgetter("seq")
 
 
 def _edge_data(edge: Edge) -> np.ndarray:
@@ -187,6 +220,8 @@ def known_refs(recorded: Recorded) -> tuple:
     (except views of an argument, which are inputs already). Measured on W2 at 1e7
     elements, reading them back beats recomputing the transcendentals inside the
     fused kernels: 129 ms against 201 ms."""
+    if recorded.known is not None:
+        return recorded.known
     return tuple(ref for ref in recorded.saved
                  if recorded.functions[ref[0]].graph.aliases[ref[1]] is None)
 
@@ -305,9 +340,18 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
     """Vector-Jacobian products of `roots` (with cotangents `seeds`) for each of `wrt`."""
     plan = plan_backward(recorded, roots, wrt)
     arrays = []
+    inputs = recorded.inputs
     for kind, where in plan.sources:
         if kind == "input":
-            arrays.append(_input_data(recorded.inputs[where]))
+            source, _, version = inputs[where]
+            if source.__class__ is Constant and (version is None or source.counter is None
+                                                 or source.counter.value == version):
+                arrays.append(source.array)   # _input_data's common cases, written out
+            elif source.__class__ is AccumulateGrad and (
+                    version is None or source.variable._version_counter.value == version):
+                arrays.append(source.variable._data)
+            else:
+                arrays.append(_input_data(inputs[where]))
         elif kind == "seed":
             arrays.append(seeds[where])
         elif kind == "known":
@@ -316,19 +360,27 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             value = plan.graph.inputs[len(arrays)]
             arrays.append(np.zeros(value.shape, value.dtype))
     plan.runs += 1
-    if any(on_device(a) for a in arrays):
+    host = True
+    for array in arrays:   # (any(on_device(a) ...), written out: most are NumPy arrays)
+        if array.__class__ is not np.ndarray and on_device(array):
+            host = False
+            break
+    if not host:
         # CUDA tensors: the backward runs on the device, whatever its size (the
         # interpreter is NumPy's); its results are device arrays the caller owns.
         if plan.device_executable is None:
             plan.device_executable = compile_graph(plan.graph, device="cuda")
         return plan, plan.device_executable(arrays)
-    if should_compile(plan):
+    if (plan.executable is not None or plan.largest >= COMPILE_MIN_ELEMENTS) and should_compile(plan):
         if plan.executable is None:
             plan.executable = compile_graph(plan.graph)
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
         if plan.evaluate is None:
             plan.evaluate = evaluator(plan.graph)   # ir.evaluate, prepared once per plan
+        elif plan.runs == 2:
+            # Run again: worth writing out as code (a backward run once need not pay it).
+            plan.evaluate = generated_evaluator(plan.graph)
         outputs = plan.evaluate(arrays)
     return plan, _owned(outputs, arrays)
 
@@ -342,6 +394,12 @@ def _owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarr
     owners = {id(_owner(a)) for a in inputs}
     result = []
     for out in outputs:
+        if out.base is None and out.__class__ is np.ndarray and id(out) not in owners:
+            flags = out.flags   # (the first case below, written out: the common one)
+            if flags.writeable and flags.c_contiguous:
+                owners.add(id(out))
+                result.append(out)
+                continue
         owner = _owner(out)
         if owner.__class__ is np.ndarray and owner.base is None and id(owner) not in owners \
                 and out.flags.writeable and out.flags.c_contiguous:

@@ -19,10 +19,11 @@ import numpy as np
 from fusegrad.ir.builder import Builder, building, is_building
 from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
-from fusegrad.ir.interpreter import conformed, evaluator, loud, quiet, run_node
+from fusegrad.ir.interpreter import conformed, evaluator, generated_evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
-from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version, _grad_state,
-                                         function_class)
+from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph, Saved, Version,
+                                         _grad_state, function_class)
+from fusegrad.tracer.graph_nodes import _sequence as graph_nodes_sequence
 from fusegrad.tracer import pytree
 from fusegrad.tracer.source import user_line
 from fusegrad.tracer.state import EAGER, TensorState
@@ -355,7 +356,7 @@ class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
     __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
-                 "constant")
+                 "constant", "function_name", "function_type", "run", "derived_name", "ufunc")
 
     def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
@@ -368,7 +369,9 @@ class FastOp:
         # One output computed by one node (add, tanh, matmul, sum): `compute` returns
         # the array itself, and the result is a new tensor unless it is an argument's.
         self.single = _single_node(graph) and not graph.tuple_result and self.fresh[0]
-        self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(graph)
+        self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(self, graph)
+        self.function_name, self.function_type = None, None
+        self.derived_name = None   # fast_binary's grad_fn of these argument types, once asked
         # The outputs a recorded op gives a grad_fn: the floating-point ones.
         self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
         # A read-only result that reads no argument's data (fill_'s value broadcast to
@@ -379,8 +382,16 @@ class FastOp:
             result = self.compute([])
             if not result.flags.writeable:
                 self.constant = result
+        # The common case, written out: see `_direct_runner`.
+        direct = _direct_runner(self, graph) if self.single and self.constant is None else None
+        self.run = direct if direct is not None else self._run
+        # For fast_inplace: the ufunc of a direct op of two tensors (np.subtract).
+        node = graph.steps[0] if direct is not None else None
+        self.ufunc = node.primitive.impl if (
+            node is not None and self.positions is None and len(graph.inputs) == 2
+            and not node.params and isinstance(node.primitive.impl, np.ufunc)) else None
 
-    def run(self, args, grad_fn: str | None):
+    def _run(self, args, grad_fn: str | None):   # `run`, where `_direct_runner` gives none
         tensors = args if self.positions is None else [args[i] for i in self.positions]
         arrays = [t._data for t in tensors]
         if not self.single:
@@ -429,18 +440,63 @@ class FastOp:
         edges = []
         for tensor in tensors:
             function = tensor._grad_fn
-            edges.append(_tuple(Edge, (function, tensor._output_nr, None)) if function is not None
-                         else tensor._edge())
+            if function is not None:
+                edges.append(_tuple(Edge, (function, tensor._output_nr, None)))
+                continue
+            # tensor._edge(), written out: a leaf's accumulator, or its data as a constant
+            accumulator = tensor._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            counter = tensor._version_counter
+            if accumulator is None or not tensor._requires_grad:
+                edges.append(tensor._edge())
+            else:
+                edges.append(_tuple(Edge, (accumulator, 0, counter.value)))
         saved = []
         for tensor in outputs:
             counter = tensor._version_counter
             saved.append(_tuple(Saved, (tensor._data, counter, counter.value)))
-        function = function_class(grad_fn)(self.graph, tuple(edges), saved)
+        if grad_fn != self.function_name:   # (one name per op, nearly always)
+            self.function_name, self.function_type = grad_fn, function_class(grad_fn)
+        function = self.function_type(self.graph, tuple(edges), saved)
         for index in self.differentiable:
             tensor = outputs[index]
             tensor._grad_fn = function
             tensor._output_nr = index
             tensor._requires_grad = True
+
+    def _record_one(self, grad_fn: str, tensors, tensor) -> None:
+        """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
+        edges = []
+        for argument in tensors:
+            function = argument._grad_fn
+            if function is not None:
+                edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+                continue
+            accumulator = argument._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            if accumulator is not None and argument._requires_grad:
+                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+            elif not argument._requires_grad:   # data that needs no gradient
+                counter = argument._version_counter
+                edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
+            else:   # a leaf whose accumulator is gone with the last graph: a new one
+                accumulator = _new(AccumulateGrad)
+                accumulator.variable = argument
+                argument._accumulator_ref = weakref.ref(accumulator)
+                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        if grad_fn != self.function_name:   # (one name per op, nearly always)
+            self.function_name, self.function_type = grad_fn, function_class(grad_fn)
+        # Function(graph, edges, saved), without the call of its __init__
+        function_type = self.function_type
+        function = _new(function_type)
+        function.graph = self.graph
+        function.edges = tuple(edges)
+        function.saved = [_tuple(Saved, (tensor._data, tensor._version_counter, 0))]
+        function.seq = next(_function_sequence)
+        function.retained = None
+        if self.differentiable:
+            tensor._grad_fn = function
+            tensor._requires_grad = True   # (_output_nr: 0, the class's default)
 
     def _outputs(self, args, tensors, arrays: list) -> list:
         outputs = []
@@ -458,6 +514,9 @@ class FastOp:
 
 # Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
 _tuple = tuple.__new__
+_new = object.__new__
+_function_sequence = graph_nodes_sequence
+_constant = Constant
 
 
 def _not_in(data: np.ndarray, arrays: list) -> bool:
@@ -472,11 +531,24 @@ def _single_node(graph: OpGraph) -> bool:
             and len(graph.outputs) == 1 and not graph.steps[0].primitive.multiple_results)
 
 
-def _compute(graph: OpGraph):
+def _compute(op: FastOp, graph: OpGraph):
     """A function of the argument arrays giving the OpGraph's output arrays, as
     `run_node` computes them, under one error state."""
     # The values of the nodes without inputs are the graph's constants.
-    return evaluator(Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items())))
+    whole = Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items()))
+    prepared = evaluator(whole)
+    calls = 0
+
+    def first_calls(arrays):
+        # An op graph run a third time is written out as code (ir.generated_evaluator),
+        # which replaces this: an op seen once or twice (a new number each time) does
+        # not pay for writing it.
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            op.compute = generated_evaluator(whole)
+        return prepared(arrays)
+    return first_calls
 
 
 def _single_step(graph: OpGraph, node):
@@ -510,3 +582,215 @@ def _single_step(graph: OpGraph, node):
             result = conformed(result, dtype, shape)
         return result
     return compute
+
+
+# ---------------------------------------------------------------- fewer layers (issue 12, eager speed, round 2)
+# The common eager op (`a + b`, `x * 2.0`, `tanh(x)` on CPU tensors: one NumPy call
+# giving a new array) costs little more than NumPy's call when the layers between
+# the operator and NumPy go: `_direct_runner` is `FastOp.run` written out for one
+# node over its tensor arguments (no argument lists, no template of constants), and
+# `fast_unary`/`fast_binary`/`fast_reduction` are the public functions and Tensor's
+# operators, looking their FastOp up by `apply_fast`'s key themselves. Anything
+# else, or a first call, goes through the function they stand for.
+
+def _direct_runner(op: FastOp, graph: OpGraph):
+    """`op.run` for one node reading its one or two tensor arguments, in order
+    (add(a, b), tanh(x), sum(x, axes)), or one tensor and a number (x * 2.0, 2.0 - x);
+    None for any other op."""
+    node = graph.steps[0]
+    inputs, tensors = list(node.inputs), list(graph.inputs)
+    impl, dtype, shape, source = node.primitive.impl, node.out.dtype, node.out.shape, node.source
+    attrs = node.attrs
+    ndarray, state, general, record = np.ndarray, _grad_state, op._run_general, op._record_one
+    cls = TensorState._result_type
+    new = cls.__new__
+
+    def failed(error: BoundsError):   # as run_node: say where the user indexed
+        return BoundsError(located(bare(error), source))
+
+    if len(tensors) == 1 and inputs == tensors:
+        position = 0 if op.positions is None else op.positions[0]
+
+        def run(args, grad_fn):
+            x = args[position]
+            xd = x._data
+            token = quiet()
+            try:
+                data = impl(xd, **attrs)
+            except BoundsError as error:
+                raise failed(error) from None
+            finally:
+                loud(token)
+            if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
+                data = conformed(data, dtype, shape)
+            if data.base is not None or data is xd:   # a view, or the argument
+                return general(args, grad_fn, [x], [xd], [data])
+            tensor = new(cls)
+            tensor._data = data
+            tensor._version_counter = Version()
+            if grad_fn is not None and x._requires_grad and state.enabled:
+                record(grad_fn, (x,), tensor)
+            return tensor
+        return run
+    if len(tensors) == 1 and len(inputs) == 2 and tensors[0] in inputs \
+            and (inputs[0] in graph.fixed or inputs[1] in graph.fixed):
+        position = 0 if op.positions is None else op.positions[0]
+        first = inputs[0] is tensors[0]   # x OP number, else number OP x
+        number = graph.fixed[inputs[1] if first else inputs[0]]
+
+        def run(args, grad_fn):
+            x = args[position]
+            xd = x._data
+            token = quiet()
+            try:
+                data = impl(xd, number, **attrs) if first else impl(number, xd, **attrs)
+            except BoundsError as error:
+                raise failed(error) from None
+            finally:
+                loud(token)
+            if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
+                data = conformed(data, dtype, shape)
+            if data.base is not None or data is xd or data is number:
+                return general(args, grad_fn, [x], [xd], [data])
+            tensor = new(cls)
+            tensor._data = data
+            tensor._version_counter = Version()
+            if grad_fn is not None and x._requires_grad and state.enabled:
+                record(grad_fn, (x,), tensor)
+            return tensor
+        return run
+    if op.positions is not None or inputs != tensors or len(tensors) != 2:
+        return None
+
+    def run(args, grad_fn):
+        a, b = args
+        ad, bd = a._data, b._data
+        token = quiet()
+        try:
+            data = impl(ad, bd, **attrs)
+        except BoundsError as error:
+            raise failed(error) from None
+        finally:
+            loud(token)
+        if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
+            data = conformed(data, dtype, shape)
+        if data.base is not None or data is ad or data is bd:
+            return general(args, grad_fn, args, [ad, bd], [data])
+        tensor = new(cls)
+        tensor._data = data
+        tensor._version_counter = Version()
+        if grad_fn is not None and (a._requires_grad or b._requires_grad) and state.enabled:
+            record(grad_fn, args, tensor)
+        return tensor
+    return run
+
+
+def fast_unary(build, grad_fn: str, general):
+    """`general(x)` (a public function applying `build` to x), looking up the FastOp
+    of an eager CPU tensor directly."""
+    get = _fast_ops.get
+
+    def function(x):
+        if x.__class__ is TensorState._result_type and x._mode is EAGER and x._device is CPU:
+            data = x._data
+            op = get((build, data.shape, data.dtype))
+            if op is not None:
+                return op.run((x,), grad_fn)
+        return general(x)
+    _named_as(function, general)
+    return function
+
+
+def fast_binary(build, grad_fn, general, reflected: bool = False):
+    """`general(a, b)` (or `general(b, a)`, `reflected`: Tensor's __radd__), looking up
+    the FastOp of eager CPU tensors and Python numbers directly. `grad_fn`: a name, or
+    a function of the two arguments' data (or numbers) giving it (matmul's, pow's:
+    fixed by the argument types, so asked once per FastOp)."""
+    get = _fast_ops.get
+    named = isinstance(grad_fn, str)
+
+    def name_of(op: FastOp, a, b) -> str:
+        name = op.derived_name
+        if name is None:
+            name = op.derived_name = grad_fn(a, b)
+        return name
+
+    def function(a, b):
+        if reflected:
+            a, b = b, a
+        tensor_type = TensorState._result_type
+        ca, cb = a.__class__, b.__class__
+        if ca is tensor_type and a._mode is EAGER and a._device is CPU:
+            ad = a._data
+            if cb is tensor_type:
+                if b._mode is EAGER and b._device is CPU:
+                    bd = b._data
+                    op = get((build, ad.shape, ad.dtype, bd.shape, bd.dtype))
+                    if op is not None:
+                        return op.run((a, b), grad_fn if named else name_of(op, ad, bd))
+            elif (cb is float or cb is int) and b and b == b:   # (as apply_fast's key)
+                op = get((build, ad.shape, ad.dtype, cb, b))
+                if op is not None:
+                    return op.run((a, b), grad_fn if named else name_of(op, ad, b))
+        elif (ca is float or ca is int) and cb is tensor_type and a and a == a \
+                and b._mode is EAGER and b._device is CPU:
+            bd = b._data
+            op = get((build, ca, a, bd.shape, bd.dtype))
+            if op is not None:
+                return op.run((a, b), grad_fn if named else name_of(op, a, bd))
+        return general(a, b)
+    _named_as(function, general)
+    return function
+
+
+def fast_reduction(build, grad_fn: str, general):
+    """`general(x, *args, **kwargs)` (sum, mean), looking up the FastOp of the whole
+    reduction of an eager CPU tensor (no axis, no keepdims) directly."""
+    get = _fast_ops.get
+    whole = (("axes", None), ("keepdims", False))   # the params, as apply_fast keys them
+
+    def function(x, *args, **kwargs):
+        if not args and not kwargs and x.__class__ is TensorState._result_type \
+                and x._mode is EAGER and x._device is CPU:
+            data = x._data
+            op = get((build, data.shape, data.dtype, whole))
+            if op is not None:
+                return op.run((x,), grad_fn)
+        return general(x, *args, **kwargs)
+    _named_as(function, general)
+    return function
+
+
+def _named_as(function, general) -> None:
+    for attribute in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(function, attribute, getattr(general, attribute, None))
+    function.__wrapped__ = general
+
+
+def fast_inplace(build, general):
+    """`general(x, y)` (Tensor's ``x -= y``: `_assign` of the op's result), computed
+    into x's storage by the op's ufunc where nothing is recorded, x and y are eager CPU
+    tensors of one dtype, and the op's result has x's shape and dtype: what the
+    general way computes (the same ufunc loop) and writes, without a new array."""
+    get = _fast_ops.get
+
+    def method(x, y):
+        tensor_type = TensorState._result_type
+        if x.__class__ is tensor_type and y.__class__ is tensor_type and x._mode is EAGER \
+                and y._mode is EAGER and x._device is CPU and y._device is CPU \
+                and not (_grad_state.enabled and (x._requires_grad or y._requires_grad)):
+            xd, yd = x._data, y._data
+            op = get((build, xd.shape, xd.dtype, yd.shape, yd.dtype))
+            if op is not None and op.ufunc is not None and yd.dtype is xd.dtype:
+                out = op.graph.outputs[0]
+                if out.dtype is xd.dtype and out.shape == xd.shape and xd.flags.writeable:
+                    token = quiet()
+                    try:
+                        op.ufunc(xd, yd, out=xd)
+                    finally:
+                        loud(token)
+                    x._version_counter.bump()
+                    return x
+        return general(x, y)
+    _named_as(function=method, general=general)
+    return method

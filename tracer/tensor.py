@@ -33,7 +33,7 @@ from fusegrad.tracer.executor import wrap
 from fusegrad.tracer.graph_nodes import Version, _grad_state
 from fusegrad.tracer.printing import tensor_repr
 from fusegrad.tracer.source import user_line
-from fusegrad.tracer.state import TensorState
+from fusegrad.tracer.state import EAGER, TensorState
 
 
 class Tensor(TensorState):
@@ -426,6 +426,16 @@ class Tensor(TensorState):
     def _assign(self, result, checked: bool = False) -> "Tensor":
         """Write `result` (computed out of place) into this tensor's storage (`checked`:
         the tensors sharing it have been checked for an assignment's region)."""
+        if result._grad_fn is None and self._mode is EAGER and result._mode is EAGER:
+            # Nothing recorded (an optimizer's update under no_grad): the checks below
+            # that apply, written out, and the copy.
+            data, new = self._data, result._data
+            if data.__class__ is np.ndarray and new.__class__ is np.ndarray \
+                    and new.shape == data.shape and new.dtype is data.dtype \
+                    and not (self._requires_grad and self._grad_fn is None and _grad_state.enabled):
+                np.copyto(data, new, casting="unsafe")
+                self._version_counter.bump()
+                return self
         if self._mode.traced or result._mode.traced:
             return self._rebind(result)
         self._check_inplace()
@@ -550,6 +560,13 @@ class Tensor(TensorState):
         return self._assign(apply(_replace, self, value, grad_fn="FillBackward0"))
 
     def zero_(self):
+        data = self._data
+        if self._mode is EAGER and data.__class__ is np.ndarray and data.dtype.kind == "f" \
+                and not (self._requires_grad and _grad_state.enabled):
+            # Nothing to record and nothing to check (`_assign`'s fast case): in place.
+            data.fill(0)
+            self._version_counter.bump()
+            return self
         return self.fill_(0)
 
     def uniform_(self, a: float = 0.0, b: float = 1.0):
@@ -786,3 +803,39 @@ _install(Tensor, (
     _Row(F.moveaxis, ("moveaxis", "movedim")),
 ))
 Tensor.mT = property(F.matrix_transpose, doc="The last two axes swapped (PyTorch's x.mT).")
+
+
+# ---------------------------------------------------------------- fewer layers (issue 12, eager speed, round 2)
+# Tensor's most used operators and methods are the fast functions themselves
+# (`functions.FAST_BINARY` ...), one layer fewer than `_forward`'s wrapper: `a + b`
+# calls the function that finds the prepared op. Each method is its own function
+# object, named as `_define` names it.
+
+def _fast_methods() -> None:
+    rows = {row.function: row for row in _TABLE}
+    made = {"binary": executor_views.fast_binary, "unary": executor_views.fast_unary,
+            "reduction": executor_views.fast_reduction}
+    for kind, table in (("binary", F.FAST_BINARY), ("unary", F.FAST_UNARY),
+                        ("reduction", F.FAST_REDUCTION)):
+        for name, (build, grad_fn) in table.items():
+            function = getattr(F, name)
+            row = rows.get(function)
+            if row is None:
+                continue
+            general = function.__wrapped__
+            for method in row.methods + ((row.operator,) if row.operator else ()):
+                _rebind_method(method, made[kind](build, grad_fn, general))
+            if row.reflected:
+                _rebind_method(row.reflected, made[kind](build, grad_fn, general, reflected=True))
+
+
+def _rebind_method(name: str, method: Callable) -> None:
+    method.__name__ = name
+    method.__qualname__ = f"Tensor.{name}"
+    setattr(Tensor, name, method)
+
+
+_fast_methods()
+for _operator, _build in (("__iadd__", ops.add), ("__isub__", ops.sub), ("__imul__", ops.mul),
+                          ("__itruediv__", ops.div)):
+    _rebind_method(_operator, executor_views.fast_inplace(_build, getattr(Tensor, _operator)))

@@ -1,0 +1,196 @@
+"""The eager fast path, round 2 (issue 12): fewer layers, same behaviour.
+
+The most used functions and Tensor operators find their prepared op themselves
+(`executor.fast_binary` ...), a one-node op runs written out (`_direct_runner`),
+``x -= y`` computes into x's storage when nothing is recorded (`fast_inplace`),
+``loss.backward()`` has its own path (`autograd._scalar_backward`), and a backward
+plan run again is one generated function (`ir.interpreter.generated_evaluator`).
+Each is compared here with the general way it stands for: values bit for bit,
+dtypes, grad_fn names, version counters, storage, errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusegrad as fg
+from fusegrad import ir
+from fusegrad.ir import ops
+from fusegrad.ir.errors import BoundsError
+from fusegrad.ir.graph import Value
+from fusegrad.ir.interpreter import evaluator, generated_evaluator
+from fusegrad.tracer import engine, executor
+from fusegrad.tracer import functions as F
+
+RNG = np.random.default_rng(12)
+
+
+def _tensor(shape, requires_grad=False, dtype=np.float32):
+    return fg.tensor(RNG.standard_normal(shape).astype(dtype), requires_grad=requires_grad)
+
+
+def _same(fast, general):
+    assert fast._data.dtype == general._data.dtype and fast._data.shape == general._data.shape
+    np.testing.assert_array_equal(fast._data, general._data)
+    assert np.signbit(fast._data).tolist() == np.signbit(general._data).tolist()
+    assert fast.requires_grad == general.requires_grad
+    assert (fast.grad_fn is None) == (general.grad_fn is None)
+    if fast.grad_fn is not None:
+        assert fast.grad_fn.name() == general.grad_fn.name()
+        assert fast.grad_fn.graph is general.grad_fn.graph
+        assert [e.index for e in fast.grad_fn.edges] == [e.index for e in general.grad_fn.edges]
+
+
+X, V, M = _tensor((3, 4), True), _tensor((4,)), _tensor((4, 3))
+P = fg.tensor(np.abs(RNG.standard_normal((3, 4))).astype(np.float32) + 0.5, requires_grad=True)
+# (fast function, arguments): each called three times (the last two are hits)
+CALLS = {
+    "add": (F.add, (X, V)), "sub number": (F.sub, (X, -0.0)), "number sub": (F.sub, (2, X)),
+    "mul": (F.mul, (V, X)), "div": (F.div, (X, 3.0)), "pow number": (F.pow, (P, 2)),
+    "pow tensor": (F.pow, (P, X)), "number pow": (F.pow, (2.0, X)),
+    "mm": (F.matmul, (X, M)), "mv": (F.matmul, (X, V)), "dot": (F.matmul, (V, V)),
+    "maximum": (F.maximum, (X, V)), "exp": (F.exp, (X,)), "tanh": (F.tanh, (X,)),
+    "neg": (F.neg, (X,)), "square": (F.square, (X,)), "relu": (F.relu, (X,)),
+    "sum": (F.sum, (X,)), "mean": (F.mean, (X,)), "int add": (F.add, (fg.tensor([1, 2]), 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS), ids=list(CALLS))
+def test_fast_functions_match_the_general_way(name):
+    function, args = CALLS[name]
+    general = function.__wrapped__(*args)
+    for _ in range(3):
+        _same(function(*args), general)
+
+
+def test_operators_and_methods_are_the_fast_functions():
+    x, v = _tensor((2, 3), True), _tensor(3)
+    assert (x + v).grad_fn.name() == "AddBackward0"
+    for _ in range(2):
+        _same(x * v, F.mul.__wrapped__(x, v))
+        _same(0.5 * x, F.mul.__wrapped__(0.5, x))
+        _same(2.0 ** x, F.pow.__wrapped__(2.0, x))
+        _same(x ** 2, F.pow.__wrapped__(x, 2))
+        _same(x @ v, F.matmul.__wrapped__(x, v))
+        _same(x.exp(), F.exp.__wrapped__(x))
+        _same(x.sum(), F.sum.__wrapped__(x))
+        _same(x.sum(1), F.sum.__wrapped__(x, 1))
+        _same(x.mean(dim=0, keepdim=True), F.mean.__wrapped__(x, dim=0, keepdim=True))
+    assert [(2.0 ** x).grad_fn.name(), (x ** 2).grad_fn.name(), (x ** x).grad_fn.name()] == \
+        ["PowBackward2", "PowBackward0", "PowBackward1"]
+    names = ("__add__", "__radd__", "__isub__", "exp", "sum")
+    assert [getattr(fg.Tensor, name).__name__ for name in names] == list(names)
+
+
+def test_what_the_fast_functions_leave_to_the_general_way():
+    x = _tensor(3)
+    # NumPy arrays, NumPy scalars, bools and traced tensors take the general way.
+    np.testing.assert_array_equal((x + np.ones(3, np.float32)).numpy(), x.numpy() + 1)
+    assert (x * np.float32(2)).dtype == fg.float32
+    assert (fg.tensor([1, 2]) * True).numpy().tolist() == [1, 2]
+    traced = fg.compile_grad(lambda a: (a * 2.0 + a).sum())
+    value, grad = traced(np.ones(3, np.float32))
+    assert value == 9.0 and grad[0].tolist() == [3.0] * 3
+    with pytest.raises(fg.ShapeError, match="test_eager_direct.py"):
+        x + _tensor(4)   # noqa: B018
+
+
+def test_inplace_operators_write_into_the_storage_as_the_general_way():
+    x, y = _tensor((2, 3)), _tensor(3)
+    expected = F.sub.__wrapped__(x, y).numpy()
+    data, version = x._data, x._version
+    x -= y
+    assert x._data is data and x._version == version + 1
+    np.testing.assert_array_equal(x.numpy(), expected)
+    x -= y   # a hit
+    np.testing.assert_array_equal(x.numpy(), expected - y.numpy())
+    # a float64 operand into float32 storage, a leaf that requires grad under no_grad
+    w = _tensor(3, requires_grad=True)
+    before = w.detach().numpy().copy()
+    with fg.no_grad():
+        w *= fg.tensor([2.0, 2.0, 2.0], dtype=fg.float64)
+        w /= _tensor(3) * 0 + 4
+    np.testing.assert_array_equal(w.detach().numpy(), (before * 2.0).astype(np.float32) / 4)
+    assert w.dtype == fg.float32 and w.is_leaf
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        w -= _tensor(3)
+    h = w * 1.0   # recorded: the general way records the update
+    h += _tensor(3)
+    assert h.grad_fn.name() == "AddBackward0"
+    h.sum().backward()
+    assert w.grad.numpy().tolist() == [1.0] * 3
+
+
+def test_scalar_backward_matches_the_general_way():
+    x, c = _tensor(4, True), _tensor(4)
+    x2 = fg.tensor(x.detach().numpy(), requires_grad=True)
+    for _ in range(3):
+        (x * c).tanh().sum().backward()
+        fg.autograd.backward([(x2 * c).tanh().sum()], [None])   # the general way
+        np.testing.assert_array_equal(x.grad.numpy(), x2.grad.numpy())
+    grad, version = x.grad, x.grad._version
+    (x * c).sum().backward()
+    assert x.grad is grad and x.grad._version == version + 1   # added in place
+    with pytest.raises(RuntimeError, match="implicitly created only for scalar outputs"):
+        (x * c).backward()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        c.sum().backward()
+    h = x * c
+    h.retain_grad()
+    h.sum().backward()
+    assert h.grad.numpy().tolist() == [1.0] * 4
+    y = (x * 3.0).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    z = fg.tensor([1.0, 2.0], dtype=fg.float64, requires_grad=True)
+    z.grad = fg.tensor([1.0, 1.0], dtype=fg.float64, requires_grad=True)
+    (z * 2.0).sum().backward()   # a .grad that requires grad: added out of place
+    assert z.grad.numpy(force=True).tolist() == [3.0, 3.0]
+
+
+def test_gather_works_out_the_structure_and_known_results():
+    x, c = _tensor((2, 3), True), _tensor(3)
+    loss = (F.tanh(x * c) @ c + x.sum()).mean()
+    recorded, roots = engine.gather([loss._edge()])
+    assert recorded.known_structure is not None
+    known_structure, known = recorded.known_structure, recorded.known
+    recorded.known_structure = recorded.known = None   # as worked out when asked
+    assert recorded.structure() == known_structure and engine.known_refs(recorded) == known
+    assert recorded.leaves == [x]
+
+
+def _graph(make, *types):
+    inputs = tuple(Value(shape, np.dtype(dtype)) for shape, dtype in types)
+    with ir.building() as builder:
+        outputs = make(*inputs)
+    return builder.finish(inputs, outputs if isinstance(outputs, tuple) else (outputs,))
+
+
+def test_generated_evaluator_matches_evaluate():
+    graph = _graph(lambda a, b, n: (ops.tanh(a * 2.5) @ b, ops.reduce_sum(a, (0,)), n + n,
+                                    ops.mean(a), a),
+                   ((2, 3), np.float32), ((3,), np.float32), ((3,), np.int32))
+    args = [RNG.standard_normal((2, 3)).astype(np.float32),
+            RNG.standard_normal(3).astype(np.float32), np.arange(3, dtype=np.int32)]
+    generated = generated_evaluator(graph)
+    for got, want in zip(generated(args), ir.evaluate(graph, args), strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="takes 3 inputs, got 2"):
+        generated(args[:2])
+    x, w = _tensor((2, 3), True), _tensor((3,), True)
+    for _ in range(3):   # run again, the backward plan is a generated function
+        (F.tanh(x * w) / 3.0 + F.exp(w)).mean().backward()
+    plan = engine.cached_plans()[-1]
+    assert plan.evaluate.__code__.co_filename == "<fusegrad generated evaluator>"
+
+
+def test_generated_evaluator_names_the_users_line_of_a_bad_index():
+    def make(x, i):
+        with ir.source_line("model.py:7"):
+            return ops.take(x, i, axis=0) * 2.0
+    graph = _graph(make, ((3,), np.float32), ((2,), np.int64))
+    args = [np.ones(3, np.float32), np.array([0, 5])]
+    for run in (generated_evaluator(graph), evaluator(graph)):
+        with pytest.raises(BoundsError, match="model.py:7"):
+            run(args)

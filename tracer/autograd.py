@@ -16,7 +16,7 @@ from fusegrad.tracer import engine
 from fusegrad.tracer.devices import copy_into, host_array, on_device, ones_on_device
 from fusegrad.tracer.dtypes import Size
 from fusegrad.tracer.executor import wrap
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph,
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph,
                                          enable_grad, function_class, is_grad_enabled, no_grad,
                                          set_grad_enabled)
 from fusegrad.tracer.state import TensorState

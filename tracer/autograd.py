@@ -216,8 +216,10 @@ def _scalar_backward(output, retain_graph: bool | None) -> None:
     data = output._data
     if data.size != 1:
         raise RuntimeError("grad can be implicitly created only for scalar outputs")
-    seed = _ones.get((data.shape, data.dtype))
-    if seed is None:
+    seed = _ones.get((data.shape, data.dtype)) if data.__class__ is np.ndarray else None
+    if seed is None and on_device(data):
+        seed = ones_on_device(data.shape, data.dtype)   # made on the GPU: nothing crosses the bus
+    elif seed is None:
         seed = np.ones(data.shape, data.dtype)
         if data.__class__ is np.ndarray:
             seed.flags.writeable = False   # shared: the engine copies a gradient that is it

@@ -85,6 +85,23 @@ from numba.extending import intrinsic, overload, register_jitable
 
 F = np.float32
 
+# (issue 12, compile time) Every function here is compiled with these options, so that
+# each helper is compiled once per signature in a process. `forceinline` marks the
+# compiled function `alwaysinline` for LLVM, which inlines it into the kernel's loop
+# (a call would keep the loop from vectorizing). Numba's own `inline="always"` on an
+# overload compiles the implementation in full anyway (to check it compiles), then types
+# and lowers it again inside every caller: twice the work for sin, cos and tanh, and
+# the near and far passes of a block lowered it twice more. Numba keys a helper's
+# compiled versions by its caller's options, and forceinline passes down to what a
+# function calls, so callers with other options would compile every helper again. The
+# helpers are never called from Python: no wrappers for that.
+_JIT = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
+
+def _helper(function):
+    """`register_jitable` with this file's options."""
+    return register_jitable(**_JIT)(function)
+
 
 @intrinsic
 def _bits_of(typingctx, x):
@@ -114,7 +131,7 @@ def _float32_path(libm, float32, key=None, **options):
     function.__name__ = function.__qualname__ = libm.__name__
     function.__doc__ = f"math.{libm.__name__}; float32 takes the vectorizable path inside kernels."
 
-    @overload(function, **options)
+    @overload(function, jit_options=_JIT, **options)
     def by_type(x):
         if x == types.float32:
             return float32
@@ -134,7 +151,7 @@ _Q0, _Q1, _Q2 = 0.5000000013457728, 0.16666666681614217, 0.04166646500604097
 _Q3, _Q4, _Q5 = 0.008333310934456656, 0.0013933641032784715, 0.00019890980868767953
 
 
-@register_jitable
+@_helper
 def _reduce_ln2(x):
     """(2^n, r) with x = n ln 2 + r, |r| <= ln 2 / 2, for float64 |x| < 1000."""
     t = x * _LOG2E + _SHIFTER
@@ -143,7 +160,7 @@ def _reduce_ln2(x):
     return _float_of((_bits_of(t) - _SHIFTER_BITS + 1023) << 52), r
 
 
-@register_jitable
+@_helper
 def _exp_parts(x):
     """(2^n, e^r - 1) with e^x = 2^n e^r, for float64 |x| < 1000."""
     scale, r = _reduce_ln2(x)
@@ -169,7 +186,7 @@ _ONE_BITS = 0x3FF0000000000000
 _MANTISSA = 0x000FFFFFFFFFFFFF
 
 
-@register_jitable
+@_helper
 def _log_positive(xd):
     """log of a positive, finite, normal float64, to a relative 5e-11 (enough for a
     float32 result)."""
@@ -210,7 +227,7 @@ def _tanh_f32(x):
     return _pick(abs(x) < _TINY, x, y)  # also keeps the sign of zero
 
 
-tanh = _float32_path(math.tanh, _tanh_f32, inline="always")
+tanh = _float32_path(math.tanh, _tanh_f32)
 
 
 def _two_over_pi_words(count: int = 8) -> tuple[int, ...]:
@@ -248,7 +265,7 @@ _S1, _S2, _S3, _S4 = _S
 _C1, _C2, _C3, _C4, _C5 = _C
 
 
-@register_jitable
+@_helper
 def _pick(condition, yes, no):
     """`yes if condition else no`: a select once LLVM inlines it. Spelled inline, the
     conditional would be a branch in the Numba IR that `_reduce_pio2` is inlined as,
@@ -264,7 +281,7 @@ def _pick(condition, yes, no):
 _P0, _P1, _P2, _P3, _P4, _P5, _P6 = (_U(int(p)) for p in _TWO_OVER_PI_PAIRS)
 
 
-@register_jitable
+@_helper
 def _pair(i):
     """_TWO_OVER_PI_PAIRS[i] for 0 <= i <= 6, by a tree of selects on i's bits."""
     low, middle, high = (i & _U(1)) != _U(0), (i & _U(2)) != _U(0), (i & _U(4)) != _U(0)
@@ -273,7 +290,7 @@ def _pair(i):
     return _pick(high, _pick(middle, p6, p45), _pick(middle, p23, p01))
 
 
-@register_jitable
+@_helper
 def _int_of(xd):
     """An integral float64 with |xd| < 2^51 as an int64: adding 1.5 * 2^52 leaves it in
     the low bits. (np.int64(xd) is a conversion AVX2 does not have for vectors: LLVM
@@ -281,7 +298,7 @@ def _int_of(xd):
     return _bits_of(xd + _SHIFTER) - _SHIFTER_BITS
 
 
-@register_jitable
+@_helper
 def _float_of_int(i):
     """An int64 as the nearest float64, without int64 -> float64 conversions (AVX-512
     only, one lane at a time on AVX2): the high 51 bits and the low 11 exactly through
@@ -291,7 +308,7 @@ def _float_of_int(i):
     return high * 2048.0 + low
 
 
-@register_jitable
+@_helper
 def _reduce_pio2_near(xd):
     """(nd, r) with xd = r + nd pi/2 for a float64 xd (a float32's) with |xd| < 2^20:
     Cody-Waite. `_reduce_pio2` and `_reduce_pio2_near` both take their near values
@@ -358,8 +375,8 @@ def _sin_quadrant(x, shift):
     return _sin_cos_quadrants(x, shift)[0]
 
 
-sin = _float32_path(math.sin, lambda x: _sin_quadrant(x, 0), inline="always")
-cos = _float32_path(math.cos, lambda x: _sin_quadrant(x, 1), inline="always")
+sin = _float32_path(math.sin, lambda x: _sin_quadrant(x, 0))
+cos = _float32_path(math.cos, lambda x: _sin_quadrant(x, 1))
 
 
 def sincos(x):
@@ -368,7 +385,7 @@ def sincos(x):
     return math.sin(x), math.cos(x)
 
 
-@overload(sincos, inline="always")
+@overload(sincos, jit_options=_JIT)
 def _sincos_by_type(x):
     if x == types.float32:
         return lambda x: _sin_cos_quadrants(x, 0)
@@ -467,7 +484,7 @@ def _log1p_f32(x):
     return F(_pick(xd == 0.0, xd, y))  # keeps the sign of zero
 
 
-log1p = _float32_path(math.log1p, _log1p_f32, inline="always")  # float64's is big (issue 12)
+log1p = _float32_path(math.log1p, _log1p_f32)
 
 
 # e^r - 1 to r^10 / 10! (the next term is below 2e-11 of it for |r| <= ln 2 / 2): exp's
@@ -488,7 +505,7 @@ def _expm1_f32(x):
     return F(_pick(xd == 0.0, xd, y))  # keeps the sign of zero
 
 
-expm1 = _float32_path(math.expm1, _expm1_f32, inline="always")
+expm1 = _float32_path(math.expm1, _expm1_f32)
 
 
 def _chebyshev_monomials(function, degree: int, lo: float, hi: float) -> tuple[float, ...]:
@@ -531,7 +548,7 @@ def _erf_f32(x):
     return F(_pick(abs(xd) < 1.0, near, far))
 
 
-erf = _float32_path(math.erf, _erf_f32, inline="always")  # too big for LLVM's inliner
+erf = _float32_path(math.erf, _erf_f32)
 
 
 # ---------------------------------------------------------------- issue 12: sin, cos near
@@ -554,7 +571,7 @@ def _sin_cos_near(x, shift):
 
 
 def _near_path(libm, float32, name):
-    near = _float32_path(libm, float32, key=name, inline="always")
+    near = _float32_path(libm, float32, key=name)
     near.__name__ = near.__qualname__ = name
     near.__doc__ = (f"math.{libm.__name__}; float32 inside kernels: right for |x| < 2^20 only "
                     "(see far_trig).")
@@ -570,7 +587,7 @@ def sincos_near(x):
     return math.sin(x), math.cos(x)
 
 
-@overload(sincos_near, inline="always")
+@overload(sincos_near, jit_options=_JIT)
 def _sincos_near_by_type(x):
     if x == types.float32:
         return lambda x: _sin_cos_near(x, 0)
@@ -579,7 +596,7 @@ def _sincos_near_by_type(x):
     return lambda x: (math.sin(x), math.cos(x))
 
 
-@register_jitable
+@_helper
 def far_trig(x):
     """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
     (inf too; NaN is not far)."""
@@ -614,14 +631,14 @@ _TWO_52 = 4503599627370496.0
 _TWO_52_BITS = 0x4330000000000000
 
 
-@register_jitable
+@_helper
 def _power_of_two(k):
     """2^k for an int64 -1022 <= k <= 1023, from its bits (masked so that the shift
     stays defined for the unselected lanes' garbage)."""
     return _float_of(((k + 1023) & 0x7FF) << 52)
 
 
-@register_jitable
+@_helper
 def _scale(y, k):
     """y 2^k for an int64 |k| <= 2000, in two steps so that neither factor leaves the
     normal range: the first product is exact, the second rounds once (subnormal
@@ -630,7 +647,7 @@ def _scale(y, k):
     return y * _power_of_two(half) * _power_of_two(k - half)
 
 
-@register_jitable
+@_helper
 def _exponent_of(bits):
     """The biased exponent field of float64 bits, as a float64 (through the 2^52
     shifter: AVX2 has no int64 -> float64 vector conversion)."""
@@ -666,7 +683,7 @@ _LG4, _LG5 = 2.222219843214978396e-01, 1.818357216161805012e-01
 _LG6, _LG7 = 1.531383769920937332e-01, 1.479819860511658591e-01
 
 
-@register_jitable
+@_helper
 def _log_kernel(f):
     """(hfsq, s (hfsq + R)) for log(1 + f) = f - hfsq + s (hfsq + R), |f| < 0.42."""
     hfsq = 0.5 * f * f
@@ -678,7 +695,7 @@ def _log_kernel(f):
     return hfsq, s * (hfsq + t2 + t1)
 
 
-@register_jitable
+@_helper
 def _split_sqrt_half(value):
     """(k, m) with value = 2^k m, m in [sqrt(1/2), sqrt(2)), for a positive normal
     float64 (k as a float64), read from the bits as `_log_positive` does."""
@@ -785,7 +802,7 @@ _RP1, _RP2 = 1.57079632673412561417e+00, 6.07710050630396597660e-11
 _RP3, _RP3T = 2.02226624871116645580e-21, 8.47842766036889956997e-32
 
 
-@register_jitable
+@_helper
 def _two_sum(a, b):
     """(s, e) with s + e = a + b exactly, s = fl(a + b) (Knuth)."""
     s = a + b
@@ -793,7 +810,7 @@ def _two_sum(a, b):
     return s, (a - (s - bb)) + (b - bb)
 
 
-@register_jitable
+@_helper
 def _reduce_pio2_f64(x):
     """(n, y0, y1) with x = n pi/2 + y0 + y1, for |x| < 2^20: x - n pi/2 exactly to
     about 2^-100 absolute (the closest float64 below 2^20 to a multiple of pi/2 is
@@ -807,7 +824,7 @@ def _reduce_pio2_f64(x):
     return n, y0, tail - (y0 - s2)
 
 
-@register_jitable
+@_helper
 def _sin_cos_kernels(y0, y1):
     z = y0 * y0
     v = z * y0
@@ -821,7 +838,7 @@ def _sin_cos_kernels(y0, y1):
     return sin_y, cos_y
 
 
-@register_jitable
+@_helper
 def _sin_cos_near_f64(x, shift):
     """sin(x + shift pi/2), sin(x + (shift + 1) pi/2) for |x| < 2^20, NaN and inf."""
     n, y0, y1 = _reduce_pio2_f64(x)
@@ -848,7 +865,7 @@ def _cos_f64(x):
     return math.cos(x)
 
 
-@register_jitable
+@_helper
 def _sincos_f64(x):
     if abs(x) < _FAR:
         return _sin_cos_near_f64(x, 0)
@@ -856,12 +873,12 @@ def _sincos_f64(x):
 
 
 # Each float64 version, by the name `_float32_path` looks up (`libm`'s, or the `_near`
-# functions' own): njit-compiled wrappers Numba inlines as it does the float32 ones.
+# functions' own): compiled and inlined as the float32 ones are.
 FLOAT64 = {
-    "exp": register_jitable(_exp_f64), "log": register_jitable(_log_f64),
-    "log1p": register_jitable(_log1p_f64), "expm1": register_jitable(_expm1_f64),
-    "tanh": register_jitable(_tanh_f64),
-    "sin": register_jitable(_sin_f64), "cos": register_jitable(_cos_f64),
+    "exp": _helper(_exp_f64), "log": _helper(_log_f64),
+    "log1p": _helper(_log1p_f64), "expm1": _helper(_expm1_f64),
+    "tanh": _helper(_tanh_f64),
+    "sin": _helper(_sin_f64), "cos": _helper(_cos_f64),
     "sin_near": lambda x: _sin_cos_near_f64(x, 0)[0],
     "cos_near": lambda x: _sin_cos_near_f64(x, 1)[0],
 }

@@ -95,3 +95,49 @@ def test_a_kernel_is_one_function_compiled_once_for_every_size(traced_for, monke
     assert [len(fn.signatures) for fn in functions] == known
     np.testing.assert_array_equal(value, small[0])
     np.testing.assert_array_equal(grad[0], small[1][0])
+
+
+# ---------------------------------------------------------------- issue 12: helpers once
+# codegen/scalar_math.py's helpers are compiled once per signature in a process: Numba
+# keys a helper's compiled versions by its caller's options, so a helper called from
+# functions compiled with different options (or inlined by Numba into each caller) is
+# compiled again for each. In a fresh process: nothing is cached in memory yet.
+HELPERS_ONCE = """
+import collections, json, sys
+import numpy as np
+from numba.core import event
+import fusegrad as fg
+compiled = collections.Counter()
+
+class Listener(event.Listener):
+    def on_start(self, ev):
+        function = ev.data["dispatcher"].py_func
+        if function.__module__ == "fusegrad.codegen.scalar_math":
+            compiled[f"{function.__qualname__}{ev.data['args']}"] += 1
+    def on_end(self, ev):
+        pass
+
+event.register("numba:compile", Listener())
+
+def loss(x, y):
+    return (fg.exp(x) * fg.sin(x) + fg.cos(x) * y - fg.tanh(x * y) + fg.log1p(fg.abs(y))).sum()
+
+for dtype in (np.float32, np.float64):
+    x, y = np.linspace(-3, 3, 64, dtype=dtype), np.linspace(1, 2, 64, dtype=dtype)
+    fg.compile_grad(loss, wrt=(0, 1))(x, y)
+print(json.dumps(compiled))
+"""
+
+
+def test_each_scalar_math_helper_is_compiled_once_per_signature(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", HELPERS_ONCE], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any(name.startswith("_pick") for name in compiled), compiled  # the listener saw them
+    assert {name: n for name, n in compiled.items() if n > 1} == {}

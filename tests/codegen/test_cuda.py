@@ -97,6 +97,16 @@ def reductions_more(x, y):           # issue 11, item 7: scans on the host, comp
             + fg.where(fg.any(x > 1, 1, keepdims=True), x, y).sum())
 
 
+def gathers(x, y):                   # the rest of the registry (issue 13: every primitive):
+    rows = np.array([2, 0, 2])       # gathers, scatters, argmax/argmin, scan and slices run
+    h = x.at[rows].set(y[:3] * 2)    # as host steps; erf, erfc and <= in kernels
+    picked = (fg.take_along_axis(x, fg.argmax(x, 1)[:, None], 1).sum()
+              + fg.take_along_axis(y, fg.argmin(y, 0)[None, :], 0).sum())
+    carry, ys = fg.scan(lambda c, r: (c * 0.5 + r, (c * r).sum()), x[0], x[1:])
+    return ((h * y).sum() + picked + (fg.erf(x) * fg.erfc(y)).sum() + carry.sum() + ys.sum()
+            + fg.where(x <= y, x, y).sum())
+
+
 def inputs(name: str, dtype) -> list[np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, name)))
 
@@ -120,7 +130,7 @@ def inputs(name: str, dtype) -> list[np.ndarray]:
         return [normal(3, 4, 5)]
     if name == "attention":
         return [normal(2, 3, 4), normal(4, 4) / 2, normal(3, 4, 2)]
-    if name == "reductions_more":
+    if name in ("reductions_more", "gathers"):
         return [normal(12, 5), normal(12, 5)]
     # Rows of at least ROW_BLOCK_MIN (128) elements: a block per row (issue 13, item 6);
     # 3 rows on 2 blocks, so a block takes a second row after its first.
@@ -140,6 +150,7 @@ WORKLOADS = {
     "modular": (modular, True),
     "attention": (attention, True),
     "reductions_more": (reductions_more, True),
+    "gathers": (gathers, True),
     "cross_entropy_rows": (cross_entropy, True), "layernorm_rows": (layernorm, True),
 }
 DTYPES = ("float32", "float64")
@@ -493,3 +504,15 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     report = {"simulate": simulate, "ptx": compile_ptx, "unavailable": unavailable}[mode]()
     print(json.dumps(report))
+
+
+def test_every_primitive_runs_in_some_cuda_workload():
+    """The simulator runs every primitive of the registry (forward or backward) in one of
+    WORKLOADS against the CPU: a new primitive needs a case here."""
+    from fusegrad.ir.primitive import REGISTRY
+    seen = set()
+    for name, (function, fuse) in WORKLOADS.items():
+        traced = fg.compile_grad(function, fuse=fuse).trace(*inputs(name, "float64"))
+        seen |= {node.primitive.name for node in traced.joint.nodes}
+        seen |= {node.primitive.name for node in traced.forward.nodes}
+    assert sorted(set(REGISTRY) - seen) == []

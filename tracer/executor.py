@@ -352,6 +352,30 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
     return op
 
 
+def _edges(tensors) -> list:
+    """The edges of a recorded op to its tensor arguments (`tensor._edge()` of each,
+    written out: a hot path of every recorded eager op)."""
+    edges = []
+    for argument in tensors:
+        function = argument._grad_fn
+        if function is not None:
+            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+            continue
+        accumulator = argument._accumulator_ref
+        accumulator = accumulator() if accumulator is not None else None
+        if accumulator is not None and argument._requires_grad:
+            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        elif not argument._requires_grad:   # data that needs no gradient
+            counter = argument._version_counter
+            edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
+        else:   # a leaf whose accumulator is gone with the last graph: a new one
+            accumulator = _new(AccumulateGrad)
+            accumulator.variable = argument
+            argument._accumulator_ref = weakref.ref(accumulator)
+            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+    return edges
+
+
 class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
@@ -437,20 +461,7 @@ class FastOp:
 
     def _record(self, grad_fn: str, tensors, outputs: list) -> None:
         """`_record` for arguments that are tensors and numbers (numbers have no edge)."""
-        edges = []
-        for tensor in tensors:
-            function = tensor._grad_fn
-            if function is not None:
-                edges.append(_tuple(Edge, (function, tensor._output_nr, None)))
-                continue
-            # tensor._edge(), written out: a leaf's accumulator, or its data as a constant
-            accumulator = tensor._accumulator_ref
-            accumulator = accumulator() if accumulator is not None else None
-            counter = tensor._version_counter
-            if accumulator is None or not tensor._requires_grad:
-                edges.append(tensor._edge())
-            else:
-                edges.append(_tuple(Edge, (accumulator, 0, counter.value)))
+        edges = _edges(tensors)
         saved = []
         for tensor in outputs:
             counter = tensor._version_counter
@@ -466,24 +477,7 @@ class FastOp:
 
     def _record_one(self, grad_fn: str, tensors, tensor) -> None:
         """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
-        edges = []
-        for argument in tensors:
-            function = argument._grad_fn
-            if function is not None:
-                edges.append(_tuple(Edge, (function, argument._output_nr, None)))
-                continue
-            accumulator = argument._accumulator_ref
-            accumulator = accumulator() if accumulator is not None else None
-            if accumulator is not None and argument._requires_grad:
-                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
-            elif not argument._requires_grad:   # data that needs no gradient
-                counter = argument._version_counter
-                edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
-            else:   # a leaf whose accumulator is gone with the last graph: a new one
-                accumulator = _new(AccumulateGrad)
-                accumulator.variable = argument
-                argument._accumulator_ref = weakref.ref(accumulator)
-                edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        edges = _edges(tensors)
         if grad_fn != self.function_name:   # (one name per op, nearly always)
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         # Function(graph, edges, saved), without the call of its __init__

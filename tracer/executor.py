@@ -440,18 +440,7 @@ class FastOp:
 
     def _run_general(self, args, grad_fn: str | None, tensors, arrays: list,
                      results: list | None = None):
-        if results is None:
-            results = self.compute(arrays)
-        outputs = []
-        for index, data in enumerate(results):
-            if self.fresh[index] and data.base is None and _not_in(data, arrays):
-                tensor = TensorState._blank()
-                tensor._data = data
-                tensor._version_counter = Version()
-            else:
-                tensor = _output(data, self.graph, index, args, arrays, CPU)
-                note_views([tensor], tensors)
-            outputs.append(tensor)
+        outputs = self._outputs(args, tensors, arrays, results)
         if grad_fn is not None and _grad_state.enabled:
             for argument in tensors:
                 if argument._requires_grad:
@@ -492,9 +481,13 @@ class FastOp:
             tensor._grad_fn = function
             tensor._requires_grad = True   # (_output_nr: 0, the class's default)
 
-    def _outputs(self, args, tensors, arrays: list) -> list:
+    def _outputs(self, args, tensors, arrays: list, results: list | None = None) -> list:
+        """The op's results as tensors: a new array is a tensor of its own; an argument,
+        a view of one or a constant goes through `_output`."""
+        if results is None:
+            results = self.compute(arrays)
         outputs = []
-        for index, data in enumerate(self.compute(arrays)):
+        for index, data in enumerate(results):
             if self.fresh[index] and data.base is None and _not_in(data, arrays):
                 tensor = TensorState._blank()
                 tensor._data = data

@@ -56,7 +56,10 @@ def _header(report: Any, tolerance: float) -> list[str]:
     m = report.machine
     triads = ", ".join(f"{gbps:.1f} GB/s ({device})" for device, gbps in m["triad_gbps"].items())
     workloads = sorted({f"{r.workload} {r.name}" for r in report.records})
-    lines = [f"numba {m['numba']}, {m['numba_threads']} threads ({m['threading_layer']} layer), numpy {m['numpy']}, "
+    # fusegrad's kernels run on its own pool (runtime/threads.py); Numba's layer runs
+    # only the hand-written baselines and the triad.
+    lines = [f"numba {m['numba']}, {m['numba_threads']} threads (fusegrad's pool; the hand-written "
+             f"kernels on Numba's {m['threading_layer']} layer), numpy {m['numpy']}, "
              f"python {m['python']}; triad a = b + s*c on {m['triad_n']:,} float32: {triads}",
              "workloads: " + ", ".join(workloads),
              "% bw = minimal bytes / median time, as a share of the triad bandwidth "

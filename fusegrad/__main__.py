@@ -18,6 +18,21 @@ SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # Carries "what was unset" into the re-executed process, and stops a second re-execution.
 _UNSET_MARKER = "FUSEGRAD_BENCH_UNSET_BLAS"
 
+# `bench --avx2`: every system's code for an AVX2 CPU without AVX-512, on this machine.
+# Users' machines may have AVX2 only; this runs what each library would run there (the
+# memory system stays this machine's). Each library reads its variable once, on load.
+AVX2_ENVIRONMENT = {
+    "NUMBA_CPU_NAME": "haswell",                               # fusegrad, hand Numba, triad
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's dispatched loops
+    "OPENBLAS_CORETYPE": "Haswell",                            # OpenBLAS's products
+    "ATEN_CPU_CAPABILITY": "avx2",                             # PyTorch, and torch.compile's code
+    "ONEDNN_MAX_CPU_ISA": "AVX2",                              # PyTorch's oneDNN products
+    "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",                     # JAX
+}
+# torch.compile's kernel cache does not key on ATEN_CPU_CAPABILITY: AVX2 code read back by
+# an AVX-512 run (or the reverse) gave wrong sums and heap corruption. A cache of its own.
+_AVX2_INDUCTOR_CACHE = "torchinductor_avx2"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusegrad", description="fusegrad command line")
@@ -55,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "memory-traffic floor")
     bench.add_argument("--keep-blas-env", action="store_true",
                        help=f"leave {' and '.join(SLOW_BLAS_VARIABLES)} set")
+    bench.add_argument("--avx2", action="store_true",
+                       help="run every system's AVX2 code, no AVX-512 (what an AVX2-only "
+                            "CPU runs; sets " + ", ".join(AVX2_ENVIRONMENT) + ")")
     bench.add_argument("--cold", action="store_true",
                        help="instead of timing calls: fusegrad's first call in a fresh "
                             "process with an empty kernel cache, then in a second one "
@@ -87,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         return show_info()
     if args.command == "cache":
         return clear_cache() if args.action == "clear" else show_cache_info()
-    notes = [] if args.keep_blas_env else unset_slow_blas()
+    if args.avx2:
+        notes = use_avx2_code()
+    else:
+        notes = [] if args.keep_blas_env else unset_slow_blas()
     if args.dask:
         return run_dask_bench(args, parser)
     return run_bench(args, parser, notes)
@@ -111,6 +132,32 @@ def unset_slow_blas() -> list[str]:
     if not done:
         return []
     return [f"unset {done} for this process: they select a slow OpenBLAS kernel"]
+
+
+def use_avx2_code() -> list[str]:
+    """Set AVX2_ENVIRONMENT (re-executing this process if numpy is loaded already, as
+    unset_slow_blas does); return the note that says so."""
+    import tempfile
+    wanted = {name: _with_flag(name, value) for name, value in AVX2_ENVIRONMENT.items()}
+    wanted.setdefault("TORCHINDUCTOR_CACHE_DIR", os.environ.get(
+        "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), _AVX2_INDUCTOR_CACHE)))
+    missing = {name: value for name, value in wanted.items() if os.environ.get(name) != value}
+    if missing:
+        os.environ.update(missing)
+        if "numpy" in sys.modules:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    settings = " ".join(f"{name}={AVX2_ENVIRONMENT[name]}" for name in AVX2_ENVIRONMENT)
+    return [f"AVX2 code for every system (no AVX-512): {settings}"]
+
+
+def _with_flag(name: str, value: str) -> str:
+    """XLA_FLAGS keeps the user's other flags; the other variables are set outright."""
+    if name != "XLA_FLAGS":
+        return value
+    kept = [f for f in os.environ.get(name, "").split() if not f.startswith("--xla_cpu_max_isa")]
+    return " ".join([*kept, value])
 
 
 # --- bench ---------------------------------------------------------------------------------

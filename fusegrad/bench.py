@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Callable
 
+import llvmlite.binding
 import numba
 import numpy as np
 from numba import cuda, njit, prange
@@ -357,6 +358,8 @@ def describe_machine(options: Options, triad_gbps: dict[str, float]) -> dict:
         "numba": numba.__version__, "llvmlite": version("llvmlite"),
         "fusegrad": version("fusegrad"), "platform": platform.platform(),
         "numba_threads": numba.get_num_threads(), "threading_layer": threading_layer(),
+        # The CPU Numba compiles for: this machine's, or NUMBA_CPU_NAME's (`bench --avx2`).
+        "cpu_target": numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
         "device": options.device,
         "triad_n": QUICK_TRIAD_N if options.quick else TRIAD_N, "triad_gbps": triad_gbps,
         "quick": options.quick,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fusegrad import bench
-from fusegrad.__main__ import main
+from fusegrad.__main__ import AVX2_ENVIRONMENT, main, use_avx2_code
 from fusegrad.bench_workloads import WORKLOADS, find_workload
 
 TINY = {"W1": 50, "W2": 50, "W3": 6, "W4": 5, "W5": 7}  # N for W1/W2, rows otherwise
@@ -116,6 +116,38 @@ def test_cli_json_has_one_record_per_workload_size_system(tmp_path):
         assert record["repeats"] == 2
         assert record["median_s"] > 0 and record["first_call_s"] > 0
         assert record["minimal_bytes"] == 4 * 4 * record["size"]  # x, y in; gx, gy out
+
+
+def test_avx2_runs_every_system_on_avx2_code(tmp_path):
+    """`--avx2` sets each library's variable before it loads (the process re-executes
+    itself, numpy being loaded by then) and compiles fusegrad's kernels for haswell."""
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_ENVIRONMENT}
+    env.update(FUSEGRAD_CACHE_DIR=str(tmp_path / "cache"), XLA_FLAGS="--xla_dump_to=/nowhere")
+    command = [sys.executable, "-m", "fusegrad", "bench", "--quick", "--avx2", "--workload",
+               "W1", "--size", "8", "--repeat", "2", "--json", str(out)]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=120)
+    document = json.loads(out.read_text())
+
+    assert document["machine"]["cpu_target"] == "haswell"
+    assert any("NUMBA_CPU_NAME=haswell" in note and "ATEN_CPU_CAPABILITY=avx2" in note
+               for note in document["notes"])
+    assert all(r["status"] == "ok" and r["correct"] for r in document["records"])
+
+
+def test_avx2_keeps_the_users_other_xla_flags(monkeypatch):
+    for name, value in AVX2_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/x --xla_cpu_max_isa=AVX512")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/mine")
+    monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("re-executed"))
+    monkeypatch.delitem(sys.modules, "numpy")   # as if numpy were not loaded yet
+
+    notes = use_avx2_code()
+
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/x --xla_cpu_max_isa=AVX2"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/mine"
+    assert notes and "OPENBLAS_CORETYPE=Haswell" in notes[0]
 
 
 def test_plain_table_without_rich(monkeypatch, capsys, tmp_path):

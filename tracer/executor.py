@@ -377,12 +377,36 @@ def _edges(tensors) -> list:
     return edges
 
 
+def _edge_tuple(tensors) -> tuple:
+    """`tuple(_edges(tensors))`, written out for the common arguments: a recorded
+    result (its grad_fn's output) and a leaf that requires grad."""
+    edges = []
+    for argument in tensors:
+        function = argument._grad_fn
+        if function is not None:
+            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+        elif argument._requires_grad:
+            accumulator = argument._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            if accumulator is None:   # none yet, or gone with the last graph: a new one
+                accumulator = _new(AccumulateGrad)
+                accumulator.variable = argument
+                argument._accumulator_ref = _weak(accumulator)
+            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        else:   # data that needs no gradient
+            edges.append(_edges((argument,))[0])
+    return tuple(edges)
+
+
+_weak = weakref.ref
+
+
 class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
     __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
                  "constant", "function_name", "function_type", "run", "derived_name", "ufunc",
-                 "plain")
+                 "plain", "whole_axes")
 
     def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
@@ -398,6 +422,7 @@ class FastOp:
         self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(self, graph)
         self.function_name, self.function_type = None, None
         self.plain = None   # see `_plain`: set by `_fast_op`, which has the arguments
+        self.whole_axes = None   # the axes of a plain whole sum (`_whole_sum`)
         self.derived_name = None   # fast_binary's grad_fn of these argument types, once asked
         # The outputs a recorded op gives a grad_fn: the floating-point ones.
         self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
@@ -468,15 +493,14 @@ class FastOp:
 
     def _record_one(self, grad_fn: str, tensors, tensor) -> None:
         """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
-        edges = _edges(tensors)
-        if grad_fn != self.function_name:   # (one name per op, nearly always)
+        if grad_fn is not self.function_name and grad_fn != self.function_name:
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         # Function(graph, edges, saved), without the call of its __init__
-        function_type = self.function_type
-        function = _new(function_type)
+        function = _new(self.function_type)
         function.graph = self.graph
-        function.edges = tuple(edges)
-        counter = tensor._version_counter = Version()
+        function.edges = _edge_tuple(tensors)
+        counter = tensor._version_counter = _new(Version)
+        counter.value = 0
         function.saved = [_tuple(Saved, (tensor._data, counter, 0))]
         function.seq = next(_function_sequence)
         function.retained = None
@@ -763,7 +787,7 @@ def fast_reduction(build, grad_fn: str, general):
     reduction of an eager CPU tensor (no axis, no keepdims) directly."""
     get = _fast_ops.get
     whole = (("axes", None), ("keepdims", False))   # the params, as apply_fast keys them
-    state, new = _grad_state, object.__new__
+    state, new, reduce, asarray = _grad_state, object.__new__, np.add.reduce, np.asarray
 
     def function(x, *args, **kwargs):
         tensor_type = _result_type
@@ -772,12 +796,12 @@ def fast_reduction(build, grad_fn: str, general):
             xd = x._data
             op = get((build, xd.shape, xd.dtype, whole))
             if op is not None:
-                plain = op.plain
-                if plain is None:
+                axes = op.whole_axes
+                if axes is None:
                     return op.run((x,), grad_fn)
-                token = _quiet_set(_quiet_state)   # (see `_plain`)
+                token = _quiet_set(_quiet_state)   # (see `_plain`: `_whole_sum`, inline)
                 try:
-                    data = plain(xd)
+                    data = asarray(reduce(xd, axes, xd.dtype))
                 finally:
                     _loud(token)
                 tensor = new(tensor_type)
@@ -882,7 +906,11 @@ def _plain(op: FastOp, graph: OpGraph, args):
         loud(token)
     fresh = result.__class__ is np.ndarray and result.base is None and \
         all(result is not a for a in arrays)
-    return function if fresh and result.dtype is out.dtype and result.shape == out.shape else None
+    if not (fresh and result.dtype is out.dtype and result.shape == out.shape):
+        return None
+    if node.primitive.name == "reduce_sum":
+        op.whole_axes = node.attrs["axes"]   # (fast_reduction runs it inline)
+    return function
 
 
 def _whole_sum(axes):

@@ -282,8 +282,8 @@ class _OwnVersion:
     def __get__(self, tensor, owner=None):
         if tensor is None or tensor._data is None:
             return None
-        counter = tensor._version_counter = Version()   # (the instance's now: no __set__)
-        return counter
+        # (setdefault: two threads reading it first read one counter)
+        return tensor.__dict__.setdefault("_version_counter", Version())
 
 
 TensorState._version_counter = _OwnVersion()

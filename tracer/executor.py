@@ -878,6 +878,11 @@ else:
 _loud = loud
 
 
+# The first call runs a plain op's NumPy call once more, on its arrays, to see its
+# result: done for small arrays only, where the Python around the call matters.
+PLAIN_TRIAL_MAX = 1 << 16
+
+
 def _plain(op: FastOp, graph: OpGraph, args):
     """The NumPy function of the argument arrays that is the op (see the section
     comment), or None."""
@@ -897,6 +902,8 @@ def _plain(op: FastOp, graph: OpGraph, args):
     else:
         return None
     arrays = [a._data for a in args]
+    if sum(a.size for a in arrays) > PLAIN_TRIAL_MAX:   # (no second run of a large first call)
+        return None
     token = quiet()
     try:
         result = function(*arrays)

@@ -287,6 +287,14 @@ def test_plain_ops_record_as_the_general_way():
     assert outcomes[0] == outcomes[1]
 
 
+def test_large_first_calls_are_not_run_twice():
+    big = fg.tensor(np.ones(executor.PLAIN_TRIAL_MAX + 1, np.float32))
+    executor._fast_ops.clear()
+    op = _fast_op_of(F.exp, (big,))
+    assert op.plain is None   # FastOp.run, as before
+    _same(F.exp(big), F.exp.__wrapped__(big))
+
+
 def test_a_results_version_counter_is_made_when_read():
     x = _tensor(4)
     y = x + x

@@ -238,8 +238,10 @@ def test_plain_ops_match_the_general_way(name):
     if plain is not None:   # (None: either, as NumPy's types and the IR's agree)
         assert (op.plain is not None) == plain
     general = function.__wrapped__(*args)
+    errors = np.geterr()
     for _ in range(2):
         result = function(*args)
+        assert np.geterr() == errors   # NumPy's error state, as it was
         _same(result, general)
         assert result._data is not general._data and result._version == 0
         assert [np.shares_memory(result._data, a._data) for a in args] == \

@@ -349,6 +349,7 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
         _fast_ops.clear()
     op = _fast_ops[key] = FastOp(graph, [i for i, a in enumerate(args)
                                          if isinstance(a, TensorState)], len(args))
+    op.plain = _plain(op, graph, args)
     return op
 
 
@@ -376,11 +377,36 @@ def _edges(tensors) -> list:
     return edges
 
 
+def _edge_tuple(tensors) -> tuple:
+    """`tuple(_edges(tensors))`, written out for the common arguments: a recorded
+    result (its grad_fn's output) and a leaf that requires grad."""
+    edges = []
+    for argument in tensors:
+        function = argument._grad_fn
+        if function is not None:
+            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+        elif argument._requires_grad:
+            accumulator = argument._accumulator_ref
+            accumulator = accumulator() if accumulator is not None else None
+            if accumulator is None:   # none yet, or gone with the last graph: a new one
+                accumulator = _new(AccumulateGrad)
+                accumulator.variable = argument
+                argument._accumulator_ref = _weak(accumulator)
+            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+        else:   # data that needs no gradient
+            edges.append(_edges((argument,))[0])
+    return tuple(edges)
+
+
+_weak = weakref.ref
+
+
 class FastOp:
     """One OpGraph, ready to run on the data of the tensors at `positions`."""
 
     __slots__ = ("graph", "positions", "compute", "fresh", "single", "differentiable",
-                 "constant", "function_name", "function_type", "run", "derived_name", "ufunc")
+                 "constant", "function_name", "function_type", "run", "derived_name", "ufunc",
+                 "plain", "whole_axes")
 
     def __init__(self, graph: OpGraph, positions: list[int], count: int) -> None:
         self.graph = graph
@@ -395,6 +421,8 @@ class FastOp:
         self.single = _single_node(graph) and not graph.tuple_result and self.fresh[0]
         self.compute = _single_step(graph, graph.steps[0]) if self.single else _compute(self, graph)
         self.function_name, self.function_type = None, None
+        self.plain = None   # see `_plain`: set by `_fast_op`, which has the arguments
+        self.whole_axes = None   # the axes of a plain whole sum (`_whole_sum`)
         self.derived_name = None   # fast_binary's grad_fn of these argument types, once asked
         # The outputs a recorded op gives a grad_fn: the floating-point ones.
         self.differentiable = [i for i, v in enumerate(graph.outputs) if v.dtype.kind == "f"]
@@ -428,9 +456,8 @@ class FastOp:
             if data.base is not None or not _not_in(data, arrays):   # a view, or an argument
                 return self._run_general(args, grad_fn, tensors, arrays, [data])
         cls = TensorState._result_type
-        tensor = cls.__new__(cls)   # a new array: its own storage and version
+        tensor = cls.__new__(cls)   # a new array: its own storage and version (made when read)
         tensor._data = data
-        tensor._version_counter = Version()
         if grad_fn is not None and _grad_state.enabled:
             for argument in tensors:
                 if argument._requires_grad:
@@ -466,15 +493,15 @@ class FastOp:
 
     def _record_one(self, grad_fn: str, tensors, tensor) -> None:
         """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
-        edges = _edges(tensors)
-        if grad_fn != self.function_name:   # (one name per op, nearly always)
+        if grad_fn is not self.function_name and grad_fn != self.function_name:
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         # Function(graph, edges, saved), without the call of its __init__
-        function_type = self.function_type
-        function = _new(function_type)
+        function = _new(self.function_type)
         function.graph = self.graph
-        function.edges = tuple(edges)
-        function.saved = [_tuple(Saved, (tensor._data, tensor._version_counter, 0))]
+        function.edges = _edge_tuple(tensors)
+        counter = tensor._version_counter = _new(Version)
+        counter.value = 0
+        function.saved = [_tuple(Saved, (tensor._data, counter, 0))]
         function.seq = next(_function_sequence)
         function.retained = None
         if self.differentiable:
@@ -613,8 +640,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
             if data.base is not None or data is xd:   # a view, or the argument
                 return general(args, grad_fn, [x], [xd], [data])
             tensor = new(cls)
-            tensor._data = data
-            tensor._version_counter = Version()
+            tensor._data = data   # (its own version counter: made when read, see state.py)
             if grad_fn is not None and x._requires_grad and state.enabled:
                 record(grad_fn, (x,), tensor)
             return tensor
@@ -640,8 +666,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
             if data.base is not None or data is xd or data is number:
                 return general(args, grad_fn, [x], [xd], [data])
             tensor = new(cls)
-            tensor._data = data
-            tensor._version_counter = Version()
+            tensor._data = data   # (its own version counter: made when read, see state.py)
             if grad_fn is not None and x._requires_grad and state.enabled:
                 record(grad_fn, (x,), tensor)
             return tensor
@@ -664,8 +689,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
         if data.base is not None or data is ad or data is bd:
             return general(args, grad_fn, args, [ad, bd], [data])
         tensor = new(cls)
-        tensor._data = data
-        tensor._version_counter = Version()
+        tensor._data = data   # (its own version counter: made when read)
         if grad_fn is not None and (a._requires_grad or b._requires_grad) and state.enabled:
             record(grad_fn, args, tensor)
         return tensor
@@ -676,13 +700,27 @@ def fast_unary(build, grad_fn: str, general):
     """`general(x)` (a public function applying `build` to x), looking up the FastOp
     of an eager CPU tensor directly."""
     get = _fast_ops.get
+    state, new = _grad_state, object.__new__
 
     def function(x):
-        if x.__class__ is TensorState._result_type and x._mode is EAGER and x._device is CPU:
-            data = x._data
-            op = get((build, data.shape, data.dtype))
+        tensor_type = _result_type
+        if x.__class__ is tensor_type and x._mode is EAGER and x._device is CPU:
+            xd = x._data
+            op = get((build, xd.shape, xd.dtype))
             if op is not None:
-                return op.run((x,), grad_fn)
+                plain = op.plain
+                if plain is None:
+                    return op.run((x,), grad_fn)
+                token = _quiet_set(_quiet_state)   # (see `_plain`)
+                try:
+                    data = plain(xd)
+                finally:
+                    _loud(token)
+                tensor = new(tensor_type)
+                tensor._data = data
+                if x._requires_grad and state.enabled:
+                    op._record_one(grad_fn, (x,), tensor)
+                return tensor
         return general(x)
     _named_as(function, general)
     return function
@@ -695,6 +733,7 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
     fixed by the argument types, so asked once per FastOp)."""
     get = _fast_ops.get
     named = isinstance(grad_fn, str)
+    state, new = _grad_state, object.__new__
 
     def name_of(op: FastOp, a, b) -> str:
         name = op.derived_name
@@ -705,7 +744,7 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
     def function(a, b):
         if reflected:
             a, b = b, a
-        tensor_type = TensorState._result_type
+        tensor_type = _result_type
         ca, cb = a.__class__, b.__class__
         if ca is tensor_type and a._mode is EAGER and a._device is CPU:
             ad = a._data
@@ -714,7 +753,20 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
                     bd = b._data
                     op = get((build, ad.shape, ad.dtype, bd.shape, bd.dtype))
                     if op is not None:
-                        return op.run((a, b), grad_fn if named else name_of(op, ad, bd))
+                        plain = op.plain
+                        if plain is None:
+                            return op.run((a, b), grad_fn if named else name_of(op, ad, bd))
+                        token = _quiet_set(_quiet_state)   # (see `_plain`)
+                        try:
+                            data = plain(ad, bd)
+                        finally:
+                            _loud(token)
+                        tensor = new(tensor_type)
+                        tensor._data = data
+                        if (a._requires_grad or b._requires_grad) and state.enabled:
+                            op._record_one(grad_fn if named else name_of(op, ad, bd), (a, b),
+                                           tensor)
+                        return tensor
             elif (cb is float or cb is int) and b and b == b:   # (as apply_fast's key)
                 op = get((build, ad.shape, ad.dtype, cb, b))
                 if op is not None:
@@ -735,14 +787,28 @@ def fast_reduction(build, grad_fn: str, general):
     reduction of an eager CPU tensor (no axis, no keepdims) directly."""
     get = _fast_ops.get
     whole = (("axes", None), ("keepdims", False))   # the params, as apply_fast keys them
+    state, new, reduce, asarray = _grad_state, object.__new__, np.add.reduce, np.asarray
 
     def function(x, *args, **kwargs):
-        if not args and not kwargs and x.__class__ is TensorState._result_type \
+        tensor_type = _result_type
+        if not args and not kwargs and x.__class__ is tensor_type \
                 and x._mode is EAGER and x._device is CPU:
-            data = x._data
-            op = get((build, data.shape, data.dtype, whole))
+            xd = x._data
+            op = get((build, xd.shape, xd.dtype, whole))
             if op is not None:
-                return op.run((x,), grad_fn)
+                axes = op.whole_axes
+                if axes is None:
+                    return op.run((x,), grad_fn)
+                token = _quiet_set(_quiet_state)   # (see `_plain`: `_whole_sum`, inline)
+                try:
+                    data = asarray(reduce(xd, axes, xd.dtype))
+                finally:
+                    _loud(token)
+                tensor = new(tensor_type)
+                tensor._data = data
+                if x._requires_grad and state.enabled:
+                    op._record_one(grad_fn, (x,), tensor)
+                return tensor
         return general(x, *args, **kwargs)
     _named_as(function, general)
     return function
@@ -781,3 +847,84 @@ def fast_inplace(build, general):
         return general(x, y)
     _named_as(function=method, general=general)
     return method
+
+
+# ---------------------------------------------------------------- plain ops (issue 12, eager per-op cost, round 3)
+# `a + b`, `exp(x)`, `x.sum()` of eager CPU tensors: the op is one NumPy call whose
+# result is the new tensor's data as it is. Where the FastOp's one node is a ufunc
+# (or the whole sum) of its tensor arguments, in order, and its result on the first
+# call's arrays is a new array of the op's dtype and shape, that call is the op: a
+# ufunc's result dtype and shape follow from its arguments' dtypes and shapes, which
+# the FastOp's key fixes, and without `out=` it is a new array. The fast functions
+# (`fast_binary` ...) then run it under the error state of `quiet`, make the tensor
+# (its version counter is made when read: state.py) and record it as `_record_one`.
+# Everything else keeps `FastOp.run`, which stays the reference.
+
+_result_type = None   # Tensor: `bind_result_type`, from tracer.tensor
+
+
+def bind_result_type(cls: type) -> None:
+    """The class of the tensors ops return (TensorState._result_type), read by the
+    fast functions as a global of this module."""
+    global _result_type
+    _result_type = cls
+
+
+# `quiet()` and `loud(token)`, one call each: np.errstate(all="ignore") entered and left.
+if getattr(quiet, "func", None) is not None and len(quiet.args) == 1 and not quiet.keywords:
+    _quiet_set, _quiet_state = quiet.func, quiet.args[0]   # (ContextVar.set, NumPy's state)
+else:
+    _quiet_set, _quiet_state = (lambda _: quiet()), None
+_loud = loud
+
+
+# The first call runs a plain op's NumPy call once more, on its arrays, to see its
+# result: done for small arrays only, where the Python around the call matters.
+PLAIN_TRIAL_MAX = 1 << 16
+
+
+def _plain(op: FastOp, graph: OpGraph, args):
+    """The NumPy function of the argument arrays that is the op (see the section
+    comment), or None."""
+    if not op.single or op.constant is not None or op.positions is not None \
+            or graph.aliases[0] is not None:
+        return None
+    node = graph.steps[0]
+    if list(node.inputs) != list(graph.inputs) or not 1 <= len(graph.inputs) <= 2:
+        return None
+    impl, out = node.primitive.impl, node.out
+    if isinstance(impl, np.ufunc) and impl.nout == 1 and impl.nin == len(node.inputs) \
+            and not node.attrs:
+        function = impl
+    elif node.primitive.name == "reduce_sum" and node.attrs.get("keepdims") is False \
+            and len(node.attrs) == 2 and out.shape == ():
+        function = _whole_sum(node.attrs["axes"])
+    else:
+        return None
+    arrays = [a._data for a in args]
+    if sum(a.size for a in arrays) > PLAIN_TRIAL_MAX:   # (no second run of a large first call)
+        return None
+    token = quiet()
+    try:
+        result = function(*arrays)
+    except Exception:   # noqa: BLE001 (the reference way says what went wrong)
+        return None
+    finally:
+        loud(token)
+    fresh = result.__class__ is np.ndarray and result.base is None and \
+        all(result is not a for a in arrays)
+    if not (fresh and result.dtype is out.dtype and result.shape == out.shape):
+        return None
+    if node.primitive.name == "reduce_sum":
+        op.whole_axes = node.attrs["axes"]   # (fast_reduction runs it inline)
+    return function
+
+
+def _whole_sum(axes):
+    """reduce_sum's impl over all `axes` of an array (no keepdims), and the 0-d array
+    `conformed` makes of its NumPy scalar, in one function of the array."""
+    reduce, asarray = np.add.reduce, np.asarray
+
+    def whole_sum(x: np.ndarray) -> np.ndarray:
+        return asarray(reduce(x, axes, x.dtype))
+    return whole_sum

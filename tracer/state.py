@@ -104,7 +104,9 @@ class TensorState:
     _mode: Eager | Traced = EAGER
     # Eager mode.
     _data: np.ndarray | None = None     # the storage; views share it
-    _version_counter: Version | None = None   # bumped by in-place ops, shared by views
+    # Bumped by in-place ops, shared by views; an eager tensor made without one (an
+    # op's new result) has its own, made when first read (`_OwnVersion`).
+    _version_counter: Version | None = None
     _requires_grad = False
     _grad = None
     _grad_fn: Function | None = None
@@ -264,3 +266,36 @@ class TensorState:
 
     def _check_eager(self, what: str) -> None:
         self._mode.check_eager(what)
+
+
+# ---------------------------------------------------------------- a result's own version counter, when read (issue 12, eager per-op cost)
+# Most results of eager ops are read once and dropped: their version counter is
+# never read. The fast paths (tracer.executor) leave it out, and the first read of
+# `_version_counter` makes it: a new Version at 0, as the op would have made it.
+
+class _OwnVersion:
+    """`TensorState._version_counter` where the instance has none: None for a traced
+    tensor (no data), else the tensor's own new Version, kept in its __dict__."""
+
+    __slots__ = ()
+
+    def __get__(self, tensor, owner=None):
+        if tensor is None or tensor._data is None:
+            return None
+        # (setdefault: two threads reading it first read one counter)
+        return tensor.__dict__.setdefault("_version_counter", Version())
+
+
+TensorState._version_counter = _OwnVersion()
+
+
+def _copy(self):
+    """copy.copy(t): a tensor sharing t's data and its version counter (made first,
+    so that both read the same one), as the default copy of its __dict__ would."""
+    self._version_counter   # noqa: B018 (made, if it was not)
+    copied = object.__new__(type(self))
+    copied.__dict__.update(self.__dict__)
+    return copied
+
+
+TensorState.__copy__ = _copy

@@ -839,3 +839,7 @@ _fast_methods()
 for _operator, _build in (("__iadd__", ops.add), ("__isub__", ops.sub), ("__imul__", ops.mul),
                           ("__itruediv__", ops.div)):
     _rebind_method(_operator, executor_views.fast_inplace(_build, getattr(Tensor, _operator)))
+
+
+# ---------------------------------------------------------------- plain ops (issue 12, eager per-op cost, round 3)
+executor_views.bind_result_type(Tensor)

@@ -10,6 +10,8 @@ dtypes, grad_fn names, version counters, storage, errors.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -194,3 +196,117 @@ def test_generated_evaluator_names_the_users_line_of_a_bad_index():
     for run in (generated_evaluator(graph), evaluator(graph)):
         with pytest.raises(BoundsError, match="model.py:7"):
             run(args)
+
+
+# ---------------------------------------------------------------- plain ops (issue 12, round 3)
+# A FastOp whose one node is a ufunc (or the whole sum) of its tensor arguments, and
+# whose result on the first call needed no cast, reshape or copy, runs that NumPy call
+# inline (`FastOp.plain`); the others keep `FastOp.run`. Results: as the general way.
+
+PLAIN = {   # (fast function, arguments, whether the op is plain)
+    "add f32": (F.add, (_tensor((2, 3)), _tensor(3)), True),
+    "mul f64 f32 (a cast first)": (F.mul, (_tensor(3, dtype=np.float64), _tensor(3)), False),
+    "add int32": (F.add, (fg.tensor(np.arange(3, dtype=np.int32)),
+                          fg.tensor(np.arange(3, dtype=np.int32))), None),
+    "add bool": (F.add, (fg.tensor([True, False]), fg.tensor([True, True])), None),
+    "div int (to float)": (F.div, (fg.tensor([1, 2]), fg.tensor([2, 4])), None),
+    "add 0-d (a NumPy scalar)": (F.add, (_tensor(()), _tensor(())), False),
+    "exp f32": (F.exp, (_tensor((2, 2)),), True),
+    "exp int (to float)": (F.exp, (fg.tensor([0, 1]),), None),
+    "tanh 0-d": (F.tanh, (_tensor(()),), False),
+    "matmul": (F.matmul, (_tensor((2, 3)), _tensor((3, 2))), True),
+    "sum f32": (F.sum, (_tensor((2, 3)),), True),
+    "sum 0-d": (F.sum, (_tensor(()),), None),
+    "sum int8 (widened)": (F.sum, (fg.tensor(np.array([100, 100], np.int8)),), None),
+    "sum bool": (F.sum, (fg.tensor([True, True, False]),), None),
+    "mean (two nodes)": (F.mean, (_tensor(4),), False),
+}
+
+
+def _fast_op_of(function, args):
+    before = set(map(id, executor._fast_ops.values()))
+    function(*args)
+    made = [op for op in executor._fast_ops.values() if id(op) not in before]
+    return made[0] if made else None
+
+
+@pytest.mark.parametrize("name", list(PLAIN), ids=list(PLAIN))
+def test_plain_ops_match_the_general_way(name):
+    function, args, plain = PLAIN[name]
+    executor._fast_ops.clear()
+    op = _fast_op_of(function, args)
+    if plain is not None:   # (None: either, as NumPy's types and the IR's agree)
+        assert (op.plain is not None) == plain
+    general = function.__wrapped__(*args)
+    errors = np.geterr()
+    for _ in range(2):
+        result = function(*args)
+        assert np.geterr() == errors   # NumPy's error state, as it was
+        _same(result, general)
+        assert result._data is not general._data and result._version == 0
+        assert [np.shares_memory(result._data, a._data) for a in args] == \
+            [np.shares_memory(general._data, a._data) for a in args]
+
+
+def test_plain_ops_record_as_the_general_way():
+    x, v, c = _tensor((2, 3), True), _tensor(3, True), _tensor(3)
+    for _ in range(3):
+        for fast, general in ((lambda: x * v, lambda: F.mul.__wrapped__(x, v)),
+                              (lambda: c + v, lambda: F.add.__wrapped__(c, v)),
+                              (lambda: F.exp(x), lambda: F.exp.__wrapped__(x)),
+                              (lambda: x.sum(), lambda: F.sum.__wrapped__(x))):
+            result, expected = fast(), general()
+            _same(result, expected)
+            assert [type(e.source) for e in result.grad_fn.edges] == \
+                [type(e.source) for e in expected.grad_fn.edges]
+            assert [e.version for e in result.grad_fn.edges] == \
+                [e.version for e in expected.grad_fn.edges]
+            assert [type(f) for f, _ in result.grad_fn.next_functions] == \
+                [type(f) for f, _ in expected.grad_fn.next_functions]
+    y = x * v
+    # one accumulator per leaf while a graph holds it
+    assert y.grad_fn.next_functions[0][0] is (x * 2.0).grad_fn.next_functions[0][0]
+    z = F.exp(y)
+    assert z.grad_fn.next_functions == ((y.grad_fn, 0),)
+    (z.sum() + (c + v).sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), (np.exp(y.detach().numpy()) * v.detach().numpy()),
+                               rtol=1e-6)
+    with fg.no_grad():
+        assert not (x * v).requires_grad and (x * v).grad_fn is None
+        with fg.enable_grad():
+            assert (x * v).grad_fn.name() == "MulBackward0"
+    # a kept result modified in place, then read by the backward: as the general way
+    outcomes = []
+    for exp, mul in ((F.exp, F.mul), (F.exp.__wrapped__, F.mul.__wrapped__)):
+        leaf = fg.tensor(x.detach().numpy(), requires_grad=True)
+        y = exp(leaf)
+        w = mul(y, y)
+        y.add_(1.0)
+        try:
+            w.sum().backward()
+            outcomes.append(leaf.grad.numpy().tolist())
+        except RuntimeError as error:
+            outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_large_first_calls_are_not_run_twice():
+    big = fg.tensor(np.ones(executor.PLAIN_TRIAL_MAX + 1, np.float32))
+    executor._fast_ops.clear()
+    op = _fast_op_of(F.exp, (big,))
+    assert op.plain is None   # FastOp.run, as before
+    _same(F.exp(big), F.exp.__wrapped__(big))
+
+
+def test_a_results_version_counter_is_made_when_read():
+    x = _tensor(4)
+    y = x + x
+    assert "_version_counter" not in vars(y)
+    view = y.reshape(2, 2)   # a view shares its base's counter, made now
+    assert view._version_counter is y._version_counter and y._version == 0
+    view.add_(1.0)
+    assert y._version == 1 and view._version == 1
+    z = x * x
+    copied = copy.copy(z)
+    assert copied._version_counter is z._version_counter and copied._data is z._data
+    assert fg.compile_grad(lambda a: (a * a).sum())(np.ones(2, np.float32))[0] == 2.0

@@ -50,9 +50,12 @@ from fusegrad.runtime.threads import shared_pool
 # runs on one thread (about a millisecond on one core, where two threads gain at most
 # half of that and their workers spin afterwards).
 SERIAL_MAX_WORK = 1 << 25
-# Multiply-adds each thread's block of a split product has at least (about 0.1 ms on
-# one core: a block handed to the pool costs 10-50 us more than one computed here).
-SPLIT_MIN_WORK = 1 << 22
+# Multiply-adds each thread's block of a split product has at least (about 0.2 ms on
+# one core). A block handed to the pool waits for its thread to wake (a round trip
+# through the pool took 73 us on the 2-core VM W3 is timed on), and two one-threaded
+# products side by side ran 6-10% slower than each alone: split in two, W3's
+# (4096,256)@(256,16) took 0.43 ms against 0.35 on one thread.
+SPLIT_MIN_WORK = 1 << 24
 # Block edges fall on multiples of this many rows (columns): whole panels of OpenBLAS's
 # kernels, so that a block's elements are computed as in the whole product.
 PANEL = 64

@@ -2,24 +2,29 @@
 
 NumPy's matmul runs on OpenBLAS's thread pool, fusegrad's kernels on fusegrad's own
 (runtime.threads). On a machine with few cores the two pools take each other's cores.
-OpenBLAS's idle workers busy-wait for a while after each product: measured on a
-2-core Xeon, W3's bias-and-tanh kernel (4096x256) took 1.2-1.3 ms right after a
-product on OpenBLAS's two threads and 0.65-0.69 ms long after one, as its second
-chunk waited for the core a spinning BLAS worker held. A small product split across
-threads also waits for a core that a kernel's chunk or another process holds: a
-(1024,32)@(32,32) float32 product takes ~80 us on one thread and ~180 us on two, with
-spikes to 1.3-1.6 ms after a kernel has run; on a busy machine a (4096,256)@(256,16)
-one takes 0.38 ms on one thread and 3-16 ms on two.
+OpenBLAS's idle workers busy-wait after each product (about 0.1 s of a whole core
+after each call, measured on a 2-core Xeon VM), and the kernel after the product
+shares that core with them: W3's bias-and-tanh kernel (4096x256) took 1.2-1.4 ms
+right after a product on OpenBLAS's two threads, 0.65-0.69 ms long after one. When
+another process holds a core, a product on OpenBLAS's threads can take 8 ms instead
+of 1.5, and W3 swung from 9 to 100+ ms. A small product split across threads also
+waits for a core that a kernel's chunk or another process holds: a (1024,32)@(32,32)
+float32 product takes ~80 us on one thread and ~180 us on two, with spikes to
+1.3-1.6 ms after a kernel has run.
 
-So while fusegrad runs a product, BLAS is held to one thread, and fusegrad splits the
-product itself across the threads its kernels run on (as many as Numba's thread
-count): each thread computes a block of the output's batch elements, rows or columns
-with one-threaded BLAS, into one output array. OpenBLAS's workers never wake, and
-the kernel after a product has every core. A product under `SPLIT_MIN_WORK`
-multiply-adds per thread is not split (handing a piece to the pool costs tens of
-microseconds). With one thread (`numba.set_num_threads(1)`), or a product no block
-of which is large enough, a product from `SERIAL_MAX_WORK` multiply-adds up runs as
-NumPy runs it, on BLAS's own threads; a smaller one on one BLAS thread.
+So while fusegrad runs a product, BLAS is held to one thread, and fusegrad splits a
+large product itself across the threads its kernels run on (as many as Numba's thread
+count): each thread takes blocks of the output's batch elements, rows or columns and
+computes them with one-threaded BLAS into one output array. OpenBLAS's workers never
+wake, and the kernel after a product has every core (W3's tanh kernel: 0.83-0.94 ms
+after a split product). A product of less than `2 * SPLIT_MIN_WORK` multiply-adds is
+not split. With one thread (`numba.set_num_threads(1)`), or a product that cannot be
+cut into blocks of whole 64-row (64-column) panels, a product from `SERIAL_MAX_WORK`
+multiply-adds up runs as NumPy runs it, on BLAS's own threads; a smaller one on one
+BLAS thread. The split costs something: two one-threaded products side by side ran
+6-10% slower than OpenBLAS's two threads on W3's (4096,256)@(256,256) (1.65-1.9 ms
+against 1.5-1.65), so on a quiet machine W3 gains about what its products lose; on a
+busy one a split product takes at most about its one-thread time.
 
 Only fusegrad's own calls, and only for their duration: the count the user's process
 had (or set with threadpoolctl) is put back after each, so the user's NumPy code keeps

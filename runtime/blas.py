@@ -1,28 +1,77 @@
 """The BLAS threads of fusegrad's own matrix products (host steps).
 
-NumPy's matmul runs on OpenBLAS's thread pool, fusegrad's kernels on Numba's. On a
-machine with few cores the two pools take each other's cores: a small product split
-across threads waits for a core that a Numba worker or another process holds, and
-OpenBLAS's idle workers spin after each call. Measured on a 2-core machine: a
-(1024,32)@(32,32) float32 product takes ~80 us on one thread and ~180 us on two, with
-spikes to 1.3-1.6 ms after Numba's pool has run a kernel; on a busy machine a
-(4096,256)@(256,16) one takes 0.38 ms on one thread and 3-16 ms on two.
+NumPy's matmul runs on OpenBLAS's thread pool, fusegrad's kernels on fusegrad's own
+(runtime.threads). On a machine with few cores the two pools take each other's cores.
+OpenBLAS's idle workers busy-wait after each product (about 0.1 s of a whole core
+after each call, measured on a 2-core Xeon VM), and the kernel after the product
+shares that core with them: W3's bias-and-tanh kernel (4096x256) took 1.2-1.4 ms
+right after a product on OpenBLAS's two threads, 0.65-0.69 ms long after one. When
+another process holds a core, a product on OpenBLAS's threads can take 8 ms instead
+of 1.5, and W3 swung from 9 to 100+ ms. A small product split across threads also
+waits for a core that a kernel's chunk or another process holds: a (1024,32)@(32,32)
+float32 product takes ~80 us on one thread and ~180 us on two, with spikes to
+1.3-1.6 ms after a kernel has run.
 
-So a product smaller than `SERIAL_MAX_WORK` multiply-adds (about a millisecond on
-one core, where two threads gain at most half of that) runs on one BLAS thread. Only
-fusegrad's own calls, and only for their duration: the count the user's process had
-(or set with threadpoolctl) is put back after each, so the user's NumPy code keeps its
-threads. threadpoolctl finds the BLAS library NumPy loaded; without it, or without a
-BLAS it knows, products run as NumPy would run them.
+So while fusegrad runs a product, BLAS is held to one thread, and fusegrad splits a
+large product itself across the threads its kernels run on (as many as Numba's thread
+count): each thread takes blocks of the output's batch elements, rows or columns and
+computes them with one-threaded BLAS into one output array. OpenBLAS's workers never
+wake, and the kernel after a product has every core (W3's tanh kernel: 0.83-0.94 ms
+after a split product). A product of less than `2 * SPLIT_MIN_WORK` multiply-adds is
+not split. With one thread (`numba.set_num_threads(1)`), or a product that cannot be
+cut into blocks of whole 64-row (64-column) panels, a product from `SERIAL_MAX_WORK`
+multiply-adds up runs as NumPy runs it, on BLAS's own threads; a smaller one on one
+BLAS thread. The split costs something: two one-threaded products side by side ran
+6-10% slower than OpenBLAS's two threads on W3's (4096,256)@(256,256) (1.65-1.9 ms
+against 1.5-1.65), so on a quiet machine W3 gains about what its products lose; on a
+busy one a split product takes at most about its one-thread time.
+
+Only fusegrad's own calls, and only for their duration: the count the user's process
+had (or set with threadpoolctl) is put back after each, so the user's NumPy code keeps
+its threads. threadpoolctl finds the BLAS library NumPy loaded; without it, or without
+a BLAS it knows, products run as NumPy would run them.
+
+Results: a block is BLAS's product of those rows (columns, batch elements), each
+output element one dot product of k terms as in NumPy's. For float32 and float64
+products of whole 64-row panels (W3's six, for one), the split result was bit for bit
+NumPy's in every case measured; the block edges are put on multiples of 64 for that.
+For other shapes BLAS itself does not keep its bits: OpenBLAS's product changes in the
+last bits with its own thread count for many shapes (float64 (4097,255)@(255,257),
+float32 (300,4096)@(4096,1)), and a split product may differ the same way. Both are
+sums of the same k products in some order: they differ by at most 2 k eps |a| @ |b|
+elementwise (tests/runtime/test_blas.py checks this bound).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
 
-# Multiply-adds (m*n*k, times the batch) below which a product runs on one thread.
+from fusegrad.runtime import buffers
+from fusegrad.runtime.threads import shared_pool
+
+# Multiply-adds (m*n*k, times the batch) below which a product fusegrad cannot split
+# runs on one thread (about a millisecond on one core, where two threads gain at most
+# half of that and their workers spin afterwards).
 SERIAL_MAX_WORK = 1 << 25
+# Multiply-adds each thread's block of a split product has at least (about 0.2 ms on
+# one core). A block handed to the pool waits for its thread to wake (a round trip
+# through the pool took 73 us on the 2-core VM W3 is timed on), and two one-threaded
+# products side by side ran 6-10% slower than each alone: split in two, W3's
+# (4096,256)@(256,16) took 0.43 ms against 0.35 on one thread.
+SPLIT_MIN_WORK = 1 << 24
+# Block edges fall on multiples of this many rows (columns): whole panels of OpenBLAS's
+# kernels, so that a block's elements are computed as in the whole product.
+PANEL = 64
+# Blocks per thread, where each keeps MIN_BLOCK rows (columns): a thread the machine
+# runs late holds up the product for one block, not for its share. But each block
+# packs the whole other operand for BLAS's kernel again: on one core, a 128-row half
+# of (256,4096)@(4096,256) float32 took 1.93 ms against 3.2 for the whole.
+BLOCKS_PER_THREAD = 2
+MIN_BLOCK = 512
+# The dtypes BLAS multiplies (others run NumPy's own loops: nothing to split).
+_BLAS_TYPES = frozenset(np.dtype(t) for t in "fdFD")
 
 _lock = threading.Lock()
 _controllers: list | None = None   # threadpoolctl's controllers of NumPy's BLAS, once found
@@ -37,15 +86,116 @@ def matmul_work(a: np.ndarray, b: np.ndarray) -> int:
     return max(a.size * columns, b.size * rows)
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np.matmul, on one BLAS thread when the product is too small to share."""
-    if matmul_work(a, b) >= SERIAL_MAX_WORK or not _blas_controllers():
+def matmul(a: np.ndarray, b: np.ndarray, threads: int = 1) -> np.ndarray:
+    """np.matmul of two arrays, with BLAS on one thread and the product split across
+    `threads` of fusegrad's own where that pays (see the module's docstring)."""
+    work = matmul_work(a, b)
+    if not _blas_controllers():
+        return np.matmul(a, b)
+    threads = min(threads, work // SPLIT_MIN_WORK)
+    blocks = None
+    if threads >= 2:
+        count = min(threads * BLOCKS_PER_THREAD, work // SPLIT_MIN_WORK)
+        blocks = _blocks(a, b, threads, count)
+    if blocks is None and work >= SERIAL_MAX_WORK:
         return np.matmul(a, b)
     _limit()
     try:
-        return np.matmul(a, b)
+        if blocks is None:
+            return np.matmul(a, b)
+        return _split_product(a, b, threads, *blocks)
     finally:
         _restore()
+
+
+def _blocks(a: np.ndarray, b: np.ndarray, threads: int, count: int):
+    """How to cut a @ b into blocks of the output for `threads` threads, `count` at
+    most: (output shape, the axis of the output cut, the edges, a's axis, b's axis),
+    the operand axes None where that operand is not cut; None to run it whole."""
+    if a.ndim == 0 or b.ndim == 0 or a.dtype != b.dtype or a.dtype not in _BLAS_TYPES:
+        return None
+    a_batch = a.shape[:-2] if a.ndim > 1 else ()
+    b_batch = b.shape[:-2] if b.ndim > 1 else ()
+    try:
+        batch = np.broadcast_shapes(a_batch, b_batch)
+    except ValueError:   # np.matmul says what is wrong
+        return None
+    if a.shape[-1] != (b.shape[-2] if b.ndim > 1 else b.shape[0]):
+        return None
+    rows = a.shape[-2] if a.ndim > 1 else 0
+    columns = b.shape[-1] if b.ndim > 1 else 0
+    shape = batch + tuple(n for n in (rows, columns) if n)
+    batches = batch[0] if batch else 0
+    if batches >= threads and batches % threads == 0:   # whole products, evenly
+        cut = _edges(batches, threads, 1)
+        return shape, 0, cut, _batch_axis(a_batch, batch), _batch_axis(b_batch, batch)
+    # A block of rows packs all of b for BLAS's kernel, a block of columns all of a:
+    # cut the dimension whose blocks repack the smaller operand.
+    if rows >= 2 * PANEL and (rows > columns or columns < 2 * PANEL):
+        cut = _edges(rows, _block_count(rows, threads, count), PANEL)
+        return shape, len(batch), cut, a.ndim - 2, None
+    if columns >= 2 * PANEL:
+        cut = _edges(columns, _block_count(columns, threads, count), PANEL)
+        return shape, len(shape) - 1, cut, None, b.ndim - 1
+    if batches >= 2:
+        cut = _edges(batches, min(threads, batches), 1)
+        return shape, 0, cut, _batch_axis(a_batch, batch), _batch_axis(b_batch, batch)
+    return None
+
+
+def _block_count(size: int, threads: int, count: int) -> int:
+    """Blocks of `size` rows (columns): one per thread, and more, up to `count`, while
+    each keeps `MIN_BLOCK` of them (every block repacks the other operand)."""
+    return max(min(threads, size // PANEL), min(count, size // MIN_BLOCK))
+
+
+def _batch_axis(own: tuple, batch: tuple) -> int | None:
+    """0 where an operand has the output's first batch axis itself, None where it is
+    broadcast along it (missing, or of length 1)."""
+    return 0 if len(own) == len(batch) and own[0] == batch[0] else None
+
+
+def _edges(size: int, count: int, unit: int) -> list[int]:
+    """0 = e_0 < e_1 < ... < e_n = size, n <= count, the inner edges multiples of
+    `unit`, every block at least `unit` long, the blocks as even as that allows."""
+    inner = {round(size * i / count / unit) * unit for i in range(1, count)}
+    return [0, *sorted(e for e in inner if 0 < e <= size - unit), size]
+
+
+def _split_product(a, b, threads, shape, axis, edges, a_axis, b_axis) -> np.ndarray:
+    out = buffers.empty(shape, np.result_type(a, b))
+    blocks = list(zip(edges, edges[1:]))
+    taken = itertools.count()   # next() on it is atomic: each block is taken once
+    errors = np.geterr()        # the caller's, for the blocks the pool's threads run too
+
+    def take_blocks() -> None:
+        for index in iter(taken.__next__, None):
+            if index >= len(blocks):
+                return
+            cut = slice(*blocks[index])
+            np.matmul(_cut(a, a_axis, cut), _cut(b, b_axis, cut), out=_cut(out, axis, cut))
+
+    def on_pool() -> None:
+        with np.errstate(**errors):
+            take_blocks()
+
+    # Each thread takes blocks until none is left, this one too; a helper the machine
+    # has not run by then is cancelled, so a busy machine costs at most a block's wait.
+    pool = shared_pool()
+    helpers = [pool.submit(on_pool) for _ in range(min(threads, len(blocks)) - 1)]
+    try:
+        take_blocks()
+    finally:
+        for helper in helpers:   # also after an error: no block may outlive the call
+            if not helper.cancel():
+                helper.result()
+    return out
+
+
+def _cut(array: np.ndarray, axis: int | None, cut: slice) -> np.ndarray:
+    if axis is None:
+        return array
+    return array[(slice(None),) * axis + (cut,)]
 
 
 def _blas_controllers() -> list:

@@ -53,6 +53,12 @@ def run_chunks(function: Callable, args: tuple, chunks: range) -> None:
     function(*args, 0, 0, True)
 
 
+def shared_pool() -> ThreadPoolExecutor:
+    """The pool the chunks of kernels run on (runtime.blas runs a split product's
+    blocks on it too): Numba's thread count less one workers, made on first use."""
+    return _shared_pool()
+
+
 def _shared_pool() -> ThreadPoolExecutor:
     global _pool
     pool = _pool

@@ -611,19 +611,22 @@ def far_trig(x):
 # coefficients, each documented there as within 1 ulp, rewritten branch-free: every
 # case is computed and one is selected, so the loop vectorizes (4 float64 lanes in a
 # 256-bit register on AVX2 and AVX-512 alike). As NumPy (SIMD float64 since 1.22) and
-# PyTorch (SLEEF, 1 ulp) do, float64 is no longer libm bit for bit. Measured maximum
-# error against an 80-bit long double reference on 10^7 arguments per function (random
-# over each range plus its edges and, for sin and cos, the float64 nearest to multiples
-# of pi/2: tests/codegen/exhaustive_float64.py): exp 0.872 ulp, log 0.830, log1p 0.836,
-# expm1 0.820, sin 0.794, cos 0.775, tanh 2.125. tanh is musl's and glibc's formula
-# from expm1 (glibc documents 2 ulps for its tanh): expm1's error passes through the
-# division. FLOAT64_ULPS are these bounds with a margin, as the tests check them.
+# PyTorch (SLEEF, 1 ulp) do, float64 is no longer libm bit for bit. Two are not
+# fdlibm's: exp evaluates e^r by a polynomial rather than fdlibm's rational form (no
+# division), and tanh is 1 - 2 / (e^2x + 1) with e^2x + 1 kept as a pair, or a rational
+# function below 0.55 (musl's and glibc's tanh from expm1 was 2.1 ulp, three divisions
+# and twice the time). Measured maximum error against an 80-bit long double
+# reference on 10^7 arguments per function (random over each range plus its edges and,
+# for sin and cos, the float64 nearest to multiples of pi/2:
+# tests/codegen/exhaustive_float64.py): exp 0.798 ulp, log 0.830, log1p 0.836,
+# expm1 0.820, sin 0.794, cos 0.775, tanh 0.888. FLOAT64_ULPS are these bounds with a
+# margin, as the tests check them.
 # sin and cos reduce by Cody-Waite to 152 bits of pi/2 below |x| = 2^20; at and beyond,
 # `sin`, `cos` and `sincos` call libm for that element, and the CPU kernels' blocks run
 # `sin_near` and the rest (these, without the libm fallback) first, as for float32:
 # below 2^20 both give the same bits.
 
-FLOAT64_ULPS = {"exp": 0.9, "log": 0.85, "log1p": 0.85, "expm1": 0.85, "tanh": 2.2,
+FLOAT64_ULPS = {"exp": 0.85, "log": 0.85, "log1p": 0.85, "expm1": 0.85, "tanh": 0.95,
                 "sin": 0.82, "cos": 0.82}
 
 
@@ -654,12 +657,32 @@ def _exponent_of(bits):
     return _float_of(((bits >> 52) & 0x7FF) | _TWO_52_BITS) - _TWO_52
 
 
-# fdlibm e_exp.c: ln 2 in two parts (_E_LN2_HI has 32 significant bits: k _E_LN2_HI is
-# exact for |k| < 2^21) and the Remez coefficients of its rational form of e^r.
+# ln 2 in two parts, fdlibm's (e_exp.c): _E_LN2_HI has 32 significant bits, so k _E_LN2_HI
+# is exact for |k| < 2^21.
 _E_LN2_HI = 6.93147180369123816490e-01
 _E_LN2_LO = 1.90821492927058770002e-10
-_EP1, _EP2, _EP3 = 1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61375632143793436117e-05
-_EP4, _EP5 = -1.65339022054652515390e-06, 4.13813679705723846039e-08
+# (e^r - 1 - r) / r^2 on |r| <= ln 2 / 2: its degree-9 Chebyshev interpolant, computed
+# at 50 digits (mpmath) and rounded to float64; within 2.4e-16 of it, so that e^r is
+# within 2^-56 of 1 + r + r^2 q(r).
+_EQ0, _EQ1, _EQ2 = 0.5000000000000001, 0.16666666666666669, 0.04166666666662413
+_EQ3, _EQ4, _EQ5 = 0.008333333333330062, 0.0013888888917213717, 0.00019841269863053618
+_EQ6, _EQ7, _EQ8 = 2.4801521295954376e-05, 2.7557268459997064e-06, 2.7620088445409746e-07
+_EQ9 = 2.510038549551032e-08
+
+
+@_helper
+def _exp_reduced(x):
+    """(k, hi, tail) with e^x = 2^k (1 + hi - tail) for float64 |x| < 1000: x = k ln 2 +
+    r, |r| <= ln 2 / 2, r = hi - lo with hi exact, tail = lo - r^2 q(r). A polynomial,
+    where fdlibm has a rational form of e^r: no division (W2's float64 kernel has a
+    sqrt, a division and tanh's on the one divider, which was its bottleneck)."""
+    k = (x * _LOG2E + _SHIFTER) - _SHIFTER  # round to nearest
+    hi = x - k * _E_LN2_HI
+    lo = k * _E_LN2_LO
+    r = hi - lo
+    q = _EQ5 + r * (_EQ6 + r * (_EQ7 + r * (_EQ8 + r * _EQ9)))
+    q = _EQ0 + r * (_EQ1 + r * (_EQ2 + r * (_EQ3 + r * (_EQ4 + r * q))))
+    return k, hi, lo - r * r * q
 
 
 def _exp_f64(x):
@@ -667,13 +690,9 @@ def _exp_f64(x):
     # and k stays within what _scale takes. NaN passes through.
     xc = _pick(x > 709.8, 709.8, x)
     xc = _pick(xc < -746.0, -746.0, xc)
-    k = (xc * _LOG2E + _SHIFTER) - _SHIFTER  # round to nearest
-    hi = xc - k * _E_LN2_HI
-    lo = k * _E_LN2_LO
-    r = hi - lo
-    z = r * r
-    c = r - z * (_EP1 + z * (_EP2 + z * (_EP3 + z * (_EP4 + z * _EP5))))
-    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    k, hi, tail = _exp_reduced(xc)
+    y = 1.0 + hi
+    y = y + (((1.0 - y) + hi) - tail)  # 1 + hi exactly as a pair (|hi| < 1), then the tail
     return _scale(y, _int_of(k))
 
 
@@ -774,20 +793,38 @@ def _expm1_f64(x):
     return _pick(x == 0.0, x, _expm1_f64_body(x))  # keeps the sign of zero
 
 
-_LOG3_HALF, _LOG5_3_HALF = 0.5493061443340549, 0.25541281188299536  # log(3)/2, log(5/3)/2
+# |x| <= 0.55: tanh x = x + x^3 P(x^2) / Q(x^2), Cephes' (Moshier's) rational form for
+# |x| < 0.625 (tanh.c); x^3 P / Q is at most a tenth of tanh x. (A degree-10 polynomial
+# instead was 0.77 ulp there, and W2 in float64 3% slower: the divider has room, the
+# multiply-add ports do not.)
+_TNP0, _TNP1, _TNP2 = -9.64399179425052238628e-01, -9.92877231001918586564e+01, -1.61468768441708447952e+03
+_TNQ0, _TNQ1, _TNQ2 = 1.12811678491632931402e+02, 2.23548839060100448583e+03, 4.84406305325125486048e+03
+_TANH_SMALL = 0.55  # tanh 0.55 > 1/2: above, 2 / (e^2x + 1) < 1/2 is subtracted from 1
 
 
 def _tanh_f64(x):
-    # musl's tanh: from one expm1, of 2|x| or of -2|x| (no cancellation where tanh is
-    # small); |x| > 20 gives 1 (expm1(40) = 2.4e17, and 1 - 2 / that rounds to 1).
+    # Two formulas, both computed, one selected.
     w = abs(x)
-    w = _pick(w > 20.0, 20.0, w)  # NaN passes through
-    big = w > _LOG3_HALF
-    middle = w > _LOG5_3_HALF
-    e = _expm1_f64_body(_pick(middle, w + w, -(w + w)))
-    t = _pick(big, 1.0 - 2.0 / (e + 2.0), _pick(middle, e, -e) / (e + 2.0))
-    t = _pick(w == 0.0, w, t)
-    return _pick(_bits_of(x) < 0, -t, t)  # the sign bit: tanh(-0.0) is -0.0
+    w = _pick(w > 20.0, 20.0, w)  # tanh 20 rounds to 1; NaN passes through
+    t = w * w
+    p = (_TNP2 + t * (_TNP1 + t * _TNP0)) / (_TNQ2 + t * (_TNQ1 + t * (_TNQ0 + t)))
+    small = w + w * t * p  # keeps 0.0 (the sign comes last)
+    # 1 - s, s = 2 / (d + d_lo), d + d_lo = (2^k + 1) + 2^k (e^r - 1): e^2w + 1 to about
+    # 2^-60 (2^k + 1 is exact for k <= 52; beyond, s is below 2^-53 anyway).
+    k, hi, tail = _exp_reduced(w + w)
+    two_k = _power_of_two(_int_of(k))
+    a = two_k + 1.0
+    e_r = hi - tail  # e^r - 1, and what its rounding left out:
+    e_r_lo = (hi - e_r) - tail
+    b = two_k * e_r
+    d = a + b
+    d_lo = (b - (d - a)) + two_k * e_r_lo  # |b| < a: d + d_lo = a + b exactly
+    s = 2.0 / d
+    y = 1.0 - s
+    # 1 - s as the pair y + ((1 - y) - s), then + s d_lo / d (d_lo's first-order share)
+    large = y + (((1.0 - y) - s) + s * d_lo * (0.5 * s))
+    y = _pick(w > _TANH_SMALL, large, small)
+    return _pick(_bits_of(x) < 0, -y, y)  # the sign bit: tanh(-0.0) is -0.0
 
 
 # fdlibm k_sin.c and k_cos.c (FreeBSD's revision of k_cos): sin and cos of y0 + y1,
@@ -844,13 +881,12 @@ def _sin_cos_near_f64(x, shift):
     n, y0, y1 = _reduce_pio2_f64(x)
     sin_y, cos_y = _sin_cos_kernels(y0, y1)
     quadrant = _int_of(n) + shift
-    first = _pick((quadrant & 1) == 0, sin_y, cos_y)
-    first = _pick((quadrant & 2) != 0, -first, first)
-    second = _pick((quadrant & 1) == 0, cos_y, -sin_y)
-    second = _pick((quadrant & 2) != 0, -second, second)
-    first = _pick(x == 0.0, _pick(shift == 0, x, 1.0), first)  # sin(-0.0) is -0.0
-    finite = x - x == x - x  # inf and NaN give NaN
-    return _pick(finite, first, x - x), _pick(finite, second, x - x)
+    odd = (quadrant & 1) != 0
+    sign = (quadrant & 2) << 62  # the sign bit, set in quadrants 2 and 3
+    first = _float_of(_bits_of(_pick(odd, cos_y, sin_y)) ^ sign)
+    second = _float_of(_bits_of(_pick(odd, -sin_y, cos_y)) ^ sign)
+    # inf and NaN give NaN without a test: n is inf or NaN, and x - n pi/2 NaN
+    return _pick(x == 0.0, _pick(shift == 0, x, 1.0), first), second  # sin(-0.0) is -0.0
 
 
 def _sin_f64(x):

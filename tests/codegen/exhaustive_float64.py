@@ -79,7 +79,8 @@ def sample(name, count, seed=12):
                  around(0.34657359027997264), around(-0.34657359027997264), around(1.0397207708399179),
                  around(709.782712893384), around(-38.0), around(20 * 0.6931471805599453)]
     elif name == "tanh":
-        parts = [rng.uniform(-20, 20, q), rng.uniform(-1.5, 1.5, q), log_uniform(rng, 2 * q, -60, 4.5),
+        parts = [rng.uniform(-20, 20, q), rng.uniform(-1.5, 1.5, q), log_uniform(rng, q, -60, 4.5),
+                 rng.uniform(-0.6, 0.6, q),  # the rational's hardest cases are below 0.55
                  around(0.5493061443340549), around(0.25541281188299536), around(20.0), around(1e-300)]
     else:  # sin, cos: the vectorized range, the hard cases in it, and beyond (libm)
         parts = [log_uniform(rng, 2 * q, -30, 20), rng.uniform(-2 ** 20, 2 ** 20, q),

@@ -599,8 +599,9 @@ def _sincos_near_by_type(x):
 @_helper
 def far_trig(x):
     """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
-    (inf too; NaN is not far)."""
-    return abs(np.float64(x)) >= _FAR
+    (inf too; NaN is not far); for float64 also x within |x| 2^-64 of a multiple of
+    pi/2 (`_far_by_type`, at the end of the file)."""
+    return _far_by_type(x)
 
 
 # ---------------------------------------------------------------- issue 12: float64
@@ -620,10 +621,13 @@ def far_trig(x):
 # tests/codegen/exhaustive_float64.py): exp 0.872 ulp, log 0.830, log1p 0.836,
 # expm1 0.820, sin 0.794, cos 0.775, tanh 0.888. FLOAT64_ULPS are these bounds with a
 # margin, as the tests check them.
-# sin and cos reduce by Cody-Waite to 152 bits of pi/2 below |x| = 2^20; at and beyond,
-# `sin`, `cos` and `sincos` call libm for that element, and the CPU kernels' blocks run
-# `sin_near` and the rest (these, without the libm fallback) first, as for float32:
-# below 2^20 both give the same bits.
+# sin and cos reduce by Cody-Waite below |x| = 2^20; at and beyond, `sin`, `cos` and
+# `sincos` call libm for that element. The CPU kernels' blocks run `sin_near` and the
+# rest first, as for float32: pi/2 to 119 bits (fdlibm's medium reduction, two rounds),
+# enough except within |x| 2^-64 of a multiple of pi/2, which `far_trig` flags with
+# |x| >= 2^20 (the block runs again in full); the full functions take the same
+# reduction where it is enough, so the two give the same bits, and pi/2 to 152 bits
+# where not. (7 operations fewer a sin or cos: W2 in float64 4% faster.)
 
 FLOAT64_ULPS = {"exp": 0.9, "log": 0.85, "log1p": 0.85, "expm1": 0.85, "tanh": 0.95,
                 "sin": 0.82, "cos": 0.82}
@@ -853,6 +857,32 @@ def _reduce_pio2_f64(x):
     return n, y0, tail - (y0 - s2)
 
 
+# fdlibm e_rem_pio2.c's medium reduction, two rounds: pi/2 as _RP1 + _RP2 + _RP2T, 119 bits.
+_RP2T = 2.02226624879595063154e-21
+_TWO_M64 = 5.421010862427522e-20  # 2^-64
+
+
+@_helper
+def _reduce_pio2_f64_near(x):
+    """(n, y0, y1) as `_reduce_pio2_f64`, for |x| < 2^20, with 7 fewer operations: y0 + y1
+    is within |n| 2^-121 of x - n pi/2, so within 2^-56 |y0| unless |y0| < |x| 2^-64
+    (`_hard_pio2`; below 2^20 that is x within 2^-44 of a multiple of pi/2: the sin or
+    cos of 1 float64 in about 10^13 random ones), where the 152-bit one is needed."""
+    n = np.rint(x * _TWO_OVER_PI) + 0.0
+    t = x - n * _RP1  # exact, as n _RP2 is
+    w = n * _RP2
+    r = t - w
+    w = n * _RP2T - ((t - r) - w)
+    y0 = r - w
+    return n, y0, (r - y0) - w
+
+
+@_helper
+def _hard_pio2(x, y0):
+    """Whether `_reduce_pio2_f64_near`'s y0 for x may be short of 2^-56 |y0|."""
+    return abs(y0) < abs(x) * _TWO_M64
+
+
 @_helper
 def _sin_cos_kernels(y0, y1):
     z = y0 * y0
@@ -869,8 +899,25 @@ def _sin_cos_kernels(y0, y1):
 
 @_helper
 def _sin_cos_near_f64(x, shift):
-    """sin(x + shift pi/2), sin(x + (shift + 1) pi/2) for |x| < 2^20, NaN and inf."""
-    n, y0, y1 = _reduce_pio2_f64(x)
+    """sin(x + shift pi/2), sin(x + (shift + 1) pi/2) where `far_trig` is False (|x| < 2^20
+    and not `_hard_pio2`), NaN and inf: the CPU kernels' near pass."""
+    n, y0, y1 = _reduce_pio2_f64_near(x)
+    return _sin_cos_reduced(x, n, y0, y1, shift)
+
+
+@_helper
+def _sin_cos_full_f64(x, shift):
+    """`_sin_cos_near_f64` for |x| < 2^20, the hard cases too: the near reduction where
+    it is good enough, so that the two give the same bits there, else the 152-bit one."""
+    n, y0, y1 = _reduce_pio2_f64_near(x)
+    _, y0_full, y1_full = _reduce_pio2_f64(x)  # the same n
+    hard = _hard_pio2(x, y0)
+    return _sin_cos_reduced(x, n, _pick(hard, y0_full, y0), _pick(hard, y1_full, y1), shift)
+
+
+@_helper
+def _sin_cos_reduced(x, n, y0, y1, shift):
+    """`_sin_cos_near_f64` once x = n pi/2 + y0 + y1 is reduced."""
     sin_y, cos_y = _sin_cos_kernels(y0, y1)
     quadrant = _int_of(n) + shift
     odd = (quadrant & 1) != 0
@@ -883,20 +930,20 @@ def _sin_cos_near_f64(x, shift):
 
 def _sin_f64(x):
     if abs(x) < _FAR:  # a branch: only the far blocks of CPU kernels and CUDA-less code
-        return _sin_cos_near_f64(x, 0)[0]
+        return _sin_cos_full_f64(x, 0)[0]
     return math.sin(x)
 
 
 def _cos_f64(x):
     if abs(x) < _FAR:
-        return _sin_cos_near_f64(x, 1)[0]
+        return _sin_cos_full_f64(x, 1)[0]
     return math.cos(x)
 
 
 @_helper
 def _sincos_f64(x):
     if abs(x) < _FAR:
-        return _sin_cos_near_f64(x, 0)
+        return _sin_cos_full_f64(x, 0)
     return math.sin(x), math.cos(x)
 
 
@@ -910,3 +957,18 @@ FLOAT64 = {
     "sin_near": lambda x: _sin_cos_near_f64(x, 0)[0],
     "cos_near": lambda x: _sin_cos_near_f64(x, 1)[0],
 }
+
+
+def _far_by_type(x):
+    """`far_trig` (see there); this Python version for calls from Python."""
+    if isinstance(x, (float, np.float64)):
+        _, y0, _ = _reduce_pio2_f64_near(np.float64(x))
+        return abs(x) >= _FAR or bool(_hard_pio2(x, y0))
+    return abs(np.float64(x)) >= _FAR
+
+
+@overload(_far_by_type, jit_options=_JIT)
+def _far_by_type_jit(x):
+    if x == types.float64:
+        return lambda x: (abs(x) >= _FAR) | _hard_pio2(x, _reduce_pio2_f64_near(x)[1])
+    return lambda x: abs(np.float64(x)) >= _FAR

@@ -599,8 +599,9 @@ def _sincos_near_by_type(x):
 @_helper
 def far_trig(x):
     """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
-    (inf too; NaN is not far)."""
-    return abs(np.float64(x)) >= _FAR
+    (inf too; NaN is not far); for float64 also x within |x| 2^-64 of a multiple of
+    pi/2 (`_far_by_type`, at the end of the file)."""
+    return _far_by_type(x)
 
 
 # ---------------------------------------------------------------- issue 12: float64
@@ -611,19 +612,24 @@ def far_trig(x):
 # coefficients, each documented there as within 1 ulp, rewritten branch-free: every
 # case is computed and one is selected, so the loop vectorizes (4 float64 lanes in a
 # 256-bit register on AVX2 and AVX-512 alike). As NumPy (SIMD float64 since 1.22) and
-# PyTorch (SLEEF, 1 ulp) do, float64 is no longer libm bit for bit. Measured maximum
-# error against an 80-bit long double reference on 10^7 arguments per function (random
-# over each range plus its edges and, for sin and cos, the float64 nearest to multiples
-# of pi/2: tests/codegen/exhaustive_float64.py): exp 0.872 ulp, log 0.830, log1p 0.836,
-# expm1 0.820, sin 0.794, cos 0.775, tanh 2.125. tanh is musl's and glibc's formula
-# from expm1 (glibc documents 2 ulps for its tanh): expm1's error passes through the
-# division. FLOAT64_ULPS are these bounds with a margin, as the tests check them.
-# sin and cos reduce by Cody-Waite to 152 bits of pi/2 below |x| = 2^20; at and beyond,
-# `sin`, `cos` and `sincos` call libm for that element, and the CPU kernels' blocks run
-# `sin_near` and the rest (these, without the libm fallback) first, as for float32:
-# below 2^20 both give the same bits.
+# PyTorch (SLEEF, 1 ulp) do, float64 is no longer libm bit for bit. tanh is not
+# fdlibm's: 1 - 2 / (e^2x + 1) with e^2x + 1 kept as a pair, or a rational function
+# below 0.55 (musl's and glibc's tanh from expm1 was 2.1 ulp, three divisions
+# and twice the time). Measured maximum error against an 80-bit long double
+# reference on 10^7 arguments per function (random over each range plus its edges and,
+# for sin and cos, the float64 nearest to multiples of pi/2:
+# tests/codegen/exhaustive_float64.py): exp 0.872 ulp, log 0.830, log1p 0.836,
+# expm1 0.820, sin 0.794, cos 0.775, tanh 0.888. FLOAT64_ULPS are these bounds with a
+# margin, as the tests check them.
+# sin and cos reduce by Cody-Waite below |x| = 2^20; at and beyond, `sin`, `cos` and
+# `sincos` call libm for that element. The CPU kernels' blocks run `sin_near` and the
+# rest first, as for float32: pi/2 to 119 bits (fdlibm's medium reduction, two rounds),
+# enough except within |x| 2^-64 of a multiple of pi/2, which `far_trig` flags with
+# |x| >= 2^20 (the block runs again in full); the full functions take the same
+# reduction where it is enough, so the two give the same bits, and pi/2 to 152 bits
+# where not. (7 operations fewer a sin or cos: W2 in float64 4% faster.)
 
-FLOAT64_ULPS = {"exp": 0.9, "log": 0.85, "log1p": 0.85, "expm1": 0.85, "tanh": 2.2,
+FLOAT64_ULPS = {"exp": 0.9, "log": 0.85, "log1p": 0.85, "expm1": 0.85, "tanh": 0.95,
                 "sin": 0.82, "cos": 0.82}
 
 
@@ -662,19 +668,28 @@ _EP1, _EP2, _EP3 = 1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61
 _EP4, _EP5 = -1.65339022054652515390e-06, 4.13813679705723846039e-08
 
 
+@_helper
+def _exp_reduced(x):
+    """(k, hi, tail) with e^x = 2^k (1 + hi - tail) for float64 |x| < 1000: x = k ln 2 + r,
+    |r| <= ln 2 / 2, r = hi - lo with hi exact, and tail = lo - r c / (2 - c), fdlibm's
+    form of e^r - 1 - r. (A polynomial instead, without the division, made W2 in float64
+    slower: the divider has room, the multiply-add ports do not.)"""
+    k = (x * _LOG2E + _SHIFTER) - _SHIFTER  # round to nearest
+    hi = x - k * _E_LN2_HI
+    lo = k * _E_LN2_LO
+    r = hi - lo
+    z = r * r
+    c = r - z * (_EP1 + z * (_EP2 + z * (_EP3 + z * (_EP4 + z * _EP5))))
+    return k, hi, lo - (r * c) / (2.0 - c)
+
+
 def _exp_f64(x):
     # Beyond these e^x is inf or 0 (e^709.79 overflows, e^-745.14 underflows to 0),
     # and k stays within what _scale takes. NaN passes through.
     xc = _pick(x > 709.8, 709.8, x)
     xc = _pick(xc < -746.0, -746.0, xc)
-    k = (xc * _LOG2E + _SHIFTER) - _SHIFTER  # round to nearest
-    hi = xc - k * _E_LN2_HI
-    lo = k * _E_LN2_LO
-    r = hi - lo
-    z = r * r
-    c = r - z * (_EP1 + z * (_EP2 + z * (_EP3 + z * (_EP4 + z * _EP5))))
-    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
-    return _scale(y, _int_of(k))
+    k, hi, tail = _exp_reduced(xc)
+    return _scale(1.0 - (tail - hi), _int_of(k))
 
 
 # fdlibm e_log.c: log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f).
@@ -774,20 +789,38 @@ def _expm1_f64(x):
     return _pick(x == 0.0, x, _expm1_f64_body(x))  # keeps the sign of zero
 
 
-_LOG3_HALF, _LOG5_3_HALF = 0.5493061443340549, 0.25541281188299536  # log(3)/2, log(5/3)/2
+# |x| <= 0.55: tanh x = x + x^3 P(x^2) / Q(x^2), Cephes' (Moshier's) rational form for
+# |x| < 0.625 (tanh.c); x^3 P / Q is at most a tenth of tanh x. (A degree-10 polynomial
+# instead was 0.77 ulp there, and W2 in float64 3% slower: the divider has room, the
+# multiply-add ports do not.)
+_TNP0, _TNP1, _TNP2 = -9.64399179425052238628e-01, -9.92877231001918586564e+01, -1.61468768441708447952e+03
+_TNQ0, _TNQ1, _TNQ2 = 1.12811678491632931402e+02, 2.23548839060100448583e+03, 4.84406305325125486048e+03
+_TANH_SMALL = 0.55  # tanh 0.55 > 1/2: above, 2 / (e^2x + 1) < 1/2 is subtracted from 1
 
 
 def _tanh_f64(x):
-    # musl's tanh: from one expm1, of 2|x| or of -2|x| (no cancellation where tanh is
-    # small); |x| > 20 gives 1 (expm1(40) = 2.4e17, and 1 - 2 / that rounds to 1).
+    # Two formulas, both computed, one selected.
     w = abs(x)
-    w = _pick(w > 20.0, 20.0, w)  # NaN passes through
-    big = w > _LOG3_HALF
-    middle = w > _LOG5_3_HALF
-    e = _expm1_f64_body(_pick(middle, w + w, -(w + w)))
-    t = _pick(big, 1.0 - 2.0 / (e + 2.0), _pick(middle, e, -e) / (e + 2.0))
-    t = _pick(w == 0.0, w, t)
-    return _pick(_bits_of(x) < 0, -t, t)  # the sign bit: tanh(-0.0) is -0.0
+    w = _pick(w > 20.0, 20.0, w)  # tanh 20 rounds to 1; NaN passes through
+    t = w * w
+    p = (_TNP2 + t * (_TNP1 + t * _TNP0)) / (_TNQ2 + t * (_TNQ1 + t * (_TNQ0 + t)))
+    small = w + w * t * p  # keeps 0.0 (the sign comes last)
+    # 1 - s, s = 2 / (d + d_lo), d + d_lo = (2^k + 1) + 2^k (e^r - 1): e^2w + 1 to about
+    # 2^-60 (2^k + 1 is exact for k <= 52; beyond, s is below 2^-53 anyway).
+    k, hi, tail = _exp_reduced(w + w)
+    two_k = _power_of_two(_int_of(k))
+    a = two_k + 1.0
+    e_r = hi - tail  # e^r - 1, and what its rounding left out:
+    e_r_lo = (hi - e_r) - tail
+    b = two_k * e_r
+    d = a + b
+    d_lo = (b - (d - a)) + two_k * e_r_lo  # |b| < a: d + d_lo = a + b exactly
+    s = 2.0 / d
+    y = 1.0 - s
+    # 1 - s as the pair y + ((1 - y) - s), then + s d_lo / d (d_lo's first-order share)
+    large = y + (((1.0 - y) - s) + s * d_lo * (0.5 * s))
+    y = _pick(w > _TANH_SMALL, large, small)
+    return _pick(_bits_of(x) < 0, -y, y)  # the sign bit: tanh(-0.0) is -0.0
 
 
 # fdlibm k_sin.c and k_cos.c (FreeBSD's revision of k_cos): sin and cos of y0 + y1,
@@ -824,6 +857,32 @@ def _reduce_pio2_f64(x):
     return n, y0, tail - (y0 - s2)
 
 
+# fdlibm e_rem_pio2.c's medium reduction, two rounds: pi/2 as _RP1 + _RP2 + _RP2T, 119 bits.
+_RP2T = 2.02226624879595063154e-21
+_TWO_M64 = 5.421010862427522e-20  # 2^-64
+
+
+@_helper
+def _reduce_pio2_f64_near(x):
+    """(n, y0, y1) as `_reduce_pio2_f64`, for |x| < 2^20, with 7 fewer operations: y0 + y1
+    is within |n| 2^-121 of x - n pi/2, so within 2^-56 |y0| unless |y0| < |x| 2^-64
+    (`_hard_pio2`; below 2^20 that is x within 2^-44 of a multiple of pi/2: the sin or
+    cos of 1 float64 in about 10^13 random ones), where the 152-bit one is needed."""
+    n = np.rint(x * _TWO_OVER_PI) + 0.0
+    t = x - n * _RP1  # exact, as n _RP2 is
+    w = n * _RP2
+    r = t - w
+    w = n * _RP2T - ((t - r) - w)
+    y0 = r - w
+    return n, y0, (r - y0) - w
+
+
+@_helper
+def _hard_pio2(x, y0):
+    """Whether `_reduce_pio2_f64_near`'s y0 for x may be short of 2^-56 |y0|."""
+    return abs(y0) < abs(x) * _TWO_M64
+
+
 @_helper
 def _sin_cos_kernels(y0, y1):
     z = y0 * y0
@@ -840,35 +899,51 @@ def _sin_cos_kernels(y0, y1):
 
 @_helper
 def _sin_cos_near_f64(x, shift):
-    """sin(x + shift pi/2), sin(x + (shift + 1) pi/2) for |x| < 2^20, NaN and inf."""
-    n, y0, y1 = _reduce_pio2_f64(x)
+    """sin(x + shift pi/2), sin(x + (shift + 1) pi/2) where `far_trig` is False (|x| < 2^20
+    and not `_hard_pio2`), NaN and inf: the CPU kernels' near pass."""
+    n, y0, y1 = _reduce_pio2_f64_near(x)
+    return _sin_cos_reduced(x, n, y0, y1, shift)
+
+
+@_helper
+def _sin_cos_full_f64(x, shift):
+    """`_sin_cos_near_f64` for |x| < 2^20, the hard cases too: the near reduction where
+    it is good enough, so that the two give the same bits there, else the 152-bit one."""
+    n, y0, y1 = _reduce_pio2_f64_near(x)
+    _, y0_full, y1_full = _reduce_pio2_f64(x)  # the same n
+    hard = _hard_pio2(x, y0)
+    return _sin_cos_reduced(x, n, _pick(hard, y0_full, y0), _pick(hard, y1_full, y1), shift)
+
+
+@_helper
+def _sin_cos_reduced(x, n, y0, y1, shift):
+    """`_sin_cos_near_f64` once x = n pi/2 + y0 + y1 is reduced."""
     sin_y, cos_y = _sin_cos_kernels(y0, y1)
     quadrant = _int_of(n) + shift
-    first = _pick((quadrant & 1) == 0, sin_y, cos_y)
-    first = _pick((quadrant & 2) != 0, -first, first)
-    second = _pick((quadrant & 1) == 0, cos_y, -sin_y)
-    second = _pick((quadrant & 2) != 0, -second, second)
-    first = _pick(x == 0.0, _pick(shift == 0, x, 1.0), first)  # sin(-0.0) is -0.0
-    finite = x - x == x - x  # inf and NaN give NaN
-    return _pick(finite, first, x - x), _pick(finite, second, x - x)
+    odd = (quadrant & 1) != 0
+    sign = (quadrant & 2) << 62  # the sign bit, set in quadrants 2 and 3
+    first = _float_of(_bits_of(_pick(odd, cos_y, sin_y)) ^ sign)
+    second = _float_of(_bits_of(_pick(odd, -sin_y, cos_y)) ^ sign)
+    # inf and NaN give NaN without a test: n is inf or NaN, and x - n pi/2 NaN
+    return _pick(x == 0.0, _pick(shift == 0, x, 1.0), first), second  # sin(-0.0) is -0.0
 
 
 def _sin_f64(x):
     if abs(x) < _FAR:  # a branch: only the far blocks of CPU kernels and CUDA-less code
-        return _sin_cos_near_f64(x, 0)[0]
+        return _sin_cos_full_f64(x, 0)[0]
     return math.sin(x)
 
 
 def _cos_f64(x):
     if abs(x) < _FAR:
-        return _sin_cos_near_f64(x, 1)[0]
+        return _sin_cos_full_f64(x, 1)[0]
     return math.cos(x)
 
 
 @_helper
 def _sincos_f64(x):
     if abs(x) < _FAR:
-        return _sin_cos_near_f64(x, 0)
+        return _sin_cos_full_f64(x, 0)
     return math.sin(x), math.cos(x)
 
 
@@ -882,3 +957,18 @@ FLOAT64 = {
     "sin_near": lambda x: _sin_cos_near_f64(x, 0)[0],
     "cos_near": lambda x: _sin_cos_near_f64(x, 1)[0],
 }
+
+
+def _far_by_type(x):
+    """`far_trig` (see there); this Python version for calls from Python."""
+    if isinstance(x, (float, np.float64)):
+        _, y0, _ = _reduce_pio2_f64_near(np.float64(x))
+        return abs(x) >= _FAR or bool(_hard_pio2(x, y0))
+    return abs(np.float64(x)) >= _FAR
+
+
+@overload(_far_by_type, jit_options=_JIT)
+def _far_by_type_jit(x):
+    if x == types.float64:
+        return lambda x: (abs(x) >= _FAR) | _hard_pio2(x, _reduce_pio2_f64_near(x)[1])
+    return lambda x: abs(np.float64(x)) >= _FAR

@@ -384,10 +384,49 @@ def test_float64_sin_cos_far_and_near_agree():
     for name in ("sin", "cos"):
         np.testing.assert_array_equal(run(FAST[name], far), run(LIBM[name], far))
     near = np.concatenate([np.linspace(-2.0 ** 20, 2.0 ** 20, 4001)[1:-1], SPECIALS64[:5]])
+    assert not run(FAR_TRIG, near[:-5]).any()  # (the specials: inf is far)
     for name in ("sin", "cos"):
         full, near_only = run(FAST[name], near), run(elementwise(getattr(fm, name + "_near")), near)
         np.testing.assert_array_equal(full, near_only)
         assert not np.array_equal(full, run(LIBM[name], near))  # not libm: the check can fail
+
+
+FAR_TRIG = elementwise(fm.far_trig)
+
+
+def test_float64_near_reduction_flags_its_hard_cases():
+    """The near pass reduces by pi/2 to 119 bits, short of 2^-56 |y0| only where x is
+    within |x| 2^-64 of a multiple of pi/2: `far_trig` flags those (the block runs again
+    in full), and the full functions take the 152-bit reduction there."""
+    hard = np.array(F64.HARD_PIO2 + tuple(-x for x in F64.HARD_PIO2))
+    assert run(FAR_TRIG, hard).all()
+    assert all(fm.far_trig(x) for x in hard[:2])  # called from Python
+    with np.errstate(all="ignore"):
+        reference = {name: getattr(np, name)(hard.astype(np.longdouble)) for name in ("sin", "cos")}
+    worst_near = 0.0
+    for name in ("sin", "cos"):
+        assert np.max(F64.ulps(run(FAST[name], hard), reference[name])) <= fm.FLOAT64_ULPS[name]
+        near = run(elementwise(getattr(fm, name + "_near")), hard)
+        worst_near = max(worst_near, np.max(F64.ulps(near, reference[name])))
+    assert worst_near > fm.FLOAT64_ULPS["sin"]  # the flag is needed (and the check can fail)
+    neighbours = np.concatenate([F64.around(x, 4)[[0, 8]] for x in F64.HARD_PIO2])
+    assert not run(FAR_TRIG, neighbours).any()  # only the hard ones
+
+
+_SIN_SUM = None
+
+
+def test_float64_kernel_block_with_a_hard_case_runs_in_full():
+    """A kernel's block holding one hard argument gives the full functions' bits."""
+    import fusegrad as fg
+    global _SIN_SUM
+    _SIN_SUM = _SIN_SUM or fg.compile_grad(lambda x: fg.sin(x).sum())
+    x = np.linspace(-4.0, 4.0, 3000)
+    x[1500] = F64.HARD_PIO2[2]  # near an odd multiple of pi/2: cos is the hard one
+    _, (gx,) = _SIN_SUM(x)  # cos x
+    full = run(FAST["cos"], x)
+    np.testing.assert_array_equal(gx, full)
+    assert run(elementwise(fm.cos_near), x)[1500] != full[1500]
 
 
 def test_float64_special_values_spelled_out():
@@ -414,6 +453,8 @@ def float64_spellings() -> dict[str, str]:
     spellings = {name: spell(getattr(P, name), "x") for name in F64.NAMES}
     spellings["sin"], spellings["cos"] = "scalar_math.sin_near(x)", "scalar_math.cos_near(x)"
     spellings["sincos"] = "scalar_math.sincos_near(x)[0] * scalar_math.sincos_near(x)[1]"
+    # the near pass ORs far_trig of every sin and cos argument into its block's flag
+    spellings["far_trig"] = "scalar_math.sin_near(x) + np.float64(scalar_math.far_trig(x))"
     spellings["sigmoid"] = spell(P.sigmoid, "x")
     tail = spell(P.log1p, spell(P.exp, spell(P.neg, spell(P.abs_, "x"))))
     spellings["softplus"] = spell(P.add, spell(P.maximum, "x", "np.float64(0.0)"), tail)
@@ -434,7 +475,7 @@ def test_float64_lanes_per_target(cpu):
                             env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.splitlines()[-1])
-    assert set(found) == set(F64.NAMES) | {"sincos", "sigmoid", "softplus"}
+    assert set(found) == set(F64.NAMES) | {"sincos", "sigmoid", "softplus", "far_trig"}
     expected = dict(vectorized=True, lanes=4, libm=False, lane_by_lane=[])
     assert {name: seen for name, seen in found.items() if seen != expected} == {}
 

@@ -51,8 +51,8 @@ class Dialect:
     stage_loop: Callable[[Writer, "Schedule", int], None] | None = None
     after_stage: Callable[[Writer, list[Node], SourceNames], None] | None = None
     single: str | None = None
-    # Whether float32 sin and cos are spelled `scalar_math.*_near` (right below 2^20
-    # only), each argument's `far_trig` ORed into `far`: the CPU's first pass over a
+    # Whether sin and cos are spelled `scalar_math.*_near` (right where `far_trig` is
+    # False), each argument's `far_trig` ORed into `far`: the CPU's first pass over a
     # block, which runs again without it when `far` is set (cpu.py, `near_blocks`).
     near_trig: bool = False
 

@@ -201,12 +201,13 @@ def near_blocks(sched: Schedule) -> bool:
 
 
 def _emit_near_lanes(w: Writer, sched: Schedule, names: SourceNames, axis: int) -> None:
-    """A block's lanes with float32 sin and cos reduced by Cody-Waite alone, which
-    only |x| >= 2^20 needs more than (scalar_math.far_trig); when the block has such
-    an argument, its lanes again with the full reduction. Below 2^20 both give the
-    same bits, so the results are those of the full reduction everywhere, at about
-    half its cost (W2 on AVX2) while no argument is that large."""
+    """A block's lanes with sin and cos reduced the short way (float32: Cody-Waite;
+    float64: pi/2 to 119 bits), which only arguments `scalar_math.far_trig` flags need
+    more than (|x| >= 2^20, and float64's rare near-multiples of pi/2); when the block
+    has such an argument, its lanes again with the full reduction. Elsewhere both give
+    the same bits, so the results are those of the full reduction everywhere, at about
+    half its cost (W2 on AVX2) while no argument is flagged."""
     w.line("far = False")
     _emit_lanes(w, sched, names, axis, NEAR)
-    with w.block("if far:", "a sin or cos argument beyond 2^20: the block again, in full"):
+    with w.block("if far:", "a sin or cos argument far_trig flags: the block again, in full"):
         _emit_lanes(w, sched, names, axis, CPU)

@@ -74,7 +74,8 @@ float32, and more accurate, like NumPy's pairwise sum. The flag covers this
 function's additions only; the kernel's own arithmetic stays exactly as written.
 Kernels write a block of terms to an L1 buffer and call it on that block.
 `block_max` and `block_min` do the same for extrema through LLVM's NaN-propagating
-`maximum` and `minimum` (6x faster on rows of 1024 float32).
+`maximum` and `minimum` (6x faster on rows of 1024 float32), float32 through int32
+extrema of its bits in float order (issue 12: 2.3x faster again).
 """
 from __future__ import annotations
 
@@ -476,8 +477,10 @@ def block_min(terms, count, start):
     return np.min(np.append(terms[:count], start))
 
 
-def _block_extremum(floats, integers):
+def _block_extremum(floats, integers, float32):
     def by_type(terms, count, start):
+        if terms.dtype == types.float32:
+            return float32
         pick = floats if isinstance(terms.dtype, types.Float) else integers
 
         def extremum(terms, count, start):
@@ -489,8 +492,56 @@ def _block_extremum(floats, integers):
     return by_type
 
 
-overload(block_max)(_block_extremum(_maximum, max))
-overload(block_min)(_block_extremum(_minimum, min))
+# (issue 12, W4) float32 extrema as int32 extrema. LLVM spells a vector `maximum` with
+# a sign test, two blends, a max and a NaN test, in one chain per accumulator (softmax's
+# row max was a tenth of W4). The float32 bits with the low 31 flipped where the sign
+# is set are ordered as the floats are, -0 below +0 (as `maximum` orders them), with
+# NaNs beyond the infinities (sign clear) or below them (sign set); a vector int32
+# max and min are one instruction each (2.3x faster on AVX2 and AVX-512 code).
+
+@intrinsic
+def _ordered32(typingctx, x):
+    """The order-preserving int32 of a float32 (and back: the map is its own inverse)."""
+    if x in (types.float32, types.int32):
+        def codegen(context, builder, signature, args):
+            int32 = ir.IntType(32)
+            bits = builder.bitcast(args[0], int32)
+            flip = builder.and_(builder.ashr(bits, int32(31)), int32(0x7FFFFFFF))
+            ordered = builder.xor(bits, flip)
+            return ordered if x == types.float32 else builder.bitcast(ordered, ir.FloatType())
+        return (types.int32 if x == types.float32 else types.float32)(x), codegen
+
+
+_ORDERED_INF = 0x7F800000        # _ordered32(inf)
+_ORDERED_MINUS_INF = -0x7F800001  # _ordered32(-inf)
+
+
+@register_jitable
+def _ordered_extrema(terms, count):
+    """The int32 extrema of terms[:count] in `_ordered32`'s order, and a NaN among
+    them if there is one (else 0.0)."""
+    high, low = np.int32(_ORDERED_MINUS_INF), np.int32(_ORDERED_INF)
+    for i in range(count):
+        key = _ordered32(terms[i])
+        high = key if key > high else high
+        low = key if key < low else low
+    nan = _ordered32(high) if high > _ORDERED_INF else np.float32(0.0)
+    nan = _ordered32(low) if low < _ORDERED_MINUS_INF else nan
+    return high, low, nan
+
+
+def _block_max_f32(terms, count, start):
+    high, low, nan = _ordered_extrema(terms, count)
+    return _maximum(start, nan if nan != nan else _ordered32(high))
+
+
+def _block_min_f32(terms, count, start):
+    high, low, nan = _ordered_extrema(terms, count)
+    return _minimum(start, nan if nan != nan else _ordered32(low))
+
+
+overload(block_max)(_block_extremum(_maximum, max, _block_max_f32))
+overload(block_min)(_block_extremum(_minimum, min, _block_min_f32))
 
 
 def block_sum(terms, count):

@@ -106,7 +106,7 @@ def _update_column(w: Writer, node: Node, array: str, cell: str, value: str) -> 
 
 
 CPU = Dialect(update_column=_update_column, row_buffers=True, split_reductions=True,
-              sincos=True)
+              sincos=True, prefetch_rows=True)
 
 
 def _emit_chunks(w: Writer, sched: Schedule, names: SourceNames) -> None:

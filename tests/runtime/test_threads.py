@@ -109,3 +109,93 @@ def test_fusegrad_from_two_threads():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_runs_kernels():
     run(FORK_AFTER_THREADED_KERNEL)
+
+
+# ------------------------------------------------ issue 12: the spinning workers' hand-off
+
+SPINNING_POOL = textwrap.dedent("""
+    import json, os, threading, time
+    import numpy as np
+    from numba import njit
+    from fusegrad.runtime import threads
+
+    checks = {}
+
+    def logged(log, first, last, finish):
+        log.append(("epilogue",) if finish else (first, threading.current_thread().name))
+
+    log = []
+    threads.run_chunks(logged, (log,), range(4))
+    chunks = sorted(log[:-1])
+    checks["each_chunk_once"] = [c[0] for c in chunks] == [0, 1, 2, 3] and log[-1] == ("epilogue",)
+    checks["first_here_others_on_pool"] = (
+        chunks[0][1] == threading.current_thread().name
+        and all(name.startswith("fusegrad-spin-") for _, name in chunks[1:])
+        and len({name for _, name in chunks[1:]}) == 3)
+
+    def failing(log, first, last, finish):
+        if first == 2:
+            raise ValueError("chunk 2 failed")
+        log.append(first)
+    log = []
+    try:
+        threads.run_chunks(failing, (log,), range(4))
+        checks["error_raised"] = False
+    except ValueError as error:
+        checks["error_raised"] = str(error) == "chunk 2 failed"
+    checks["others_finished_no_epilogue"] = sorted(log) == [0, 1, 3]
+
+    @njit(nogil=True)
+    def add(a, first, last, finish):
+        if finish:
+            a[-1] += 1.0
+        for i in range(first, last):
+            a[i] += 1.0
+
+    def launches(a, times, pause=0.0):
+        for _ in range(times):
+            threads.run_chunks(add, (a,), range(a.size - 1))
+            if pause:
+                time.sleep(pause)
+        return bool((a == times).all())
+
+    checks["after_sleeps"] = launches(np.zeros(5), 5, pause=0.01)  # workers blocked
+    checks["thousand"] = launches(np.zeros(4), 1000)
+
+    results = []
+    users = [threading.Thread(target=lambda: results.append(launches(np.zeros(4), 300)))
+             for _ in range(4)]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join()
+    checks["concurrent"] = results == [True] * 4
+
+    child = os.fork()
+    if child == 0:
+        os._exit(0 if launches(np.zeros(4), 200) and launches(np.zeros(4), 3, 0.01) else 1)
+    _, status = os.waitpid(child, 0)
+    checks["forked_child"] = os.waitstatus_to_exitcode(status) == 0
+    checks["parent_after_fork"] = launches(np.zeros(4), 10)
+    print(json.dumps(checks))
+""")
+
+
+@pytest.fixture(scope="module")
+def spinning_checks() -> dict:
+    # A fresh interpreter with 4 threads (3 workers); its timeout fails a hang.
+    environ = dict(os.environ, NUMBA_NUM_THREADS="4")
+    done = subprocess.run([sys.executable, "-c", SPINNING_POOL], env=environ,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("check", [
+    "each_chunk_once", "first_here_others_on_pool", "error_raised",
+    "others_finished_no_epilogue", "after_sleeps", "thousand", "concurrent",
+    pytest.param("forked_child", marks=pytest.mark.skipif(not hasattr(os, "fork"),
+                                                          reason="needs fork")),
+    "parent_after_fork"])
+def test_spinning_pool(spinning_checks, check):
+    assert spinning_checks[check]

@@ -49,7 +49,7 @@ import threading
 import numpy as np
 
 from fusegrad.runtime import buffers
-from fusegrad.runtime.threads import shared_pool
+from fusegrad.runtime.threads import run_parallel
 
 # Multiply-adds (m*n*k, times the batch) below which a product fusegrad cannot split
 # runs on one thread (about a millisecond on one core, where two threads gain at most
@@ -180,15 +180,11 @@ def _split_product(a, b, threads, shape, axis, edges, a_axis, b_axis) -> np.ndar
             take_blocks()
 
     # Each thread takes blocks until none is left, this one too; a helper the machine
-    # has not run by then is cancelled, so a busy machine costs at most a block's wait.
-    pool = shared_pool()
-    helpers = [pool.submit(on_pool) for _ in range(min(threads, len(blocks)) - 1)]
-    try:
-        take_blocks()
-    finally:
-        for helper in helpers:   # also after an error: no block may outlive the call
-            if not helper.cancel():
-                helper.result()
+    # starts late finds none and returns at once. The helpers run on threads.py's
+    # spinning workers (watching for work a while after the last launch): no futex
+    # wake-up per product when products and kernels follow one another closely.
+    helpers = min(threads, len(blocks)) - 1
+    run_parallel(take_blocks, [(on_pool, ())] * helpers)
     return out
 
 

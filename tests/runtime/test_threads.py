@@ -144,6 +144,21 @@ SPINNING_POOL = textwrap.dedent("""
     except ValueError as error:
         checks["error_raised"] = str(error) == "chunk 2 failed"
     checks["others_finished_no_epilogue"] = sorted(log) == [0, 1, 3]
+    log = []
+    try:
+        threads.run_chunks(failing, (log,), range(3, -1, -1))   # chunk 2 on a worker
+    except ValueError:
+        pass
+    log = []
+    try:
+        threads.run_chunks(failing, (log,), range(2, 5))        # chunk 2 on this thread
+        checks["own_error_raised"] = False
+    except ValueError:
+        checks["own_error_raised"] = sorted(log) == [3, 4]
+    log = []
+    threads.run_chunks(logged, (log,), range(4))
+    checks["spinning_after_errors"] = all(
+        name.startswith("fusegrad-spin-") for _, name in sorted(log[:-1])[1:])
 
     @njit(nogil=True)
     def add(a, first, last, finish):
@@ -193,7 +208,8 @@ def spinning_checks() -> dict:
 
 @pytest.mark.parametrize("check", [
     "each_chunk_once", "first_here_others_on_pool", "error_raised",
-    "others_finished_no_epilogue", "after_sleeps", "thousand", "concurrent",
+    "others_finished_no_epilogue", "own_error_raised", "spinning_after_errors",
+    "after_sleeps", "thousand", "concurrent",
     pytest.param("forked_child", marks=pytest.mark.skipif(not hasattr(os, "fork"),
                                                           reason="needs fork")),
     "parent_after_fork"])

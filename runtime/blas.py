@@ -56,8 +56,9 @@ from fusegrad.runtime.threads import run_parallel
 # half of that and their workers spin afterwards).
 SERIAL_MAX_WORK = 1 << 25
 # Multiply-adds each thread's block of a split product has at least (about 0.2 ms on
-# one core). A block handed to the pool waits for its thread to wake (a round trip
-# through the pool took 73 us on the 2-core VM W3 is timed on), and two one-threaded
+# one core). A block handed to the pool waited for its thread to wake (a round trip
+# through the pool took 73 us on the 2-core VM W3 is timed on, before the pool's
+# workers spun between launches: ~6 us since), and two one-threaded
 # products side by side ran 6-10% slower than each alone: split in two, W3's
 # (4096,256)@(256,16) took 0.43 ms against 0.35 on one thread.
 SPLIT_MIN_WORK = 1 << 24

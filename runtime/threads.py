@@ -64,7 +64,7 @@ def run_parallel(first: Callable[[], None], others: list[tuple[Callable, tuple]]
         first()
         return
     spinning = _spinning_pool()
-    if spinning is not None and len(others) <= spinning.size and spinning.claim():
+    if len(others) <= spinning.size and spinning.claim():
         spinning.run(first, others)
         return
     pool = _shared_pool()
@@ -74,12 +74,6 @@ def run_parallel(first: Callable[[], None], others: list[tuple[Callable, tuple]]
     finally:
         for future in futures:   # also after an error: no chunk may outlive the call
             future.result()
-
-
-def shared_pool() -> ThreadPoolExecutor:
-    """The executor that chunks queue on while the spinning workers serve another
-    thread's launch: Numba's thread count less one workers, made on first use."""
-    return _shared_pool()
 
 
 def _shared_pool() -> ThreadPoolExecutor:
@@ -301,7 +295,7 @@ _spinning: _SpinningPool | None = None
 _spinning_lock = threading.Lock()
 
 
-def _spinning_pool() -> _SpinningPool | None:
+def _spinning_pool() -> _SpinningPool:
     global _spinning
     pool = _spinning
     if pool is None:

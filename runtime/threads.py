@@ -69,11 +69,21 @@ def run_parallel(first: Callable[[], None], others: list[tuple[Callable, tuple]]
         return
     pool = _shared_pool()
     futures = [pool.submit(function, *args) for function, args in others]
+    interrupted = None
     try:
         first()
     finally:
         for future in futures:   # also after an error: no chunk may outlive the call
-            future.result()
+            while True:
+                try:
+                    future.exception()
+                    break
+                except KeyboardInterrupt as interrupt:   # raised once the chunks end
+                    interrupted = interrupt
+    if interrupted is not None:
+        raise interrupted
+    for future in futures:
+        future.result()
 
 
 def _shared_pool() -> ThreadPoolExecutor:

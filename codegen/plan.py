@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from fusegrad.ir import primitives as P
 from fusegrad.ir.graph import Graph, Node, Shape, Value
-from fusegrad.ir.primitive import ELEMENTWISE, REDUCTION
+from fusegrad.ir.primitive import COSTLY, ELEMENTWISE, REDUCTION
 
 INNER, ROW, FINAL = "inner", "row", "final"
 
@@ -38,6 +38,13 @@ INNER, ROW, FINAL = "inner", "row", "final"
 # compiled in 27, 30 and 36 s; 256 also keeps the recursion ten times below where
 # it breaks.
 MAX_KERNEL_NODES = 256
+
+# A cheap per-element value that later kernels read is computed again in each of them
+# from what they read anyway, rather than stored by its own kernel and read back: one
+# array written less, the same arrays read. W3's backward reads 1 - tanh(z)**2 from the
+# forward's kernel beside tanh(z), which that kernel stores for the products anyway.
+# At most this much Primitive.cost (an add is 1) is computed again per element.
+RECOMPUTE_MAX_COST = 3
 
 
 @dataclass(eq=False)
@@ -269,20 +276,88 @@ class _Planner:
                 continue
             self._place(node)
         steps = self._ordered()
-        users = self._users()
+        if self.fuse:
+            self._recompute_cheap(steps)
+            steps = [s for s in steps if not isinstance(s, Kernel) or s.nodes]
+            for number, step in enumerate(steps, 1):
+                step.index = number
+        users = self._users(steps)
         for step in steps:
             if isinstance(step, Kernel):
                 self._finish_kernel(step, users)
         return Plan(self.graph, steps, self.fuse)
 
-    def _users(self) -> dict[Value, set[int]]:
-        """For each value, the steps (by id) of the nodes that read it."""
+    @staticmethod
+    def _users(steps: list[Step]) -> dict[Value, set[int]]:
+        """For each value, the steps (by id) that read it from memory."""
         users: dict[Value, set[int]] = {}
-        for node in self.graph.nodes:
-            step = id(self.step_of.get(node.outputs[0]))
-            for value in node.inputs:
-                users.setdefault(value, set()).add(step)
+        for step in steps:
+            for value in _reads(step):
+                users.setdefault(value, set()).add(id(step))
         return users
+
+    def _recompute_cheap(self, steps: list[Step]) -> None:
+        """Move cheap per-element values that only later kernels of the same domain read
+        into those kernels (RECOMPUTE_MAX_COST), where that reads no more arrays."""
+        users = self._users(steps)
+        by_id = {id(step): step for step in steps}
+        outputs = set(self.graph.outputs)
+        position = {node: i for i, node in enumerate(self.graph.nodes)}   # program order
+        for kernel in steps:
+            if not isinstance(kernel, Kernel):
+                continue
+            for node in list(kernel.nodes):
+                readers = [by_id[i] for i in users.get(node.out, ())]
+                if node.out in outputs or not readers or not all(
+                        isinstance(r, Kernel) and r.domain == kernel.domain for r in readers):
+                    continue
+                chain = self._cheap_chain(node, kernel, users, outputs)
+                if chain is None or not all(
+                        self._recomputes_cheaply(chain, r, kernel) for r in readers):
+                    continue
+                for reader in readers:
+                    added = [n for n in chain if n.out not in reader.levels]
+                    reader.nodes = sorted(reader.nodes + added, key=position.__getitem__)
+                    reader.levels.update((n.out, INNER) for n in added)
+                users = self._users(steps)
+                _drop_unused(kernel, users, outputs)
+
+    def _cheap_chain(self, node: Node, kernel: Kernel, users: dict[Value, set[int]],
+                     outputs: set[Value]) -> list[Node] | None:
+        """The per-element nodes of `kernel` that compute `node` from values in memory
+        (its inputs, its stored values) and constants, in program order; None if they
+        are more than RECOMPUTE_MAX_COST or not all plain per-element maths."""
+        local = {n.out: n for n in kernel.nodes}
+        chain: dict[Value, Node] = {}
+        stack, cost = [node], 0
+        while stack:
+            n = stack.pop()
+            if n.out in chain:
+                continue
+            if (n.primitive.kind != ELEMENTWISE or len(n.outputs) != 1
+                    or kernel.levels[n.out] != INNER or n.primitive.cost >= COSTLY):
+                return None
+            cost += n.primitive.cost
+            if cost > RECOMPUTE_MAX_COST:
+                return None
+            chain[n.out] = n
+            for x in n.inputs:
+                stored = x in outputs or users.get(x, set()) - {id(kernel)}
+                if x in local and not stored and x not in self.consts:
+                    stack.append(local[x])
+        return list(chain.values())
+
+    def _recomputes_cheaply(self, chain: list[Node], reader: Kernel, kernel: Kernel) -> bool:
+        """Whether `reader` can compute `chain` reading at most one more domain-sized
+        array than now (the one replacing the chain's value), and stays in its size."""
+        if len(reader.nodes) + len(chain) > self.max_nodes:
+            return False
+        computed = {n.out for n in chain}
+        size = _size(kernel.domain)
+        new = {x for n in chain for x in n.inputs
+               if x not in computed and x not in self.consts and x not in reader.levels
+               and _size(x.shape) == size} - _reads(reader)
+        return len(new) <= 1
 
     def _producer_steps(self, node: Node) -> list[Step]:
         seen: list[Step] = []
@@ -419,6 +494,29 @@ class _Planner:
                         and value not in kernel.inputs):
                     kernel.inputs.append(value)
         kernel.outputs = [n.out for n in kernel.nodes if n.out in outside]
+
+
+def _reads(step: Step) -> set[Value]:
+    """The values a step reads from memory."""
+    if isinstance(step, LibraryCall):
+        return set(step.node.inputs)
+    return {v for n in step.nodes for v in n.inputs if v not in step.levels}
+
+
+def _size(shape: Shape) -> int:
+    size = 1
+    for n in shape:
+        size *= n
+    return size
+
+
+def _drop_unused(kernel: Kernel, users: dict[Value, set[int]], outputs: set[Value]) -> None:
+    """Remove the nodes of `kernel` that nothing reads any more (after recomputing)."""
+    for node in reversed(list(kernel.nodes)):
+        read_here = any(node.out in n.inputs for n in kernel.nodes if n is not node)
+        if not read_here and node.out not in outputs and not users.get(node.out):
+            kernel.nodes.remove(node)
+            del kernel.levels[node.out]
 
 
 def plan_kernels(graph: Graph, fuse: bool = True, max_nodes: int | None = None) -> Plan:

@@ -31,10 +31,18 @@ had (or set with threadpoolctl) is put back after each, so the user's NumPy code
 its threads. threadpoolctl finds the BLAS library NumPy loaded; without it, or without
 a BLAS it knows, products run as NumPy would run them.
 
+A long contraction into a small output (x.T @ dy, a weight's gradient: k at least twice
+the rows and the columns) is cut along k instead: each thread sums its share of the k
+products into a partial output, reading its share of both operands once (a block of
+rows would read all of dy), and the parts are added in block order. On one core, half
+of W3's (256,4096)@(4096,256) took 1.78-1.82 ms cut along k, 2.03-2.13 as 128 rows.
+
 Results: a block is BLAS's product of those rows (columns, batch elements), each
 output element one dot product of k terms as in NumPy's. For float32 and float64
-products of whole 64-row panels (W3's six, for one), the split result was bit for bit
-NumPy's in every case measured; the block edges are put on multiples of 64 for that.
+products of whole 64-row panels, the split result was bit for bit NumPy's in every
+case measured; the block edges are put on multiples of 64 for that. A product cut
+along k adds its parts in another order than NumPy's one-threaded BLAS (W3's weight
+gradients differ from NumPy's in the last bits), the same whichever thread runs a part.
 For other shapes BLAS itself does not keep its bits: OpenBLAS's product changes in the
 last bits with its own thread count for many shapes (float64 (4097,255)@(255,257),
 float32 (300,4096)@(4096,1)), and a split product may differ the same way. Both are
@@ -55,13 +63,13 @@ from fusegrad.runtime.threads import run_parallel
 # runs on one thread (about a millisecond on one core, where two threads gain at most
 # half of that and their workers spin afterwards).
 SERIAL_MAX_WORK = 1 << 25
-# Multiply-adds each thread's block of a split product has at least (about 0.2 ms on
-# one core). A block handed to the pool waited for its thread to wake (a round trip
-# through the pool took 73 us on the 2-core VM W3 is timed on, before the pool's
-# workers spun between launches: ~6 us since), and two one-threaded
-# products side by side ran 6-10% slower than each alone: split in two, W3's
-# (4096,256)@(256,16) took 0.43 ms against 0.35 on one thread.
-SPLIT_MIN_WORK = 1 << 24
+# Multiply-adds each thread's block of a split product has at least (about 0.1 ms on
+# one core). A block handed to the pool waits for its thread (~6 us with the pool's
+# spinning workers; ~73 us through futex wake-ups before them, when this was 2^24), and
+# two one-threaded products side by side run 6-10% slower than each alone. W3's three
+# thin products of 2^24 (N or K = 16) now split in two: 0.39-0.46 ms each in W3's run,
+# against 0.47-0.79 on one thread.
+SPLIT_MIN_WORK = 1 << 23
 # Block edges fall on multiples of this many rows (columns): whole panels of OpenBLAS's
 # kernels, so that a block's elements are computed as in the whole product.
 PANEL = 64
@@ -130,6 +138,13 @@ def _blocks(a: np.ndarray, b: np.ndarray, threads: int, count: int):
     if batches >= threads and batches % threads == 0:   # whole products, evenly
         cut = _edges(batches, threads, 1)
         return shape, 0, cut, _batch_axis(a_batch, batch), _batch_axis(b_batch, batch)
+    depth = a.shape[-1]
+    if not batch and a.ndim == b.ndim == 2 and depth >= max(2 * rows, 2 * columns, 2 * PANEL):
+        # A long contraction into a small output (a weight's gradient, x.T @ dy): each
+        # thread sums its share of the k products into a partial output, reading its
+        # share of both operands once; a block of rows would read all of b.
+        cut = _edges(depth, min(threads, depth // PANEL), PANEL)
+        return shape, None, cut, 1, 0
     # A block of rows packs all of b for BLAS's kernel, a block of columns all of a:
     # cut the dimension whose blocks repack the smaller operand.
     if rows >= 2 * PANEL and (rows > columns or columns < 2 * PANEL):
@@ -164,8 +179,11 @@ def _edges(size: int, count: int, unit: int) -> list[int]:
 
 
 def _split_product(a, b, threads, shape, axis, edges, a_axis, b_axis) -> np.ndarray:
+    """The product in blocks of the output along `axis`, or, with `axis` None, in blocks
+    of the contraction summed into partial outputs that are added up in block order."""
     out = buffers.empty(shape, np.result_type(a, b))
     blocks = list(zip(edges, edges[1:]))
+    partials = [out] if axis is not None else [out, *(np.empty_like(out) for _ in blocks[1:])]
     taken = itertools.count()   # next() on it is atomic: each block is taken once
     errors = np.geterr()        # the caller's, for the blocks the pool's threads run too
 
@@ -174,7 +192,8 @@ def _split_product(a, b, threads, shape, axis, edges, a_axis, b_axis) -> np.ndar
             if index >= len(blocks):
                 return
             cut = slice(*blocks[index])
-            np.matmul(_cut(a, a_axis, cut), _cut(b, b_axis, cut), out=_cut(out, axis, cut))
+            into = _cut(out, axis, cut) if axis is not None else partials[index]
+            np.matmul(_cut(a, a_axis, cut), _cut(b, b_axis, cut), out=into)
 
     def on_pool() -> None:
         with np.errstate(**errors):
@@ -186,6 +205,8 @@ def _split_product(a, b, threads, shape, axis, edges, a_axis, b_axis) -> np.ndar
     # wake-up per product when products and kernels follow one another closely.
     helpers = min(threads, len(blocks)) - 1
     run_parallel(take_blocks, [(on_pool, ())] * helpers)
+    for partial in partials[1:]:
+        out += partial
     return out
 
 

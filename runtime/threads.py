@@ -69,11 +69,21 @@ def run_parallel(first: Callable[[], None], others: list[tuple[Callable, tuple]]
         return
     pool = _shared_pool()
     futures = [pool.submit(function, *args) for function, args in others]
+    interrupted = None
     try:
         first()
     finally:
         for future in futures:   # also after an error: no chunk may outlive the call
-            future.result()
+            while True:
+                try:
+                    future.exception()
+                    break
+                except KeyboardInterrupt as interrupt:   # raised once the chunks end
+                    interrupted = interrupt
+    if interrupted is not None:
+        raise interrupted
+    for future in futures:
+        future.result()
 
 
 def _shared_pool() -> ThreadPoolExecutor:
@@ -230,16 +240,24 @@ class _SpinningPool:
             row = worker * _ROW
             if _publish(state, row + _POSTED, numbers[worker], row + _SLEEPING):
                 self.to_worker[worker].set()
+        interrupted = None
         try:
             first()
         finally:   # also after an error: no chunk may outlive the call
             for worker in range(len(others)):
-                self._wait_finished(worker, numbers[worker])
-            # (Interrupted while waiting, by KeyboardInterrupt, a worker may still run:
-            # the workers stay claimed, and later launches use the executor.)
+                while True:
+                    try:
+                        self._wait_finished(worker, numbers[worker])
+                        break
+                    except KeyboardInterrupt as interrupt:
+                        # Ctrl-C while a worker still runs its chunk (one chunk: it
+                        # ends): raised once the workers are free for the next launch.
+                        interrupted = interrupt
             errors = self.errors[:len(others)]
             self.errors[:len(others)] = [None] * len(others)
             self.owner.release()
+        if interrupted is not None:
+            raise interrupted
         for error in errors:   # this thread's own error, if any, has been raised instead
             if error is not None:
                 raise error

@@ -138,6 +138,44 @@ def test_mlp_matmuls_are_library_calls_with_the_rest_fused_around_them(traced_fo
         assert any(kernel.levels[n.out] == INNER for n in kernel.nodes), kernel.name
 
 
+def test_cheap_values_are_recomputed_where_read_not_stored(traced_for):
+    # 1 - tanh(z)**2 (tanh's derivative) is needed by the backward kernel after the
+    # products; that kernel reads tanh(z) anyway (stored for the products): it computes
+    # the derivative itself and the forward kernel writes one array, not two.
+    plan = traced("W3", traced_for).executable.plan
+    forward, _, backward = kernels(plan)
+    tanh = next(n for n in forward.nodes if n.primitive is P.tanh)
+    assert forward.outputs == [tanh.out]
+    derivative = [n for n in backward.nodes if tanh.out in n.inputs]
+    assert derivative and tanh.out in backward.inputs
+    assert not set(forward.levels) & set(backward.inputs) - {tanh.out}
+
+
+@fg.compile_grad(wrt=2)
+def _two_sources(x, y, w):
+    a = fg.exp(x) * y   # stored for the product
+    u = x * y           # cheap, but computed after the product it would read x and y
+    v = a + 1.0         # cheap, and a is in memory anyway
+    return (fg.tanh(a @ w) * u * v).sum()
+
+
+def test_recomputing_never_reads_more_arrays(traced_for):
+    x, y, w = _normal(30, 8, 8), _normal(31, 8, 8), _normal(32, 8, 8)
+    plan = traced_for(_two_sources, x, y, w).executable.plan
+    first, later = kernels(plan)
+    exp = next(n for n in first.nodes if n.primitive is P.exp)
+    a = next(n for n in first.nodes if n.primitive is P.mul and exp.out in n.inputs)
+    u = next(n for n in first.nodes if n.primitive is P.mul and n is not a)
+    v = next(n for n in first.nodes + later.nodes if n.primitive is P.add)
+    assert u not in later.nodes and v not in first.nodes
+    assert set(first.outputs) == {a.out, u.out}   # u: one write for x and y not read again
+    assert set(later.inputs) & set(first.outputs) == {a.out, u.out}   # a read, not v
+    value, grad = _two_sources(x, y, w)
+    expected_value, expected_grad = fg.compile_grad(_two_sources.__wrapped__, wrt=2,
+                                                    fuse=False)(x, y, w)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
 def _kernel_computing(plan, value) -> Kernel:
     """The kernel that computes `value`, looking through reshapes that are views."""
     for step in plan.steps:

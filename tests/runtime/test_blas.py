@@ -171,7 +171,31 @@ def test_whole_panels_split_bit_for_bit(split_small):
         x = rng.standard_normal((512, 96)).astype(dtype)
         w = rng.standard_normal((96, 64)).astype(dtype)
         np.testing.assert_array_equal(blas.matmul(x, w, threads=2), np.matmul(x, w))
-        np.testing.assert_array_equal(blas.matmul(x.T, x, threads=2), np.matmul(x.T, x))
+        z = rng.standard_normal((256, 192)).astype(dtype)   # rows of z.T, not its k
+        np.testing.assert_array_equal(blas.matmul(z.T, z, threads=2), np.matmul(z.T, z))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_long_contractions_are_summed_in_parts(dtype, split_small, two_threads, monkeypatch):
+    # x.T @ dy, a weight's gradient: 1024 products per element, a small output. Each
+    # thread sums its share of the products; the parts are added in block order.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1024, 96)).astype(dtype)
+    dy = rng.standard_normal((1024, 16)).astype(dtype)
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, **out):
+        seen.append((a.shape, b.shape))
+        return real(a, b, **out)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    result = blas.matmul(x.T, dy, threads=2)
+    again = blas.matmul(x.T, dy, threads=2)
+    monkeypatch.undo()
+    assert sorted(seen[:2]) == [((96, 512), (512, 16))] * 2
+    np.testing.assert_array_equal(result, again)   # the same sum, whichever thread ran a part
+    _assert_numpy_product(result, x.T, dy)
 
 
 def test_unsplittable_products(split_small, two_threads, monkeypatch):

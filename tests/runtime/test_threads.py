@@ -160,6 +160,26 @@ SPINNING_POOL = textwrap.dedent("""
     checks["spinning_after_errors"] = all(
         name.startswith("fusegrad-spin-") for _, name in sorted(log[:-1])[1:])
 
+    # Ctrl-C while this thread waits for a worker's chunk: raised once the chunk has
+    # ended, and the workers serve the next launch (not left claimed).
+    import signal
+    def slow(log, first, last, finish):
+        if first == 1:
+            time.sleep(0.5)
+            log.append("worker's chunk ended")
+    log = []
+    main = threading.main_thread().ident
+    threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
+    try:
+        threads.run_chunks(slow, (log,), range(2))
+        checks["interrupt_waits_for_the_chunk"] = False
+    except KeyboardInterrupt:
+        checks["interrupt_waits_for_the_chunk"] = log == ["worker's chunk ended"]
+    log = []
+    threads.run_chunks(logged, (log,), range(4))
+    checks["spinning_after_interrupt"] = all(
+        name.startswith("fusegrad-spin-") for _, name in sorted(log[:-1])[1:])
+
     @njit(nogil=True)
     def add(a, first, last, finish):
         if finish:
@@ -209,6 +229,7 @@ def spinning_checks() -> dict:
 @pytest.mark.parametrize("check", [
     "each_chunk_once", "first_here_others_on_pool", "error_raised",
     "others_finished_no_epilogue", "own_error_raised", "spinning_after_errors",
+    "interrupt_waits_for_the_chunk", "spinning_after_interrupt",
     "after_sleeps", "thousand", "concurrent",
     pytest.param("forked_child", marks=pytest.mark.skipif(not hasattr(os, "fork"),
                                                           reason="needs fork")),

@@ -1,10 +1,11 @@
 """Compiling plans to callables, caching them, and running them. Imports ir, codegen."""
 from __future__ import annotations
 
-from fusegrad.codegen import Kernel, plan_kernels
+from fusegrad.codegen import Kernel, compile_shared, plan_kernels
 from fusegrad.ir.graph import Graph
 from fusegrad.runtime import stats
 from fusegrad.runtime.executable import Executable
+from fusegrad.runtime.loader import compiled_before
 
 __all__ = ["Executable", "compile_graph", "compile_seconds", "stats"]
 
@@ -16,6 +17,9 @@ __all__ = ["Executable", "compile_graph", "compile_seconds", "stats"]
 # `codegen.plan.MAX_KERNEL_NODES` nodes, below where Numba turns quadratic.
 COMPILE_KERNEL_SECONDS = 0.8
 COMPILE_NODE_SECONDS = 0.01
+# A kernel compiled before (in Numba's disk cache, or loaded by this process) only
+# loads: 0.1-0.25 s for a whole workload's kernels from the cache (`bench --cold`).
+LOAD_KERNEL_SECONDS = 0.05
 
 
 def compile_graph(graph: Graph, *, device: str = "cpu", fuse: bool = True) -> Executable:
@@ -29,6 +33,12 @@ def compile_graph(graph: Graph, *, device: str = "cpu", fuse: bool = True) -> Ex
 
 def compile_seconds(graph: Graph, *, fuse: bool = True) -> float:
     """A prediction of how long compiling `graph` for the CPU takes (library calls
-    compile nothing), for callers choosing between compiling and interpreting."""
-    return sum(COMPILE_KERNEL_SECONDS + COMPILE_NODE_SECONDS * len(step.nodes)
-               for step in plan_kernels(graph, fuse=fuse).steps if isinstance(step, Kernel))
+    compile nothing; kernels compiled before load), for callers choosing between
+    compiling and interpreting."""
+    plan = plan_kernels(graph, fuse=fuse)
+    kernels = [step for step in plan.steps if isinstance(step, Kernel)]
+    sources = [compile_shared(kernel, plan) for kernel in kernels]
+    compiled = compiled_before([(source.text, source.entry) for source in sources])
+    return sum(LOAD_KERNEL_SECONDS if done else
+               COMPILE_KERNEL_SECONDS + COMPILE_NODE_SECONDS * len(kernel.nodes)
+               for kernel, done in zip(kernels, compiled))

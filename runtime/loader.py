@@ -39,6 +39,24 @@ def source_path(source: str) -> Path:
     return (cache.cache_dir() or Path(MEMORY_DIR)) / file_name(source)
 
 
+def compiled_before(kernels: list[tuple[str, str]]) -> list[bool]:
+    """For each kernel (source, entry), whether it was compiled before: by this process,
+    or into the disk cache (Numba's index of it is there)."""
+    directory = cache.cache_dir()
+    try:
+        names = os.listdir(directory / "__pycache__") if directory else []
+    except OSError:
+        names = []
+    indexed = {name.split(".", 1)[0] for name in names if name.endswith(".nbi")}
+    found = []
+    for source, entry in kernels:
+        name = file_name(source)
+        module = _modules.get(name)
+        function = getattr(module, entry, None)
+        found.append(name[:-3] in indexed or bool(getattr(function, "signatures", ())))
+    return found
+
+
 def load(source: str, entry: str) -> Callable:
     """The function `entry` of `source`, compiled lazily by Numba on first call."""
     with _lock:

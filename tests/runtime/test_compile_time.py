@@ -141,3 +141,25 @@ def test_each_scalar_math_helper_is_compiled_once_per_signature(tmp_path):
     compiled = json.loads(done.stdout.strip().splitlines()[-1])
     assert any(name.startswith("_pick") for name in compiled), compiled  # the listener saw them
     assert {name: n for name, n in compiled.items() if n > 1} == {}
+
+
+# ---------------------------------------------------------------- issue 12: eager ski rental
+def _sinh_loss(x):   # compiled by this test alone
+    return (fg.sinh(x) * x + x).sum()
+
+
+def test_kernels_compiled_before_are_predicted_to_load(traced_for, tmp_path, monkeypatch):
+    # What an eager backward weighs against interpreting it (engine.should_compile): a
+    # graph whose kernels are compiled, here or in the disk cache, only loads them.
+    import fusegrad.runtime as runtime
+    from fusegrad.runtime import loader
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    f = fg.compile_grad(_sinh_loss)
+    x = np.linspace(-1, 1, 5)
+    graph = traced_for(f, x).joint
+    kernels = len(_kernel_steps(traced_for, f, x))
+    assert kernels and runtime.compile_seconds(graph) >= kernels * runtime.COMPILE_KERNEL_SECONDS
+    f(x)
+    assert runtime.compile_seconds(graph) == kernels * runtime.LOAD_KERNEL_SECONDS
+    monkeypatch.setattr(loader, "_modules", {})   # a new process: the disk cache has them
+    assert runtime.compile_seconds(graph) == kernels * runtime.LOAD_KERNEL_SECONDS

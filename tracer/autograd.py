@@ -127,7 +127,7 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = list(recorded.leaves)   # (gather's: the AccumulateGrad inputs, in order)
+    targets = list(recorded.leaves)   # (gather's: the leaf inputs, in order)
     if not recorded.retains:
         return targets
     for f in recorded.functions:

@@ -30,7 +30,7 @@ from fusegrad.ir.interpreter import evaluator, generated_evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function
+from fusegrad.tracer.graph_nodes import Constant, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
 # NumPy interpreter: per element there is too little work for a kernel to gain.
@@ -112,12 +112,11 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
 
     def leaf(edge: Edge) -> int:
         source = edge[0]
-        if isinstance(source, AccumulateGrad):
-            variable = source.variable
-            data, key = variable._data, id(variable)
-        else:
+        if isinstance(source, Constant):
             variable, data = None, source.array
             key = id(data)
+        else:   # a leaf that requires grad
+            variable, data, key = source, source._data, id(source)
         found = leaf_index.get(key)
         if found is None:
             found = leaf_index[key] = len(inputs)
@@ -157,7 +156,7 @@ _sequence = operator.attrgetter("seq")
 
 def _edge_data(edge: Edge) -> np.ndarray:
     source = edge.source
-    return source.variable._data if isinstance(source, AccumulateGrad) else source.array
+    return source.array if isinstance(source, Constant) else source._data
 
 
 # ---------------------------------------------------------------- planning
@@ -347,9 +346,9 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             if source.__class__ is Constant and (version is None or source.counter is None
                                                  or source.counter.value == version):
                 arrays.append(source.array)   # _input_data's common cases, written out
-            elif source.__class__ is AccumulateGrad and (
-                    version is None or source.variable._version_counter.value == version):
-                arrays.append(source.variable._data)
+            elif source.__class__ is not Constant and (
+                    version is None or source._version_counter.value == version):
+                arrays.append(source._data)   # a leaf that requires grad
             else:
                 arrays.append(_input_data(inputs[where]))
         elif kind == "seed":
@@ -422,10 +421,10 @@ def _owner(array):
 
 def _input_data(edge: Edge) -> np.ndarray:
     source, _, version = edge
-    if isinstance(source, AccumulateGrad):
-        data, counter = source.variable._data, source.variable._version_counter
-    else:
+    if isinstance(source, Constant):
         data, counter = source.array, source.counter
+    else:   # a leaf that requires grad
+        data, counter = source._data, source._version_counter
     if counter is not None and version is not None and counter.value != version:
         raise RuntimeError(
             "one of the variables needed for gradient computation has been modified by an "

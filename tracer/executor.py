@@ -21,7 +21,7 @@ from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import conformed, evaluator, generated_evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph, Saved, Version,
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version,
                                          _grad_state, function_class)
 from fusegrad.tracer.graph_nodes import _sequence as graph_nodes_sequence
 from fusegrad.tracer import pytree
@@ -361,44 +361,12 @@ def _edges(tensors) -> list:
         function = argument._grad_fn
         if function is not None:
             edges.append(_tuple(Edge, (function, argument._output_nr, None)))
-            continue
-        accumulator = argument._accumulator_ref
-        accumulator = accumulator() if accumulator is not None else None
-        if accumulator is not None and argument._requires_grad:
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
-        elif not argument._requires_grad:   # data that needs no gradient
+        elif argument._requires_grad:   # a leaf: the edge names it (see graph_nodes)
+            edges.append(_tuple(Edge, (argument, 0, argument._version_counter.value)))
+        else:   # data that needs no gradient
             counter = argument._version_counter
             edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
-        else:   # a leaf whose accumulator is gone with the last graph: a new one
-            accumulator = _new(AccumulateGrad)
-            accumulator.variable = argument
-            argument._accumulator_ref = weakref.ref(accumulator)
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
     return edges
-
-
-def _edge_tuple(tensors) -> tuple:
-    """`tuple(_edges(tensors))`, written out for the common arguments: a recorded
-    result (its grad_fn's output) and a leaf that requires grad."""
-    edges = []
-    for argument in tensors:
-        function = argument._grad_fn
-        if function is not None:
-            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
-        elif argument._requires_grad:
-            accumulator = argument._accumulator_ref
-            accumulator = accumulator() if accumulator is not None else None
-            if accumulator is None:   # none yet, or gone with the last graph: a new one
-                accumulator = _new(AccumulateGrad)
-                accumulator.variable = argument
-                argument._accumulator_ref = _weak(accumulator)
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
-        else:   # data that needs no gradient
-            edges.append(_edges((argument,))[0])
-    return tuple(edges)
-
-
-_weak = weakref.ref
 
 
 class FastOp:
@@ -498,7 +466,7 @@ class FastOp:
         # Function(graph, edges, saved), without the call of its __init__
         function = _new(self.function_type)
         function.graph = self.graph
-        function.edges = _edge_tuple(tensors)
+        function.edges = tuple(_edges(tensors))
         counter = tensor._version_counter = _new(Version)
         counter.value = 0
         function.saved = [_tuple(Saved, (tensor._data, counter, 0))]

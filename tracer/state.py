@@ -248,7 +248,7 @@ class TensorState:
             return Edge(self._grad_fn, self._output_nr, None)
         version = self._version_counter.value
         if self._requires_grad:
-            return Edge(self._accumulator(), 0, version)
+            return Edge(self, 0, version)
         return Edge(Constant(self._data, self._version_counter), 0, version)
 
     def _saved(self) -> Saved:
@@ -256,8 +256,8 @@ class TensorState:
         return Saved(self._data, self._version_counter, self._version_counter.value)
 
     def _accumulator(self) -> AccumulateGrad:
-        # Cached weakly so that next_functions shows one object per leaf, without a
-        # reference cycle between the leaf and its accumulator.
+        # For next_functions. Cached weakly so that it shows one object per leaf while
+        # one is held, without a reference cycle between the leaf and its accumulator.
         accumulator = self._accumulator_ref() if self._accumulator_ref is not None else None
         if accumulator is None:
             accumulator = AccumulateGrad(self)

@@ -186,7 +186,7 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
         else:
             edges.append(Edge(Constant(np.zeros(value.shape, value.dtype)), 0, None))
     tensors = [wrap(a, device=d) for a, d in zip(arrays, devices)]
-    if all(isinstance(e.source, Constant) for e in edges):
+    if all(isinstance(e[0], Constant) for e in edges):
         return tensors   # the gradients depend on nothing that requires grad
     graph = OpGraph(plan.graph.inputs, plan.graph.nodes, plan.graph.outputs, {})
     producers = {v: n for n in graph.nodes for v in n.outputs}

@@ -155,7 +155,7 @@ _sequence = operator.attrgetter("seq")
 
 
 def _edge_data(edge: Edge) -> np.ndarray:
-    source = edge.source
+    source = edge[0]
     return source.array if isinstance(source, Constant) else source._data
 
 

@@ -21,7 +21,7 @@ from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import conformed, evaluator, generated_evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
-from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Saved, Version,
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version,
                                          _grad_state, function_class)
 from fusegrad.tracer.graph_nodes import _sequence as graph_nodes_sequence
 from fusegrad.tracer import pytree
@@ -355,17 +355,18 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
 
 def _edges(tensors) -> list:
     """The edges of a recorded op to its tensor arguments (`tensor._edge()` of each,
-    written out: a hot path of every recorded eager op)."""
+    written out: a hot path of every recorded eager op), as plain tuples: an `Edge`
+    (a NamedTuple, whose constructor is a Python call) costs three times as much."""
     edges = []
     for argument in tensors:
         function = argument._grad_fn
         if function is not None:
-            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
+            edges.append((function, argument._output_nr, None))
         elif argument._requires_grad:   # a leaf: the edge names it (see graph_nodes)
-            edges.append(_tuple(Edge, (argument, 0, argument._version_counter.value)))
+            edges.append((argument, 0, argument._version_counter.value))
         else:   # data that needs no gradient
             counter = argument._version_counter
-            edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
+            edges.append((_constant(argument._data, counter), 0, counter.value))
     return edges
 
 
@@ -449,7 +450,7 @@ class FastOp:
         saved = []
         for tensor in outputs:
             counter = tensor._version_counter
-            saved.append(_tuple(Saved, (tensor._data, counter, counter.value)))
+            saved.append((tensor._data, counter, counter.value))   # a Saved, as a plain tuple
         if grad_fn != self.function_name:   # (one name per op, nearly always)
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         function = self.function_type(self.graph, tuple(edges), saved)
@@ -469,7 +470,7 @@ class FastOp:
         function.edges = tuple(_edges(tensors))
         counter = tensor._version_counter = _new(Version)
         counter.value = 0
-        function.saved = [_tuple(Saved, (tensor._data, counter, 0))]
+        function.saved = [(tensor._data, counter, 0)]   # a Saved, as a plain tuple
         function.seq = next(_function_sequence)
         function.retained = None
         if self.differentiable:
@@ -494,8 +495,6 @@ class FastOp:
         return outputs
 
 
-# Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
-_tuple = tuple.__new__
 _new = object.__new__
 _function_sequence = graph_nodes_sequence
 _constant = Constant

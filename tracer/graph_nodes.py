@@ -45,7 +45,9 @@ class Version:
 
 
 class Edge(NamedTuple):
-    """Where a recorded op's argument comes from (see the module docstring)."""
+    """Where a recorded op's argument comes from (see the module docstring). The
+    recording paths make plain tuples of these fields (cheaper to make); read an
+    edge by position or unpack it."""
 
     source: Any            # Function | the leaf tensor | Constant
     index: int             # which output of a Function source
@@ -53,7 +55,8 @@ class Edge(NamedTuple):
 
 
 class Saved(NamedTuple):
-    """A recorded op's result as computed, kept so the backward need not recompute it."""
+    """A recorded op's result as computed, kept so the backward need not recompute it
+    (made as a plain tuple by the recording paths, as `Edge`)."""
 
     array: np.ndarray
     counter: Version       # the storage's version counter

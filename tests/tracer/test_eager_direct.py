@@ -199,9 +199,10 @@ def test_generated_evaluator_names_the_users_line_of_a_bad_index():
 
 
 # ---------------------------------------------------------------- plain ops (issue 12, round 3)
-# A FastOp whose one node is a ufunc (or the whole sum) of its tensor arguments, and
-# whose result on the first call needed no cast, reshape or copy, runs that NumPy call
-# inline (`FastOp.plain`); the others keep `FastOp.run`. Results: as the general way.
+# A FastOp whose one node is a ufunc (or the whole sum) of its tensor arguments, or a
+# whole mean, and whose result on the first call needed no cast, reshape or copy, runs
+# that NumPy call inline (`FastOp.plain`); the others keep `FastOp.run`. Results: as
+# the general way.
 
 PLAIN = {   # (fast function, arguments, whether the op is plain)
     "add f32": (F.add, (_tensor((2, 3)), _tensor(3)), True),
@@ -219,7 +220,11 @@ PLAIN = {   # (fast function, arguments, whether the op is plain)
     "sum 0-d": (F.sum, (_tensor(()),), None),
     "sum int8 (widened)": (F.sum, (fg.tensor(np.array([100, 100], np.int8)),), None),
     "sum bool": (F.sum, (fg.tensor([True, True, False]),), None),
-    "mean (two nodes)": (F.mean, (_tensor(4),), False),
+    # a whole mean: its sum and its division by the count (issue 12, round 4)
+    "mean f32": (F.mean, (_tensor(4),), True),
+    "mean f64 2-D": (F.mean, (_tensor((2, 3), dtype=np.float64),), True),
+    "mean int (a cast first)": (F.mean, (fg.tensor([1, 2]),), False),
+    "mean 0-d": (F.mean, (_tensor(()),), None),
 }
 
 

@@ -139,7 +139,8 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
             aliases = graph.aliases
             for index, entry in enumerate(f.saved):
                 # entry.current(), inline: not modified in place since it was computed
-                if entry is not None and entry[1].value == entry[2]:
+                # (a counter None: the result's own, never made, so never bumped)
+                if entry is not None and (entry[1] is None or entry[1].value == entry[2]):
                     saved[(position_of_f, index)] = entry[0]
                     if aliases[index] is None:
                         known.append((position_of_f, index))

@@ -475,16 +475,17 @@ class FastOp:
             tensor._requires_grad = True
 
     def _record_one(self, grad_fn: str, tensors, tensor) -> None:
-        """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
+        """`_record` of one new output (at version 0, its version counter not made
+        yet), as `_direct_runner` makes it."""
         if grad_fn is not self.function_name and grad_fn != self.function_name:
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         # Function(graph, edges, saved), without the call of its __init__
         function = _new(self.function_type)
         function.graph = self.graph
         function.edges = tuple(_edges(tensors))
-        counter = tensor._version_counter = _new(Version)
-        counter.value = 0
-        function.saved = [(tensor._data, counter, 0)]   # a Saved, as a plain tuple
+        # A Saved, as a plain tuple; the counter None: the result's own, made when
+        # read (state.py's `_share_saved`), as most results' never are.
+        function.saved = [(tensor._data, None, 0)]
         function.seq = next(_function_sequence)
         function.retained = None
         if self.differentiable:

@@ -59,12 +59,13 @@ class Saved(NamedTuple):
     (made as a plain tuple by the recording paths, as `Edge`)."""
 
     array: np.ndarray
-    counter: Version       # the storage's version counter
+    counter: Version | None  # the storage's version counter (None: the result's own,
+                             # not made yet: see state.py's `_share_saved`)
     version: int           # its value when the result was computed
 
     def current(self) -> bool:
         """Not modified in place since it was computed."""
-        return self.counter.value == self.version
+        return self.counter is None or self.counter.value == self.version
 
 _sequence = itertools.count()
 _serials = itertools.count()

@@ -314,3 +314,39 @@ def test_a_results_version_counter_is_made_when_read():
     copied = copy.copy(z)
     assert copied._version_counter is z._version_counter and copied._data is z._data
     assert fg.compile_grad(lambda a: (a * a).sum())(np.ones(2, np.float32))[0] == 2.0
+
+
+# ---------------------------------------------------------------- lazy counters of recorded results (issue 12, round 4)
+# A recorded op's new result saves its data with no version counter yet (made when
+# first read): an in-place change made later, through the tensor, a detached view, or
+# after detach_(), must still make the backward recompute the result, not read it.
+
+@pytest.mark.parametrize("change", ["in place", "detached view", "after detach_"])
+def test_saved_result_changed_in_place_is_recomputed(change):
+    x = _tensor(3, True)
+    expected = np.exp(x._data)
+    F.exp(x)   # (the first call of an op goes the general way)
+    z = F.exp(x)
+    assert z.grad_fn.saved[0][1] is None   # (the counter, not made yet)
+    total = (z * 2.0).sum()
+    if change == "in place":
+        with fg.no_grad():
+            z.zero_()
+    elif change == "detached view":
+        z.detach().zero_()
+    else:
+        z.detach_()
+        z.zero_()
+    assert z._data.tolist() == [0.0] * 3
+    total.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 * expected, rtol=1e-6)
+
+
+def test_saved_result_unchanged_is_read():
+    x = _tensor(3, True)
+    F.exp(x)
+    z = F.exp(x)
+    assert z._version == 0 and z.grad_fn.saved[0][1] is z._version_counter
+    from fusegrad.tracer import engine
+    recorded, _ = engine.gather([z.sum()._edge()])
+    assert any(array is z._data for array in recorded.saved.values())

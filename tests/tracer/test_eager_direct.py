@@ -11,6 +11,8 @@ dtypes, grad_fn names, version counters, storage, errors.
 from __future__ import annotations
 
 import copy
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -350,3 +352,57 @@ def test_saved_result_unchanged_is_read():
     from fusegrad.tracer import engine
     recorded, _ = engine.gather([z.sum()._edge()])
     assert any(array is z._data for array in recorded.saved.values())
+
+
+# ---------------------------------------------------------------- the error state's own context (issue 12, round 4)
+# The fast paths run their NumPy call in a context holding np.errstate(all="ignore")
+# (`executor._quietly`); where that context is in use (another thread, or here a call
+# made inside it), the call runs with the error state switched the other way: the
+# same results, no NumPy warnings, and NumPy's error state as it was.
+
+def _fast_calls():
+    a = fg.tensor(np.array([3e38, 1.0, -2.0], np.float32))
+    b = fg.tensor(np.array([3e38, 0.0, 0.5], np.float32))
+    x = fg.tensor(np.array([3e38, 1.0, 4.0], np.float32))
+    results = [a + b, a * 2.0, a.sum(), fg.mean(a), F.exp(a), a / b, a @ b]
+    with fg.no_grad():
+        x -= b
+    return [r._data for r in results] + [x._data]
+
+
+def test_fast_paths_where_the_quiet_context_is_in_use():
+    _fast_calls()
+    expected = _fast_calls()   # (the fast paths, after their first calls)
+    errors = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = executor._quietly(_fast_calls)   # each op's own entry is refused
+    assert np.geterr() == errors
+    for got, want in zip(inside, expected, strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_quiet_call_raises_the_calls_own_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        executor._quiet_call(RuntimeError("boom"), np.add, 1, 2)
+    assert executor._quiet_call(RuntimeError(executor._ENTERED + ": in use"), np.add, 1, 2) == 3
+
+
+def test_fast_paths_from_two_threads():
+    a, b = _tensor(50), _tensor(50)
+    want = [(a + b)._data, (a * b).sum()._data]
+    failures = []
+
+    def work():
+        for _ in range(2000):
+            got = [(a + b)._data, (a * b).sum()._data]
+            if not all(np.array_equal(g, w) for g, w in zip(got, want)):
+                failures.append(got)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures

@@ -406,3 +406,21 @@ def test_fast_paths_from_two_threads():
     for thread in threads:
         thread.join()
     assert not failures
+
+
+# ---------------------------------------------------------------- outer products in the prepared evaluators (issue 12, round 4)
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outer_product_as_np_matmul_bit_for_bit(dtype):
+    graph = _graph(ops.matmul, ((5, 1), dtype), ((1, 4), dtype))
+    assert ir.interpreter.prepared_impl(graph.nodes[-1]) is not np.matmul
+    left = np.array([[-0.0], [0.0], [np.inf], [np.nan], [3.0]], dtype)
+    right = np.array([[1.0, -2.0, 0.0, 1e-30]], dtype)
+    integer = np.int32 if dtype == np.float32 else np.int64
+    with np.errstate(all="ignore"):
+        want = np.matmul(left, right)
+    assert np.signbit(want[0, 0]) == False   # noqa: E712 (np.matmul: +0.0 for -0.0 * 1.0)
+    for run in (generated_evaluator(graph), evaluator(graph)):
+        (got,) = run([left, right])
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(integer), want.view(integer))

@@ -56,12 +56,12 @@ class Recorded:
                  "known_structure", "known", "leaves", "retains")
 
     def __init__(self, inputs: list[Edge], functions: list[Function], wiring: list[tuple],
-                 position: dict[int, int], leaf_index: dict[int, int],
+                 position: dict[Function, int], leaf_index: dict[int, int],
                  saved: dict | None = None) -> None:
         self.inputs = inputs             # leaves and constants, in order of first use
         self.functions = functions       # the ops, in creation (topological) order
         self.wiring = wiring             # per op: the Ref of each argument
-        self.position = position         # id(function) -> its position
+        self.position = position         # function -> its position (by identity)
         self.leaf_index = leaf_index     # id(leaf tensor or constant array) -> input position
         self.saved = {} if saved is None else saved   # Ref -> kept result
         # Worked out by `gather` as it walks (None: work them out when asked):
@@ -73,7 +73,7 @@ class Recorded:
     def ref(self, tensor) -> "Ref | None":
         """Where `tensor` is in this program (None: not part of it)."""
         if tensor._grad_fn is not None:
-            position = self.position.get(id(tensor._grad_fn))
+            position = self.position.get(tensor._grad_fn)
             return None if position is None else (position, tensor._output_nr)
         return self.leaf_index.get(id(tensor))
 
@@ -86,22 +86,25 @@ class Recorded:
 
 def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     """The program behind the edges `roots`, and the Ref of each root."""
+    # Functions are found by identity (their hash is their address, as a tensor's
+    # and a Constant's, so a lookup by an edge's source never compares values):
+    # the sets and dictionaries below take them as they are, without id().
     functions: list[Function] = []
-    seen: set[int] = set()
+    seen: set[Function] = set()
     stack = [e[0] for e in roots if isinstance(e[0], Function)]
     while stack:
         f = stack.pop()
-        if id(f) in seen:
+        if f in seen:
             continue
-        seen.add(id(f))
+        seen.add(f)
         functions.append(f)
         for edge in f.edges:
             source = edge[0]
-            if id(source) not in seen and isinstance(source, Function):
+            if isinstance(source, Function) and source not in seen:
                 stack.append(source)
     if len(functions) > 1:
         functions.sort(key=_sequence)
-    position = {id(f): i for i, f in enumerate(functions)}
+    position = {f: i for i, f in enumerate(functions)}
     inputs: list[Edge] = []
     leaf_index: dict[int, int] = {}
     recorded = Recorded(inputs, functions, [], position, leaf_index)
@@ -129,7 +132,7 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     for position_of_f, f in enumerate(functions):
         wiring = []
         for edge in f.edges:
-            found = position.get(id(edge[0]))   # (a leaf's source is never a live op's id)
+            found = position.get(edge[0])
             wiring.append((found, edge[1]) if found is not None else leaf(edge))
         wiring = tuple(wiring)
         wirings.append(wiring)
@@ -146,7 +149,7 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
                         known.append((position_of_f, index))
         if f.retained:
             recorded.retains = True
-    refs = [(position[id(e[0])], e[1]) if id(e[0]) in position else leaf(e) for e in roots]
+    refs = [(position[e[0]], e[1]) if e[0] in position else leaf(e) for e in roots]
     recorded.known_structure = (tuple(types), tuple(structure))
     recorded.known = tuple(known)
     return recorded, refs

@@ -483,7 +483,16 @@ class FastOp:
         # Function(graph, edges, saved), without the call of its __init__
         function = _new(self.function_type)
         function.graph = self.graph
-        function.edges = tuple(_edges(tensors))
+        edges = []
+        for argument in tensors:   # `_edges`, its two common kinds written out (no call)
+            source = argument._grad_fn
+            if source is not None:
+                edges.append((source, argument._output_nr, None))
+            elif argument._requires_grad:
+                edges.append((argument, 0, argument._version_counter.value))
+            else:
+                edges += _edges((argument,))
+        function.edges = tuple(edges)
         # A Saved, as a plain tuple; the counter None: the result's own, made when
         # read (state.py's `_share_saved`), as most results' never are.
         function.saved = [(tensor._data, None, 0)]

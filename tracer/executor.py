@@ -965,16 +965,17 @@ def _one_call(graph: OpGraph):
     node = graph.steps[0]
     if list(node.inputs) != list(graph.inputs) or not 1 <= len(graph.inputs) <= 2:
         return None
-    impl, out = node.primitive.impl, node.out
+    impl = node.primitive.impl
     if isinstance(impl, np.ufunc) and impl.nout == 1 and impl.nin == len(node.inputs) \
             and not node.attrs:
         return impl
-    if _is_whole_sum(node) and out.shape == ():
+    if _is_whole_sum(node):
         return _whole_sum(node.attrs["axes"])
     return None
 
 
 def _is_whole_sum(node) -> bool:
+    """A reduce_sum over all axes (no keepdims): a 0-d result."""
     return node.primitive.name == "reduce_sum" and node.attrs.get("keepdims") is False \
         and len(node.attrs) == 2 and node.out.shape == ()
 

@@ -125,7 +125,7 @@ def evaluator(graph: Graph):
         writes = tuple((slot[v], v.dtype, v.shape) for v in node.outputs)
         drops = tuple(dict.fromkeys(slot[v] for v in node.inputs
                                     if last_use[v] == index and v not in keep))
-        steps.append((node, node.primitive.impl, node.attrs, reads, writes, drops,
+        steps.append((node, prepared_impl(node), node.attrs, reads, writes, drops,
                       node.primitive.multiple_results))
     count, size, results = len(graph.inputs), len(slot), [slot[v] for v in graph.outputs]
     ndarray = np.ndarray
@@ -206,7 +206,7 @@ def generated_evaluator(graph: Graph):
             namespace[name] = array
             continue
         step = f"s{index}"
-        namespace[f"{step}f"] = node.primitive.impl
+        namespace[f"{step}f"] = prepared_impl(node)
         arguments = ", ".join(names[v] for v in node.inputs)
         if node.params:
             namespace[f"{step}a"] = node.attrs
@@ -252,3 +252,27 @@ def generated_evaluator(graph: Graph):
     run = namespace["run"]
     code = run.__code__
     return run
+
+
+# ---------------------------------------------------------------- outer products (issue 12, eager speed, round 4)
+# A matmul of an (m, 1) and a (1, n) float matrix (in the backward of x @ w for a w of
+# one column) is an outer product, which np.matmul runs through gemm at a third of the
+# speed of NumPy's broadcast multiply (64 x 64: 5.5 against 2.1 us). Its sum of one
+# product starts at +0.0, so np.matmul's result is the product plus 0.0 (a -0.0
+# product gives +0.0): the prepared evaluators compute that, bit for bit the same.
+
+def prepared_impl(node: Node):
+    """The function the prepared evaluators call for `node`: its primitive's impl,
+    or the same result computed a faster way."""
+    if node.primitive.name == "matmul" and len(node.inputs) == 2 and not node.attrs:
+        a, b = node.inputs
+        if len(a.shape) == 2 and len(b.shape) == 2 and a.shape[1] == 1 and b.shape[0] == 1 \
+                and a.dtype == b.dtype == node.out.dtype and a.dtype in (np.float32, np.float64):
+            return _outer_product
+    return node.primitive.impl
+
+
+def _outer_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    result = np.multiply(a, b)
+    np.add(result, 0.0, out=result)   # -0.0 to +0.0, as np.matmul's sum from +0.0
+    return result

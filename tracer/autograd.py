@@ -127,7 +127,7 @@ def _seeds(outputs: list, grad_tensors) -> list:
 
 
 def _leaves_and_retained(recorded: engine.Recorded) -> list:
-    targets = list(recorded.leaves)   # (gather's: the AccumulateGrad inputs, in order)
+    targets = list(recorded.leaves)   # (gather's: the leaf inputs, in order)
     if not recorded.retains:
         return targets
     for f in recorded.functions:
@@ -186,7 +186,7 @@ def _record_gradients(recorded, plan: engine.BackwardPlan, seeds: list, arrays: 
         else:
             edges.append(Edge(Constant(np.zeros(value.shape, value.dtype)), 0, None))
     tensors = [wrap(a, device=d) for a, d in zip(arrays, devices)]
-    if all(isinstance(e.source, Constant) for e in edges):
+    if all(isinstance(e[0], Constant) for e in edges):
         return tensors   # the gradients depend on nothing that requires grad
     graph = OpGraph(plan.graph.inputs, plan.graph.nodes, plan.graph.outputs, {})
     producers = {v: n for n in graph.nodes for v in n.outputs}

@@ -30,7 +30,7 @@ from fusegrad.ir.interpreter import evaluator, generated_evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
-from fusegrad.tracer.graph_nodes import AccumulateGrad, Constant, Edge, Function
+from fusegrad.tracer.graph_nodes import Constant, Edge, Function
 
 # A backward whose largest array has fewer elements than this always runs on the
 # NumPy interpreter: per element there is too little work for a kernel to gain.
@@ -56,12 +56,12 @@ class Recorded:
                  "known_structure", "known", "leaves", "retains")
 
     def __init__(self, inputs: list[Edge], functions: list[Function], wiring: list[tuple],
-                 position: dict[int, int], leaf_index: dict[int, int],
+                 position: dict[Function, int], leaf_index: dict[int, int],
                  saved: dict | None = None) -> None:
         self.inputs = inputs             # leaves and constants, in order of first use
         self.functions = functions       # the ops, in creation (topological) order
         self.wiring = wiring             # per op: the Ref of each argument
-        self.position = position         # id(function) -> its position
+        self.position = position         # function -> its position (by identity)
         self.leaf_index = leaf_index     # id(leaf tensor or constant array) -> input position
         self.saved = {} if saved is None else saved   # Ref -> kept result
         # Worked out by `gather` as it walks (None: work them out when asked):
@@ -73,7 +73,7 @@ class Recorded:
     def ref(self, tensor) -> "Ref | None":
         """Where `tensor` is in this program (None: not part of it)."""
         if tensor._grad_fn is not None:
-            position = self.position.get(id(tensor._grad_fn))
+            position = self.position.get(tensor._grad_fn)
             return None if position is None else (position, tensor._output_nr)
         return self.leaf_index.get(id(tensor))
 
@@ -86,22 +86,25 @@ class Recorded:
 
 def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     """The program behind the edges `roots`, and the Ref of each root."""
+    # Functions are found by identity (their hash is their address, as a tensor's
+    # and a Constant's, so a lookup by an edge's source never compares values):
+    # the sets and dictionaries below take them as they are, without id().
     functions: list[Function] = []
-    seen: set[int] = set()
+    seen: set[Function] = set()
     stack = [e[0] for e in roots if isinstance(e[0], Function)]
     while stack:
         f = stack.pop()
-        if id(f) in seen:
+        if f in seen:
             continue
-        seen.add(id(f))
+        seen.add(f)
         functions.append(f)
         for edge in f.edges:
             source = edge[0]
-            if id(source) not in seen and isinstance(source, Function):
+            if isinstance(source, Function) and source not in seen:
                 stack.append(source)
     if len(functions) > 1:
         functions.sort(key=_sequence)
-    position = {id(f): i for i, f in enumerate(functions)}
+    position = {f: i for i, f in enumerate(functions)}
     inputs: list[Edge] = []
     leaf_index: dict[int, int] = {}
     recorded = Recorded(inputs, functions, [], position, leaf_index)
@@ -112,12 +115,11 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
 
     def leaf(edge: Edge) -> int:
         source = edge[0]
-        if isinstance(source, AccumulateGrad):
-            variable = source.variable
-            data, key = variable._data, id(variable)
-        else:
+        if isinstance(source, Constant):
             variable, data = None, source.array
             key = id(data)
+        else:   # a leaf that requires grad
+            variable, data, key = source, source._data, id(source)
         found = leaf_index.get(key)
         if found is None:
             found = leaf_index[key] = len(inputs)
@@ -130,7 +132,7 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
     for position_of_f, f in enumerate(functions):
         wiring = []
         for edge in f.edges:
-            found = position.get(id(edge[0]))   # (a leaf's source is never a live op's id)
+            found = position.get(edge[0])
             wiring.append((found, edge[1]) if found is not None else leaf(edge))
         wiring = tuple(wiring)
         wirings.append(wiring)
@@ -140,13 +142,14 @@ def gather(roots: Sequence[Edge]) -> tuple[Recorded, list]:
             aliases = graph.aliases
             for index, entry in enumerate(f.saved):
                 # entry.current(), inline: not modified in place since it was computed
-                if entry is not None and entry[1].value == entry[2]:
+                # (a counter None: the result's own, never made, so never bumped)
+                if entry is not None and (entry[1] is None or entry[1].value == entry[2]):
                     saved[(position_of_f, index)] = entry[0]
                     if aliases[index] is None:
                         known.append((position_of_f, index))
         if f.retained:
             recorded.retains = True
-    refs = [(position[id(e[0])], e[1]) if id(e[0]) in position else leaf(e) for e in roots]
+    refs = [(position[e[0]], e[1]) if e[0] in position else leaf(e) for e in roots]
     recorded.known_structure = (tuple(types), tuple(structure))
     recorded.known = tuple(known)
     return recorded, refs
@@ -156,8 +159,8 @@ _sequence = operator.attrgetter("seq")
 
 
 def _edge_data(edge: Edge) -> np.ndarray:
-    source = edge.source
-    return source.variable._data if isinstance(source, AccumulateGrad) else source.array
+    source = edge[0]
+    return source.array if isinstance(source, Constant) else source._data
 
 
 # ---------------------------------------------------------------- planning
@@ -347,9 +350,9 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             if source.__class__ is Constant and (version is None or source.counter is None
                                                  or source.counter.value == version):
                 arrays.append(source.array)   # _input_data's common cases, written out
-            elif source.__class__ is AccumulateGrad and (
-                    version is None or source.variable._version_counter.value == version):
-                arrays.append(source.variable._data)
+            elif source.__class__ is not Constant and (
+                    version is None or source._version_counter.value == version):
+                arrays.append(source._data)   # a leaf that requires grad
             else:
                 arrays.append(_input_data(inputs[where]))
         elif kind == "seed":
@@ -422,10 +425,10 @@ def _owner(array):
 
 def _input_data(edge: Edge) -> np.ndarray:
     source, _, version = edge
-    if isinstance(source, AccumulateGrad):
-        data, counter = source.variable._data, source.variable._version_counter
-    else:
+    if isinstance(source, Constant):
         data, counter = source.array, source.counter
+    else:   # a leaf that requires grad
+        data, counter = source._data, source._version_counter
     if counter is not None and version is not None and counter.value != version:
         raise RuntimeError(
             "one of the variables needed for gradient computation has been modified by an "

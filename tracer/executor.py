@@ -11,6 +11,7 @@ OpGraphs into one graph and differentiates it with the same symbolic pass as
 """
 from __future__ import annotations
 
+import contextvars
 import weakref
 from typing import Any
 
@@ -21,7 +22,7 @@ from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import conformed, evaluator, generated_evaluator, loud, quiet, run_node
 from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
-from fusegrad.tracer.graph_nodes import (AccumulateGrad, Constant, Edge, OpGraph, Saved, Version,
+from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version,
                                          _grad_state, function_class)
 from fusegrad.tracer.graph_nodes import _sequence as graph_nodes_sequence
 from fusegrad.tracer import pytree
@@ -338,7 +339,21 @@ def apply_fast(build, args, params: dict, grad_fn: str | None):
     return op.run(args, grad_fn)
 
 
-_fast_ops: dict[tuple, "FastOp"] = {}
+class _OpTable(dict):
+    """`_fast_ops`: a dict whose clear() also empties the tables of the same FastOps
+    that fast functions keep by keys of their own (`fast_reduction`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.also: list[dict] = []
+
+    def clear(self) -> None:
+        super().clear()
+        for table in self.also:
+            table.clear()
+
+
+_fast_ops: dict[tuple, "FastOp"] = _OpTable()
 
 
 def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
@@ -355,50 +370,19 @@ def _fast_op(build, args, params: dict, key: tuple) -> "FastOp":
 
 def _edges(tensors) -> list:
     """The edges of a recorded op to its tensor arguments (`tensor._edge()` of each,
-    written out: a hot path of every recorded eager op)."""
+    written out: a hot path of every recorded eager op), as plain tuples: an `Edge`
+    (a NamedTuple, whose constructor is a Python call) costs three times as much."""
     edges = []
     for argument in tensors:
         function = argument._grad_fn
         if function is not None:
-            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
-            continue
-        accumulator = argument._accumulator_ref
-        accumulator = accumulator() if accumulator is not None else None
-        if accumulator is not None and argument._requires_grad:
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
-        elif not argument._requires_grad:   # data that needs no gradient
-            counter = argument._version_counter
-            edges.append(_tuple(Edge, (_constant(argument._data, counter), 0, counter.value)))
-        else:   # a leaf whose accumulator is gone with the last graph: a new one
-            accumulator = _new(AccumulateGrad)
-            accumulator.variable = argument
-            argument._accumulator_ref = weakref.ref(accumulator)
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
-    return edges
-
-
-def _edge_tuple(tensors) -> tuple:
-    """`tuple(_edges(tensors))`, written out for the common arguments: a recorded
-    result (its grad_fn's output) and a leaf that requires grad."""
-    edges = []
-    for argument in tensors:
-        function = argument._grad_fn
-        if function is not None:
-            edges.append(_tuple(Edge, (function, argument._output_nr, None)))
-        elif argument._requires_grad:
-            accumulator = argument._accumulator_ref
-            accumulator = accumulator() if accumulator is not None else None
-            if accumulator is None:   # none yet, or gone with the last graph: a new one
-                accumulator = _new(AccumulateGrad)
-                accumulator.variable = argument
-                argument._accumulator_ref = _weak(accumulator)
-            edges.append(_tuple(Edge, (accumulator, 0, argument._version_counter.value)))
+            edges.append((function, argument._output_nr, None))
+        elif argument._requires_grad:   # a leaf: the edge names it (see graph_nodes)
+            edges.append((argument, 0, argument._version_counter.value))
         else:   # data that needs no gradient
-            edges.append(_edges((argument,))[0])
-    return tuple(edges)
-
-
-_weak = weakref.ref
+            counter = argument._version_counter
+            edges.append((_constant(argument._data, counter), 0, counter.value))
+    return edges
 
 
 class FastOp:
@@ -481,7 +465,7 @@ class FastOp:
         saved = []
         for tensor in outputs:
             counter = tensor._version_counter
-            saved.append(_tuple(Saved, (tensor._data, counter, counter.value)))
+            saved.append((tensor._data, counter, counter.value))   # a Saved, as a plain tuple
         if grad_fn != self.function_name:   # (one name per op, nearly always)
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         function = self.function_type(self.graph, tuple(edges), saved)
@@ -492,16 +476,26 @@ class FastOp:
             tensor._requires_grad = True
 
     def _record_one(self, grad_fn: str, tensors, tensor) -> None:
-        """`_record` of one new output (at version 0), as `_direct_runner` makes it."""
+        """`_record` of one new output (at version 0, its version counter not made
+        yet), as `_direct_runner` makes it."""
         if grad_fn is not self.function_name and grad_fn != self.function_name:
             self.function_name, self.function_type = grad_fn, function_class(grad_fn)
         # Function(graph, edges, saved), without the call of its __init__
         function = _new(self.function_type)
         function.graph = self.graph
-        function.edges = _edge_tuple(tensors)
-        counter = tensor._version_counter = _new(Version)
-        counter.value = 0
-        function.saved = [_tuple(Saved, (tensor._data, counter, 0))]
+        edges = []
+        for argument in tensors:   # `_edges`, its two common kinds written out (no call)
+            source = argument._grad_fn
+            if source is not None:
+                edges.append((source, argument._output_nr, None))
+            elif argument._requires_grad:
+                edges.append((argument, 0, argument._version_counter.value))
+            else:
+                edges += _edges((argument,))
+        function.edges = tuple(edges)
+        # A Saved, as a plain tuple; the counter None: the result's own, made when
+        # read (state.py's `_share_saved`), as most results' never are.
+        function.saved = [(tensor._data, None, 0)]
         function.seq = next(_function_sequence)
         function.retained = None
         if self.differentiable:
@@ -526,8 +520,6 @@ class FastOp:
         return outputs
 
 
-# Edge(...) and Saved(...) without the NamedTuple constructor's Python-level __new__.
-_tuple = tuple.__new__
 _new = object.__new__
 _function_sequence = graph_nodes_sequence
 _constant = Constant
@@ -616,6 +608,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
     impl, dtype, shape, source = node.primitive.impl, node.out.dtype, node.out.shape, node.source
     attrs = node.attrs
     ndarray, state, general, record = np.ndarray, _grad_state, op._run_general, op._record_one
+    quietly = _quietly
     cls = TensorState._result_type
     new = cls.__new__
 
@@ -628,13 +621,13 @@ def _direct_runner(op: FastOp, graph: OpGraph):
         def run(args, grad_fn):
             x = args[position]
             xd = x._data
-            token = quiet()
             try:
-                data = impl(xd, **attrs)
+                try:
+                    data = quietly(impl, xd, **attrs)
+                except RuntimeError as error:
+                    data = _quiet_call(error, impl, xd, **attrs)
             except BoundsError as error:
                 raise failed(error) from None
-            finally:
-                loud(token)
             if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
                 data = conformed(data, dtype, shape)
             if data.base is not None or data is xd:   # a view, or the argument
@@ -654,13 +647,14 @@ def _direct_runner(op: FastOp, graph: OpGraph):
         def run(args, grad_fn):
             x = args[position]
             xd = x._data
-            token = quiet()
+            a, b = (xd, number) if first else (number, xd)
             try:
-                data = impl(xd, number, **attrs) if first else impl(number, xd, **attrs)
+                try:
+                    data = quietly(impl, a, b, **attrs)
+                except RuntimeError as error:
+                    data = _quiet_call(error, impl, a, b, **attrs)
             except BoundsError as error:
                 raise failed(error) from None
-            finally:
-                loud(token)
             if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
                 data = conformed(data, dtype, shape)
             if data.base is not None or data is xd or data is number:
@@ -677,13 +671,13 @@ def _direct_runner(op: FastOp, graph: OpGraph):
     def run(args, grad_fn):
         a, b = args
         ad, bd = a._data, b._data
-        token = quiet()
         try:
-            data = impl(ad, bd, **attrs)
+            try:
+                data = quietly(impl, ad, bd, **attrs)
+            except RuntimeError as error:
+                data = _quiet_call(error, impl, ad, bd, **attrs)
         except BoundsError as error:
             raise failed(error) from None
-        finally:
-            loud(token)
         if data.__class__ is not ndarray or data.dtype is not dtype or data.shape != shape:
             data = conformed(data, dtype, shape)
         if data.base is not None or data is ad or data is bd:
@@ -700,7 +694,7 @@ def fast_unary(build, grad_fn: str, general):
     """`general(x)` (a public function applying `build` to x), looking up the FastOp
     of an eager CPU tensor directly."""
     get = _fast_ops.get
-    state, new = _grad_state, object.__new__
+    state, new, quietly = _grad_state, object.__new__, _quietly
 
     def function(x):
         tensor_type = _result_type
@@ -711,11 +705,10 @@ def fast_unary(build, grad_fn: str, general):
                 plain = op.plain
                 if plain is None:
                     return op.run((x,), grad_fn)
-                token = _quiet_set(_quiet_state)   # (see `_plain`)
                 try:
-                    data = plain(xd)
-                finally:
-                    _loud(token)
+                    data = quietly(plain, xd)   # (see `_plain`)
+                except RuntimeError as error:
+                    data = _quiet_call(error, plain, xd)
                 tensor = new(tensor_type)
                 tensor._data = data
                 if x._requires_grad and state.enabled:
@@ -733,7 +726,7 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
     fixed by the argument types, so asked once per FastOp)."""
     get = _fast_ops.get
     named = isinstance(grad_fn, str)
-    state, new = _grad_state, object.__new__
+    state, new, quietly = _grad_state, object.__new__, _quietly
 
     def name_of(op: FastOp, a, b) -> str:
         name = op.derived_name
@@ -756,11 +749,10 @@ def fast_binary(build, grad_fn, general, reflected: bool = False):
                         plain = op.plain
                         if plain is None:
                             return op.run((a, b), grad_fn if named else name_of(op, ad, bd))
-                        token = _quiet_set(_quiet_state)   # (see `_plain`)
                         try:
-                            data = plain(ad, bd)
-                        finally:
-                            _loud(token)
+                            data = quietly(plain, ad, bd)   # (see `_plain`)
+                        except RuntimeError as error:
+                            data = _quiet_call(error, plain, ad, bd)
                         tensor = new(tensor_type)
                         tensor._data = data
                         if (a._requires_grad or b._requires_grad) and state.enabled:
@@ -787,23 +779,38 @@ def fast_reduction(build, grad_fn: str, general):
     reduction of an eager CPU tensor (no axis, no keepdims) directly."""
     get = _fast_ops.get
     whole = (("axes", None), ("keepdims", False))   # the params, as apply_fast keys them
+    # Its FastOps of whole reductions by dtype, then shape, found in `_fast_ops` once:
+    # two lookups without a key tuple cost 0.04 us less than apply_fast's key.
+    wholes: dict[np.dtype, dict[tuple, FastOp]] = {}
+    _fast_ops.also.append(wholes)
     state, new, reduce, asarray = _grad_state, object.__new__, np.add.reduce, np.asarray
+    quietly = _quietly
 
     def function(x, *args, **kwargs):
         tensor_type = _result_type
         if not args and not kwargs and x.__class__ is tensor_type \
                 and x._mode is EAGER and x._device is CPU:
             xd = x._data
-            op = get((build, xd.shape, xd.dtype, whole))
+            shapes = wholes.get(xd.dtype)
+            op = shapes.get(xd.shape) if shapes is not None else None
+            if op is None:
+                op = get((build, xd.shape, xd.dtype, whole))
+                if op is not None:   # (as many as `_fast_ops` has: cleared with it)
+                    wholes.setdefault(xd.dtype, {})[xd.shape] = op
             if op is not None:
                 axes = op.whole_axes
-                if axes is None:
+                plain = op.plain
+                if axes is None and plain is None:
                     return op.run((x,), grad_fn)
-                token = _quiet_set(_quiet_state)   # (see `_plain`: `_whole_sum`, inline)
-                try:
-                    data = asarray(reduce(xd, axes, xd.dtype))
-                finally:
-                    _loud(token)
+                try:   # (see `_plain`: `_whole_sum`, inline)
+                    if axes is None:
+                        data = quietly(plain, xd)   # (a whole mean)
+                    elif _REDUCE_TO_ARRAY:
+                        data = quietly(reduce, xd, axes, xd.dtype, out=...)
+                    else:
+                        data = asarray(quietly(reduce, xd, axes, xd.dtype))
+                except RuntimeError as error:
+                    data = _quiet_call(error, plain or _whole_sum(axes), xd)
                 tensor = new(tensor_type)
                 tensor._data = data
                 if x._requires_grad and state.enabled:
@@ -837,11 +844,10 @@ def fast_inplace(build, general):
             if op is not None and op.ufunc is not None and yd.dtype is xd.dtype:
                 out = op.graph.outputs[0]
                 if out.dtype is xd.dtype and out.shape == xd.shape and xd.flags.writeable:
-                    token = quiet()
                     try:
-                        op.ufunc(xd, yd, out=xd)
-                    finally:
-                        loud(token)
+                        _quietly(op.ufunc, xd, yd, out=xd)
+                    except RuntimeError as error:   # (not entered: nothing written yet)
+                        _quiet_call(error, op.ufunc, xd, yd, out=xd)
                     x._version_counter.bump()
                     return x
         return general(x, y)
@@ -856,7 +862,7 @@ def fast_inplace(build, general):
 # call's arrays is a new array of the op's dtype and shape, that call is the op: a
 # ufunc's result dtype and shape follow from its arguments' dtypes and shapes, which
 # the FastOp's key fixes, and without `out=` it is a new array. The fast functions
-# (`fast_binary` ...) then run it under the error state of `quiet`, make the tensor
+# (`fast_binary` ...) then run it under the error state of `quiet` (`_quietly`), make the tensor
 # (its version counter is made when read: state.py) and record it as `_record_one`.
 # Everything else keeps `FastOp.run`, which stays the reference.
 
@@ -870,12 +876,50 @@ def bind_result_type(cls: type) -> None:
     _result_type = cls
 
 
-# `quiet()` and `loud(token)`, one call each: np.errstate(all="ignore") entered and left.
+# `quiet()` as ContextVar.set of NumPy's error state, where NumPy 2 keeps it so.
 if getattr(quiet, "func", None) is not None and len(quiet.args) == 1 and not quiet.keywords:
     _quiet_set, _quiet_state = quiet.func, quiet.args[0]   # (ContextVar.set, NumPy's state)
 else:
-    _quiet_set, _quiet_state = (lambda _: quiet()), None
-_loud = loud
+    _quiet_set, _quiet_state = None, None
+
+
+# `_quietly(f, *args, **kwargs)`: f(*args, **kwargs) under np.errstate(all="ignore"),
+# run in a context of its own that holds only that error state (NumPy 2 keeps it in
+# a context variable). Entering a prepared context costs a third of switching the
+# state in the caller's (`quiet`, then `loud`: ContextVar.set and reset, 0.13 us of
+# a 1 us eager op). A context is entered by one thread at a time: where it is in use
+# (by another thread), `_quietly` raises RuntimeError before calling f, and
+# `_quiet_call` makes the call the other way.
+_ENTERED = "cannot enter context"
+
+
+def _quiet_context():
+    if _quiet_state is None:   # (NumPy 1: np.errstate around the call)
+        def quietly(function, *args, **kwargs):
+            token = quiet()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                loud(token)
+        return quietly
+    context = contextvars.Context()
+    context.run(_quiet_set, _quiet_state)
+    return context.run
+
+
+_quietly = _quiet_context()
+
+
+def _quiet_call(error: RuntimeError, function, *args, **kwargs):
+    """`_quietly(function, ...)` that raised `error`: where its context was in use,
+    the call under `quiet` in the caller's context; else the call's own error."""
+    if not str(error).startswith(_ENTERED):
+        raise error
+    token = quiet()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        loud(token)
 
 
 # The first call runs a plain op's NumPy call once more, on its arrays, to see its
@@ -886,20 +930,14 @@ PLAIN_TRIAL_MAX = 1 << 16
 def _plain(op: FastOp, graph: OpGraph, args):
     """The NumPy function of the argument arrays that is the op (see the section
     comment), or None."""
-    if not op.single or op.constant is not None or op.positions is not None \
-            or graph.aliases[0] is not None:
+    if op.positions is not None or graph.aliases[0] is not None or graph.tuple_result \
+            or len(graph.outputs) != 1:
         return None
-    node = graph.steps[0]
-    if list(node.inputs) != list(graph.inputs) or not 1 <= len(graph.inputs) <= 2:
-        return None
-    impl, out = node.primitive.impl, node.out
-    if isinstance(impl, np.ufunc) and impl.nout == 1 and impl.nin == len(node.inputs) \
-            and not node.attrs:
-        function = impl
-    elif node.primitive.name == "reduce_sum" and node.attrs.get("keepdims") is False \
-            and len(node.attrs) == 2 and out.shape == ():
-        function = _whole_sum(node.attrs["axes"])
+    if op.single and op.constant is None:
+        function = _one_call(graph)
     else:
+        function = _whole_mean(graph)
+    if function is None:
         return None
     arrays = [a._data for a in args]
     if sum(a.size for a in arrays) > PLAIN_TRIAL_MAX:   # (no second run of a large first call)
@@ -911,13 +949,56 @@ def _plain(op: FastOp, graph: OpGraph, args):
         return None
     finally:
         loud(token)
+    out = graph.outputs[0]
     fresh = result.__class__ is np.ndarray and result.base is None and \
         all(result is not a for a in arrays)
     if not (fresh and result.dtype is out.dtype and result.shape == out.shape):
         return None
-    if node.primitive.name == "reduce_sum":
-        op.whole_axes = node.attrs["axes"]   # (fast_reduction runs it inline)
+    if graph.steps[0].primitive.name == "reduce_sum" and len(graph.steps) == 1:
+        op.whole_axes = graph.steps[0].attrs["axes"]   # (fast_reduction runs it inline)
     return function
+
+
+def _one_call(graph: OpGraph):
+    """The op's one node as a NumPy call of the argument arrays: a ufunc, or a whole
+    sum; None for another node."""
+    node = graph.steps[0]
+    if list(node.inputs) != list(graph.inputs) or not 1 <= len(graph.inputs) <= 2:
+        return None
+    impl = node.primitive.impl
+    if isinstance(impl, np.ufunc) and impl.nout == 1 and impl.nin == len(node.inputs) \
+            and not node.attrs:
+        return impl
+    if _is_whole_sum(node):
+        return _whole_sum(node.attrs["axes"])
+    return None
+
+
+def _is_whole_sum(node) -> bool:
+    """A reduce_sum over all axes (no keepdims): a 0-d result."""
+    return node.primitive.name == "reduce_sum" and node.attrs.get("keepdims") is False \
+        and len(node.attrs) == 2 and node.out.shape == ()
+
+
+def _whole_mean(graph: OpGraph):
+    """`mean(x)` of all of x (ops.mean: a whole sum divided by a constant count) as
+    one function of x's array: the same two NumPy calls as the interpreter's, each
+    giving a 0-d array; None for any other graph."""
+    if len(graph.steps) != 2 or len(graph.inputs) != 1:
+        return None
+    total, scale = graph.steps
+    if not _is_whole_sum(total) or total.inputs != graph.inputs or scale.primitive.impl is not \
+            np.divide or scale.attrs or scale.inputs[0] is not total.out or \
+            scale.inputs[1] not in graph.fixed or graph.outputs != (scale.out,):
+        return None
+    whole_sum, count, divide = _whole_sum(total.attrs["axes"]), graph.fixed[scale.inputs[1]], \
+        np.divide
+
+    def whole_mean(x: np.ndarray) -> np.ndarray:
+        if _REDUCE_TO_ARRAY:
+            return divide(whole_sum(x), count, out=...)
+        return np.asarray(divide(whole_sum(x), count))
+    return whole_mean
 
 
 def _whole_sum(axes):
@@ -926,5 +1007,22 @@ def _whole_sum(axes):
     reduce, asarray = np.add.reduce, np.asarray
 
     def whole_sum(x: np.ndarray) -> np.ndarray:
+        if _REDUCE_TO_ARRAY:
+            return reduce(x, axes, x.dtype, out=...)
         return asarray(reduce(x, axes, x.dtype))
     return whole_sum
+
+
+def _reduces_to_array() -> bool:
+    """Whether NumPy's reductions and ufuncs take ``out=...`` (recent NumPy 2): the
+    result as a 0-d array instead of a NumPy scalar, without the scalar and
+    np.asarray's copy of it."""
+    try:
+        total = np.add.reduce(np.ones(2, np.float32), (0,), np.float32, out=...)
+        half = np.divide(total, total, out=...)
+    except TypeError:
+        return False
+    return all(r.__class__ is np.ndarray and r.shape == () for r in (total, half)) and half == 1
+
+
+_REDUCE_TO_ARRAY = _reduces_to_array()

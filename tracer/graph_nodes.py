@@ -8,7 +8,9 @@ array argument saying where that argument comes from. An edge is
 ``(source, index, version)``:
 
 - source a `Function`: the argument is output `index` of that earlier op;
-- source an `AccumulateGrad`: the argument is a leaf that requires grad;
+- source a tensor: the argument is that leaf, which requires grad (its
+  `AccumulateGrad`, PyTorch's node for it, is made when `next_functions` shows it:
+  a recorded op makes no object per leaf);
 - source a `Constant`: the argument is data that needs no gradient.
 
 `version` is the argument's in-place version when it was read (None for a
@@ -43,23 +45,27 @@ class Version:
 
 
 class Edge(NamedTuple):
-    """Where a recorded op's argument comes from (see the module docstring)."""
+    """Where a recorded op's argument comes from (see the module docstring). The
+    recording paths make plain tuples of these fields (cheaper to make); read an
+    edge by position or unpack it."""
 
-    source: Any            # Function | AccumulateGrad | Constant
+    source: Any            # Function | the leaf tensor | Constant
     index: int             # which output of a Function source
     version: int | None    # the argument's Version when read; None for a Function source
 
 
 class Saved(NamedTuple):
-    """A recorded op's result as computed, kept so the backward need not recompute it."""
+    """A recorded op's result as computed, kept so the backward need not recompute it
+    (made as a plain tuple by the recording paths, as `Edge`)."""
 
     array: np.ndarray
-    counter: Version       # the storage's version counter
+    counter: Version | None  # the storage's version counter (None: the result's own,
+                             # not made yet: see state.py's `_share_saved`)
     version: int           # its value when the result was computed
 
     def current(self) -> bool:
         """Not modified in place since it was computed."""
-        return self.counter.value == self.version
+        return self.counter is None or self.counter.value == self.version
 
 _sequence = itertools.count()
 _serials = itertools.count()
@@ -109,7 +115,8 @@ class Function:
 
     @property
     def next_functions(self) -> tuple[tuple[Any, int], ...]:
-        return tuple((None if isinstance(source, Constant) else source, index)
+        return tuple((None if isinstance(source, Constant) else
+                      source if isinstance(source, Function) else source._accumulator(), index)
                      for source, index, _ in self.edges)
 
     def __repr__(self) -> str:
@@ -132,7 +139,8 @@ def function_class(name: str) -> type:
 
 
 class AccumulateGrad:
-    """The edge into a leaf that requires grad: gradients accumulate in its ``.grad``."""
+    """The node of a leaf that requires grad (gradients accumulate in its ``.grad``),
+    as `Function.next_functions` shows it; the edges themselves name the leaf."""
 
     __slots__ = ("variable", "__weakref__")
 

@@ -248,7 +248,7 @@ class TensorState:
             return Edge(self._grad_fn, self._output_nr, None)
         version = self._version_counter.value
         if self._requires_grad:
-            return Edge(self._accumulator(), 0, version)
+            return Edge(self, 0, version)
         return Edge(Constant(self._data, self._version_counter), 0, version)
 
     def _saved(self) -> Saved:
@@ -256,8 +256,8 @@ class TensorState:
         return Saved(self._data, self._version_counter, self._version_counter.value)
 
     def _accumulator(self) -> AccumulateGrad:
-        # Cached weakly so that next_functions shows one object per leaf, without a
-        # reference cycle between the leaf and its accumulator.
+        # For next_functions. Cached weakly so that it shows one object per leaf while
+        # one is held, without a reference cycle between the leaf and its accumulator.
         accumulator = self._accumulator_ref() if self._accumulator_ref is not None else None
         if accumulator is None:
             accumulator = AccumulateGrad(self)
@@ -283,7 +283,23 @@ class _OwnVersion:
         if tensor is None or tensor._data is None:
             return None
         # (setdefault: two threads reading it first read one counter)
-        return tensor.__dict__.setdefault("_version_counter", Version())
+        counter = tensor.__dict__.setdefault("_version_counter", Version())
+        if tensor._grad_fn is not None:
+            _share_saved(tensor, counter)
+        return counter
+
+
+def _share_saved(tensor, counter: Version) -> None:
+    """A recorded op (`executor`'s `_record_one`) saves its new result with the
+    counter None, "the result's own, not made yet": the counter just made is that
+    one, so the saved result is seen as modified when the tensor is. (Code that
+    changes a tensor's grad_fn reads the counter first: tensor.py's detach_, _assign.)"""
+    saved = tensor._grad_fn.saved
+    index = tensor._output_nr
+    if saved is not None and index < len(saved):
+        entry = saved[index]
+        if entry is not None and entry[1] is None and entry[0] is tensor._data:
+            saved[index] = (entry[0], counter, entry[2])
 
 
 TensorState._version_counter = _OwnVersion()

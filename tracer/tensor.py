@@ -155,6 +155,7 @@ class Tensor(TensorState):
 
     def detach_(self):
         self._check_eager("detach_")
+        self._version_counter   # noqa: B018 (made now, while the grad_fn that saved it is known)
         self._grad_fn = None
         self._requires_grad = False
         return self

@@ -11,6 +11,8 @@ dtypes, grad_fn names, version counters, storage, errors.
 from __future__ import annotations
 
 import copy
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def _same(fast, general):
     if fast.grad_fn is not None:
         assert fast.grad_fn.name() == general.grad_fn.name()
         assert fast.grad_fn.graph is general.grad_fn.graph
-        assert [e.index for e in fast.grad_fn.edges] == [e.index for e in general.grad_fn.edges]
+        assert [e[1] for e in fast.grad_fn.edges] == [e[1] for e in general.grad_fn.edges]
 
 
 X, V, M = _tensor((3, 4), True), _tensor((4,)), _tensor((4, 3))
@@ -199,9 +201,10 @@ def test_generated_evaluator_names_the_users_line_of_a_bad_index():
 
 
 # ---------------------------------------------------------------- plain ops (issue 12, round 3)
-# A FastOp whose one node is a ufunc (or the whole sum) of its tensor arguments, and
-# whose result on the first call needed no cast, reshape or copy, runs that NumPy call
-# inline (`FastOp.plain`); the others keep `FastOp.run`. Results: as the general way.
+# A FastOp whose one node is a ufunc (or the whole sum) of its tensor arguments, or a
+# whole mean, and whose result on the first call needed no cast, reshape or copy, runs
+# that NumPy call inline (`FastOp.plain`); the others keep `FastOp.run`. Results: as
+# the general way.
 
 PLAIN = {   # (fast function, arguments, whether the op is plain)
     "add f32": (F.add, (_tensor((2, 3)), _tensor(3)), True),
@@ -219,7 +222,11 @@ PLAIN = {   # (fast function, arguments, whether the op is plain)
     "sum 0-d": (F.sum, (_tensor(()),), None),
     "sum int8 (widened)": (F.sum, (fg.tensor(np.array([100, 100], np.int8)),), None),
     "sum bool": (F.sum, (fg.tensor([True, True, False]),), None),
-    "mean (two nodes)": (F.mean, (_tensor(4),), False),
+    # a whole mean: its sum and its division by the count (issue 12, round 4)
+    "mean f32": (F.mean, (_tensor(4),), True),
+    "mean f64 2-D": (F.mean, (_tensor((2, 3), dtype=np.float64),), True),
+    "mean int (a cast first)": (F.mean, (fg.tensor([1, 2]),), False),
+    "mean 0-d": (F.mean, (_tensor(()),), None),
 }
 
 
@@ -257,10 +264,9 @@ def test_plain_ops_record_as_the_general_way():
                               (lambda: x.sum(), lambda: F.sum.__wrapped__(x))):
             result, expected = fast(), general()
             _same(result, expected)
-            assert [type(e.source) for e in result.grad_fn.edges] == \
-                [type(e.source) for e in expected.grad_fn.edges]
-            assert [e.version for e in result.grad_fn.edges] == \
-                [e.version for e in expected.grad_fn.edges]
+            # edges (source, index, version): sources of the same kinds, the same versions
+            assert [(type(s), v) for s, _, v in result.grad_fn.edges] == \
+                [(type(s), v) for s, _, v in expected.grad_fn.edges]
             assert [type(f) for f, _ in result.grad_fn.next_functions] == \
                 [type(f) for f, _ in expected.grad_fn.next_functions]
     y = x * v
@@ -310,3 +316,111 @@ def test_a_results_version_counter_is_made_when_read():
     copied = copy.copy(z)
     assert copied._version_counter is z._version_counter and copied._data is z._data
     assert fg.compile_grad(lambda a: (a * a).sum())(np.ones(2, np.float32))[0] == 2.0
+
+
+# ---------------------------------------------------------------- lazy counters of recorded results (issue 12, round 4)
+# A recorded op's new result saves its data with no version counter yet (made when
+# first read): an in-place change made later, through the tensor, a detached view, or
+# after detach_(), must still make the backward recompute the result, not read it.
+
+@pytest.mark.parametrize("change", ["in place", "detached view", "after detach_"])
+def test_saved_result_changed_in_place_is_recomputed(change):
+    x = _tensor(3, True)
+    expected = np.exp(x._data)
+    F.exp(x)   # (the first call of an op goes the general way)
+    z = F.exp(x)
+    assert z.grad_fn.saved[0][1] is None   # (the counter, not made yet)
+    total = (z * 2.0).sum()
+    if change == "in place":
+        with fg.no_grad():
+            z.zero_()
+    elif change == "detached view":
+        z.detach().zero_()
+    else:
+        z.detach_()
+        z.zero_()
+    assert z._data.tolist() == [0.0] * 3
+    total.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 * expected, rtol=1e-6)
+
+
+def test_saved_result_unchanged_is_read():
+    x = _tensor(3, True)
+    F.exp(x)
+    z = F.exp(x)
+    assert z._version == 0 and z.grad_fn.saved[0][1] is z._version_counter
+    from fusegrad.tracer import engine
+    recorded, _ = engine.gather([z.sum()._edge()])
+    assert any(array is z._data for array in recorded.saved.values())
+
+
+# ---------------------------------------------------------------- the error state's own context (issue 12, round 4)
+# The fast paths run their NumPy call in a context holding np.errstate(all="ignore")
+# (`executor._quietly`); where that context is in use (another thread, or here a call
+# made inside it), the call runs with the error state switched the other way: the
+# same results, no NumPy warnings, and NumPy's error state as it was.
+
+def _fast_calls():
+    a = fg.tensor(np.array([3e38, 1.0, -2.0], np.float32))
+    b = fg.tensor(np.array([3e38, 0.0, 0.5], np.float32))
+    x = fg.tensor(np.array([3e38, 1.0, 4.0], np.float32))
+    results = [a + b, a * 2.0, a.sum(), fg.mean(a), F.exp(a), a / b, a @ b]
+    with fg.no_grad():
+        x -= b
+    return [r._data for r in results] + [x._data]
+
+
+def test_fast_paths_where_the_quiet_context_is_in_use():
+    _fast_calls()
+    expected = _fast_calls()   # (the fast paths, after their first calls)
+    errors = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = executor._quietly(_fast_calls)   # each op's own entry is refused
+    assert np.geterr() == errors
+    for got, want in zip(inside, expected, strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_quiet_call_raises_the_calls_own_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        executor._quiet_call(RuntimeError("boom"), np.add, 1, 2)
+    assert executor._quiet_call(RuntimeError(executor._ENTERED + ": in use"), np.add, 1, 2) == 3
+
+
+def test_fast_paths_from_two_threads():
+    a, b = _tensor(50), _tensor(50)
+    want = [(a + b)._data, (a * b).sum()._data]
+    failures = []
+
+    def work():
+        for _ in range(2000):
+            got = [(a + b)._data, (a * b).sum()._data]
+            if not all(np.array_equal(g, w) for g, w in zip(got, want)):
+                failures.append(got)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+# ---------------------------------------------------------------- outer products in the prepared evaluators (issue 12, round 4)
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outer_product_as_np_matmul_bit_for_bit(dtype):
+    graph = _graph(ops.matmul, ((5, 1), dtype), ((1, 4), dtype))
+    assert ir.interpreter.prepared_impl(graph.nodes[-1]) is not np.matmul
+    left = np.array([[-0.0], [0.0], [np.inf], [np.nan], [3.0]], dtype)
+    right = np.array([[1.0, -2.0, 0.0, 1e-30]], dtype)
+    integer = np.int32 if dtype == np.float32 else np.int64
+    with np.errstate(all="ignore"):
+        want = np.matmul(left, right)
+    assert np.signbit(want[0, 0]) == False   # noqa: E712 (np.matmul: +0.0 for -0.0 * 1.0)
+    for run in (generated_evaluator(graph), evaluator(graph)):
+        (got,) = run([left, right])
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(integer), want.view(integer))

@@ -158,7 +158,7 @@ def test_evaluator_matches_evaluate():
     loss = (F.tanh(x * w) / 3.0 + F.exp(w)).mean()
     from fusegrad.tracer import engine
     recorded, roots = engine.gather([loss._edge()])
-    targets = [e.source.variable for e in recorded.inputs if hasattr(e.source, "variable")]
+    targets = recorded.leaves
     plan = engine.plan_backward(recorded, roots, [recorded.ref(t) for t in targets])
     arrays = [engine._input_data(recorded.inputs[where]) if kind == "input" else
               np.ones((), np.float32) if kind == "seed" else recorded.saved[where]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -98,8 +98,10 @@ def call_impl(node: Node, impl, values: Sequence, attrs: dict):
         raise BoundsError(located(bare(error), node.source)) from None
 
 
-def evaluator(graph: Graph):
-    """`lambda args: evaluate(graph, args)`, prepared once (see the section comment)."""
+def evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
+    """`lambda args: evaluate(graph, args)`, prepared once (see the section comment).
+    `impls`: primitives (by name) computed by another function of the same meaning
+    than their `impl` (the runtime's matrix product, say)."""
     slot: dict[Value, int] = {}
     for value in graph.inputs:
         slot[value] = len(slot)
@@ -125,7 +127,7 @@ def evaluator(graph: Graph):
         writes = tuple((slot[v], v.dtype, v.shape) for v in node.outputs)
         drops = tuple(dict.fromkeys(slot[v] for v in node.inputs
                                     if last_use[v] == index and v not in keep))
-        steps.append((node, prepared_impl(node), node.attrs, reads, writes, drops,
+        steps.append((node, prepared_impl(node, impls), node.attrs, reads, writes, drops,
                       node.primitive.multiple_results))
     count, size, results = len(graph.inputs), len(slot), [slot[v] for v in graph.outputs]
     ndarray = np.ndarray
@@ -175,10 +177,10 @@ def evaluator(graph: Graph):
 GENERATED_MAX_NODES = 400
 
 
-def generated_evaluator(graph: Graph):
-    """`evaluator(graph)`, as one generated function (see the section comment)."""
+def generated_evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
+    """`evaluator(graph, impls)`, as one generated function (see the section comment)."""
     if len(graph.nodes) > GENERATED_MAX_NODES:
-        return evaluator(graph)
+        return evaluator(graph, impls)
     names: dict[Value, str] = {}
     namespace: dict[str, object] = {"ndarray": np.ndarray, "asarray": np.asarray,
                                     "conformed": conformed, "quiet": quiet, "loud": loud,
@@ -206,7 +208,7 @@ def generated_evaluator(graph: Graph):
             namespace[name] = array
             continue
         step = f"s{index}"
-        namespace[f"{step}f"] = prepared_impl(node)
+        namespace[f"{step}f"] = prepared_impl(node, impls)
         arguments = ", ".join(names[v] for v in node.inputs)
         if node.params:
             namespace[f"{step}a"] = node.attrs
@@ -261,14 +263,17 @@ def generated_evaluator(graph: Graph):
 # product starts at +0.0, so np.matmul's result is the product plus 0.0 (a -0.0
 # product gives +0.0): the prepared evaluators compute that, bit for bit the same.
 
-def prepared_impl(node: Node):
-    """The function the prepared evaluators call for `node`: its primitive's impl,
-    or the same result computed a faster way."""
-    if node.primitive.name == "matmul" and len(node.inputs) == 2 and not node.attrs:
+def prepared_impl(node: Node, impls: dict[str, Callable] | None = None):
+    """The function the prepared evaluators call for `node`: its primitive's impl (or
+    the one `impls` gives for it), or the same result computed a faster way."""
+    name = node.primitive.name
+    if name == "matmul" and len(node.inputs) == 2 and not node.attrs:
         a, b = node.inputs
         if len(a.shape) == 2 and len(b.shape) == 2 and a.shape[1] == 1 and b.shape[0] == 1 \
                 and a.dtype == b.dtype == node.out.dtype and a.dtype in (np.float32, np.float64):
             return _outer_product
+    if impls and name in impls:
+        return impls[name]
     return node.primitive.impl
 
 

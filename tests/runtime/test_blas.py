@@ -256,3 +256,19 @@ def test_scan_bodies_split_their_products(split_small, two_threads, monkeypatch)
     monkeypatch.undo()
     _, (gh_whole, gw_whole) = _recurrence(h0, w)   # unsplit: the same numbers
     np.testing.assert_allclose(gh, gh_whole, rtol=1e-12, atol=1e-12)
+
+
+def test_eager_products_run_as_compiled_ones_do(two_threads, monkeypatch):
+    # Eager ops and eager backwards run by the interpreter hold BLAS to one thread as
+    # compiled products do (OpenBLAS's own threads beside fusegrad's fought for cores).
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((128, 64)), rng.standard_normal((64, 64))   # > 2^18 each
+    xt, wt = fg.tensor(x, requires_grad=True), fg.tensor(w, requires_grad=True)
+    seen = _spy_matmul(monkeypatch)
+    (xt @ wt).tanh().sum().backward()
+    monkeypatch.undo()
+    assert len(seen) == 3 and all(counts == [1] * len(counts) for counts in seen)
+    assert blas.thread_counts() == [2] * len(seen[0])
+    dy = 1 - np.tanh(x @ w) ** 2
+    np.testing.assert_allclose(xt.grad.numpy(), dy @ w.T, rtol=1e-12)
+    np.testing.assert_allclose(wt.grad.numpy(), x.T @ dy, rtol=1e-12)

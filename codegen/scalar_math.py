@@ -809,18 +809,28 @@ _EP4, _EP5 = -1.65339022054652515390e-06, 4.13813679705723846039e-08
 
 
 @_helper
+def _power_of_two_shifted(t):
+    """2^k for t = k + 1.5 * 2^52 (k's two's complement in t's low bits: shifted up 52,
+    the shifter's bits leave), -1022 <= k <= 1023: two vector operations where
+    `_power_of_two(_int_of(k))` took five."""
+    return _float_of((_bits_of(t) << 52) + _ONE_BITS)
+
+
+@_helper
 def _exp_reduced(x):
-    """(k, hi, tail) with e^x = 2^k (1 + hi - tail) for float64 |x| < 1000: x = k ln 2 + r,
+    """(t, k, hi, tail) with e^x = 2^k (1 + hi - tail) for float64 |x| < 1000: x = k ln 2 + r,
     |r| <= ln 2 / 2, r = hi - lo with hi exact, and tail = lo - r c / (2 - c), fdlibm's
-    form of e^r - 1 - r. (A polynomial instead, without the division, made W2 in float64
-    slower: the divider has room, the multiply-add ports do not.)"""
-    k = _fma(x, _LOG2E, _SHIFTER) - _SHIFTER  # round to nearest
+    form of e^r - 1 - r, and t = k + 1.5 * 2^52 (k's integer in its low bits). (A
+    polynomial instead, without the division, made W2 in float64 slower: the divider
+    has room, the multiply-add ports do not.)"""
+    t = _fma(x, _LOG2E, _SHIFTER)
+    k = t - _SHIFTER  # x / ln 2 rounded to nearest
     hi = _fma(k, -_E_LN2_HI, x)  # k _E_LN2_HI is exact: fused or not, the same
     lo = k * _E_LN2_LO
     r = hi - lo
     z = r * r
     c = _fma(-z, _fma(_fma(_fma(_fma(z, _EP5, _EP4), z, _EP3), z, _EP2), z, _EP1), r)
-    return k, hi, lo - (r * c) / (2.0 - c)
+    return t, k, hi, lo - (r * c) / (2.0 - c)
 
 
 def _exp_f64(x):
@@ -828,8 +838,12 @@ def _exp_f64(x):
     # and k stays within what _scale takes. NaN passes through.
     xc = _pick(x > 709.8, 709.8, x)
     xc = _pick(xc < -746.0, -746.0, xc)
-    k, hi, tail = _exp_reduced(xc)
-    return _scale(1.0 - (tail - hi), _int_of(k))
+    t, _, hi, tail = _exp_reduced(xc)
+    # y 2^k in two steps as `_scale` (-1077 <= k <= 1024), the powers from t's bits;
+    # a NaN x has a NaN y, whatever garbage the powers are
+    k = _bits_of(t) - _SHIFTER_BITS
+    half = k >> 1
+    return (1.0 - (tail - hi)) * _float_of((half + 1023) << 52) * _float_of((k - half + 1023) << 52)
 
 
 # fdlibm e_log.c: log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f).
@@ -948,8 +962,8 @@ def _tanh_f64(x):
     small = _fma(w * t, p, w)  # keeps 0.0 (the sign comes last)
     # 1 - s, s = 2 / (d + d_lo), d + d_lo = (2^k + 1) + 2^k (e^r - 1): e^2w + 1 to about
     # 2^-60 (2^k + 1 is exact for k <= 52; beyond, s is below 2^-53 anyway).
-    k, hi, tail = _exp_reduced(w + w)
-    two_k = _power_of_two(_int_of(k))
+    t, k, hi, tail = _exp_reduced(w + w)
+    two_k = _power_of_two_shifted(t)  # 0 <= k <= 58
     a = two_k + 1.0
     e_r = hi - tail  # e^r - 1, and what its rounding left out:
     e_r_lo = (hi - e_r) - tail
@@ -1009,7 +1023,10 @@ def _reduce_pio2_f64_near(x):
     is within |n| 2^-121 of x - n pi/2, so within 2^-56 |y0| unless |y0| < |x| 2^-64
     (`_hard_pio2`; below 2^20 that is x within 2^-44 of a multiple of pi/2: the sin or
     cos of 1 float64 in about 10^13 random ones), where the 152-bit one is needed."""
-    n = np.rint(x * _TWO_OVER_PI) + 0.0
+    # n = rint(x 2/pi), ties to even as rint, by the 1.5 * 2^52 shifter (+0.0 for 0):
+    # two additions where rint took two operations, adding 0.0 one, and the quadrant
+    # `_sin_cos_reduced` wants is then n's bits plus the shifter (`_int_of` less one)
+    n = (x * _TWO_OVER_PI + _SHIFTER) - _SHIFTER
     t = x - n * _RP1  # exact, as n _RP2 is
     w = n * _RP2
     r = t - w
@@ -1060,7 +1077,7 @@ def _sin_cos_full_f64(x, shift):
 def _sin_cos_reduced(x, n, y0, y1, shift):
     """`_sin_cos_near_f64` once x = n pi/2 + y0 + y1 is reduced."""
     sin_y, cos_y = _sin_cos_kernels(y0, y1)
-    quadrant = _int_of(n) + shift
+    quadrant = _bits_of(n + _SHIFTER) + shift  # n's two low bits (see the reduction)
     odd = (quadrant & 1) != 0
     sign = (quadrant & 2) << 62  # the sign bit, set in quadrants 2 and 3
     first = _float_of(_bits_of(_pick(odd, cos_y, sin_y)) ^ sign)

@@ -759,7 +759,7 @@ def far_trig(x):
 # margin, as the tests check them.
 # exp's, tanh's and the sin and cos kernels' polynomials are multiply-adds (`_fma`):
 # float64 W2 waited on the two floating-point ports (170 vector operations a 4-lane
-# iteration, no division-bound), 6.75 -> 5.6 ns an element in L1; every bound above
+# iteration; not on the divider), 6.75 -> 5.6 ns an element in L1; every bound above
 # held or improved (exp 0.872, sin 0.794, tanh 0.888 before; cos 0.775).
 # sin and cos reduce by Cody-Waite below |x| = 2^20; at and beyond, `sin`, `cos` and
 # `sincos` call libm for that element. The CPU kernels' blocks run `sin_near` and the
@@ -962,8 +962,8 @@ def _tanh_f64(x):
     small = _fma(w * t, p, w)  # keeps 0.0 (the sign comes last)
     # 1 - s, s = 2 / (d + d_lo), d + d_lo = (2^k + 1) + 2^k (e^r - 1): e^2w + 1 to about
     # 2^-60 (2^k + 1 is exact for k <= 52; beyond, s is below 2^-53 anyway).
-    t, k, hi, tail = _exp_reduced(w + w)
-    two_k = _power_of_two_shifted(t)  # 0 <= k <= 58
+    shifted, k, hi, tail = _exp_reduced(w + w)  # (t is w^2)
+    two_k = _power_of_two_shifted(shifted)  # 0 <= k <= 58
     a = two_k + 1.0
     e_r = hi - tail  # e^r - 1, and what its rounding left out:
     e_r_lo = (hi - e_r) - tail

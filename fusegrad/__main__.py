@@ -23,6 +23,9 @@ _UNSET_MARKER = "FUSEGRAD_BENCH_UNSET_BLAS"
 # memory system stays this machine's). Each library reads its variable once, on load.
 AVX2_ENVIRONMENT = {
     "NUMBA_CPU_NAME": "haswell",                               # fusegrad, hand Numba, triad
+    # "": haswell's own features. Numba takes the host's (AVX-512 here) when this is unset,
+    # and LLVM then wrote 8-lane zmm code for the haswell name.
+    "NUMBA_CPU_FEATURES": "",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's dispatched loops
     "OPENBLAS_CORETYPE": "Haswell",                            # OpenBLAS's products
     "ATEN_CPU_CAPABILITY": "avx2",                             # PyTorch, and torch.compile's code

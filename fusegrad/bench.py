@@ -360,6 +360,9 @@ def describe_machine(options: Options, triad_gbps: dict[str, float]) -> dict:
         "numba_threads": numba.get_num_threads(), "threading_layer": threading_layer(),
         # The CPU Numba compiles for: this machine's, or NUMBA_CPU_NAME's (`bench --avx2`).
         "cpu_target": numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
+        # and its features: NUMBA_CPU_FEATURES's ("" is the target's own), or the host's
+        "cpu_features": (numba.config.CPU_FEATURES if numba.config.CPU_FEATURES is not None
+                         else llvmlite.binding.get_host_cpu_features().flatten()),
         "device": options.device,
         "triad_n": QUICK_TRIAD_N if options.quick else TRIAD_N, "triad_gbps": triad_gbps,
         "quick": options.quick,

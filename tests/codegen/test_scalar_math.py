@@ -517,6 +517,22 @@ def test_float64_lanes_per_target(cpu):
     assert {name: seen for name, seen in found.items() if seen != expected} == {}
 
 
+# (issue 12, float64 W2) The float64 loops were bound by the two floating-point ports,
+# and Numba never fuses a multiply and an add on its own: exp's, tanh's and the sin and
+# cos kernels' polynomials are `_fma`, a multiply and an add marked `contract` (one
+# vfmadd each; W2's float64 kernel 6.4 -> 4.8 ns an element). At least this many a
+# copy of the function (the vector loop and the scalar remainder hold one each).
+FUSED_MULTIPLY_ADDS = {"exp": 7, "tanh": 14, "sin": 14, "cos": 14}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED_MULTIPLY_ADDS))
+def test_float64_polynomials_are_fused_multiply_adds(name):
+    run(FAST[name], np.array([0.5]))  # compiled for float64
+    llvm = next(text for signature, text in FAST[name].inspect_llvm().items()
+                if "float64" in str(signature))
+    assert llvm.count("fmul contract") >= FUSED_MULTIPLY_ADDS[name]
+
+
 def test_float64_compiling_them_warns_nothing(tmp_path, monkeypatch, recwarn):
     """test_compiling_them_warns_nothing for float64 (whose full sin and cos branch to
     libm beyond 2^20), through a kernel with a near pass and its far pass."""

@@ -18,6 +18,7 @@ a kernel, the plan records why.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from fusegrad.ir import primitives as P
@@ -353,10 +354,10 @@ class _Planner:
         if len(reader.nodes) + len(chain) > self.max_nodes:
             return False
         computed = {n.out for n in chain}
-        size = _size(kernel.domain)
+        size = math.prod(kernel.domain)
         new = {x for n in chain for x in n.inputs
                if x not in computed and x not in self.consts and x not in reader.levels
-               and _size(x.shape) == size} - _reads(reader)
+               and math.prod(x.shape) == size} - _reads(reader)
         return len(new) <= 1
 
     def _producer_steps(self, node: Node) -> list[Step]:
@@ -501,13 +502,6 @@ def _reads(step: Step) -> set[Value]:
     if isinstance(step, LibraryCall):
         return set(step.node.inputs)
     return {v for n in step.nodes for v in n.inputs if v not in step.levels}
-
-
-def _size(shape: Shape) -> int:
-    size = 1
-    for n in shape:
-        size *= n
-    return size
 
 
 def _drop_unused(kernel: Kernel, users: dict[Value, set[int]], outputs: set[Value]) -> None:

@@ -98,10 +98,10 @@ def call_impl(node: Node, impl, values: Sequence, attrs: dict):
         raise BoundsError(located(bare(error), node.source)) from None
 
 
-def evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
+def evaluator(graph: Graph, impls: Callable[[Node], Callable | None] | None = None):
     """`lambda args: evaluate(graph, args)`, prepared once (see the section comment).
-    `impls`: primitives (by name) computed by another function of the same meaning
-    than their `impl` (the runtime's matrix product, say)."""
+    `impls(node)`: a function of the same meaning as the node's `impl` that computes it
+    instead (the runtime's threaded matrix product, say), or None for the `impl`."""
     slot: dict[Value, int] = {}
     for value in graph.inputs:
         slot[value] = len(slot)
@@ -177,7 +177,7 @@ def evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
 GENERATED_MAX_NODES = 400
 
 
-def generated_evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
+def generated_evaluator(graph: Graph, impls: Callable[[Node], Callable | None] | None = None):
     """`evaluator(graph, impls)`, as one generated function (see the section comment)."""
     if len(graph.nodes) > GENERATED_MAX_NODES:
         return evaluator(graph, impls)
@@ -263,18 +263,17 @@ def generated_evaluator(graph: Graph, impls: dict[str, Callable] | None = None):
 # product starts at +0.0, so np.matmul's result is the product plus 0.0 (a -0.0
 # product gives +0.0): the prepared evaluators compute that, bit for bit the same.
 
-def prepared_impl(node: Node, impls: dict[str, Callable] | None = None):
+def prepared_impl(node: Node, impls: Callable[[Node], Callable | None] | None = None):
     """The function the prepared evaluators call for `node`: its primitive's impl (or
-    the one `impls` gives for it), or the same result computed a faster way."""
+    the one `impls(node)` gives for it), or the same result computed a faster way."""
     name = node.primitive.name
     if name == "matmul" and len(node.inputs) == 2 and not node.attrs:
         a, b = node.inputs
         if len(a.shape) == 2 and len(b.shape) == 2 and a.shape[1] == 1 and b.shape[0] == 1 \
                 and a.dtype == b.dtype == node.out.dtype and a.dtype in (np.float32, np.float64):
             return _outer_product
-    if impls and name in impls:
-        return impls[name]
-    return node.primitive.impl
+    chosen = impls(node) if impls is not None else None
+    return chosen if chosen is not None else node.primitive.impl
 
 
 def _outer_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:

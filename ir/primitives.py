@@ -86,9 +86,25 @@ sign = primitive(
 )
 
 
-def _sigmoid_impl(x: np.ndarray) -> np.ndarray:
+def _sigmoid_impl(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    # `out`, where given, receives the result (as a ufunc's out): runtime/host.py
+    # computes a large array's blocks into their rows of one result on its threads.
     with np.errstate(over="ignore"):
-        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+        if out is None or x.dtype != out.dtype or x.dtype.kind != "f":
+            return _into(out, (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False))
+        np.negative(x, out=out)   # the same operations in place: the same bits
+        np.exp(out, out=out)
+        np.add(out, 1, out=out)
+        return np.divide(1, out, out=out)
+
+
+def _into(out: np.ndarray | None, result: np.ndarray) -> np.ndarray:
+    """`result`, or, where an impl was given `out`, `out` holding it (cast as
+    `conformed` casts)."""
+    if out is None:
+        return result
+    np.copyto(out, result, casting="unsafe")
+    return out
 
 
 sigmoid = primitive(
@@ -96,9 +112,23 @@ sigmoid = primitive(
     vjp=lambda g, x, y: [g * (y * (1 - y))],
     scalar="{one} / ({one} + scalar_math.exp(-{0}))", grad_fn="SigmoidBackward0", cost=COSTLY,
 )
+
+
+def _relu_impl(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    # np.maximum keeps a NaN, and + 0 turns the -0.0 it may give for -0.0 into +0.0:
+    # the kernels' `0 if x <= 0 else x`, without np.where's branch on every element
+    # (0.5 ms against 4.4 for 2^20 float32, half of them negative, on the 2-core VM).
+    if out is not None and out.dtype != x.dtype:
+        return _into(out, _relu_impl(x))
+    result = np.asarray(np.maximum(x, 0, out=out))   # (a NumPy scalar for a 0-d x)
+    if result.dtype.kind == "f":
+        np.add(result, 0, out=result)
+    return result.astype(x.dtype, copy=False)
+
+
 # `x <= 0` rather than `x > 0` so that NaN passes through, as in NumPy and PyTorch.
 relu = primitive(
-    "relu", kind=ELEMENTWISE, infer=S.elementwise, impl=lambda x: np.where(x <= 0, 0, x).astype(x.dtype),
+    "relu", kind=ELEMENTWISE, infer=S.elementwise, impl=_relu_impl,
     vjp=lambda g, x, y: [ops.where(ops.gt(x, 0), g, 0)],
     scalar="({zero} if {0} <= {zero} else {0})", grad_fn="ReluBackward0",
 )
@@ -116,13 +146,15 @@ def _integer_pow_scalar(x: str, *, dtype: np.dtype, n: int) -> str:
     return f"{x} ** {literal(n, dtype if dtype.kind == 'f' else np.uint64)}"
 
 
-def _integer_pow_impl(x: np.ndarray, *, n: int) -> np.ndarray:
+def _integer_pow_impl(x: np.ndarray, *, n: int, out: np.ndarray | None = None) -> np.ndarray:
     if x.dtype.kind in "iub":
         # In 64 bits, whose low bits are those of the power in x's dtype (the
         # interpreter casts back, wrapping as NumPy would); NumPy 2 refuses
         # uint8 ** 300, since 300 is no uint8.
-        return np.power(x.astype(np.uint64 if x.dtype.kind == "u" else np.int64), n)
-    return np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype)
+        return _into(out, np.power(x.astype(np.uint64 if x.dtype.kind == "u" else np.int64), n))
+    if n >= 0 and (out is None or out.dtype == x.dtype):
+        return np.power(x, n, out=out)
+    return _into(out, np.power(x, n) if n >= 0 else np.power(x, float(n)).astype(x.dtype))
 
 
 def _integer_pow_vjp(g, x, y, *, n):
@@ -233,8 +265,39 @@ ge = _infix("ge", np.greater_equal, ">=")
 eq = _infix("eq", np.equal, "==")
 ne = _infix("ne", np.not_equal, "!=")
 
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _where_impl(cond, a, b, out: np.ndarray | None = None) -> np.ndarray:
+    """np.where(cond, a, b), choosing bits without branching: NumPy's where branches
+    on every element, 4.4 ms for 2^20 float32 under a random mask (a relu's
+    gradient) on the 2-core VM, against 0.6 for these masks of all ones or zeros.
+    Bits are copied as they are: NaN, infinities and -0.0 come through."""
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = a.dtype
+    bits = _UNSIGNED.get(dtype.itemsize)
+    if (cond.__class__ is not np.ndarray or cond.dtype != np.bool_ or cond.ndim == 0
+            or bits is None or b.dtype != dtype or dtype.hasobject
+            or (out is not None and out.dtype != dtype)):
+        return _into(out, np.where(cond, a, b))
+    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    result = out.view(bits) if out is not None else None
+    ones = np.subtract(0, cond, dtype=bits)   # all ones where cond, zeros elsewhere
+    if result is None and ones.shape == shape:
+        result = ones   # (written in place: fewer new arrays, faster)
+    if b.ndim == 0 and not b.view(bits):      # where(cond, g, 0): a gradient passed on
+        return np.bitwise_and(a.view(bits), ones, out=result).view(dtype)
+    if a.ndim == 0 and not a.view(bits):      # where(cond, 0, g)
+        np.invert(ones, out=ones)
+        return np.bitwise_and(b.view(bits), ones, out=result).view(dtype)
+    picked = np.bitwise_and(a.view(bits), ones, out=result if result is not ones else None)
+    np.invert(ones, out=ones)
+    other = np.bitwise_and(b.view(bits), ones, out=ones if ones.shape == shape else None)
+    return np.bitwise_or(picked, other, out=picked if picked.shape == shape else None).view(dtype)
+
+
 where = primitive(
-    "where", kind=ELEMENTWISE, infer=S.select, impl=np.where,
+    "where", kind=ELEMENTWISE, infer=S.select, impl=_where_impl,
     vjp=lambda g, c, a, b, y: [None, ops.where(c, g, 0), ops.where(c, 0, g)],
     scalar="({1} if {0} else {2})", grad_fn="WhereBackward0",
 )

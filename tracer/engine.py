@@ -28,7 +28,7 @@ from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
 from fusegrad.ir.interpreter import evaluator, generated_evaluator
 from fusegrad.runtime import compile_graph, compile_seconds
-from fusegrad.runtime.blas import HOST_IMPLS
+from fusegrad.runtime.host import host_impl
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
 from fusegrad.tracer.graph_nodes import Constant, Edge, Function
@@ -381,10 +381,10 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
         outputs = plan.executable([np.ascontiguousarray(a) for a in arrays])
     else:
         if plan.evaluate is None:
-            plan.evaluate = evaluator(plan.graph, HOST_IMPLS)   # prepared once per plan
+            plan.evaluate = evaluator(plan.graph, host_impl)   # prepared once per plan
         elif plan.runs == 2:
             # Run again: worth writing out as code (a backward run once need not pay it).
-            plan.evaluate = generated_evaluator(plan.graph, HOST_IMPLS)
+            plan.evaluate = generated_evaluator(plan.graph, host_impl)
         outputs = plan.evaluate(arrays)
     return plan, _owned(outputs, arrays)
 

@@ -22,7 +22,7 @@ from fusegrad.ir.errors import BoundsError, FusegradError, bare, located
 from fusegrad.ir.graph import Graph, Value
 from fusegrad.ir.interpreter import (conformed, evaluator, generated_evaluator, loud,
                                      prepared_impl, quiet, run_node)
-from fusegrad.runtime.blas import HOST_IMPLS
+from fusegrad.runtime.host import host_impl
 from fusegrad.tracer.devices import CPU, VIEW_PRIMITIVES, checked_device, device_view, to_storage
 from fusegrad.tracer.graph_nodes import (Constant, Edge, OpGraph, Version,
                                          _grad_state, function_class)
@@ -544,7 +544,7 @@ def _compute(op: FastOp, graph: OpGraph):
     `run_node` computes them, under one error state."""
     # The values of the nodes without inputs are the graph's constants.
     whole = Graph(graph.inputs, graph.steps, graph.outputs, tuple(graph.fixed.items()))
-    prepared = evaluator(whole, HOST_IMPLS)
+    prepared = evaluator(whole, host_impl)
     calls = 0
 
     def first_calls(arrays):
@@ -554,14 +554,14 @@ def _compute(op: FastOp, graph: OpGraph):
         nonlocal calls
         calls += 1
         if calls == 2:
-            op.compute = generated_evaluator(whole, HOST_IMPLS)
+            op.compute = generated_evaluator(whole, host_impl)
         return prepared(arrays)
     return first_calls
 
 
 def _single_step(graph: OpGraph, node):
     """`_compute` for a graph of one node (and constants): the output array itself."""
-    impl, attrs, dtype, shape = prepared_impl(node, HOST_IMPLS), node.attrs, node.out.dtype, \
+    impl, attrs, dtype, shape = prepared_impl(node, host_impl), node.attrs, node.out.dtype, \
         node.out.shape
     slots = [graph.inputs.index(v) if v in graph.inputs else None for v in node.inputs]
     if slots == list(range(len(graph.inputs))):   # f(*arguments): add(a, b), tanh(x)
@@ -608,7 +608,7 @@ def _direct_runner(op: FastOp, graph: OpGraph):
     None for any other op."""
     node = graph.steps[0]
     inputs, tensors = list(node.inputs), list(graph.inputs)
-    impl, dtype, shape, source = prepared_impl(node, HOST_IMPLS), node.out.dtype, node.out.shape, \
+    impl, dtype, shape, source = prepared_impl(node, host_impl), node.out.dtype, node.out.shape, \
         node.source
     attrs = node.attrs
     ndarray, state, general, record = np.ndarray, _grad_state, op._run_general, op._record_one

@@ -1,0 +1,140 @@
+"""The host's faster ways to compute a node (runtime/host.py) give the primitive's
+own `impl` bit for bit: every elementwise primitive split across threads, and the
+branch-free where and relu against NumPy's where."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusegrad.ir.errors import FusegradError
+from fusegrad.ir.graph import Node, Value
+from fusegrad.ir.interpreter import conformed, quiet, loud
+from fusegrad.ir.primitive import ELEMENTWISE, REGISTRY
+from fusegrad.ir.primitives import _relu_impl, _where_impl
+from fusegrad.runtime import host
+
+ELEMENTWISE_PRIMITIVES = sorted((p for p in REGISTRY.values()
+                                 if p.kind == ELEMENTWISE and p.name not in host._NOT_SPLIT),
+                                key=lambda p: p.name)
+PARAMS = {"cast": [{"dtype": np.dtype(np.float64)}, {"dtype": np.dtype(np.int32)}],
+          "integer_pow": [{"n": 2}, {"n": 3}, {"n": -1}, {"n": 0}]}
+ROWS, COLUMNS = 37, 24   # rows not a multiple of the threads; blocks not aligned
+
+
+def _values(dtype, shape, rng) -> np.ndarray:
+    """Random values with the awkward ones among them: NaN, infinities, -0.0, 0."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) > 0.5
+    if dtype.kind in "iu":
+        return rng.integers(-9 if dtype.kind == "i" else 0, 10, shape).astype(dtype)
+    values = (rng.standard_normal(shape) * 3).astype(dtype)
+    flat = values.reshape(-1)
+    flat[:7] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 0.5, -2.5][:flat.size]
+    return values
+
+
+def _cases(prim):
+    """(inputs' shapes and dtypes, params) the primitive accepts."""
+    arity = {"where": 3}.get(prim.name, prim.impl.nin if isinstance(prim.impl, np.ufunc) else 1)
+    if prim.name in ("hypot", "arctan2", "floor_divide", "remainder", "maximum", "minimum"):
+        arity = 2
+    shapes = [[(ROWS, COLUMNS)] * arity]
+    if arity >= 2:   # broadcast: a row, a column, a scalar
+        shapes += [[(ROWS, COLUMNS), (COLUMNS,)] + [(ROWS, COLUMNS)] * (arity - 2),
+                   [(ROWS, 1)] + [(ROWS, COLUMNS)] * (arity - 1),
+                   [(ROWS, COLUMNS)] * (arity - 1) + [()]]
+    for dtype in (np.float32, np.float64, np.int32):
+        for shape_list in shapes:
+            dtypes = [np.bool_] + [dtype] * (arity - 1) if prim.name == "where" else [dtype] * arity
+            for params in PARAMS.get(prim.name, [{}]):
+                values = [Value(s, np.dtype(d)) for s, d in zip(shape_list, dtypes)]
+                try:
+                    prim.infer(*values, **params)
+                except (FusegradError, TypeError):
+                    continue
+                yield values, dtypes, params
+
+
+@pytest.mark.parametrize("prim", ELEMENTWISE_PRIMITIVES, ids=lambda p: p.name)
+def test_split_elementwise_is_the_impl_bit_for_bit(prim, monkeypatch):
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
+    rng = np.random.default_rng(abs(hash(prim.name)) % 2**32)
+    checked = 0
+    for values, dtypes, params in _cases(prim):
+        shape, dtype = prim.infer(*values, **params)
+        node = Node(prim, tuple(values), tuple(sorted(params.items())), (Value(shape, dtype),))
+        split = host.host_impl(node)
+        assert split is not None, f"{prim.name} on {[v.shape for v in values]} is not split"
+        arrays = [_values(d, v.shape, rng) for v, d in zip(values, dtypes)]
+        before = [a.copy() for a in arrays]
+        token = quiet()   # as the evaluators run them
+        try:
+            try:
+                expected = conformed(prim.impl(*arrays, **params), dtype, shape)
+            except ValueError as error:   # (int ** -1): the split raises it too
+                with pytest.raises(type(error)):
+                    split(*arrays, **params)
+                continue
+            got = conformed(split(*arrays, **params), dtype, shape)
+        finally:
+            loud(token)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes(), (prim.name, dtypes, params)
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(arrays, before))
+        checked += 1
+    assert checked, f"no case of {prim.name} was checked"
+
+
+def test_small_or_one_row_nodes_are_not_split(monkeypatch):
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    prim = REGISTRY["tanh"]
+    small = Value((ROWS, COLUMNS), np.dtype(np.float32))
+    assert host.host_impl(Node(prim, (small,), (), (Value(small.shape, small.dtype),))) is None
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
+    row = Value((1, 4096), np.dtype(np.float32))
+    assert host.host_impl(Node(prim, (row,), (), (Value(row.shape, row.dtype),))) is None
+
+
+def test_split_runs_a_strided_argument_whole(monkeypatch):
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
+    x = Value((ROWS, COLUMNS), np.dtype(np.float32))
+    split = host.host_impl(Node(REGISTRY["exp"], (x,), (), (Value(x.shape, x.dtype),)))
+    array = np.random.default_rng(0).standard_normal((COLUMNS, ROWS)).astype(np.float32).T
+    assert split(array).tobytes() == np.exp(array).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8, np.int64,
+                                   np.uint16, np.bool_, np.complex64])
+def test_where_selects_bits_as_numpy_does(dtype):
+    rng = np.random.default_rng(1)
+    a = _values(dtype, (20, 10), rng) if dtype != np.complex64 else \
+        (rng.standard_normal((20, 10)) + 1j).astype(dtype)
+    b = a[::-1].copy()
+    cond = rng.random((20, 10)) > 0.5
+    zero, minus_zero = np.zeros((), dtype), np.asarray(-0.0).astype(dtype)
+    cases = [(cond, a, b), (cond, a, zero), (cond, zero, b), (cond, a, minus_zero),
+             (cond[:, :1], a, b[0]), (cond[0], a, b), (cond, a[0], zero),
+             (np.array(True), a, b), (cond[:, ::2], a[:, ::2], b[0, :5])]
+    for c, x, y in cases:
+        expected = np.where(c, x, y)
+        got = _where_impl(c, x, y)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()
+        assert not np.shares_memory(got, x) and not np.shares_memory(got, y)
+        out = np.empty(expected.shape, expected.dtype)
+        assert _where_impl(c, x, y, out=out) is not None and out.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_relu_is_zero_where_not_positive_and_keeps_nan(dtype):
+    x = _values(dtype, (50,), np.random.default_rng(2))
+    expected = np.where(x <= 0, 0, x).astype(dtype)   # the kernels' spelling
+    assert _relu_impl(x).tobytes() == expected.tobytes()
+    out = np.empty_like(x)
+    _relu_impl(x, out=out)
+    assert out.tobytes() == expected.tobytes()
+    for value in x[:7]:   # 0-d arrays
+        assert _relu_impl(np.asarray(value)).tobytes() == np.where(value <= 0, 0, value).astype(dtype).tobytes()

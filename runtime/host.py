@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from fusegrad.ir.graph import Node
-from fusegrad.ir.primitive import ELEMENTWISE
+from fusegrad.ir.primitive import ELEMENTWISE, REDUCTION
 from fusegrad.runtime.blas import host_matmul
 from fusegrad.runtime.threads import run_parallel, thread_count
 
@@ -48,7 +48,9 @@ def host_impl(node: Node) -> Callable | None:
     if primitive.name == "matmul" and not node.attrs:
         return host_matmul
     if primitive.kind == ELEMENTWISE and primitive.name not in _NOT_SPLIT:
-        return _split_elementwise(node, primitive.impl)
+        return _split_rows(node, primitive.impl)
+    if primitive.kind == REDUCTION and 0 not in node.attrs.get("axes", (0,)):
+        return _split_rows(node, primitive.impl)   # each row reduced on its own
     return None
 
 
@@ -56,14 +58,16 @@ def host_impl(node: Node) -> Callable | None:
 _NOT_SPLIT = frozenset({"const", "broadcast_to", "stop_gradient"})
 
 
-def _split_elementwise(node: Node, impl: Callable) -> Callable | None:
-    """`impl` over blocks of the output's rows on fusegrad's threads, for a node with
-    a large output; None otherwise. A NumPy ufunc whose loop gives the node's dtype
-    writes each block into its rows of the result; another `impl` (a relu, a select,
-    a cast) computes each block whole, copied into its rows."""
+def _split_rows(node: Node, impl: Callable) -> Callable | None:
+    """`impl` over blocks of the output's rows on fusegrad's threads, for a large
+    elementwise node or a reduction that keeps the first axis; None otherwise. A NumPy
+    ufunc whose loop gives the node's dtype writes each block into its rows of the
+    result; another `impl` (a relu, a select, a cast, a row sum) computes each block
+    whole, copied into its rows."""
     out = node.out
     threads = thread_count()
-    if threads < 2 or out.size < PARALLEL_MIN_ELEMENTS or len(out.shape) == 0:
+    if (threads < 2 or len(out.shape) == 0
+            or max(v.size for v in (out, *node.inputs)) < PARALLEL_MIN_ELEMENTS):
         return None
     rows = out.shape[0]
     row_size = out.size // rows
@@ -75,14 +79,17 @@ def _split_elementwise(node: Node, impl: Callable) -> Callable | None:
     edges = [rows * k // blocks // step * step for k in range(blocks)] + [rows]
     # Inputs with the output's first axis are cut with it; the others (a bias row, a
     # scalar: broadcast along that axis) are read whole by every block.
-    cut = tuple(len(v.shape) == len(out.shape) and v.shape[0] == rows for v in node.inputs)
+    # (A reduction's one input keeps its first axis as the output's.)
+    reduction = node.primitive.kind == REDUCTION
+    cut = tuple((reduction or len(v.shape) == len(out.shape)) and v.shape[0] == rows
+                for v in node.inputs)
     dtype, shape, attrs = out.dtype, out.shape, node.attrs
     into = _into_rows(impl, node)
     ndarray = np.ndarray
 
     def split(*arrays: np.ndarray, **_: object) -> np.ndarray:   # (the node's attrs)
-        for array, cuts in zip(arrays, cut):
-            if array.__class__ is not ndarray or (cuts and not array.flags.c_contiguous):
+        for array in arrays:
+            if array.__class__ is not ndarray:
                 return impl(*arrays, **attrs)
         result = np.empty(shape, dtype)
         # Every block's arguments are made here, before the pool starts: Python run on

@@ -386,10 +386,10 @@ def differentiate(recorded: Recorded, roots: list, wrt: list,
             # Run again: worth writing out as code (a backward run once need not pay it).
             plan.evaluate = generated_evaluator(plan.graph, host_impl)
         outputs = plan.evaluate(arrays)
-    return plan, _owned(outputs, arrays)
+    return plan, owned(outputs, arrays)
 
 
-def _owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
+def owned(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Gradients the caller may keep and add into: writable, not aliasing an input
     (a gradient can be the seed itself, or a forward value) or each other."""
     # An array's memory belongs to its base, or to itself (NumPy points a view's base

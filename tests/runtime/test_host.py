@@ -9,7 +9,7 @@ import pytest
 from fusegrad.ir.errors import FusegradError
 from fusegrad.ir.graph import Node, Value
 from fusegrad.ir.interpreter import conformed, quiet, loud
-from fusegrad.ir.primitive import ELEMENTWISE, REGISTRY
+from fusegrad.ir.primitive import ELEMENTWISE, REDUCTION, REGISTRY
 from fusegrad.ir.primitives import _relu_impl, _where_impl
 from fusegrad.runtime import host
 
@@ -87,6 +87,34 @@ def test_split_elementwise_is_the_impl_bit_for_bit(prim, monkeypatch):
     assert checked, f"no case of {prim.name} was checked"
 
 
+REDUCTIONS = sorted((p for p in REGISTRY.values() if p.kind == REDUCTION), key=lambda p: p.name)
+
+
+@pytest.mark.parametrize("prim", REDUCTIONS, ids=lambda p: p.name)
+def test_split_row_reductions_are_the_impl_bit_for_bit(prim, monkeypatch):
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
+    rng = np.random.default_rng(3)
+    for shape, axes in [((ROWS, COLUMNS), (1,)), ((ROWS, 6, 4), (1, 2)), ((ROWS, 6, 4), (2,)),
+                        ((ROWS, 6, 4), (1,))]:
+        for dtype in (np.float32, np.float64, np.int32):
+            for keepdims in (False, True):
+                x = Value(shape, np.dtype(dtype))
+                out_shape, out_dtype = prim.infer(x, axes=axes, keepdims=keepdims)
+                node = Node(prim, (x,), (("axes", axes), ("keepdims", keepdims)),
+                            (Value(out_shape, out_dtype),))
+                split = host.host_impl(node)
+                assert split is not None
+                array = _values(dtype, shape, rng)
+                expected = conformed(prim.impl(array, axes=axes, keepdims=keepdims), out_dtype,
+                                     out_shape)
+                got = conformed(split(array, axes=axes, keepdims=keepdims), out_dtype, out_shape)
+                assert got.tobytes() == expected.tobytes(), (shape, axes, dtype, keepdims)
+    x = Value((ROWS, COLUMNS), np.dtype(np.float32))   # a column sum: the rows are reduced
+    node = Node(prim, (x,), (("axes", (0,)), ("keepdims", False)), (Value((COLUMNS,), x.dtype),))
+    assert host.host_impl(node) is None
+
+
 def test_small_or_one_row_nodes_are_not_split(monkeypatch):
     monkeypatch.setattr(host, "thread_count", lambda: 2)
     prim = REGISTRY["tanh"]
@@ -97,13 +125,30 @@ def test_small_or_one_row_nodes_are_not_split(monkeypatch):
     assert host.host_impl(Node(prim, (row,), (), (Value(row.shape, row.dtype),))) is None
 
 
-def test_split_runs_a_strided_argument_whole(monkeypatch):
+@pytest.mark.parametrize("name", ["exp", "tanh", "sin", "add", "div", "where", "relu"])
+def test_split_of_strided_and_broadcast_views_is_the_impl_bit_for_bit(name, monkeypatch):
+    # Blocks of rows keep every operand's strides: NumPy runs the same loops on them.
     monkeypatch.setattr(host, "thread_count", lambda: 2)
     monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
-    x = Value((ROWS, COLUMNS), np.dtype(np.float32))
-    split = host.host_impl(Node(REGISTRY["exp"], (x,), (), (Value(x.shape, x.dtype),)))
-    array = np.random.default_rng(0).standard_normal((COLUMNS, ROWS)).astype(np.float32).T
-    assert split(array).tobytes() == np.exp(array).tobytes()
+    prim, rng = REGISTRY[name], np.random.default_rng(4)
+    transposed = _values(np.float32, (COLUMNS, ROWS), rng).T
+    row_max = np.broadcast_to(_values(np.float32, (ROWS, 1), rng), (ROWS, COLUMNS))
+    every_other = _values(np.float32, (ROWS, 2 * COLUMNS), rng)[:, ::2]
+    operands = [transposed, row_max, every_other]
+    arity = 3 if name == "where" else (prim.impl.nin if isinstance(prim.impl, np.ufunc) else 1)
+    for first in range(len(operands)):
+        arrays = [operands[(first + k) % len(operands)] for k in range(arity)]
+        if name == "where":
+            arrays[0] = arrays[0] > 0
+        values = [Value(a.shape, a.dtype) for a in arrays]
+        shape, dtype = prim.infer(*values)
+        split = host.host_impl(Node(prim, tuple(values), (), (Value(shape, dtype),)))
+        token = quiet()
+        try:
+            expected = conformed(prim.impl(*arrays), dtype, shape)
+            assert conformed(split(*arrays), dtype, shape).tobytes() == expected.tobytes()
+        finally:
+            loud(token)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8, np.int64,

@@ -626,3 +626,35 @@ def test_numbers_with_masks_and_sums_of_small_integers_promote_as_numpy():
     total = fg.tensor(small).sum(0)
     assert total.dtype == fg.int64 and total.tolist() == small.sum(0).tolist() == [200, 200]
     assert fg.tensor(small.astype(np.uint8)).sum().item() == 400
+
+
+def test_a_repeated_softmax_over_large_tensors_runs_fused_kernels(monkeypatch):
+    # An op graph of several elementwise and reduction nodes compiles once its runs
+    # have cost what compiling would: here at once (a free compiler, a low bar).
+    import fusegrad.runtime
+    from fusegrad.tracer import executor
+    compiled = []
+    monkeypatch.setattr(executor, "compile_graph",
+                        lambda graph, real=executor.compile_graph: compiled.append(graph) or real(graph))
+    monkeypatch.setattr(engine, "COMPILE_MIN_ELEMENTS", 64)
+    monkeypatch.setattr(fusegrad.runtime, "COMPILE_KERNEL_SECONDS", 0.0)
+    monkeypatch.setattr(fusegrad.runtime, "COMPILE_NODE_SECONDS", 0.0)
+    monkeypatch.setattr(fusegrad.runtime, "LOAD_KERNEL_SECONDS", 0.0)
+    data = np.random.default_rng(5).standard_normal((13, 11)).astype(np.float32)
+    x = fg.from_numpy(data.copy()).requires_grad_()
+    d = data.astype(np.float64)
+    expected = np.exp(d - d.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    results = [fg.softmax(x, dim=1) for _ in range(4)]
+    assert len(compiled) == 1, "the third run of a large softmax should compile it"
+    for result in results:
+        np.testing.assert_allclose(result.detach().numpy(), expected, rtol=1e-6, atol=1e-7)
+    results[-1].detach().numpy()[...] = 0   # each result is an array of its own
+    np.testing.assert_allclose(results[-2].detach().numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fg.softmax(x, dim=1).detach().numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(x.detach().numpy(), data)
+    w = np.linspace(-1, 1, 11)
+    (fg.softmax(x, dim=1) * fg.from_numpy(w.astype(np.float32))).sum().backward()
+    gy = np.broadcast_to(w, d.shape)
+    np.testing.assert_allclose(x.grad.numpy(), expected * (gy - (gy * expected).sum(1, keepdims=True)),
+                               rtol=1e-5, atol=1e-6)

@@ -1,21 +1,23 @@
 """What the host computes for graphs it runs by their NumPy meaning: eager ops, and
 eager backwards on ir's interpreter (`host_impl` is the `impls` those evaluators take).
 
-Each primitive's `impl` is its NumPy meaning, run on one thread. Two kinds of node
-run faster another way, giving the same arrays:
+Each primitive's `impl` is its NumPy meaning, run on one thread. Some nodes run
+faster another way, giving the same arrays:
 
 - a matrix product: `blas.host_matmul`, split across fusegrad's threads with BLAS on
   one, as compiled graphs run theirs;
-- an elementwise NumPy ufunc over a large array: cut along the output's first axis
-  into one block per thread, each block computed by the same ufunc into its rows of
-  one output array on fusegrad's threads (NumPy's ufunc loops release the GIL). On
-  the 2-core VM, eager W3's `z + b1` and `tanh` (4096x256 float32) took 0.37 and 0.39
-  ms on one thread; PyTorch's eager ops, threaded, 0.15 and 0.16.
+- an elementwise node, or a reduction that keeps the first axis (a row sum, a row
+  max), over a large array: cut along the output's first axis into one block per
+  thread, each block computed into its rows of one result on fusegrad's threads
+  (NumPy's loops release the GIL). A ufunc, or an impl taking `out` (relu, where,
+  sigmoid), writes its rows itself; another impl's block is copied into them. On the
+  2-core VM, eager W3's `z + b1` and `tanh` (4096x256 float32) took 0.37 and 0.39 ms
+  on one thread, 0.24-0.31 and 0.19-0.27 split; PyTorch's threaded ops 0.15 and 0.16.
 
-A block of rows of C-contiguous arrays is itself contiguous, so NumPy runs the same
-loop over it as over the whole, only shorter: bit for bit the same result
-(tests/runtime/test_host.py checks every ufunc primitive). Arrays of any other
-layout, or mixed dtypes (NumPy would promote them), run whole, as NumPy runs them.
+A block of rows keeps every operand's strides, so NumPy runs the same loops over it
+as over the whole, only shorter: bit for bit the same result (tests/runtime/
+test_host.py checks every elementwise and reduction primitive, and strided and
+broadcast operands).
 """
 from __future__ import annotations
 

@@ -556,7 +556,9 @@ def _compute(op: FastOp, graph: OpGraph):
         nonlocal calls
         calls += 1
         if calls == 2:
-            op.compute = _repeated(whole)
+            # (An op returning an argument as it is stays on the interpreter, which
+            # gives that argument's array, as `_outputs` expects.)
+            op.compute = _repeated(whole, all(alias is None for alias in graph.aliases))
         return prepared(arrays)
     return first_calls
 
@@ -571,12 +573,12 @@ def _compute(op: FastOp, graph: OpGraph):
 _FUSIBLE_KINDS = frozenset({ELEMENTWISE, REDUCTION})
 
 
-def _repeated(whole: Graph):
+def _repeated(whole: Graph, compilable: bool):
     """The compute of an op graph run a third time: written out as code, and compiled
     once repeated enough where that pays."""
     evaluate = generated_evaluator(whole, host_impl)
     nodes = [n for n in whole.nodes if n.primitive.name != "const"]
-    if len(nodes) < 2 or any(n.primitive.kind not in _FUSIBLE_KINDS
+    if not compilable or len(nodes) < 2 or any(n.primitive.kind not in _FUSIBLE_KINDS
                              or n.primitive.multiple_results for n in nodes):
         return evaluate
     plan = engine.BackwardPlan(whole, [])   # (a plan for this graph: runs and costs)

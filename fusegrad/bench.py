@@ -41,6 +41,10 @@ class System:
     build: Callable[[Workload], SystemFn]
     covers: Callable[[Workload], bool] = lambda workload: True
     counted: bool = False  # a fusegrad system: report kernels launched and compile time
+    # Runs interpreted at first and compiles what repeats (fusegrad's eager API): timed
+    # once warmed up, as the compiling systems are after their first call, with the
+    # compiles of its warm-up in its compile time.
+    settles: bool = False
 
 
 @dataclass
@@ -121,7 +125,7 @@ def _fusegrad_systems(device: str) -> list[System]:
 
     return [System("fusegrad", device, builder(True), counted=True),
             System("fusegrad-unfused", device, builder(False), counted=True),
-            System("fusegrad-eager", "cpu", _eager_fusegrad, counted=True)]
+            System("fusegrad-eager", "cpu", _eager_fusegrad, counted=True, settles=True)]
 
 
 def _eager_fusegrad(workload: Workload) -> SystemFn:
@@ -235,6 +239,26 @@ def _time_call(fn: Callable, args: tuple) -> float:
     return time.perf_counter() - start
 
 
+# An eager backward (or op) compiles once its interpreted runs have cost what compiling
+# would: W5's at its 15th step with an empty kernel cache, W4's at its 5th.
+SETTLE_CALLS, SETTLE_SECONDS, SETTLE_MAX_SECONDS = 30, 1.0, 10.0
+
+
+def _settle(fn: Callable, args: tuple, options: Options) -> None:
+    """Call `fn` SETTLE_CALLS times and for SETTLE_SECONDS at least, SETTLE_MAX_SECONDS
+    at most (a fifth of each with --quick)."""
+    share = 5 if options.quick else 1
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        fn(*args)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed > SETTLE_MAX_SECONDS / share or (
+                calls >= SETTLE_CALLS // share and elapsed >= SETTLE_SECONDS / share):
+            return
+
+
 def _repeats(estimate_s: float, options: Options) -> int:
     if options.repeat:
         return options.repeat
@@ -273,6 +297,8 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
     # pool from handing them out again: at 10^8 elements every call then faulted in
     # 800 MB of fresh pages (W1 5x its roofline).
     del result
+    if system.settles:
+        _settle(fn, inputs, options)
     if counted:
         first = stats.snapshot()
         record.compile_s, record.compiles = first["compile_seconds"], first["compiles"]

@@ -65,7 +65,9 @@ def _header(report: Any, tolerance: float) -> list[str]:
              "% bw = minimal bytes / median time, as a share of the triad bandwidth "
              "(over 100% when the data fits in cache)",
              f"check = value and gradients within {tolerance:g} of NumPy's (relative to the "
-             "largest element); 1st call = trace, compile and run at a new shape"]
+             "largest element); 1st call = trace, compile and run at a new shape",
+             "fusegrad-eager is timed once warmed up (30 calls and 1 s at least): its compile s "
+             "counts the compiles its repeated backward and ops made meanwhile"]
     return lines + [f"note: {note}" for note in report.notes]
 
 

@@ -195,7 +195,7 @@ class Tensor(TensorState):
         data = self._eager_data()
         if data.size != 1:
             raise RuntimeError(f"a Tensor with {data.size} elements cannot be converted to Scalar")
-        return data.reshape(-1)[0].item()
+        return data.item()
 
     def tolist(self):
         return self._eager_data().tolist()

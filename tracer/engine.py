@@ -27,7 +27,7 @@ from fusegrad.ir import ops
 from fusegrad.ir.builder import Builder, building
 from fusegrad.ir.graph import Graph, Node, Value, live_nodes
 from fusegrad.ir.interpreter import evaluator, generated_evaluator
-from fusegrad.runtime import compile_graph, compile_seconds
+from fusegrad.runtime import compilable, compile_graph, compile_seconds
 from fusegrad.runtime.host import host_impl
 from fusegrad.tracer.devices import on_device
 from fusegrad.tracer.dtypes import legacy_type_name
@@ -174,6 +174,7 @@ class BackwardPlan:
     runs: int = 0                     # backward passes that used this plan
     largest: int = field(init=False)  # elements of the graph's largest value
     interpret_seconds: float = field(init=False)  # predicted, one interpreter run
+    compilable: bool = field(init=False)  # dtypes the kernels hold (not float16)
     compile_seconds: float | None = None          # predicted, compiling; known when asked
     device_executable: object = None  # the CUDA one, for tensors on the GPU (issue 13)
     evaluate: object = None           # the interpreter's run of `graph`, once it has run
@@ -185,6 +186,7 @@ class BackwardPlan:
                            + [v.size for n in nodes for v in n.outputs], default=0)
         self.interpret_seconds = (INTERPRET_NODE_SECONDS * len(nodes)
                                   + INTERPRET_ELEMENT_SECONDS * written)
+        self.compilable = compilable(self.graph)
 
 
 def should_compile(plan: BackwardPlan) -> bool:
@@ -201,7 +203,7 @@ def should_compile(plan: BackwardPlan) -> bool:
     """
     if plan.executable is not None:
         return True
-    if not plan.graph.nodes or plan.largest < COMPILE_MIN_ELEMENTS:
+    if not plan.graph.nodes or plan.largest < COMPILE_MIN_ELEMENTS or not plan.compilable:
         return False
     if plan.compile_seconds is None:
         plan.compile_seconds = compile_seconds(plan.graph)

@@ -658,3 +658,26 @@ def test_a_repeated_softmax_over_large_tensors_runs_fused_kernels(monkeypatch):
     gy = np.broadcast_to(w, d.shape)
     np.testing.assert_allclose(x.grad.numpy(), expected * (gy - (gy * expected).sum(1, keepdims=True)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_float16_repeated_backward_and_ops_stay_on_the_interpreter(monkeypatch):
+    # Numba has no float16 array: a repeated float16 backward (or op graph) whose
+    # compiling would pay stays interpreted instead of failing at its Nth run.
+    import fusegrad.runtime
+    for name in ("COMPILE_KERNEL_SECONDS", "COMPILE_NODE_SECONDS", "LOAD_KERNEL_SECONDS"):
+        monkeypatch.setattr(fusegrad.runtime, name, 0.0)
+    monkeypatch.setattr(engine, "COMPILE_MIN_ELEMENTS", 16)
+    data = np.random.default_rng(6).standard_normal((9, 7)).astype(np.float16)
+    x = fg.from_numpy(data.copy()).requires_grad_()
+    for _ in range(4):
+        x.grad = None
+        (x.tanh() * x).sum().backward()
+        y = fg.softmax(x.detach(), dim=1)
+    d = data.astype(np.float64)
+    np.testing.assert_allclose(x.grad.numpy().astype(np.float64), np.tanh(d) + d * (1 - np.tanh(d) ** 2),
+                               rtol=1e-2, atol=1e-2)
+    expected = np.exp(d - d.max(1, keepdims=True))
+    np.testing.assert_allclose(y.numpy(), expected / expected.sum(1, keepdims=True), rtol=1e-2, atol=1e-3)
+    assert y.dtype == fg.float16
+    plan = next(p for p in reversed(engine.cached_plans()) if p.runs)
+    assert plan.executable is None and not plan.compilable

@@ -93,6 +93,8 @@ def _split_rows(node: Node, impl: Callable) -> Callable | None:
         for array in arrays:
             if array.__class__ is not ndarray:
                 return impl(*arrays, **attrs)
+        if thread_count() < 2:   # numba.set_num_threads(1) since: one thread, as asked
+            return impl(*arrays, **attrs)
         result = np.empty(shape, dtype)
         # Every block's arguments are made here, before the pool starts: Python run on
         # this thread meanwhile hands the GIL to the pool's thread and back (a switch

@@ -115,6 +115,17 @@ def test_split_row_reductions_are_the_impl_bit_for_bit(prim, monkeypatch):
     assert host.host_impl(node) is None
 
 
+def test_one_thread_set_after_preparing_runs_the_node_whole(monkeypatch):
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)
+    x = Value((ROWS, COLUMNS), np.dtype(np.float32))
+    split = host.host_impl(Node(REGISTRY["exp"], (x,), (), (Value(x.shape, x.dtype),)))
+    monkeypatch.setattr(host, "thread_count", lambda: 1)
+    monkeypatch.setattr(host, "run_parallel", lambda *a, **k: pytest.fail("ran on the pool"))
+    array = np.random.default_rng(0).standard_normal((ROWS, COLUMNS)).astype(np.float32)
+    assert split(array).tobytes() == np.exp(array).tobytes()
+
+
 def test_small_or_one_row_nodes_are_not_split(monkeypatch):
     monkeypatch.setattr(host, "thread_count", lambda: 2)
     prim = REGISTRY["tanh"]

@@ -32,11 +32,11 @@ from fusegrad.ir.primitive import ELEMENTWISE, REDUCTION
 from fusegrad.runtime.blas import host_matmul
 from fusegrad.runtime.threads import run_parallel, thread_count
 
-# Output elements from which an elementwise ufunc is split. A split call costs about
-# 30 us more than the blocks' own time on the 2-core VM (the pool's thread takes the
-# GIL to start its block while this one wants it back): an add or a tanh of 2^17
-# float32 took 27 and 35 us whole, 31 and 41 split; of 2^18, 109 and 85 whole, 46
-# and 59 split; of 2^20, 486 and 381 whole, 353 and 295 split.
+# Elements (of the output or the largest input) from which a node is split. A split
+# call costs about 30 us more than the blocks' own time on the 2-core VM (the pool's
+# thread takes the GIL to start its block while this one wants it back): an add or a
+# tanh of 2^17 float32 took 27 and 35 us whole, 31 and 41 split; of 2^18, 109 and 85
+# whole, 46 and 59 split; of 2^20, 486 and 381 whole, 353 and 295 split.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 # Block edges fall on multiples of this many elements (of a 64-byte line of float64,
 # two of float32) where the rows allow it.

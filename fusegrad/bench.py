@@ -1,8 +1,8 @@
 """`python -m fusegrad bench`: fused vs unfused vs the field, forward and backward together.
 
 Every (workload, size, system) is called once cold (the first-call latency: trace, compile
-and run), checked against the hand-written NumPy result, warmed up and timed: median and
-interquartile range of repeated calls. Each median is set against the memory-traffic floor,
+and run), checked against the hand-written NumPy result and warmed up; then the systems at
+one (workload, size) are timed in turns: median and interquartile range of repeated calls. Each median is set against the memory-traffic floor,
 the workload's minimal bytes over the bandwidth of a STREAM-style triad measured in the
 same process.
 """
@@ -283,8 +283,9 @@ def relative_error(result: ValueAndGrads, reference: ValueAndGrads) -> float:
 
 
 def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGrads,
-            record: Record, options: Options) -> None:
-    """Fill `record` with first-call latency, error, kernel counts and repeated timings."""
+            record: Record, options: Options) -> Timed:
+    """Fill `record` with first-call latency, error and kernel counts, and warm `fn` up:
+    its timed calls are then `time_rounds`'s, with the other systems'."""
     counted = system.counted
     if counted:
         stats.reset()
@@ -306,17 +307,56 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
     estimate = _time_call(fn, inputs)  # also the warm-up, after the compile
     if counted:
         record.kernels_launched = stats.snapshot()["kernels_launched"]
-    # The collector would otherwise run inside some samples and not others.
-    gc.collect()
-    gc.disable()
-    try:
-        times = [_time_call(fn, inputs) for _ in range(_repeats(estimate, options))]
-    finally:
-        gc.enable()
-    record.min_s, record.p25_s, record.median_s, record.p75_s, record.max_s = (
-        float(t) for t in np.percentile(times, [0, 25, 50, 75, 100]))
-    record.repeats = len(times)
-    record.bandwidth_gbps = record.minimal_bytes / record.median_s / 1e9
+    return Timed(fn, record, _repeats(estimate, options), warm=estimate < TURN_WARMUP_S)
+
+
+# The systems at one (workload, size) are timed in turns: each takes a fifth of its
+# calls per round, so a neighbour's load on a shared machine, which comes and goes over
+# seconds, falls on every system alike (timed one after another, W4's fusegrad and
+# torch.compile medians swapped places from run to run on a noisy 2-core VM).
+ROUNDS = 5
+# A turn starts with one untimed call (the caches are the previous system's, and its
+# threads may still be spinning), except for calls this long, where that is noise.
+TURN_WARMUP_S = 0.05
+
+
+@dataclass
+class Timed:
+    """A system's part in `time_rounds`: its function, its record, its timed calls."""
+    fn: SystemFn
+    record: Record
+    calls: int
+    warm: bool = True   # a warm-up call at each turn
+    times: list[float] = field(default_factory=list)
+
+
+def time_rounds(entries: list[Timed], inputs: Arrays) -> None:
+    """Time each entry's calls in ROUNDS turns, fill its record with the percentiles.
+    An error in one system fails its record alone."""
+    for turn in range(ROUNDS):
+        gc.collect()   # between turns: the collector would run inside some samples
+        gc.disable()
+        try:
+            for entry in entries:
+                calls = entry.calls * (turn + 1) // ROUNDS - entry.calls * turn // ROUNDS
+                if not calls or entry.record.status != "ok":
+                    continue
+                try:
+                    if entry.warm:
+                        entry.fn(*inputs)
+                    entry.times += [_time_call(entry.fn, inputs) for _ in range(calls)]
+                except Exception as error:
+                    entry.record.status = _first_line(error)
+        finally:
+            gc.enable()
+    for entry in entries:
+        record = entry.record
+        if record.status != "ok":
+            continue
+        record.min_s, record.p25_s, record.median_s, record.p75_s, record.max_s = (
+            float(t) for t in np.percentile(entry.times, [0, 25, 50, 75, 100]))
+        record.repeats = len(entry.times)
+        record.bandwidth_gbps = record.minimal_bytes / record.median_s / 1e9
 
 
 def _first_line(error: Exception) -> str:
@@ -326,28 +366,32 @@ def _first_line(error: Exception) -> str:
 
 def run_workload(workload: Workload, systems: list[System], options: Options,
                  step: Callable[[str], None]) -> list[Record]:
-    """Time every system that covers `workload` at every size; failures become records."""
+    """Time every system that covers `workload` at every size, the systems at one size
+    in turns (`time_rounds`); failures become records."""
     inputs = {size: workload_inputs(workload, size, options)
               for size in options.sizes_for(workload)}
     references = {size: reference(workload, args, options) for size, args in inputs.items()}
-    records = []
+    built = []
     for system in (s for s in systems if s.covers(workload)):
-        fn, build_error = None, None
         try:
-            fn = system.build(workload)
+            built.append((system, system.build(workload), None))
         except Exception as error:  # one system failing must not stop the suite
-            build_error = error
-        for size, args in inputs.items():
+            built.append((system, None, error))
+    records = []
+    for size, args in inputs.items():
+        timed = []
+        for system, fn, build_error in built:
             step(f"{workload.key} {system.name} {size:,}")
             record = Record(workload.key, workload.name, size, system.name, system.device,
                             workload.minimal_bytes(args), dtype=options.dtype)
             try:
                 if build_error is not None:
                     raise build_error
-                measure(system, fn, args, references[size], record, options)
+                timed.append(measure(system, fn, args, references[size], record, options))
             except Exception as error:
                 record.status = _first_line(error)
             records.append(record)
+        time_rounds(timed, args)
     return records
 
 

@@ -96,6 +96,33 @@ def test_relative_error_rejects_wrong_shapes():
         bench.relative_error((1.0, (np.ones(4),)), reference)
 
 
+def test_systems_are_timed_in_turns_and_a_failure_stays_their_own():
+    calls = []
+
+    def system(name, fails_at=None):
+        def fn():
+            calls.append(name)
+            if len(calls) == fails_at:
+                raise RuntimeError("out of memory")
+        record = bench.Record("W1", "seed-poly", 8, name, "cpu", 64)
+        return bench.Timed(fn, record, calls=7, warm=name != "cold")
+
+    warm, cold, failing = system("warm"), system("cold"), system("failing", fails_at=4)
+    bench.time_rounds([warm, cold, failing], ())
+
+    # Each turn: each system's warm-up call (where it has one) and its share of the 7.
+    shares = [7 * (k + 1) // bench.ROUNDS - 7 * k // bench.ROUNDS for k in range(bench.ROUNDS)]
+    expected = ["warm", "warm", "cold", "failing"]   # failing fails in its warm-up
+    for n in shares[1:]:
+        expected += ["warm"] * (1 + n) + ["cold"] * n
+    assert shares[0] == 1 and calls == expected
+    assert warm.record.repeats == cold.record.repeats == 7
+    assert warm.record.status == cold.record.status == "ok"
+    assert 0 < cold.record.min_s <= cold.record.median_s <= cold.record.max_s
+    assert failing.record.status == "failed: RuntimeError: out of memory"
+    assert failing.record.median_s is None
+
+
 def test_cli_json_has_one_record_per_workload_size_system(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path / "cache"))

@@ -315,8 +315,11 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
 # seconds, falls on every system alike (timed one after another, W4's fusegrad and
 # torch.compile medians swapped places from run to run on a noisy 2-core VM).
 ROUNDS = 5
-# A turn starts with one untimed call (the caches are the previous system's, and its
-# threads may still be spinning), except for calls this long, where that is noise.
+# A turn starts after a pause, in which the previous system's idle threads stop
+# spinning (OpenBLAS's busy-wait about 0.1 s after a product), and with one untimed
+# call (the caches are the previous system's), except for calls this long, where that
+# is noise.
+TURN_PAUSE_S = 0.1
 TURN_WARMUP_S = 0.05
 
 
@@ -341,6 +344,7 @@ def time_rounds(entries: list[Timed], inputs: Arrays) -> None:
                 calls = entry.calls * (turn + 1) // ROUNDS - entry.calls * turn // ROUNDS
                 if not calls or entry.record.status != "ok":
                     continue
+                time.sleep(TURN_PAUSE_S)
                 try:
                     if entry.warm:
                         entry.fn(*inputs)

@@ -307,7 +307,7 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
     estimate = _time_call(fn, inputs)  # also the warm-up, after the compile
     if counted:
         record.kernels_launched = stats.snapshot()["kernels_launched"]
-    return Timed(fn, record, _repeats(estimate, options), warm=estimate < TURN_WARMUP_S)
+    return Timed(fn, record, _repeats(estimate, options))
 
 
 # The systems at one (workload, size) are timed in turns: each takes a fifth of its
@@ -315,12 +315,11 @@ def measure(system: System, fn: SystemFn, inputs: Arrays, reference: ValueAndGra
 # seconds, falls on every system alike (timed one after another, W4's fusegrad and
 # torch.compile medians swapped places from run to run on a noisy 2-core VM).
 ROUNDS = 5
-# A turn starts after a pause, in which the previous system's idle threads stop
-# spinning (OpenBLAS's busy-wait about 0.1 s after a product), and with one untimed
-# call (the caches are the previous system's), except for calls this long, where that
-# is noise.
-TURN_PAUSE_S = 0.1
-TURN_WARMUP_S = 0.05
+# A turn starts with untimed calls, this long and one at least: the caches are the
+# previous system's, and so may be a core (OpenBLAS's idle threads busy-wait about 0.1 s
+# after a product). Not a pause: on a 2-core VM, a product split on both cores took
+# 4x its time for the next few milliseconds after the process slept for 0.1-1 s.
+TURN_WARMUP_S = 0.1
 
 
 @dataclass
@@ -329,7 +328,6 @@ class Timed:
     fn: SystemFn
     record: Record
     calls: int
-    warm: bool = True   # a warm-up call at each turn
     times: list[float] = field(default_factory=list)
 
 
@@ -344,9 +342,10 @@ def time_rounds(entries: list[Timed], inputs: Arrays) -> None:
                 calls = entry.calls * (turn + 1) // ROUNDS - entry.calls * turn // ROUNDS
                 if not calls or entry.record.status != "ok":
                     continue
-                time.sleep(TURN_PAUSE_S)
                 try:
-                    if entry.warm:
+                    warm_until = time.perf_counter() + TURN_WARMUP_S
+                    entry.fn(*inputs)
+                    while time.perf_counter() < warm_until:
                         entry.fn(*inputs)
                     entry.times += [_time_call(entry.fn, inputs) for _ in range(calls)]
                 except Exception as error:

@@ -21,8 +21,10 @@ one for the benchmark's Numba baselines, with OpenMP's workers waiting passively
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -130,15 +132,21 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _POSTED, _SLEEPING, _FINISHED, _WAITING, _ROW = 0, 1, 2, 3, 16
 
-# How many loads a side watches before it blocks: ~0.25 ns each on the 2-core Xeon VM
-# fusegrad was tuned on (measured: 100_000 loads 24 µs, so this is ~75 µs); no
-# CPU-specific pause instruction, so it compiles anywhere: another CPU changes the time.
-SPIN_LOADS = 300_000
-# Loads a worker waits after seeing its task before it takes the GIL: the caller holds
-# the GIL from posting until its own chunk starts (a few µs); taking it earlier would put
-# the worker to sleep on the GIL, a futex wake-up again. Measured with a 2-chunk launch
-# of a trivial kernel (median): 0 loads 40 µs, 2_000 27 µs, 8_000 5.7 µs, 20_000 7 µs.
-GRACE_LOADS = 12_000
+# How long a side watches before it blocks. Long enough to cover a wake-up: on a 2-core
+# EPYC VM a futex wake-up of a thread whose core had gone idle took 0.9-1.6 ms (~80 µs
+# on the Xeon VM fusegrad was first tuned on), and with a 0.3 ms watch the two sides
+# fell into step: a worker asleep when its block was posted woke too late to find it,
+# the caller, having done every block, went to sleep waiting for that worker, and so
+# on: a split (4096,256)@(256,16) product took 1.2-2.0 ms a call, back to back, against
+# 0.32-0.40 with a 2 ms watch. Measured in loads, calibrated once (`_loads_per_second`):
+# no CPU-specific pause instruction or clock, so it compiles anywhere.
+SPIN_SECONDS = 2e-3
+# How long a worker waits after seeing its task before it takes the GIL: the caller
+# holds the GIL from posting until its own chunk starts (a few µs); taking it earlier
+# would put the worker to sleep on the GIL, a futex wake-up again. Measured with a
+# 2-chunk launch of a trivial kernel (median) on the Xeon VM, in loads of ~0.25 ns:
+# 0 loads 40 µs, 2_000 27 µs, 8_000 5.7 µs, 20_000 7 µs.
+GRACE_SECONDS = 3e-6
 
 
 @intrinsic
@@ -214,6 +222,18 @@ def _compile_here() -> None:
     _finish(scratch, 0, 0, 0, 0)
 
 
+def _loads_per_second() -> float:
+    """How many loads `_watch` makes in a second on this CPU: the fastest of a few
+    short runs (~10 µs each), a run the machine interrupted being slower."""
+    scratch = np.zeros(_ROW, np.int64)
+    loads, best = 20_000, math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        _watch(scratch, 0, 1, loads, 0)   # state[0] stays 0: every load is made
+        best = min(best, time.perf_counter() - start)
+    return loads / max(best, 1e-9)
+
+
 class _SpinningPool:
     def __init__(self, size: int) -> None:
         self.size = size
@@ -225,6 +245,9 @@ class _SpinningPool:
         self.to_caller = [threading.Event() for _ in range(size)]
         self.owner = threading.Lock()          # one launch at a time owns the workers
         _compile_here()
+        rate = _loads_per_second()
+        self.spin_loads = max(1, int(SPIN_SECONDS * rate))
+        self.grace_loads = int(GRACE_SECONDS * rate)
         for worker in range(size):
             threading.Thread(target=self._serve, args=(worker,), daemon=True,
                              name=f"fusegrad-spin-{worker}").start()
@@ -264,7 +287,7 @@ class _SpinningPool:
 
     def _wait_finished(self, worker: int, number: int) -> None:
         row = worker * _ROW
-        if _watch(self.state, row + _FINISHED, number, SPIN_LOADS, 0):
+        if _watch(self.state, row + _FINISHED, number, self.spin_loads, 0):
             return
         event = self.to_caller[worker]
         while True:
@@ -275,15 +298,16 @@ class _SpinningPool:
 
     def _serve(self, worker: int) -> None:
         state, row, number = self.state, worker * _ROW, 1
+        spin, grace = self.spin_loads, self.grace_loads
         posted = False
         while True:
             if not posted:
                 self._sleep_until_posted(worker, number)
             self.errors[worker] = self._run_task(worker)
-            outcome = _finish(state, row, number, SPIN_LOADS, GRACE_LOADS)
+            outcome = _finish(state, row, number, spin, grace)
             if outcome == 2:
                 self.to_caller[worker].set()
-                posted = _watch(state, row + _POSTED, number + 1, SPIN_LOADS, GRACE_LOADS)
+                posted = _watch(state, row + _POSTED, number + 1, spin, grace)
             else:
                 posted = outcome == 1
             number += 1

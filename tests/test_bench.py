@@ -96,7 +96,8 @@ def test_relative_error_rejects_wrong_shapes():
         bench.relative_error((1.0, (np.ones(4),)), reference)
 
 
-def test_systems_are_timed_in_turns_and_a_failure_stays_their_own():
+def test_systems_are_timed_in_turns_and_a_failure_stays_their_own(monkeypatch):
+    monkeypatch.setattr(bench, "TURN_WARMUP_S", 0.0)   # one warm-up call a turn
     calls = []
 
     def system(name, fails_at=None):
@@ -105,20 +106,20 @@ def test_systems_are_timed_in_turns_and_a_failure_stays_their_own():
             if len(calls) == fails_at:
                 raise RuntimeError("out of memory")
         record = bench.Record("W1", "seed-poly", 8, name, "cpu", 64)
-        return bench.Timed(fn, record, calls=7, warm=name != "cold")
+        return bench.Timed(fn, record, calls=7)
 
-    warm, cold, failing = system("warm"), system("cold"), system("failing", fails_at=4)
-    bench.time_rounds([warm, cold, failing], ())
+    first, second, failing = system("first"), system("second"), system("failing", fails_at=5)
+    bench.time_rounds([first, second, failing], ())
 
-    # Each turn: each system's warm-up call (where it has one) and its share of the 7.
+    # Each turn: each system's warm-up call and its share of the 7 timed calls.
     shares = [7 * (k + 1) // bench.ROUNDS - 7 * k // bench.ROUNDS for k in range(bench.ROUNDS)]
-    expected = ["warm", "warm", "cold", "failing"]   # failing fails in its warm-up
+    expected = ["first"] * 2 + ["second"] * 2 + ["failing"]   # failing fails in its warm-up
     for n in shares[1:]:
-        expected += ["warm"] * (1 + n) + ["cold"] * n
+        expected += ["first"] * (1 + n) + ["second"] * (1 + n)
     assert shares[0] == 1 and calls == expected
-    assert warm.record.repeats == cold.record.repeats == 7
-    assert warm.record.status == cold.record.status == "ok"
-    assert 0 < cold.record.min_s <= cold.record.median_s <= cold.record.max_s
+    assert first.record.repeats == second.record.repeats == 7
+    assert first.record.status == second.record.status == "ok"
+    assert 0 < second.record.min_s <= second.record.median_s <= second.record.max_s
     assert failing.record.status == "failed: RuntimeError: out of memory"
     assert failing.record.median_s is None
 

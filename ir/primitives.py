@@ -114,12 +114,25 @@ sigmoid = primitive(
 )
 
 
+# Elements from which relu fills its result with zeros first (below, the extra call
+# costs more than the faster loop gains).
+_RELU_ZEROS_MIN = 1 << 14
+
+
 def _relu_impl(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # np.maximum keeps a NaN, and + 0 turns the -0.0 it may give for -0.0 into +0.0:
     # the kernels' `0 if x <= 0 else x`, without np.where's branch on every element
     # (0.5 ms against 4.4 for 2^20 float32, half of them negative, on the 2-core VM).
     if out is not None and out.dtype != x.dtype:
         return _into(out, _relu_impl(x))
+    if x.dtype.kind == "f" and x.size >= _RELU_ZEROS_MIN:
+        # Against a scalar, np.maximum runs NumPy's scalar loop; against an array of
+        # zeros (the result's own memory, filled first) its SIMD loop: 2^20 float32
+        # took 0.61 ms so and 0.23 so, float64 0.92 and 0.69 (on the 2-core EPYC VM).
+        result = np.empty(x.shape, x.dtype) if out is None else out
+        result.fill(0)
+        np.maximum(x, result, out=result)
+        return np.add(result, 0, out=result)
     result = np.asarray(np.maximum(x, 0, out=out))   # (a NumPy scalar for a 0-d x)
     if result.dtype.kind == "f":
         np.add(result, 0, out=result)

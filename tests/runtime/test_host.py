@@ -184,13 +184,15 @@ def test_where_selects_bits_as_numpy_does(dtype):
         assert _where_impl(c, x, y, out=out) is not None and out.tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
-def test_relu_is_zero_where_not_positive_and_keeps_nan(dtype):
-    x = _values(dtype, (50,), np.random.default_rng(2))
-    expected = np.where(x <= 0, 0, x).astype(dtype)   # the kernels' spelling
-    assert _relu_impl(x).tobytes() == expected.tobytes()
-    out = np.empty_like(x)
-    _relu_impl(x, out=out)
-    assert out.tobytes() == expected.tobytes()
-    for value in x[:7]:   # 0-d arrays
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+@pytest.mark.parametrize("shape", [(50,), (2, 3 << 13)], ids=["small", "filled-with-zeros"])
+def test_relu_is_zero_where_not_positive_and_keeps_nan(dtype, shape):
+    values = _values(dtype, shape, np.random.default_rng(2))
+    # (From 2^14 elements a float result is filled with zeros first.)
+    for x in (values, values[..., ::2], values.T):
+        expected = np.where(x <= 0, 0, x).astype(dtype)   # the kernels' spelling
+        assert _relu_impl(x).tobytes() == expected.tobytes()
+        out = np.empty(x.shape, dtype)
+        assert _relu_impl(x, out=out) is out and out.tobytes() == expected.tobytes()
+    for value in values.reshape(-1)[:7]:   # 0-d arrays
         assert _relu_impl(np.asarray(value)).tobytes() == np.where(value <= 0, 0, value).astype(dtype).tobytes()

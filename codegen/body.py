@@ -77,7 +77,7 @@ def row_buffered(sched: Schedule) -> list[Value]:
 
 def row_buffer_declarations(sched: Schedule, names: SourceNames) -> list[str]:
     inner = ", ".join(f"n{a}" for a in range(sched.outer, sched.rank))
-    return [f"{names(v)}_row = np.empty(({inner},), np.{v.dtype.name})"
+    return [f"{names(v)}_row = scalar_math.buffer(({inner},), np.{v.dtype.name})"
             for v in row_buffered(sched)]
 
 
@@ -103,7 +103,7 @@ def reduction_buffer_declarations(sched: Schedule, names: SourceNames) -> list[s
     else:
         shape = f"{BLOCK},"
     buffered = row_buffered(sched)
-    return [f"{names(n.out)}_red = np.empty(({shape}), np.{n.inputs[0].dtype.name})"
+    return [f"{names(n.out)}_red = scalar_math.buffer(({shape}), np.{n.inputs[0].dtype.name})"
             for n in deferred_reductions(sched) if direct_terms(n, sched, names, buffered) is None]
 
 

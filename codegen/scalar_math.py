@@ -84,7 +84,11 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_new_ref
+from numba.extending import (intrinsic, lower_builtin, overload, register_jitable,
+                             type_callable)
+from numba.np.arrayobj import make_array, populate_array
 
 F = np.float32
 
@@ -102,7 +106,17 @@ _JIT = {"forceinline": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": Tru
 
 
 def _helper(function):
-    """`register_jitable` with this file's options."""
+    """A helper of the functions here, inlined into each caller's Numba IR, so never
+    compiled on its own (issue 12, compile time): a function Numba compiles runs its
+    whole pipeline and an LLVM module, 25-90 ms each on a 2-core EPYC, and a float32
+    sin called ten such helpers. Numba inlines a jitted function's untyped IR; an
+    overload's it would compile in full first (above)."""
+    return njit(inline="always")(function)
+
+
+def _python_helper(function):
+    """`register_jitable` with this file's options: compiled on its own once per
+    signature, and a plain Python function when called from Python (`far_trig`)."""
     return register_jitable(**_JIT)(function)
 
 
@@ -319,29 +333,19 @@ _S1, _S2, _S3, _S4 = _S
 _C1, _C2, _C3, _C4, _C5 = _C
 
 
-@_helper
-def _pick(condition, yes, no):
-    """`yes if condition else no`: a select once LLVM inlines it. Spelled inline, the
-    conditional would be a branch in the Numba IR that `_reduce_pio2` is inlined as,
-    and Numba's SSA pass warns about its own variables there."""
-    return yes if condition else no
-
-
-# The pairs as seven constants: `_pair(i)` picks one by selects, not a table load. A
-# load per lane is a gather, which LLVM's cost model rejects on AVX2 (no cheap
-# vpgatherqq): it then loaded the table one lane at a time, and the whole loop ran at
-# 4 lanes with scalar extracts and inserts (W2 96.9 ms on an AVX2-only EPYC against
-# 19.9 on AVX-512).
-_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (_U(int(p)) for p in _TWO_OVER_PI_PAIRS)
-
-
-@_helper
-def _pair(i):
-    """_TWO_OVER_PI_PAIRS[i] for 0 <= i <= 6, by a tree of selects on i's bits."""
-    low, middle, high = (i & _U(1)) != _U(0), (i & _U(2)) != _U(0), (i & _U(4)) != _U(0)
-    p01, p23 = _pick(low, _P1, _P0), _pick(low, _P3, _P2)
-    p45, p6 = _pick(low, _P5, _P4), _P6
-    return _pick(high, _pick(middle, p6, p45), _pick(middle, p23, p01))
+@intrinsic
+def _pick(typingctx, condition, yes, no):
+    """`yes if condition else no` as one LLVM select. Spelled inline, the conditional
+    would be a branch in the Numba IR that `_reduce_pio2` is inlined as, and Numba's
+    SSA pass warns about its own variables there. An intrinsic rather than a jitted
+    helper (issue 12, compile time): Numba compiled a helper once per type, 35-45 ms
+    each, four types in a float32 sin."""
+    if isinstance(condition, types.Boolean):
+        common = typingctx.unify_types(types.unliteral(yes), types.unliteral(no))
+        if isinstance(common, (types.Number, types.Boolean)):
+            def codegen(context, builder, signature, args):
+                return builder.select(*args)
+            return common(types.boolean, common, common), codegen
 
 
 @_helper
@@ -352,14 +356,67 @@ def _int_of(xd):
     return _bits_of(xd + _SHIFTER) - _SHIFTER_BITS
 
 
-@_helper
-def _float_of_int(i):
-    """An int64 as the nearest float64, without int64 -> float64 conversions (AVX-512
-    only, one lane at a time on AVX2): the high 51 bits and the low 11 exactly through
-    the 1.5 * 2^52 shifter, then one rounding when they are added."""
-    high = _float_of((i >> 11) + _SHIFTER_BITS) - _SHIFTER
-    low = _float_of((i & 0x7FF) + _SHIFTER_BITS) - _SHIFTER
-    return high * 2048.0 + low
+@intrinsic
+def _payne_hanek(typingctx, xd):
+    """(r, n) with xd = r + n pi/2 (n mod 4, as a uint64), for a float64 xd that is a
+    float32 with |xd| >= 1/2, by Payne-Hanek reduction: |x| = m 2^k with a 24-bit m;
+    bits of x 2/pi above 2^1 are multiples of 4 (whole turns) and drop out, so only a
+    96-bit window of 2/pi starting at bit k - 1 matters. q = (m * window) mod 2^96,
+    top 64 bits: quadrant and fraction. Unsigned 64-bit arithmetic throughout.
+
+    Written in LLVM IR, not in Numba (issue 12, compile time): typing and lowering
+    its 40 uint64 operations took a third of a second of every float32 sin's compile.
+    The 2/pi window comes from seven constants by a tree of selects on the word's
+    bits, not a table load: a load per lane is a gather, which LLVM's cost model
+    rejects on AVX2 (no cheap vpgatherqq); it then loaded the table one lane at a
+    time, and the whole loop ran at 4 lanes (W2 96.9 ms on an AVX2-only EPYC against
+    19.9 on AVX-512). Conversions go through the 1.5 * 2^52 shifter: int64 <-> float64
+    is AVX-512 only, one lane at a time on AVX2."""
+    if xd != types.float64:
+        return None
+    result = types.Tuple((types.float64, types.uint64))
+
+    def codegen(context, builder, signature, args):
+        i64, f64 = ir.IntType(64), ir.DoubleType()
+        def k(value):
+            return ir.Constant(i64, value)
+        def pick(condition, yes, no):
+            return builder.select(condition, yes, no)
+        def bit(word, mask):
+            return builder.icmp_unsigned("!=", builder.and_(word, k(mask)), k(0))
+        def pair(word):  # _TWO_OVER_PI_PAIRS[word] for 0 <= word <= 6
+            low, middle, high = bit(word, 1), bit(word, 2), bit(word, 4)
+            p = [k(int(value)) for value in _TWO_OVER_PI_PAIRS]
+            p01, p23, p45 = pick(low, p[1], p[0]), pick(low, p[3], p[2]), pick(low, p[5], p[4])
+            return pick(high, pick(middle, p[6], p45), pick(middle, p23, p01))
+        def float_of(bits):  # bits + the shifter's, as a float64, less the shifter
+            return builder.fsub(builder.bitcast(builder.add(bits, k(_SHIFTER_BITS)), f64),
+                                ir.Constant(f64, _SHIFTER))
+
+        bits = builder.bitcast(args[0], i64)
+        # float64's exponent, kept to float32's finite range (|x| < 1/2 takes the
+        # other path; inf and NaN give NaN at the end) so the words stay inside 0..6.
+        exponent = builder.and_(builder.lshr(bits, k(52)), k(0x7FF))
+        exponent = pick(builder.icmp_unsigned("<", exponent, k(1022)), k(1022), exponent)
+        exponent = pick(builder.icmp_unsigned(">", exponent, k(1150)), k(1150), exponent)
+        m = builder.or_(builder.and_(builder.lshr(bits, k(29)), k(0x7FFFFF)), k(0x800000))
+        start = builder.sub(exponent, k(1016))  # k - 2 + one word of leading zeros, in bits
+        word, shift = builder.lshr(start, k(5)), builder.and_(start, k(31))
+        first, second = pair(word), pair(builder.add(word, k(2)))  # word + 2 <= 6
+        spill = builder.lshr(second, builder.sub(k(64), shift))  # poison at shift 0: not picked
+        high = builder.or_(builder.shl(first, shift),
+                           pick(builder.icmp_unsigned("!=", shift, k(0)), spill, k(0)))
+        low = builder.lshr(builder.shl(second, shift), k(32))
+        q = builder.add(builder.mul(m, high), builder.lshr(builder.mul(m, low), k(32)))
+        n = builder.lshr(builder.add(q, k(1 << 61)), k(62))
+        fraction = builder.sub(q, builder.shl(n, k(62)))  # a signed 63-bit fraction
+        # As a float64: the high 52 bits and the low 11 exactly, one rounding as they add.
+        whole = builder.fadd(builder.fmul(float_of(builder.ashr(fraction, k(11))),
+                                          ir.Constant(f64, 2048.0)),
+                             float_of(builder.and_(fraction, k(0x7FF))))
+        r = builder.fmul(whole, ir.Constant(f64, _PIO2_BY_2_62))
+        return context.make_tuple(builder, result, [r, n])
+    return result(xd), codegen
 
 
 @_helper
@@ -376,22 +433,7 @@ def _reduce_pio2(x):
     """(r, n) with x = r + n pi/2, |r| <= pi/4 (float64), for a float32 x."""
     xd = np.float64(x)
     nd, r_near = _reduce_pio2_near(xd)
-    # Payne-Hanek: |x| = m 2^k with a 24-bit m; bits of x 2/pi above 2^1 are multiples
-    # of 4 (whole turns) and drop out, so only a 96-bit window of 2/pi starting at bit
-    # k - 1 matters. q = (m * window) mod 2^96, top 64 bits: quadrant and fraction.
-    bits = _U(_bits_of(xd))
-    # float64's exponent, kept to float32's finite range (|x| < 1/2 takes the other
-    # path; inf and NaN give NaN at the end) so the pair indices stay inside 0..6.
-    exponent = min(max((bits >> _U(52)) & _U(0x7FF), _U(1022)), _U(1150))
-    m = ((bits >> _U(29)) & _U(0x7FFFFF)) | _U(0x800000)
-    start = exponent - _U(1016)  # k - 2 + one word of leading zeros, in bits
-    word, shift = start >> _U(5), start & _U(31)
-    first, second = _pair(word), _pair(word + _U(2))  # word + 2 <= 6 (start <= 134)
-    high = (first << shift) | _pick(shift != _U(0), second >> (_U(64) - shift), _U(0))
-    low = (second << shift) >> _U(32)
-    q = m * high + ((m * low) >> _U(32))
-    n_far = (q + (_U(1) << _U(61))) >> _U(62)
-    r_far = _float_of_int(np.int64(q - (n_far << _U(62)))) * _PIO2_BY_2_62
+    r_far, n_far = _payne_hanek(xd)
     near = abs(xd) < _FAR
     flip = (not near) & (xd < 0.0)
     r = _pick(near, r_near, r_far)
@@ -516,7 +558,7 @@ _ORDERED_INF = 0x7F800000        # _ordered32(inf)
 _ORDERED_MINUS_INF = -0x7F800001  # _ordered32(-inf)
 
 
-@register_jitable
+@_helper
 def _ordered_extrema(terms, count):
     """The int32 extrema of terms[:count] in `_ordered32`'s order, and a NaN among
     them if there is one (else 0.0)."""
@@ -542,6 +584,46 @@ def _block_min_f32(terms, count, start):
 
 overload(block_max)(_block_extremum(_maximum, max, _block_max_f32))
 overload(block_min)(_block_extremum(_minimum, min, _block_min_f32))
+
+
+def buffer(shape, dtype):
+    """A scratch array of `shape` (a tuple) and `dtype`, C order: a block's or a row's
+    terms. `np.empty(shape, dtype)`, whose Numba implementation is compiled (0.12-0.15 s,
+    once a process and dtype) before a kernel's first call; this one is lowered
+    straight to the runtime's allocation (issue 12, compile time)."""
+    return np.empty(shape, dtype)
+
+
+@type_callable(buffer)
+def _type_buffer(context):
+    def typer(shape, dtype):
+        if (isinstance(shape, types.UniTuple) and isinstance(shape.dtype, types.Integer)
+                and isinstance(dtype, types.NumberClass)):
+            return types.Array(dtype.instance_type, len(shape), "C")
+    return typer
+
+
+@lower_builtin(buffer, types.UniTuple, types.NumberClass)
+def _lower_buffer(context, builder, signature, args):
+    array_type = signature.return_type
+    shape_type = signature.args[0]
+    shape = [context.cast(builder, size, shape_type.dtype, types.intp)
+             for size in cgutils.unpack_tuple(builder, args[0], len(shape_type))]
+    itemsize = context.get_constant(
+        types.intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype)))
+    strides = [itemsize]
+    for size in reversed(shape[1:]):
+        strides.insert(0, builder.mul(strides[0], size))
+    total = builder.mul(strides[0], shape[0])
+    meminfo = context.nrt.meminfo_alloc_aligned(
+        builder, total, context.get_preferred_array_alignment(array_type.dtype))
+    array = make_array(array_type)(context, builder)
+    populate_array(array, data=builder.bitcast(context.nrt.meminfo_data(builder, meminfo),
+                                               array.data.type),
+                   shape=cgutils.pack_array(builder, shape),
+                   strides=cgutils.pack_array(builder, strides),
+                   itemsize=itemsize, meminfo=meminfo)
+    return impl_ret_new_ref(context, builder, array_type, array._getvalue())
 
 
 def block_sum(terms, count):
@@ -732,12 +814,8 @@ def _sincos_near_by_type(x):
     return lambda x: (math.sin(x), math.cos(x))
 
 
-@_helper
-def far_trig(x):
-    """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
-    (inf too; NaN is not far); for float64 also x within |x| 2^-64 of a multiple of
-    pi/2 (`_far_by_type`, at the end of the file)."""
-    return _far_by_type(x)
+# `far_trig(x)`: whether the `_near` sin and cos of x may differ from `sin` and `cos`'s
+# (defined at the end of the file, after the float64 functions it uses).
 
 
 # ---------------------------------------------------------------- issue 12: float64
@@ -1017,7 +1095,7 @@ _RP2T = 2.02226624879595063154e-21
 _TWO_M64 = 5.421010862427522e-20  # 2^-64
 
 
-@_helper
+@_python_helper
 def _reduce_pio2_f64_near(x):
     """(n, y0, y1) as `_reduce_pio2_f64`, for |x| < 2^20, with 7 fewer operations: y0 + y1
     is within |n| 2^-121 of x - n pi/2, so within 2^-56 |y0| unless |y0| < |x| 2^-64
@@ -1035,7 +1113,7 @@ def _reduce_pio2_f64_near(x):
     return n, y0, (r - y0) - w
 
 
-@_helper
+@_python_helper
 def _hard_pio2(x, y0):
     """Whether `_reduce_pio2_f64_near`'s y0 for x may be short of 2^-56 |y0|."""
     return abs(y0) < abs(x) * _TWO_M64
@@ -1108,25 +1186,25 @@ def _sincos_f64(x):
 # Each float64 version, by the name `_float32_path` looks up (`libm`'s, or the `_near`
 # functions' own): compiled and inlined as the float32 ones are.
 FLOAT64 = {
-    "exp": _helper(_exp_f64), "log": _helper(_log_f64),
-    "log1p": _helper(_log1p_f64), "expm1": _helper(_expm1_f64),
-    "tanh": _helper(_tanh_f64),
-    "sin": _helper(_sin_f64), "cos": _helper(_cos_f64),
+    "exp": _exp_f64, "log": _log_f64, "log1p": _log1p_f64, "expm1": _expm1_f64,
+    "tanh": _tanh_f64, "sin": _sin_f64, "cos": _cos_f64,
     "sin_near": lambda x: _sin_cos_near_f64(x, 0)[0],
     "cos_near": lambda x: _sin_cos_near_f64(x, 1)[0],
 }
 
 
-def _far_by_type(x):
-    """`far_trig` (see there); this Python version for calls from Python."""
+def far_trig(x):
+    """Whether the `_near` sin and cos of x may differ from `sin` and `cos`'s: |x| >= 2^20
+    (inf too; NaN is not far); for float64 also x within |x| 2^-64 of a multiple of
+    pi/2. This Python version for calls from Python; kernels compile the overload."""
     if isinstance(x, (float, np.float64)):
         _, y0, _ = _reduce_pio2_f64_near(np.float64(x))
         return abs(x) >= _FAR or bool(_hard_pio2(x, y0))
     return abs(np.float64(x)) >= _FAR
 
 
-@overload(_far_by_type, jit_options=_JIT)
-def _far_by_type_jit(x):
+@overload(far_trig, jit_options=_JIT)
+def _far_trig_jit(x):
     if x == types.float64:
         return lambda x: (abs(x) >= _FAR) | _hard_pio2(x, _reduce_pio2_f64_near(x)[1])
     return lambda x: abs(np.float64(x)) >= _FAR

@@ -46,9 +46,9 @@ def k1_add_tanh_mul_etc(x, b, d_out, g_out, g_part, nchunks, n0, n1, first, last
     for chunk in range(first, last):
         start = chunk * n0 // nchunks
         stop = (chunk + 1) * n0 // nchunks
-        c_row = np.empty((n1,), np.float32)
-        e_red = np.empty((n1,), np.float32)
-        g_red = np.empty((n1,), np.float32)
+        c_row = scalar_math.buffer((n1,), np.float32)
+        e_red = scalar_math.buffer((n1,), np.float32)
+        g_red = scalar_math.buffer((n1,), np.float32)
         g_acc = 0.0
         for i0 in range(start, stop):
             for i1 in range(n1):

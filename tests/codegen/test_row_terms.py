@@ -42,7 +42,7 @@ def test_terms_in_memory_are_reduced_in_place(assert_all_close):
     kept = re.search(r"(\w+)_row\[i1\] = \1\b", source)
     assert kept and f"scalar_math.block_sum({kept.group(1)}_row, n1)" in source, source
     # Only the computed sum still copies its terms.
-    assert len(re.findall(r"^\s+\w+_red = np.empty", source, re.M)) == 1, source
+    assert len(re.findall(r"^\s+\w+_red = scalar_math.buffer", source, re.M)) == 1, source
     # Before the exp pass, the next row of x (not of b, which is not read by rows)
     # starts loading; the last row asks for none (no row n0).
     prefetches = re.findall(r"scalar_math\.prefetch_head\((\w+), i0 \+ 1\)", source)

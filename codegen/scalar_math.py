@@ -321,7 +321,6 @@ _WORDS = _two_over_pi_words()
 # Word pairs: _TWO_OVER_PI_PAIRS[w] is words w and w + 1 as one 64-bit number, so that
 # the 128 bits a window can touch take two loads per element (gathers, when vectorized).
 _TWO_OVER_PI_PAIRS = np.array([(a << 32) | b for a, b in zip(_WORDS, _WORDS[1:])], np.uint64)
-_U = np.uint64  # the Payne-Hanek arithmetic is unsigned 64-bit throughout
 _TWO_OVER_PI = 2 / math.pi
 _PIO2_HI = float.fromhex("0x1.921fb54400000p+0")  # pi/2 to 33 bits: n * _PIO2_HI is exact
 _PIO2_LO = float.fromhex("0x1.0b4611a626331p-34")  # pi/2 - _PIO2_HI

@@ -92,8 +92,10 @@ from numba.np.arrayobj import make_array, populate_array
 
 F = np.float32
 
-# (issue 12, compile time) Every function here is compiled with these options, so that
-# each helper is compiled once per signature in a process. `forceinline` marks the
+# (issue 12, compile time) Every function here that Numba compiles on its own (the
+# overloads kernels call, `_python_helper`s) is compiled with these options, so that
+# each is compiled once per signature in a process; `_helper`s are not compiled on
+# their own at all, but inlined into their callers' Numba IR. `forceinline` marks the
 # compiled function `alwaysinline` for LLVM, which inlines it into the kernel's loop
 # (a call would keep the loop from vectorizing). Numba's own `inline="always"` on an
 # overload compiles the implementation in full anyway (to check it compiles), then types

@@ -109,9 +109,12 @@ from numba.core import event
 import fusegrad as fg
 compiled = collections.Counter()
 
+everything = set()
+
 class Listener(event.Listener):
     def on_start(self, ev):
         function = ev.data["dispatcher"].py_func
+        everything.add(function.__qualname__)
         if function.__module__ == "fusegrad.codegen.scalar_math":
             compiled[f"{function.__qualname__}{ev.data['args']}"] += 1
     def on_end(self, ev):
@@ -125,7 +128,7 @@ def loss(x, y):
 for dtype in (np.float32, np.float64):
     x, y = np.linspace(-3, 3, 64, dtype=dtype), np.linspace(1, 2, 64, dtype=dtype)
     fg.compile_grad(loss, wrt=(0, 1))(x, y)
-print(json.dumps(compiled))
+print(json.dumps({"compiled": compiled, "everything": sorted(everything)}))
 """
 
 
@@ -138,9 +141,18 @@ def test_each_scalar_math_helper_is_compiled_once_per_signature(tmp_path):
     done = subprocess.run([sys.executable, "-c", HELPERS_ONCE], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    compiled, everything = report["compiled"], report["everything"]
     assert any(name.startswith("_exp_f32") for name in compiled), compiled  # the listener saw them
     assert {name: n for name, n in compiled.items() if n > 1} == {}
+    # Helpers are inlined into their callers' Numba IR, never compiled on their own,
+    # and scratch buffers are not np.empty's compiled implementation.
+    from fusegrad.codegen import scalar_math
+    inlined = {name for name, value in vars(scalar_math).items()
+               if getattr(value, "targetoptions", {}).get("inline") == "always"}
+    assert {"_exp_parts", "_reduce_pio2_near", "_int_of"} <= inlined, inlined
+    assert not inlined & set(everything), inlined & set(everything)
+    assert not [name for name in everything if name.startswith("ol_np_empty")], everything
 
 
 # ---------------------------------------------------------------- issue 12: eager ski rental

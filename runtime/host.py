@@ -6,6 +6,8 @@ faster another way, giving the same arrays:
 
 - a matrix product: `blas.host_matmul`, split across fusegrad's threads with BLAS on
   one, as compiled graphs run theirs;
+- a sum of every element of a large float32 or float64 array: its two halves on two
+  threads, where NumPy's pairwise sum splits it (`_split_whole_sum`);
 - an elementwise node, or a reduction that keeps the first axis (a row sum, a row
   max), over a large array: cut along the output's first axis into one block per
   thread, each block computed into its rows of one result on fusegrad's threads
@@ -53,6 +55,8 @@ def host_impl(node: Node) -> Callable | None:
         return _split_rows(node, primitive.impl)
     if primitive.kind == REDUCTION and 0 not in node.attrs.get("axes", (0,)):
         return _split_rows(node, primitive.impl)   # each row reduced on its own
+    if primitive.name == "reduce_sum":
+        return _split_whole_sum(node)
     return None
 
 
@@ -110,6 +114,42 @@ def _split_rows(node: Node, impl: Callable) -> Callable | None:
         inputs, rows = blocks[0]
         run_parallel(partial(into, *inputs, out=rows), [(block, b) for b in blocks[1:]])
         return result
+    return split
+
+
+def _split_whole_sum(node: Node) -> Callable | None:
+    """A sum of every element of a large float32 or float64 array (no keepdims) as two
+    sums on two threads, of the halves where NumPy's pairwise sum cuts a contiguous
+    array (at n / 2 less its remainder by 8; the first split of `pairwise_sum` in
+    NumPy's loops), added as NumPy adds them: the same bits as one np.add.reduce.
+    None for other sums; a strided array or one thread runs the plain `impl`. (An
+    eager sum of 2^20 float32 on the 2-core EPYC VM: 0.21-0.24 ms before, 0.12-0.20
+    now; PyTorch 0.04.)"""
+    x, out, attrs = node.inputs[0], node.out, node.attrs
+    if (thread_count() < 2 or out.shape != () or attrs.get("keepdims")
+            or x.dtype not in (np.float32, np.float64) or x.size < PARALLEL_MIN_ELEMENTS):
+        return None
+    impl, reduce, ndarray = node.primitive.impl, np.add.reduce, np.ndarray
+    half = x.size // 2 - x.size // 2 % 8
+    dtype = x.dtype
+
+    def split(array: np.ndarray, **_: object) -> np.ndarray:   # (the node's attrs)
+        if array.__class__ is not ndarray or not array.flags.c_contiguous \
+                or thread_count() < 2:
+            return impl(array, **attrs)
+        flat = array.reshape(-1)
+        halves = [None, None]
+        errors = np.geterr()   # the caller's, for the half the pool's thread sums
+
+        def second() -> None:
+            with np.errstate(**errors):
+                halves[1] = reduce(flat[half:], 0, dtype)
+
+        def first() -> None:
+            halves[0] = reduce(flat[:half], 0, dtype)
+
+        run_parallel(first, [(second, ())])
+        return reduce(np.array(halves, dtype), 0, dtype)   # (an overflow says "reduce")
     return split
 
 

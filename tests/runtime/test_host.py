@@ -115,6 +115,35 @@ def test_split_row_reductions_are_the_impl_bit_for_bit(prim, monkeypatch):
     assert host.host_impl(node) is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_sums_split_in_two_are_numpys_bit_for_bit(dtype, monkeypatch):
+    """A large whole sum is cut where NumPy's pairwise sum cuts it: the same bits, with
+    NaN, infinities and overflow among the terms; strided arrays are summed whole."""
+    monkeypatch.setattr(host, "thread_count", lambda: 2)
+    monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 1 << 12)
+    prim, rng = REGISTRY["reduce_sum"], np.random.default_rng(5)
+    for shape in [(4099,), (1 << 13) + 13, (61, 131), (7, 5, 300)]:
+        shape = shape if isinstance(shape, tuple) else (shape,)
+        x = Value(shape, np.dtype(dtype))
+        attrs = {"axes": tuple(range(len(shape))), "keepdims": False}
+        split = host.host_impl(Node(prim, (x,), tuple(attrs.items()), (Value((), x.dtype),)))
+        assert split is not None
+        big = np.finfo(dtype).max / 4
+        for values in (_values(dtype, shape, rng)[..., ::-1].copy(),   # with NaN, inf
+                       (rng.standard_normal(shape) * 1e3).astype(dtype),
+                       np.full(shape, big, dtype)):                    # overflows
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected = conformed(prim.impl(values, **attrs), x.dtype, ())
+                got = conformed(split(values, **attrs), x.dtype, ())
+                strided = conformed(split(values.T, **attrs), x.dtype, ())
+                assert strided.tobytes() == conformed(prim.impl(values.T, **attrs), x.dtype,
+                                                      ()).tobytes()
+            assert got.tobytes() == expected.tobytes(), (shape, values.reshape(-1)[:3])
+    half = Value((64, 64), np.dtype(np.float16))   # float16 sums in float32: not split
+    node = Node(prim, (half,), (("axes", (0, 1)), ("keepdims", False)), (Value((), half.dtype),))
+    assert host.host_impl(node) is None
+
+
 def test_one_thread_set_after_preparing_runs_the_node_whole(monkeypatch):
     monkeypatch.setattr(host, "thread_count", lambda: 2)
     monkeypatch.setattr(host, "PARALLEL_MIN_ELEMENTS", 64)

@@ -385,9 +385,10 @@ def _payne_hanek(typingctx, xd):
             return builder.select(condition, yes, no)
         def bit(word, mask):
             return builder.icmp_unsigned("!=", builder.and_(word, k(mask)), k(0))
+        p = [k(int(value)) for value in _TWO_OVER_PI_PAIRS]
+
         def pair(word):  # _TWO_OVER_PI_PAIRS[word] for 0 <= word <= 6
             low, middle, high = bit(word, 1), bit(word, 2), bit(word, 4)
-            p = [k(int(value)) for value in _TWO_OVER_PI_PAIRS]
             p01, p23, p45 = pick(low, p[1], p[0]), pick(low, p[3], p[2]), pick(low, p[5], p[4])
             return pick(high, pick(middle, p[6], p45), pick(middle, p23, p01))
         def float_of(bits):  # bits + the shifter's, as a float64, less the shifter

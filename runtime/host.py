@@ -23,9 +23,8 @@ broadcast operands).
 """
 from __future__ import annotations
 
-import functools
 import inspect
-from functools import partial
+from functools import cache, partial
 from typing import Callable
 
 import numpy as np
@@ -160,7 +159,7 @@ def _half(count: int) -> int:
     return count // 2 - count // 2 % 8
 
 
-@functools.cache
+@cache
 def _numpy_sums_halves(dtype: np.dtype) -> bool:
     """Whether this NumPy's np.add.reduce of a contiguous array is the reduce of its two
     `_half`s' reduces (NumPy 2.4's is): checked once on terms whose sum rounds

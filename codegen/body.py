@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from fusegrad.codegen.loops import (Schedule, column_reduction, expression, index, ir_comment,
-                                    open_loop, operand, row_reduction, store_index)
+                                    open_loop, operand, read_once, row_reduction, store_index)
 from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir import primitives as P
@@ -360,6 +360,8 @@ def _reduced_operand(node: Node, sched: Schedule, names: SourceNames) -> str:
     x = node.inputs[0]
     if x in sched.kernel.levels:
         return names(x)
+    if read_once(x, sched):
+        return names(x) + "_scalar"
     return names(x) + index(x.shape, len(x.shape))
 
 

@@ -26,8 +26,8 @@ from fusegrad.codegen.body import (BLOCK, Dialect, accumulate, deferred_reductio
                                    near_trig, partial_nodes, reduction_buffer_declarations,
                                    row_buffer_declarations)
 from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
-from fusegrad.codegen.loops import (Schedule, column_reduction, looped, open_loop, schedule,
-                                    unit_index)
+from fusegrad.codegen.loops import (Schedule, column_reduction, emit_scalar_reads, looped,
+                                    open_loop, schedule, unit_index)
 from fusegrad.codegen.plan import FINAL, INNER, ROW, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
@@ -89,6 +89,7 @@ def emit_cpu(kernel: Kernel, names: SourceNames, consts: dict[Value, Node],
     w.line(f'@njit({nogil}cache=True, error_model="numpy")')
     computed = " ".join(names.ir(n.out) for n in kernel.nodes)
     with w.block(f"def {function}({', '.join(parameters)}):", computed):
+        emit_scalar_reads(w, sched, names)
         if not kernel.domain:
             emit_point(w, sched, names, CPU)
             _emit_epilogue(w, sched, names)

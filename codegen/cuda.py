@@ -33,8 +33,8 @@ from fusegrad.codegen.body import (Dialect, accumulate, accumulated, accumulator
                                    full_reductions, identity, kernel_parameters,
                                    partial_nodes, store)
 from fusegrad.codegen.kernel_source import KernelSource, output_buffers, partial_buffers
-from fusegrad.codegen.loops import (Schedule, column_reduction, ir_comment, row_reduction,
-                                    schedule)
+from fusegrad.codegen.loops import (Schedule, column_reduction, emit_scalar_reads, ir_comment,
+                                    row_reduction, schedule)
 from fusegrad.codegen.plan import FINAL, Kernel
 from fusegrad.codegen.source import SourceNames, Writer
 from fusegrad.ir.graph import Node, Value
@@ -84,6 +84,7 @@ def emit_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> 
     w.line("@cuda.jit(cache=True)")
     looped = " ".join(names.ir(n.out) for n in kernel.nodes if _in_loop(n, kernel))
     with w.block(f"def {kernel.name}({params}):", looped):
+        emit_scalar_reads(w, sched, names)
         if row_blocks(kernel):
             _emit_row_blocks(w, sched, names)
         else:
@@ -93,6 +94,7 @@ def emit_cuda(kernel: Kernel, names: SourceNames, consts: dict[Value, Node]) -> 
         w.line("@cuda.jit(cache=True)")
         after = " ".join(names.ir(n.out) for n in finals)
         with w.block(f"def {kernel.name}{EPILOGUE_SUFFIX}({params}):", after):
+            emit_scalar_reads(w, sched, names)
             _emit_epilogue(w, sched, names, finals)
     return w.text()
 

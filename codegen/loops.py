@@ -92,12 +92,32 @@ def index(shape: tuple[int, ...], consumer_rank: int) -> str:
     return f"[{', '.join(parts)}]"
 
 
+def read_once(value: Value, sched: Schedule) -> bool:
+    """Whether `value` is a kernel input of one element (0-d, as a mean's 1/N or a
+    Python number of an eager op; or every dim of size 1), the same at every point:
+    the kernel reads it once, into `<name>_scalar`, before its loops. Read inside
+    them, it was a load LLVM could not hoist (the loop's stores might write it) and
+    a branch it could not turn into a select (a clamp's `where`): no SIMD. An eager
+    clamp of 4096x256 float32 took 0.6 ms so, 0.1 with the reads hoisted."""
+    return (value not in sched.kernel.levels and value not in sched.consts
+            and all(d == 1 for d in value.shape))
+
+
+def emit_scalar_reads(w: Writer, sched: Schedule, names: SourceNames) -> None:
+    """`<name>_scalar = <name>[0]` for each input `read_once` (at a kernel's start)."""
+    for value in sched.kernel.inputs:
+        if read_once(value, sched):
+            w.line(f"{names(value)}_scalar = {names(value)}{index(value.shape, len(value.shape))}")
+
+
 def operand(value: Value, consumer: Node, sched: Schedule, names: SourceNames) -> str:
     const = sched.consts.get(value)
     if const is not None:
         return literal(const.param("value"), const.param("dtype"))
     if value in sched.kernel.levels:
         return names(value)
+    if read_once(value, sched):
+        return names(value) + "_scalar"
     # Reductions read their input over the whole domain; other nodes at their own rank.
     rank = len(value.shape) if consumer.primitive.kind == REDUCTION else len(consumer.out.shape)
     return names(value) + index(value.shape, rank)

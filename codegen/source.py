@@ -24,7 +24,7 @@ from fusegrad.ir.printer import Names
 MODULES = {"np", "math", "numba", "njit", "prange", "cuda", "scalar_math"}
 TEMPLATE = {"chunk", "nchunks", "start", "stop", "base", "count", "lane", "point", "step",
             "BLOCK", "far", "first", "last", "finish"}
-SUFFIXES = ("out", "acc", "part", "tree", "row", "red", "total")
+SUFFIXES = ("out", "acc", "part", "tree", "row", "red", "total", "scalar")
 _AXIS = re.compile(r"[in]\d+")
 _DERIVED = re.compile(r".+_(" + "|".join(SUFFIXES) + ")")
 

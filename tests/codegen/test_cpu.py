@@ -145,6 +145,28 @@ def test_golden_kernel_computes_what_the_ir_means(assert_all_close):
                      what="golden kernel")
 
 
+def test_one_element_inputs_are_read_once_before_the_loops():
+    """A kernel input of one element (0-d: a mean's 1/N, an eager op's Python number;
+    or of size-1 dims) is read into `<name>_scalar` before the loops. Read inside
+    them, LLVM loaded it again at every element (a store might have changed it) and
+    kept a clamp's selects as branches: no SIMD, 0.6 ms for an eager clamp of 4096x256
+    float32 where the hoisted reads take 0.1."""
+    x, low, high = Value((6, 4), F32, "x"), Value((), F32, "low"), Value((1, 1), F32, "high")
+    with ir.building() as builder:
+        y = ops.clip(x, low, high)
+    graph = builder.finish((x, low, high), (y,))
+    source = source_of(graph)
+    loops = source.index("for chunk")
+    assert "low_scalar = low[0]" in source[:loops]
+    assert "high_scalar = high[0, 0]" in source[:loops]
+    assert "low[" not in source[loops:] and "high[" not in source[loops:]
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((6, 4)).astype(np.float32), np.float32(-0.5),
+            np.full((1, 1), 0.5, np.float32)]
+    (result,) = Executable(plan_kernels(graph))(args)
+    np.testing.assert_array_equal(result, np.clip(args[0], -0.5, 0.5))
+
+
 def test_names_that_clash_with_the_kernel_template():
     """Arguments named like the kernel's own variables (np, i0, n1, chunk, x_out) are
     renamed in the source, and the kernel still computes the right thing."""
@@ -285,6 +307,9 @@ def _vocabulary_graphs():
     yield build([Value((3, 4, 5), F64, "np"), Value((3, 4, 5), F64, "np")], rows)
     yield build([Value((6, 4), F32, "x_out"), Value((6, 4), F32, "a.b")], columns)
     yield build([Value((5,), F32, "count"), Value((5,), F32, "np_v")], flat)
+    # A one-element input is read into `<name>_scalar`: a value of that name is another.
+    yield build([Value((5,), F32, "x_scalar"), Value((), F32, "x")],
+                lambda x, s: (ops.mul(x, s), ops.reduce_sum(ops.add(x, s))))
 
 
 def _names_used(source: str) -> set[str]:

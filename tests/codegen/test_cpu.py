@@ -167,6 +167,23 @@ def test_one_element_inputs_are_read_once_before_the_loops():
     np.testing.assert_array_equal(result, np.clip(args[0], -0.5, 0.5))
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+def test_small_integer_powers_are_the_interpreters_bit_for_bit(dtype):
+    """x**n for 1 <= |n| <= 4 is repeated products in the kernels and in the NumPy
+    interpreter alike (eager ops and interpreted backwards), not np.power's powf."""
+    powers = (-4, -3, -2, -1, 1, 2, 3, 4)
+    x = Value((4096,), dtype, "x")
+    with ir.building() as builder:
+        outputs = tuple(ops.integer_pow(x, n) for n in powers)
+    graph = builder.finish((x,), outputs)
+    rng = np.random.default_rng(0)
+    args = [(rng.standard_normal(4096) * np.exp(rng.uniform(-20, 20, 4096))).astype(dtype)]
+    args[0][:4] = (0.0, -0.0, np.inf, np.nan)
+    compiled = Executable(plan_kernels(graph))(args)
+    for n, kernel, interpreted in zip(powers, compiled, ir.evaluate(graph, args)):
+        np.testing.assert_array_equal(kernel, interpreted, err_msg=f"x**{n}")
+
+
 def test_names_that_clash_with_the_kernel_template():
     """Arguments named like the kernel's own variables (np, i0, n1, chunk, x_out) are
     renamed in the source, and the kernel still computes the right thing."""

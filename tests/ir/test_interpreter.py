@@ -49,6 +49,17 @@ def test_results_have_the_dtypes_and_shapes_of_the_ir():
     np.testing.assert_array_equal(scaled, x * np.float32(2.5))
 
 
+@pytest.mark.parametrize("n", [-3, 1, 2, 3, 4])
+def test_small_integer_powers_may_write_over_their_base(n):
+    """integer_pow's impl computes x**n into `out`, which may be x (an in-place pow)."""
+    from fusegrad.ir.primitives import _integer_pow_impl
+    x = np.array([1.5, -2.0, 3.0, 0.25], F32)
+    expected = _integer_pow_impl(x, n=n)
+    assert _integer_pow_impl(x, n=n, out=x) is x
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_allclose(expected, np.array([1.5, -2.0, 3.0, 0.25], F64) ** n, rtol=1e-6)
+
+
 def test_float32_stays_float32_inside():
     """1 + 1e-8 is 1 in float32; computing in float64 and rounding at the end is not."""
     graph = build(lambda x: (x + 1e-8) - 1.0, ((), F32))

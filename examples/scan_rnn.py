@@ -14,14 +14,15 @@ Each measurement runs in a fresh process with an empty kernel cache
 (FUSEGRAD_CACHE_DIR=<a new directory>), so "first call" includes tracing, the
 symbolic backward, planning and every Numba compilation.
 
-Measured on the 2-core development machine (float64, D=32, shared with other jobs):
+Measured on the 2-core EPYC VM (2026-12-03, float64, D=32), `python examples/scan_rnn.py`:
 
-    fg.scan, 1,000 steps     first call 1.5 s (8 kernels: 4 around the loops, 1 in the
-                             forward body, 3 in the backward body), then 56-59 ms a call:
-                             10 us a step forward, 35 us a step backward (D=64: 1.6 s,
-                             then 84 ms a call)
-    unrolled, 100 steps      first call 54 s (about 2 kernels a step), then 8.4 ms a call
-    unrolled, 1,000 steps    did not finish within 25 minutes
+    fg.scan, 1,000 steps     first call 2.85 s, then 128 ms a call
+    fg.scan, 100 steps       first call 2.92 s, then 15.4 ms a call
+    unrolled, 100 steps      first call 21.6 s, then 18.2 ms a call
+    unrolled, 50 steps       first call 8.2 s (`--measure unrolled 50`)
+
+(On the 2-core Xeon, before kernels doing the same work shared one compilation, the
+unrolled loop took 54 s at 100 steps and did not finish within 25 minutes at 1,000.)
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--unrolled-steps", type=int, default=100,
-                        help="steps of the unrolled version (1,000 takes about a minute)")
+                        help="steps of the unrolled version (its first call grows with them: 22 s at 100 on a 2-core VM)")
     parser.add_argument("--measure", nargs=2)
     options = parser.parse_args()
     if options.measure:

@@ -104,7 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--unrolled-steps", type=int, default=100,
-                        help="steps of the unrolled version (its first call grows with them: 22 s at 100 on a 2-core VM)")
+                        help="steps of the unrolled version (its first call grows with "
+                             "them: 22 s at 100 on a 2-core VM)")
     parser.add_argument("--measure", nargs=2)
     options = parser.parse_args()
     if options.measure:

@@ -163,16 +163,13 @@ SPINNING_POOL = textwrap.dedent("""
     # Ctrl-C while this thread waits for a worker's chunk: raised once the chunk has
     # ended, and the workers serve the next launch (not left claimed).
     import signal
-    main = threading.main_thread().ident
-
     def slow(log, first, last, finish):
         if first == 1:
-            # The clock starts with the worker's chunk: started before run_chunks, on
-            # a busy machine it rang before this thread had called it.
-            threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
             time.sleep(0.5)
             log.append("worker's chunk ended")
     log = []
+    main = threading.main_thread().ident
+    threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
     try:
         threads.run_chunks(slow, (log,), range(2))
         checks["interrupt_waits_for_the_chunk"] = False
